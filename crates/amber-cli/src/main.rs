@@ -1,0 +1,159 @@
+//! `amber`: look into, check and (later) scan and convert model files, without Python.
+//!
+//! Exit codes (also in `amber --help`):
+//! - 0: success (for `verify`: every file is intact)
+//! - 1: a file was read and found damaged or invalid
+//! - 2: a file could not be checked (missing, unreadable), or the command line is wrong
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use amber_format::{Container, EntryInfo, FormatError, MapMode, Mapping};
+use clap::{Parser, Subcommand};
+
+mod render;
+
+const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
+
+/// Inspect and verify amber model files.
+#[derive(Parser)]
+#[command(name = "amber", version, about, after_help = EXIT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a file's manifest: format, creation, environment, metadata and entries.
+    Info {
+        /// The amber file.
+        file: PathBuf,
+        /// Print the manifest as JSON (with `file_size` added).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the structure and every checksum of one or more files.
+    Verify {
+        /// The amber files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON object per file instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a command ended, mapped to the documented exit codes.
+enum Outcome {
+    Ok,
+    Invalid,
+    Error,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Info { file, json } => info(&file, json),
+        Command::Verify { files, json } => verify(&files, json),
+    };
+    match outcome {
+        Outcome::Ok => ExitCode::SUCCESS,
+        Outcome::Invalid => ExitCode::from(1),
+        Outcome::Error => ExitCode::from(2),
+    }
+}
+
+fn open(path: &Path) -> Result<Container<Mapping>, FormatError> {
+    Container::parse(amber_format::map_file(path, MapMode::ReadOnly)?)
+}
+
+fn failure(path: &Path, err: &FormatError) -> Outcome {
+    eprintln!("error: {}: {err}", path.display());
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    match err {
+        FormatError::Io { .. } | FormatError::Usage { .. } => Outcome::Error,
+        _ => Outcome::Invalid,
+    }
+}
+
+fn info(path: &Path, json: bool) -> Outcome {
+    let container = match open(path) {
+        Ok(c) => c,
+        Err(e) => return failure(path, &e),
+    };
+    if json {
+        let mut value = match serde_json::from_slice::<serde_json::Value>(container.manifest_bytes()) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {}: manifest is not JSON: {e}", path.display());
+                return Outcome::Invalid;
+            }
+        };
+        if let Some(map) = value.as_object_mut() {
+            map.insert("file_size".into(), container.bytes().len().into());
+        }
+        match serde_json::to_string_pretty(&value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::Error;
+            }
+        }
+    } else {
+        print!("{}", render::info(path, &container));
+    }
+    Outcome::Ok
+}
+
+fn verify(paths: &[PathBuf], json: bool) -> Outcome {
+    let mut worst = Outcome::Ok;
+    for path in paths {
+        let result = open(path).and_then(|c| {
+            let total = c.bytes().len() as u64;
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(path.display().to_string());
+            let checked = c.verify(&|n| bar.inc(n));
+            bar.finish_and_clear();
+            checked.map(|()| c.zip_entries().len())
+        });
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(FormatError::Io { .. } | FormatError::Usage { .. }) => Outcome::Error,
+            Err(_) => Outcome::Invalid,
+        };
+        if json {
+            let value = match &result {
+                Ok(n) => serde_json::json!({"file": path, "ok": true, "entries": n}),
+                Err(e) => serde_json::json!({"file": path, "ok": false, "code": e.code(), "entry": e.entry(), "error": e.to_string()}),
+            };
+            println!("{value}");
+        } else {
+            match &result {
+                Ok(n) => println!("{}: ok ({n} entries, all checksums match)", path.display()),
+                Err(e) => {
+                    failure(path, e);
+                }
+            }
+        }
+        worst = match (worst, outcome) {
+            (Outcome::Error, _) | (_, Outcome::Error) => Outcome::Error,
+            (Outcome::Invalid, _) | (_, Outcome::Invalid) => Outcome::Invalid,
+            _ => Outcome::Ok,
+        };
+    }
+    worst
+}
+
+/// Used by `render` to label entry kinds.
+fn kind_label(info: &EntryInfo) -> &'static str {
+    info.kind()
+}

@@ -1,0 +1,101 @@
+//! Human-readable rendering of a container for `amber info`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use amber_format::{Container, EntryInfo, Mapping};
+use serde_json::Value;
+
+/// Formats a byte count with a decimal unit (`12.3 MB`).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let label = UNITS.get(unit).copied().unwrap_or("B");
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {label}")
+    }
+}
+
+fn field<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+fn text(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "?".into(),
+    }
+}
+
+/// The text `amber info` prints.
+pub fn info(path: &Path, container: &Container<Mapping>) -> String {
+    let manifest = container.manifest();
+    let raw: Value = serde_json::from_slice(container.manifest_bytes()).unwrap_or(Value::Null);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  ({}, amber format {})",
+        path.display(),
+        size(container.bytes().len() as u64),
+        manifest.format_version
+    );
+    let _ = writeln!(
+        out,
+        "created    {} by amber {}",
+        text(field(&raw, &["created"])),
+        text(field(&raw, &["producer", "version"]))
+    );
+    let _ = writeln!(
+        out,
+        "python     {} ({}) on {}",
+        text(field(&raw, &["environment", "python"])),
+        text(field(&raw, &["environment", "implementation"])),
+        text(field(&raw, &["environment", "platform"]))
+    );
+    if let Some(Value::Object(packages)) = field(&raw, &["environment", "packages"]) {
+        let list: Vec<String> = packages.iter().map(|(k, v)| format!("{k} {}", text(Some(v)))).collect();
+        let _ = writeln!(out, "packages   {}", if list.is_empty() { "-".into() } else { list.join(", ") });
+    }
+    match field(&raw, &["metadata"]) {
+        Some(Value::Object(m)) if !m.is_empty() => {
+            let _ = writeln!(out, "metadata   {}", Value::Object(m.clone()));
+        }
+        _ => {
+            let _ = writeln!(out, "metadata   -");
+        }
+    }
+    let arrays = manifest.entries.iter().filter(|e| matches!(e, EntryInfo::Array(_))).count();
+    let _ = writeln!(out, "entries    {} (1 pickle stream, {arrays} arrays)", manifest.entries.len());
+    let _ = writeln!(out, "  {:<7} {:>10}  {:<20} {:<16} SHAPE", "KIND", "SIZE", "NAME", "DTYPE");
+    for entry in &manifest.entries {
+        let (dtype, shape) = match entry {
+            EntryInfo::Array(a) => (
+                a.dtype_label(),
+                format!(
+                    "({}){}",
+                    a.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                    if a.order == amber_format::Order::F { " F-order" } else { "" }
+                ),
+            ),
+            EntryInfo::Pickle { .. } => (String::new(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<7} {:>10}  {:<20} {:<16} {}",
+            crate::kind_label(entry),
+            size(entry.size()),
+            entry.name(),
+            dtype,
+            shape
+        );
+    }
+    out
+}

@@ -1,0 +1,131 @@
+//! Writing an amber container: `mimetype` first, then the pickle stream and
+//! the arrays, then `manifest.json`, then the zip directory.
+//!
+//! The manifest is composed by the caller (it knows the user's metadata and the
+//! environment) from the entry records this writer returns; [`ContainerWriter::finish`]
+//! checks it against what was actually written, so a file that a reader would
+//! refuse is never produced.
+
+use std::io::{Seek, Write};
+use std::path::PathBuf;
+
+use crate::error::{FormatError, Result};
+use crate::manifest::{
+    EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
+};
+use crate::zip::{ZipEntry, ZipWriter};
+
+/// Writes an amber container into a seekable sink.
+pub struct ContainerWriter<W: Write + Seek> {
+    zip: ZipWriter<W>,
+    label: PathBuf,
+}
+
+impl<W: Write + Seek> ContainerWriter<W> {
+    /// Starts a container; `label` names the destination in error messages.
+    pub fn new(sink: W, label: impl Into<PathBuf>) -> Result<Self> {
+        let mut writer = Self {
+            zip: ZipWriter::new(sink),
+            label: label.into(),
+        };
+        writer
+            .zip
+            .add_entry(MIMETYPE_ENTRY, &[MIMETYPE])
+            .map_err(|e| io_error(&writer.label, e))?;
+        Ok(writer)
+    }
+
+    /// Starts a streamed entry (the pickle stream).
+    pub fn begin_entry(&mut self, name: &str) -> Result<()> {
+        self.zip.begin_entry(name).map_err(|e| self.io(e))
+    }
+
+    /// Appends to the streamed entry.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.zip.write(data).map_err(|e| self.io(e))
+    }
+
+    /// Ends the streamed entry.
+    pub fn end_entry(&mut self) -> Result<ZipEntry> {
+        match self.zip.end_entry() {
+            Ok(entry) => Ok(entry.clone()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// Writes a whole entry from borrowed parts (an `.npy` header and the array data).
+    pub fn add_entry(&mut self, name: &str, parts: &[&[u8]]) -> Result<ZipEntry> {
+        match self.zip.add_entry(name, parts) {
+            Ok(entry) => Ok(entry.clone()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// The entries written so far after `mimetype`.
+    pub fn entries(&self) -> &[ZipEntry] {
+        self.zip.entries().get(1..).unwrap_or_default()
+    }
+
+    /// Checks `manifest` against the entries written, appends it and the zip
+    /// directory, and returns the sink.
+    pub fn finish(mut self, manifest: &[u8]) -> Result<W> {
+        let parsed: Manifest =
+            serde_json::from_slice(manifest).map_err(|e| FormatError::Manifest {
+                reason: format!("{e}"),
+            })?;
+        self.check_manifest(&parsed)?;
+        self.zip
+            .add_entry(MANIFEST_ENTRY, &[manifest])
+            .map_err(|e| io_error(&self.label, e))?;
+        let label = self.label.clone();
+        self.zip
+            .finish()
+            .map_err(|e| FormatError::io("write", label, e))
+    }
+
+    fn check_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let bad = |reason: String| Err(FormatError::Usage { what: reason });
+        if manifest.format != FORMAT_NAME || manifest.format_version != FORMAT_VERSION {
+            return bad(format!(
+                "manifest must say format `{FORMAT_NAME}` version {FORMAT_VERSION}"
+            ));
+        }
+        let written = self.entries();
+        if written.len() != manifest.entries.len() {
+            return bad(format!(
+                "manifest lists {} entries, {} were written",
+                manifest.entries.len(),
+                written.len()
+            ));
+        }
+        for (w, info) in written.iter().zip(&manifest.entries) {
+            if w.name != info.name() || w.size != info.size() || w.crc32 != info.crc32() {
+                return bad(format!(
+                    "manifest record for `{}` does not match what was written",
+                    w.name
+                ));
+            }
+            if let EntryInfo::Array(a) = info
+                && a.data_offset.checked_add(a.nbytes) != Some(a.size)
+            {
+                return bad(format!("manifest sizes for `{}` do not add up", a.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn io(&self, e: std::io::Error) -> FormatError {
+        io_error(&self.label, e)
+    }
+}
+
+/// Argument errors from the zip layer are usage errors; the rest are I/O on the destination.
+fn io_error(label: &std::path::Path, e: std::io::Error) -> FormatError {
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        FormatError::Usage {
+            what: e.to_string(),
+        }
+    } else {
+        FormatError::io("write", label, e)
+    }
+}

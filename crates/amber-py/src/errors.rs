@@ -1,0 +1,95 @@
+//! Mapping core errors to Python exceptions.
+//!
+//! One exception class per *category*, not per variant; each instance carries
+//! the stable `code` and, where known, `entry` and `offset`. Operating-system
+//! errors become the builtin `OSError` subclasses with `errno` and `filename`.
+
+use amber_format::FormatError as Core;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+pyo3::create_exception!(
+    amber,
+    AmberError,
+    pyo3::exceptions::PyException,
+    "Base class of every error amber raises about a file's content."
+);
+pyo3::create_exception!(
+    amber,
+    FormatError,
+    AmberError,
+    "The file is not a valid amber file: truncated, corrupt, or not amber at all."
+);
+pyo3::create_exception!(
+    amber,
+    ChecksumError,
+    FormatError,
+    "An entry's bytes do not match their checksum: the file is damaged."
+);
+pyo3::create_exception!(
+    amber,
+    UnsupportedError,
+    AmberError,
+    "A valid file that needs a newer amber or a feature this build lacks."
+);
+pyo3::create_exception!(
+    amber,
+    LimitExceededError,
+    AmberError,
+    "A size bound that protects the reader was exceeded."
+);
+
+/// Converts a core error into the matching Python exception.
+pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
+    let message = err.to_string();
+    let code = err.code();
+    let entry = err.entry().map(str::to_owned);
+    let offset = err.offset();
+    let pyerr = match err {
+        Core::Io { path, source, .. } => {
+            let errno = source.raw_os_error().unwrap_or(0);
+            let errno = if errno == 0 { errno_for(source.kind()) } else { errno };
+            let filename = path.display().to_string();
+            let text = format!("{message}: {source}");
+            // OSError picks the subclass (FileNotFoundError, …) from errno.
+            return PyOSError::new_err((errno, text, filename));
+        }
+        Core::Checksum { .. } => ChecksumError::new_err(message),
+        Core::Unsupported { .. } => UnsupportedError::new_err(message),
+        Core::Limit { .. } => LimitExceededError::new_err(message),
+        Core::Usage { .. } => return PyValueError::new_err(message),
+        _ => FormatError::new_err(message),
+    };
+    let value = pyerr.value(py);
+    // Setting attributes on a fresh exception instance cannot fail in practice;
+    // if it did, the exception would still carry its message.
+    let _ = value.setattr("code", code);
+    let _ = value.setattr("entry", entry);
+    let _ = value.setattr("offset", offset);
+    pyerr
+}
+
+fn errno_for(kind: std::io::ErrorKind) -> i32 {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::NotFound => 2,
+        K::PermissionDenied => 13,
+        K::AlreadyExists => 17,
+        K::IsADirectory => 21,
+        K::NotADirectory => 20,
+        K::StorageFull => 28,
+        _ => 5,
+    }
+}
+
+/// Shorthand used by the binding's methods.
+pub trait IntoPyResult<T> {
+    /// Maps the error side to a Python exception.
+    fn py(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Core> {
+    fn py(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py(py, e))
+    }
+}

@@ -1,0 +1,238 @@
+"""``dump``, ``load`` and friends: the public functions of amber.
+
+These functions resolve their arguments (paths, file objects, options) and
+drive the Rust writer and reader; the file format itself lives in Rust.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from typing import IO, Any, Union
+
+import numpy as np
+
+from amber import _amber, _manifest
+from amber._npy import header_bytes
+from amber._pickling import Pickler, Unpickler, package_versions
+
+PathLike = Union[str, "os.PathLike[str]"]
+Target = Union[PathLike, IO[bytes]]
+
+#: Bytes copied per write when dumping into a file object.
+_COPY_CHUNK = 8 << 20
+
+__version__ = "0.1.0"
+
+
+def _check_compress(compress: Any) -> None:
+    if compress in (None, False, 0):
+        return
+    raise NotImplementedError(
+        f"compress={compress!r}: this build of amber writes uncompressed files only"
+    )
+
+
+def _check_protocol(protocol: Any) -> None:
+    if protocol is None or protocol == 5 or protocol == -1:
+        return
+    if isinstance(protocol, int) and 0 <= protocol <= 4:
+        # joblib accepts any protocol; amber always writes protocol 5, which
+        # every Python amber supports can read. Say so rather than fail.
+        return
+    raise ValueError(f"protocol must be None or an int from 0 to 5, not {protocol!r}")
+
+
+def _is_path(target: Any) -> bool:
+    return isinstance(target, (str, os.PathLike))
+
+
+def _write_all(writer: Any, obj: Any, metadata: dict[str, Any]) -> Any:
+    """Pickles ``obj`` into ``writer`` and finishes the file; aborts on any error."""
+    try:
+        writer.begin_entry(_manifest.PICKLE_ENTRY)
+        pickler = Pickler(writer)
+        pickler.dump(obj)
+        pickler.check()
+        pickle_record = writer.end_entry()
+        headers: list[bytes] = []
+        records: list[dict[str, Any]] = []
+        for index, item in enumerate(pickler.arrays):
+            header = header_bytes(item.array.dtype, item.array.shape, item.fortran_order)
+            headers.append(header)
+            records.append(writer.add_entry(_manifest.array_entry_name(index), header, item.raw))
+        manifest = _manifest.build(
+            pickle_record,
+            records,
+            pickler.arrays,
+            headers,
+            package_versions(pickler.modules),
+            metadata,
+            __version__,
+        )
+        return writer.finish(manifest)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def dump(
+    value: Any,
+    filename: Target,
+    compress: Any = None,
+    protocol: int | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = True,
+    sync: bool = False,
+) -> str | None:
+    """Saves ``value`` (any picklable object) to an amber file.
+
+    ``filename`` is a path (``str`` or ``os.PathLike``) or a binary file
+    object opened for writing. A path is replaced atomically: the file is
+    written beside it under a temporary name and renamed into place, so an
+    error, a Ctrl-C or a crash leaves either the old file or the new one.
+
+    ``metadata`` is a dict of JSON values stored in the manifest (readable
+    with :func:`info` without unpickling). ``overwrite=False`` raises
+    :class:`FileExistsError` if the path exists. ``sync=True`` flushes the
+    file and its directory to disk before returning, so the file survives a
+    power cut (slower). ``protocol`` is accepted for joblib compatibility;
+    amber always writes pickle protocol 5.
+
+    Returns the path written, or ``None`` for a file object.
+
+    >>> import amber, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.amber")
+    >>> amber.dump({"w": np.arange(3)}, path, metadata={"run": 7})  # doctest: +ELLIPSIS
+    '...m.amber'
+    >>> amber.load(path)["w"]
+    array([0, 1, 2])
+    """
+    _check_compress(compress)
+    _check_protocol(protocol)
+    meta = _manifest.user_metadata(metadata)
+    if _is_path(filename):
+        path = os.fspath(filename)
+        writer = _amber.Writer.to_path(path, overwrite=overwrite, sync=sync)
+        return os.fspath(_write_all(writer, value, meta))
+    if hasattr(filename, "write"):
+        region = _write_all(_amber.Writer.to_temporary(), value, meta)
+        view = memoryview(region)
+        for start in range(0, len(view), _COPY_CHUNK):
+            filename.write(view[start : start + _COPY_CHUNK])
+        return None
+    raise TypeError(
+        f"filename must be a path or a binary file object opened for writing, "
+        f"not {type(filename).__name__} (are the arguments of dump swapped?)"
+    )
+
+
+def dumps(
+    value: Any,
+    compress: Any = None,
+    protocol: int | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
+    """Like :func:`dump`, but returns the file's bytes."""
+    _check_compress(compress)
+    _check_protocol(protocol)
+    data = _write_all(_amber.Writer.to_memory(), value, _manifest.user_metadata(metadata))
+    assert isinstance(data, bytes)
+    return data
+
+
+def _check_mmap_mode(mmap_mode: str | None) -> None:
+    if mmap_mode in (None, "r", "c"):
+        return
+    if mmap_mode in ("r+", "w+"):
+        raise ValueError(
+            f"mmap_mode={mmap_mode!r} is not supported: it would write into the model file in place, "
+            "which breaks its checksums and the guarantee that files are replaced atomically. "
+            "Use mmap_mode='c' for writable copy-on-write arrays, or load, change and dump again."
+        )
+    raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
+
+
+def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
+    if mmap_mode is None:
+        buffers: list[Any] = [np.empty(size, dtype=np.uint8) for size in reader.array_sizes()]
+        reader.copy_arrays_into(buffers)
+    else:
+        buffers = reader.array_regions()
+    stream = io.BytesIO(memoryview(reader.pickle()))
+    return Unpickler(stream, buffers=buffers).load()
+
+
+def _reader(source: Any, mmap_mode: str | None = None) -> Any:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _amber.Reader.from_bytes(source)
+    if _is_path(source):
+        return _amber.Reader.open(os.fspath(source), mmap_mode)
+    if hasattr(source, "read"):
+        return _amber.Reader.from_bytes(source.read())
+    raise TypeError(
+        f"expected a path, a binary file object or bytes, not {type(source).__name__}"
+    )
+
+
+def load(filename: Target, mmap_mode: str | None = None) -> Any:
+    """Loads the object saved in an amber file.
+
+    ``filename`` is a path or a binary file object opened for reading.
+    Before anything is unpickled, the file's structure, manifest and the
+    checksum of its pickle stream are checked. With ``mmap_mode=None`` every
+    array is read into memory and its checksum verified. ``mmap_mode="r"``
+    maps the file and returns read-only arrays that share its pages (instant
+    whatever the size); ``"c"`` gives writable copy-on-write arrays whose
+    changes never reach the file. In both mapped modes array checksums are
+    not verified on load (that would read every byte): use :func:`verify`.
+    ``"r+"`` and ``"w+"`` are refused, since writing into a model file in
+    place would break it.
+
+    Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
+    damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
+    the other :class:`OSError` subclasses on I/O problems.
+    """
+    _check_mmap_mode(mmap_mode)
+    if not _is_path(filename) and mmap_mode is not None:
+        warnings.warn(
+            f"mmap_mode={mmap_mode!r} needs a path; it is ignored for {type(filename).__name__} objects",
+            UserWarning,
+            stacklevel=2,
+        )
+        mmap_mode = None
+    return _unpickle(_reader(filename, mmap_mode), mmap_mode)
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """Loads an object from the bytes of an amber file (see :func:`load`)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"loads expects bytes, not {type(data).__name__}")
+    return _unpickle(_amber.Reader.from_bytes(data), None)
+
+
+def info(source: Target | bytes) -> dict[str, Any]:
+    """The manifest of an amber file, read without unpickling anything.
+
+    It holds the format version, creation time, the amber, Python and package
+    versions that wrote the file, the user's ``metadata``, and the list of
+    entries (name, kind, size, CRC-32; dtype, shape and order for arrays).
+    """
+    reader = _reader(source)
+    manifest: dict[str, Any] = json.loads(reader.manifest())
+    manifest["file_size"] = len(reader)
+    return manifest
+
+
+def verify(source: Target | bytes) -> None:
+    """Checks the checksum of every entry of an amber file.
+
+    Returns ``None`` when the file is intact; raises
+    :class:`amber.ChecksumError` naming the damaged entry otherwise (or
+    :class:`amber.FormatError` if its structure is broken).
+    """
+    _reader(source).verify()

@@ -1,0 +1,136 @@
+"""Composing the manifest: entries, environment and user metadata.
+
+The manifest is written last, from the records the Rust writer returns, and
+the writer checks it against what it actually wrote. Its schema is in
+``docs/FORMAT.md``; what is here is only how Python fills it in.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from amber import _amber
+from amber._npy import descr_json
+from amber._pickling import OutOfBandArray
+
+PICKLE_ENTRY = "model.pkl"
+
+
+def array_entry_name(index: int) -> str:
+    """Name of the ``index``-th array entry."""
+    return f"arrays/{index:06d}.npy"
+
+
+def environment(packages: dict[str, str]) -> dict[str, Any]:
+    """What wrote the file: Python, platform and the versions of the packages used."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "byteorder": sys.byteorder,
+        "packages": packages,
+    }
+
+
+def _jsonable(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"metadata[{path}] is {value!r}, which JSON cannot represent")
+        return value
+    if isinstance(value, np.generic):
+        return _jsonable(value.item(), path)
+    if isinstance(value, np.ndarray):
+        if value.size > 10_000:
+            raise TypeError(f"metadata[{path}] is an array of {value.size} elements; store large arrays in the model")
+        return _jsonable(value.tolist(), path)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"metadata[{path}] has a key {key!r} that is not a string")
+            out[key] = _jsonable(item, f"{path}.{key}" if path else repr(key))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"metadata[{path}] is a {type(value).__name__}, which is not JSON-serialisable")
+
+
+def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checks and converts user metadata to JSON values.
+
+    Accepted: JSON types, NumPy scalars and small arrays (as lists), dates and
+    times (ISO 8601 strings) and paths (strings). Anything else raises
+    :class:`TypeError` naming the key.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+    converted = _jsonable(metadata, "")
+    assert isinstance(converted, dict)
+    return converted
+
+
+def build(
+    pickle_record: dict[str, Any],
+    array_records: list[dict[str, Any]],
+    arrays: list[OutOfBandArray],
+    headers: list[bytes],
+    packages: dict[str, str],
+    metadata: dict[str, Any],
+    version: str,
+) -> bytes:
+    """The manifest JSON for a file with these entries."""
+    entries: list[dict[str, Any]] = [
+        {
+            "kind": "pickle",
+            "name": pickle_record["name"],
+            "size": pickle_record["size"],
+            "crc32": pickle_record["crc32"],
+            "protocol": 5,
+            "buffers": len(arrays),
+        }
+    ]
+    for record, array, header in zip(array_records, arrays, headers):
+        entries.append(
+            {
+                "kind": "array",
+                "name": record["name"],
+                "size": record["size"],
+                "crc32": record["crc32"],
+                "data_offset": len(header),
+                "nbytes": int(array.array.nbytes),
+                "dtype": descr_json(array.array.dtype),
+                "shape": list(array.array.shape),
+                "order": "F" if array.fortran_order else "C",
+            }
+        )
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    manifest = {
+        "format": "amber",
+        "format_version": _amber.FORMAT_VERSION,
+        "created": now.isoformat().replace("+00:00", "Z"),
+        "producer": {"name": "amber", "version": version},
+        "environment": environment(packages),
+        "metadata": metadata,
+        "entries": entries,
+    }
+    return json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf8")

@@ -1,0 +1,118 @@
+"""Pickling with arrays taken out of the stream, and unpickling them back.
+
+amber pickles with CPython's C pickler at protocol 5. A NumPy array large
+enough to be worth it is *not* written into the stream: :meth:`reducer_override`
+replaces it by NumPy's own protocol-5 reduction, ``_frombuffer(buffer, dtype,
+shape, order)``, whose buffer goes out of band (a ``NEXT_BUFFER`` opcode). The
+array's bytes are then written once, straight from the array's memory, into
+their own ``.npy`` entry. Loading hands the entries back as the out-of-band
+buffers, either copied into fresh NumPy memory or as views of the mapped file.
+
+The stream is therefore an ordinary protocol-5 pickle: anything with NumPy can
+load it with ``pickle.loads(stream, buffers=[...])``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Arrays smaller than this stay inside the pickle stream: for tiny arrays a
+#: separate entry costs more than it saves (see docs/FORMAT.md, rule F-21).
+ARRAY_THRESHOLD = 64 * 1024
+
+#: NumPy's own rebuild function for protocol-5 array pickles, found the way
+#: NumPy itself reaches it, so it is right under NumPy 1.x and 2.x alike.
+_FROMBUFFER = np.arange(2).__reduce_ex__(5)[0]
+
+_CALLABLE_TYPES = (type, types.FunctionType, types.BuiltinFunctionType, np.ufunc)
+
+
+@dataclass
+class OutOfBandArray:
+    """An array whose bytes go to their own entry."""
+
+    array: np.ndarray
+    raw: np.ndarray  # the same bytes as a flat uint8 view, in memory order
+    fortran_order: bool
+
+
+class Pickler(pickle.Pickler):
+    """A protocol-5 pickler that sends large plain arrays out of band."""
+
+    def __init__(self, file: Any, threshold: int = ARRAY_THRESHOLD) -> None:
+        super().__init__(file, protocol=5, buffer_callback=self._buffer_callback)
+        self.threshold = threshold
+        self.arrays: list[OutOfBandArray] = []
+        self.modules: set[str] = set()
+        self._ours: dict[int, int] = {}
+        self._emitted = 0
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        module = obj.__module__ if cls in _CALLABLE_TYPES else cls.__module__
+        if isinstance(module, str):
+            self.modules.add(module.partition(".")[0])
+        if (cls is np.ndarray or cls is np.memmap) and not obj.dtype.hasobject and obj.nbytes >= self.threshold:
+            return self._out_of_band(obj)
+        return NotImplemented
+
+    def _out_of_band(self, obj: np.ndarray) -> tuple[Any, tuple[Any, ...]]:
+        if obj.flags.c_contiguous:
+            data, fortran = obj, False
+        elif obj.flags.f_contiguous:
+            data, fortran = obj, True
+        else:
+            # A strided view: written C-contiguous, as joblib and pickle do.
+            data, fortran = np.ascontiguousarray(obj), False
+        raw = data.ravel(order="K").view(np.uint8)
+        buffer = pickle.PickleBuffer(raw)
+        self._ours[id(buffer)] = len(self.arrays)
+        self.arrays.append(OutOfBandArray(data, raw, fortran))
+        return _FROMBUFFER, (buffer, obj.dtype, obj.shape, "F" if fortran else "C")
+
+    def _buffer_callback(self, buffer: pickle.PickleBuffer) -> bool:
+        # NumPy also offers buffers of the small arrays we left alone; a true
+        # return value tells the pickler to keep those in band.
+        # The reduce tuple keeps our buffer alive until this call, and its id is
+        # dropped here, so a recycled id can never be mistaken for ours.
+        if self._ours.pop(id(buffer), None) is not None:
+            self._emitted += 1
+            return False
+        return True
+
+    def check(self) -> None:
+        """Confirms every array taken out of band was written as a buffer."""
+        if self._emitted != len(self.arrays):
+            raise RuntimeError(
+                f"internal error: {len(self.arrays)} arrays taken out of band, {self._emitted} buffers emitted"
+            )
+
+
+class Unpickler(pickle.Unpickler):
+    """The unpickler that runs on a stream amber has already checked.
+
+    ``find_class`` is the second wall of the safety policy; until the policy
+    lands it behaves like pickle's own.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(module, name)
+
+
+def package_versions(modules: set[str]) -> dict[str, str]:
+    """Versions of the imported, non-stdlib top-level packages in ``modules``."""
+    versions: dict[str, str] = {}
+    for name in sorted(modules):
+        if name in sys.stdlib_module_names or name in ("builtins", "__main__"):
+            continue
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None)
+        if isinstance(version, str):
+            versions[name] = version
+    return versions
