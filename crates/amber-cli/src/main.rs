@@ -87,13 +87,14 @@ fn info(path: &Path, json: bool) -> Outcome {
         Err(e) => return failure(path, &e),
     };
     if json {
-        let mut value = match serde_json::from_slice::<serde_json::Value>(container.manifest_bytes()) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("error: {}: manifest is not JSON: {e}", path.display());
-                return Outcome::Invalid;
-            }
-        };
+        let mut value =
+            match serde_json::from_slice::<serde_json::Value>(container.manifest_bytes()) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: {}: manifest is not JSON: {e}", path.display());
+                    return Outcome::Invalid;
+                }
+            };
         if let Some(map) = value.as_object_mut() {
             map.insert("file_size".into(), container.bytes().len().into());
         }
@@ -117,8 +118,10 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
             let total = c.bytes().len() as u64;
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message(path.display().to_string());
             let checked = c.verify(&|n| bar.inc(n));
@@ -133,7 +136,9 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
         if json {
             let value = match &result {
                 Ok(n) => serde_json::json!({"file": path, "ok": true, "entries": n}),
-                Err(e) => serde_json::json!({"file": path, "ok": false, "code": e.code(), "entry": e.entry(), "error": e.to_string()}),
+                Err(e) => {
+                    serde_json::json!({"file": path, "ok": false, "code": e.code(), "entry": e.entry(), "error": e.to_string()})
+                }
             };
             println!("{value}");
         } else {

@@ -61,8 +61,19 @@ pub fn info(path: &Path, container: &Container<Mapping>) -> String {
         text(field(&raw, &["environment", "platform"]))
     );
     if let Some(Value::Object(packages)) = field(&raw, &["environment", "packages"]) {
-        let list: Vec<String> = packages.iter().map(|(k, v)| format!("{k} {}", text(Some(v)))).collect();
-        let _ = writeln!(out, "packages   {}", if list.is_empty() { "-".into() } else { list.join(", ") });
+        let list: Vec<String> = packages
+            .iter()
+            .map(|(k, v)| format!("{k} {}", text(Some(v))))
+            .collect();
+        let _ = writeln!(
+            out,
+            "packages   {}",
+            if list.is_empty() {
+                "-".into()
+            } else {
+                list.join(", ")
+            }
+        );
     }
     match field(&raw, &["metadata"]) {
         Some(Value::Object(m)) if !m.is_empty() => {
@@ -72,17 +83,37 @@ pub fn info(path: &Path, container: &Container<Mapping>) -> String {
             let _ = writeln!(out, "metadata   -");
         }
     }
-    let arrays = manifest.entries.iter().filter(|e| matches!(e, EntryInfo::Array(_))).count();
-    let _ = writeln!(out, "entries    {} (1 pickle stream, {arrays} arrays)", manifest.entries.len());
-    let _ = writeln!(out, "  {:<7} {:>10}  {:<20} {:<16} SHAPE", "KIND", "SIZE", "NAME", "DTYPE");
+    let arrays = manifest
+        .entries
+        .iter()
+        .filter(|e| matches!(e, EntryInfo::Array(_)))
+        .count();
+    let _ = writeln!(
+        out,
+        "entries    {} (1 pickle stream, {arrays} arrays)",
+        manifest.entries.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<7} {:>10}  {:<20} {:<16} SHAPE",
+        "KIND", "SIZE", "NAME", "DTYPE"
+    );
     for entry in &manifest.entries {
         let (dtype, shape) = match entry {
             EntryInfo::Array(a) => (
                 a.dtype_label(),
                 format!(
                     "({}){}",
-                    a.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-                    if a.order == amber_format::Order::F { " F-order" } else { "" }
+                    a.shape
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if a.order == amber_format::Order::F {
+                        " F-order"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             EntryInfo::Pickle { .. } => (String::new(), String::new()),

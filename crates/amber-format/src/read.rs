@@ -21,6 +21,9 @@ use crate::npy;
 use crate::sniff;
 use crate::zip::{self, ZipEntry};
 
+/// Where the content of the `mimetype` entry starts (F-2).
+const MIMETYPE_DATA_OFFSET: usize = 64;
+
 /// Chunk size for parallel copying and checksumming.
 const CHUNK: usize = 4 << 20;
 
@@ -52,6 +55,24 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
         if !bytes.starts_with(b"PK\x03\x04") {
             return Err(FormatError::NotAmber {
                 reason: sniff::describe(bytes),
+            });
+        }
+        // F-2: the signature is at fixed offsets, so "some other zip" is told
+        // apart from "a damaged amber file" before the directory is read.
+        let signature_end = MIMETYPE_DATA_OFFSET + MIMETYPE.len();
+        if bytes.len() < signature_end {
+            return Err(FormatError::Truncated {
+                what: "amber signature",
+                offset: 0,
+                needed: signature_end as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        if bytes.get(30..38) != Some(MIMETYPE_ENTRY.as_bytes())
+            || bytes.get(MIMETYPE_DATA_OFFSET..signature_end) != Some(MIMETYPE)
+        {
+            return Err(FormatError::NotAmber {
+                reason: "a zip archive, but not an amber file (its first entry is not amber's `mimetype`)".into(),
             });
         }
         let zip_entries = zip::read_directory(bytes)?;

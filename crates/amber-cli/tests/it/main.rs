@@ -1,0 +1,101 @@
+//! Runs the `amber` binary on the spec's test vectors: exit codes, text and JSON output.
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn vector(kind: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/vectors")
+        .join(kind)
+        .join(name)
+}
+
+fn amber(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_amber"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn verify_exit_codes() {
+    let good = vector("valid", "arrays.amber");
+    let damaged = vector("invalid", "damaged-array.amber");
+    let (code, stdout, stderr) = amber(&["verify", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok ("), "{stdout}");
+    let (code, _, stderr) = amber(&["verify", damaged.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("arrays/000000.npy") && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = amber(&["verify", "/nonexistent/model.amber"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/model.amber"), "{stderr}");
+    // The worst outcome wins when several files are given.
+    let (code, _, _) = amber(&["verify", good.to_str().unwrap(), damaged.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let (code, _, _) = amber(&["verify"]);
+    assert_eq!(code, 2, "missing argument is a usage error");
+}
+
+#[test]
+fn verify_json_names_the_damaged_entry() {
+    let damaged = vector("invalid", "damaged-pickle.amber");
+    let (code, stdout, _) = amber(&["verify", "--json", damaged.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(value["ok"], false);
+    assert_eq!(value["code"], "format.checksum");
+    assert_eq!(value["entry"], "model.pkl");
+}
+
+#[test]
+fn info_text_and_json() {
+    let good = vector("valid", "arrays.amber");
+    let (code, stdout, stderr) = amber(&["info", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    for needle in [
+        "amber format 1",
+        "model.pkl",
+        "arrays/000000.npy",
+        "<f8",
+        "F-order",
+        "struct[4 fields]",
+        "test vector",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let (code, stdout, _) = amber(&["info", "--json", good.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value["format"], "amber");
+    assert_eq!(value["metadata"]["purpose"], "test vector");
+    assert_eq!(value["file_size"], std::fs::metadata(&good).unwrap().len());
+}
+
+#[test]
+fn info_on_non_amber_input_says_what_it_is() {
+    let (code, _, stderr) = amber(&[
+        "info",
+        vector("invalid", "plain-pickle.amber").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("not an amber file") && stderr.contains("pickle"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = amber(&[
+        "info",
+        vector("invalid", "future-version.amber").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("upgrade amber"), "{stderr}");
+}
