@@ -5,7 +5,10 @@
 //! it keeps its owner alive for as long as any view exists. [`Borrowed`] is the
 //! other direction: the bytes of a Python object for the duration of one call.
 //! This module is the only place in the binding that touches raw pointers.
-#![expect(unsafe_code, reason = "the buffer protocol is a raw-pointer C API; each block has a SAFETY note")]
+#![expect(
+    unsafe_code,
+    reason = "the buffer protocol is a raw-pointer C API; each block has a SAFETY note"
+)]
 
 use std::ffi::c_int;
 use std::sync::Arc;
@@ -53,9 +56,14 @@ impl Region {
         self.writable
     }
 
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
         let this = slf.get();
-        let len = isize::try_from(this.len).map_err(|_| PyBufferError::new_err("region too large"))?;
+        let len =
+            isize::try_from(this.len).map_err(|_| PyBufferError::new_err("region too large"))?;
         // SAFETY: `view` comes from the interpreter. The pointer and length describe
         // memory owned by `_owner`, which the view keeps alive through its reference
         // to `slf`; `PyBuffer_FillInfo` refuses writable requests on read-only regions.
@@ -107,7 +115,10 @@ impl Borrowed {
     }
 
     /// The bytes, mutably. Only for buffers obtained with `writable`.
-    #[expect(clippy::mut_from_ref, reason = "the memory belongs to Python, not to `self`")]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the memory belongs to Python, not to `self`"
+    )]
     pub fn bytes_mut(&self) -> &mut [u8] {
         let len = self.buffer.len_bytes();
         if len == 0 {

@@ -48,7 +48,11 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     let pyerr = match err {
         Core::Io { path, source, .. } => {
             let errno = source.raw_os_error().unwrap_or(0);
-            let errno = if errno == 0 { errno_for(source.kind()) } else { errno };
+            let errno = if errno == 0 {
+                errno_for(source.kind())
+            } else {
+                errno
+            };
             let filename = path.display().to_string();
             let text = format!("{message}: {source}");
             // OSError picks the subclass (FileNotFoundError, …) from errno.

@@ -20,8 +20,14 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AmberError", py.get_type::<errors::AmberError>())?;
     m.add("FormatError", py.get_type::<errors::FormatError>())?;
     m.add("ChecksumError", py.get_type::<errors::ChecksumError>())?;
-    m.add("UnsupportedError", py.get_type::<errors::UnsupportedError>())?;
-    m.add("LimitExceededError", py.get_type::<errors::LimitExceededError>())?;
+    m.add(
+        "UnsupportedError",
+        py.get_type::<errors::UnsupportedError>(),
+    )?;
+    m.add(
+        "LimitExceededError",
+        py.get_type::<errors::LimitExceededError>(),
+    )?;
     m.add("FORMAT_VERSION", amber_format::FORMAT_VERSION)?;
     m.add("ALIGNMENT", amber_format::zip::ALIGNMENT)?;
     m.add_class::<buffer::Region>()?;

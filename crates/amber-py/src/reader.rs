@@ -55,7 +55,12 @@ impl Reader {
             .zip(usize::try_from(len).ok())
             .and_then(|(s, l)| bytes.get(s..s.checked_add(l)?))
             .ok_or_else(|| PyValueError::new_err("region outside the file"))?;
-        Ok(Region::new(self.container.clone(), range.as_ptr(), range.len(), writable))
+        Ok(Region::new(
+            self.container.clone(),
+            range.as_ptr(),
+            range.len(),
+            writable,
+        ))
     }
 }
 
@@ -69,9 +74,13 @@ impl Reader {
         let (map_mode, writable) = match mode {
             None | Some("r") => (MapMode::ReadOnly, false),
             Some("c") => (MapMode::CopyOnWrite, true),
-            Some(other) => return Err(PyValueError::new_err(format!("unknown map mode `{other}`"))),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!("unknown map mode `{other}`")));
+            }
         };
-        let mapping = py.detach(|| amber_format::map_file(&path, map_mode)).py(py)?;
+        let mapping = py
+            .detach(|| amber_format::map_file(&path, map_mode))
+            .py(py)?;
         Self::new(py, Backing::Map(mapping), writable)
     }
 
@@ -90,8 +99,15 @@ impl Reader {
     /// The pickle stream as a read-only region, after checking its CRC.
     fn pickle(&self, py: Python<'_>) -> PyResult<Region> {
         let container = self.container.clone();
-        let data = py.detach(|| container.pickle().map(|d| (d.as_ptr() as usize, d.len()))).py(py)?;
-        Ok(Region::new(self.container.clone(), data.0 as *const u8, data.1, false))
+        let data = py
+            .detach(|| container.pickle().map(|d| (d.as_ptr() as usize, d.len())))
+            .py(py)?;
+        Ok(Region::new(
+            self.container.clone(),
+            data.0 as *const u8,
+            data.1,
+            false,
+        ))
     }
 
     /// Zero-copy regions of every array's data, in buffer order. Structure is
@@ -106,7 +122,11 @@ impl Reader {
 
     /// Sizes in bytes of every array, in buffer order.
     fn array_sizes(&self) -> Vec<u64> {
-        self.container.arrays().into_iter().map(|(_, loc)| loc.nbytes).collect()
+        self.container
+            .arrays()
+            .into_iter()
+            .map(|(_, loc)| loc.nbytes)
+            .collect()
     }
 
     /// Copies every array into `buffers` (writable, C-contiguous, one per array
@@ -123,7 +143,8 @@ impl Reader {
                 held.len()
             )));
         }
-        let dests: Vec<(usize, &mut [u8])> = held.iter().map(Borrowed::bytes_mut).enumerate().collect();
+        let dests: Vec<(usize, &mut [u8])> =
+            held.iter().map(Borrowed::bytes_mut).enumerate().collect();
         let container = &self.container;
         py.detach(|| container.copy_arrays_into(dests)).py(py)
     }
@@ -145,4 +166,3 @@ impl Reader {
 pub fn sniff(data: &[u8]) -> String {
     amber_format::sniff::describe(data)
 }
-

@@ -27,7 +27,9 @@ impl Writer {
         let sink = Sink::create(output).py(py)?;
         let label = sink.label();
         let writer = ContainerWriter::new(sink, label).py(py)?;
-        Ok(Self { inner: Some(writer) })
+        Ok(Self {
+            inner: Some(writer),
+        })
     }
 
     fn active(&mut self) -> PyResult<&mut ContainerWriter<Sink>> {
@@ -110,13 +112,19 @@ impl Writer {
         let data = Borrowed::get(data, false)?;
         let bytes = data.bytes();
         let writer = self.active()?;
-        let entry = py.detach(|| writer.add_entry(name, &[header, bytes])).py(py)?;
+        let entry = py
+            .detach(|| writer.add_entry(name, &[header, bytes]))
+            .py(py)?;
         entry_dict(py, &entry)
     }
 
     /// Records of the entries written so far (after `mimetype`).
     fn entries<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.active()?.entries().iter().map(|e| entry_dict(py, e)).collect()
+        self.active()?
+            .entries()
+            .iter()
+            .map(|e| entry_dict(py, e))
+            .collect()
     }
 
     /// Writes the manifest and the zip directory and makes the file visible.

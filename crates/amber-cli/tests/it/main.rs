@@ -1,5 +1,5 @@
 //! Runs the `amber` binary on the spec's test vectors: exit codes, text and JSON output.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
