@@ -32,6 +32,9 @@ enum Command {
         /// Print the manifest as JSON (with `file_size` added).
         #[arg(long)]
         json: bool,
+        /// List every entry (by default long lists are summarised).
+        #[arg(long)]
+        all: bool,
     },
     /// Check the structure and every checksum of one or more files.
     Verify {
@@ -54,7 +57,7 @@ enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Info { file, json } => info(&file, json),
+        Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
     };
     match outcome {
@@ -81,7 +84,7 @@ fn failure(path: &Path, err: &FormatError) -> Outcome {
     }
 }
 
-fn info(path: &Path, json: bool) -> Outcome {
+fn info(path: &Path, json: bool, all: bool) -> Outcome {
     let container = match open(path) {
         Ok(c) => c,
         Err(e) => return failure(path, &e),
@@ -106,7 +109,7 @@ fn info(path: &Path, json: bool) -> Outcome {
             }
         }
     } else {
-        print!("{}", render::info(path, &container));
+        print!("{}", render::info(path, &container, all));
     }
     Outcome::Ok
 }

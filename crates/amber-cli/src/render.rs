@@ -6,6 +6,9 @@ use std::path::Path;
 use amber_format::{Container, EntryInfo, Mapping};
 use serde_json::Value;
 
+/// Entries listed before the rest are summarised (unless `--all`).
+const MAX_LISTED: usize = 10;
+
 /// Formats a byte count with a decimal unit (`12.3 MB`).
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -36,7 +39,7 @@ fn text(value: Option<&Value>) -> String {
 }
 
 /// The text `amber info` prints.
-pub fn info(path: &Path, container: &Container<Mapping>) -> String {
+pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
     let manifest = container.manifest();
     let raw: Value = serde_json::from_slice(container.manifest_bytes()).unwrap_or(Value::Null);
     let mut out = String::new();
@@ -98,7 +101,12 @@ pub fn info(path: &Path, container: &Container<Mapping>) -> String {
         "  {:<7} {:>10}  {:<20} {:<16} SHAPE",
         "KIND", "SIZE", "NAME", "DTYPE"
     );
-    for entry in &manifest.entries {
+    let shown = if all || manifest.entries.len() <= MAX_LISTED + 2 {
+        manifest.entries.len()
+    } else {
+        MAX_LISTED
+    };
+    for entry in manifest.entries.iter().take(shown) {
         let (dtype, shape) = match entry {
             EntryInfo::Array(a) => (
                 a.dtype_label(),
@@ -126,6 +134,16 @@ pub fn info(path: &Path, container: &Container<Mapping>) -> String {
             entry.name(),
             dtype,
             shape
+        );
+    }
+    let hidden = manifest.entries.get(shown..).unwrap_or_default();
+    if !hidden.is_empty() {
+        let bytes: u64 = hidden.iter().map(EntryInfo::size).sum();
+        let _ = writeln!(
+            out,
+            "  … {} more entries ({}); `--all` lists them",
+            hidden.len(),
+            size(bytes)
         );
     }
     out
