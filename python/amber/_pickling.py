@@ -30,7 +30,9 @@ ARRAY_THRESHOLD = 64 * 1024
 #: NumPy itself reaches it, so it is right under NumPy 1.x and 2.x alike.
 _FROMBUFFER = np.arange(2).__reduce_ex__(5)[0]
 
-_CALLABLE_TYPES = (type, types.FunctionType, types.BuiltinFunctionType, np.ufunc)
+_CALLABLE_TYPES = frozenset({type, types.FunctionType, types.BuiltinFunctionType, np.ufunc})
+_ndarray = np.ndarray
+_memmap = np.memmap
 
 
 @dataclass
@@ -50,16 +52,27 @@ class Pickler(pickle.Pickler):
         self.threshold = threshold
         self.arrays: list[OutOfBandArray] = []
         self.modules: set[str] = set()
+        self._seen: set[Any] = set()
+        self._saw_array = False
         self._ours: dict[int, int] = {}
         self._emitted = 0
 
     def reducer_override(self, obj: Any) -> Any:
+        # Called by the C pickler for every object that is not a builtin
+        # container or scalar, so the common paths return as early as possible.
         cls = type(obj)
-        module = obj.__module__ if cls in _CALLABLE_TYPES else cls.__module__
-        if isinstance(module, str):
-            self.modules.add(module.partition(".")[0])
-        if (cls is np.ndarray or cls is np.memmap) and not obj.dtype.hasobject and obj.nbytes >= self.threshold:
-            return self._out_of_band(obj)
+        if cls is _ndarray or cls is _memmap:
+            self._saw_array = True
+            if obj.nbytes >= self.threshold and not obj.dtype.hasobject:
+                return self._out_of_band(obj)
+            return NotImplemented
+        # Classes and functions are pickled by reference: note their package once.
+        key = obj if cls in _CALLABLE_TYPES else cls
+        if key not in self._seen:
+            self._seen.add(key)
+            module = getattr(key, "__module__", None)
+            if isinstance(module, str):
+                self.modules.add(module.partition(".")[0])
         return NotImplemented
 
     def _out_of_band(self, obj: np.ndarray) -> tuple[Any, tuple[Any, ...]]:
@@ -87,7 +100,10 @@ class Pickler(pickle.Pickler):
         return True
 
     def check(self) -> None:
-        """Confirms every array taken out of band was written as a buffer."""
+        """Confirms every array taken out of band was written as a buffer, and
+        records NumPy among the packages if any array was pickled."""
+        if self._saw_array:
+            self.modules.add("numpy")
         if self._emitted != len(self.arrays):
             raise RuntimeError(
                 f"internal error: {len(self.arrays)} arrays taken out of band, {self._emitted} buffers emitted"
