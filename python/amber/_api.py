@@ -14,7 +14,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from amber import _amber, _manifest
+from amber import _amber, _compress, _manifest
 from amber._npy import header_bytes
 from amber._pickling import Pickler, Unpickler, package_versions
 
@@ -25,14 +25,6 @@ Target = Union[PathLike, IO[bytes]]
 _COPY_CHUNK = 8 << 20
 
 __version__ = "0.1.0"
-
-
-def _check_compress(compress: Any) -> None:
-    if compress in (None, False, 0):
-        return
-    raise NotImplementedError(
-        f"compress={compress!r}: this build of amber writes uncompressed files only"
-    )
 
 
 def _check_protocol(protocol: Any) -> None:
@@ -49,10 +41,11 @@ def _is_path(target: Any) -> bool:
     return isinstance(target, (str, os.PathLike))
 
 
-def _write_all(writer: Any, obj: Any, metadata: dict[str, Any]) -> Any:
+def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str, int] | None) -> Any:
     """Pickles ``obj`` into ``writer`` and finishes the file; aborts on any error."""
+    name, level = codec if codec else (None, 0)
     try:
-        writer.begin_entry(_manifest.PICKLE_ENTRY)
+        writer.begin_entry(_manifest.pickle_entry_name(codec is not None), name, level)
         pickler = Pickler(writer)
         pickler.dump(obj)
         pickler.check()
@@ -62,7 +55,8 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any]) -> Any:
         for index, item in enumerate(pickler.arrays):
             header = header_bytes(item.array.dtype, item.array.shape, item.fortran_order)
             headers.append(header)
-            records.append(writer.add_entry(_manifest.array_entry_name(index), header, item.raw))
+            entry = _manifest.array_entry_name(index, codec is not None)
+            records.append(writer.add_entry(entry, header, item.raw, name, level, item.array.dtype.itemsize))
         manifest = _manifest.build(
             pickle_record,
             records,
@@ -87,6 +81,7 @@ def dump(
     metadata: dict[str, Any] | None = None,
     overwrite: bool = True,
     sync: bool = False,
+    threads: int | None = None,
 ) -> str | None:
     """Saves ``value`` (any picklable object) to an amber file.
 
@@ -102,6 +97,18 @@ def dump(
     power cut (slower). ``protocol`` is accepted for joblib compatibility;
     amber always writes pickle protocol 5.
 
+    ``compress`` takes what joblib's takes: ``None``/``False``/``0`` (none),
+    ``True`` (zstd, default level), an int 1-9 (zstd, how hard to try),
+    ``"zstd"``, ``"lz4"``, or ``(name, level)``. joblib's ``"zlib"``,
+    ``"gzip"``, ``"bz2"``, ``"lzma"`` and ``"xz"`` mean "compress" and are
+    written as zstd at a level giving a file no larger than that codec would
+    (the file is an amber file either way). Paths ending in ``.z``, ``.gz``,
+    ``.bz2``, ``.lzma``, ``.xz``, ``.zst`` or ``.lz4`` are compressed without
+    being asked. Arrays and the pickle stream are compressed in chunks on
+    every core (``threads=`` or ``AMBER_NUM_THREADS`` caps it), with a
+    byte-shuffle filter for typed arrays when it helps and raw storage for
+    chunks that do not compress.
+
     Returns the path written, or ``None`` for a file object.
 
     >>> import amber, numpy as np, tempfile, os
@@ -111,15 +118,16 @@ def dump(
     >>> amber.load(path)["w"]
     array([0, 1, 2])
     """
-    _check_compress(compress)
+    codec = _compress.resolve(compress, filename)
     _check_protocol(protocol)
     meta = _manifest.user_metadata(metadata)
+    n_threads = _compress.threads(threads)
     if _is_path(filename):
         path = os.fspath(filename)
-        writer = _amber.Writer.to_path(path, overwrite=overwrite, sync=sync)
-        return os.fspath(_write_all(writer, value, meta))
+        writer = _amber.Writer.to_path(path, overwrite=overwrite, sync=sync, threads=n_threads)
+        return os.fspath(_write_all(writer, value, meta, codec))
     if hasattr(filename, "write"):
-        region = _write_all(_amber.Writer.to_temporary(), value, meta)
+        region = _write_all(_amber.Writer.to_temporary(threads=n_threads), value, meta, codec)
         view = memoryview(region)
         for start in range(0, len(view), _COPY_CHUNK):
             filename.write(view[start : start + _COPY_CHUNK])
@@ -136,11 +144,13 @@ def dumps(
     protocol: int | None = None,
     *,
     metadata: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> bytes:
     """Like :func:`dump`, but returns the file's bytes."""
-    _check_compress(compress)
+    codec = _compress.resolve(compress)
     _check_protocol(protocol)
-    data = _write_all(_amber.Writer.to_memory(), value, _manifest.user_metadata(metadata))
+    writer = _amber.Writer.to_memory(threads=_compress.threads(threads))
+    data = _write_all(writer, value, _manifest.user_metadata(metadata), codec)
     assert isinstance(data, bytes)
     return data
 
@@ -163,23 +173,38 @@ def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
         reader.copy_arrays_into(buffers)
     else:
         buffers = reader.array_regions()
+        unmappable = [i for i, region in enumerate(buffers) if region is None]
+        if unmappable:
+            entries = reader.array_entries()
+            copies: list[Any] = [None] * len(buffers)
+            for i in unmappable:
+                copies[i] = buffers[i] = np.empty(entries[i][1], dtype=np.uint8)
+            reader.copy_arrays_into(copies)
+            names = ", ".join(entries[i][0] for i in unmappable)
+            warnings.warn(
+                f"mmap_mode={mmap_mode!r} cannot map compressed arrays; "
+                f"{len(unmappable)} loaded into memory instead: {names}",
+                UserWarning,
+                stacklevel=3,
+            )
     stream = io.BytesIO(memoryview(reader.pickle()))
     return Unpickler(stream, buffers=buffers).load()
 
 
-def _reader(source: Any, mmap_mode: str | None = None) -> Any:
+def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = None) -> Any:
+    n_threads = _compress.threads(threads)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _amber.Reader.from_bytes(source)
+        return _amber.Reader.from_bytes(source, threads=n_threads)
     if _is_path(source):
-        return _amber.Reader.open(os.fspath(source), mmap_mode)
+        return _amber.Reader.open(os.fspath(source), mmap_mode, threads=n_threads)
     if hasattr(source, "read"):
-        return _amber.Reader.from_bytes(source.read())
+        return _amber.Reader.from_bytes(source.read(), threads=n_threads)
     raise TypeError(
         f"expected a path, a binary file object or bytes, not {type(source).__name__}"
     )
 
 
-def load(filename: Target, mmap_mode: str | None = None) -> Any:
+def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None = None) -> Any:
     """Loads the object saved in an amber file.
 
     ``filename`` is a path or a binary file object opened for reading.
@@ -191,7 +216,9 @@ def load(filename: Target, mmap_mode: str | None = None) -> Any:
     changes never reach the file. In both mapped modes array checksums are
     not verified on load (that would read every byte): use :func:`verify`.
     ``"r+"`` and ``"w+"`` are refused, since writing into a model file in
-    place would break it.
+    place would break it. Compressed arrays cannot be mapped: with
+    ``mmap_mode`` they are decompressed into memory, with a warning naming
+    them. Decompression runs on every core (``threads=`` caps it).
 
     Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
     damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
@@ -205,14 +232,14 @@ def load(filename: Target, mmap_mode: str | None = None) -> Any:
             stacklevel=2,
         )
         mmap_mode = None
-    return _unpickle(_reader(filename, mmap_mode), mmap_mode)
+    return _unpickle(_reader(filename, mmap_mode, threads), mmap_mode)
 
 
-def loads(data: bytes | bytearray | memoryview) -> Any:
+def loads(data: bytes | bytearray | memoryview, *, threads: int | None = None) -> Any:
     """Loads an object from the bytes of an amber file (see :func:`load`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
-    return _unpickle(_amber.Reader.from_bytes(data), None)
+    return _unpickle(_reader(data, None, threads), None)
 
 
 def info(source: Target | bytes) -> dict[str, Any]:

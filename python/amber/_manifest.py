@@ -22,12 +22,14 @@ from amber import _amber
 from amber._npy import descr_json
 from amber._pickling import OutOfBandArray
 
-PICKLE_ENTRY = "model.pkl"
+def pickle_entry_name(compressed: bool) -> str:
+    """Name of the pickle entry; a ``c`` suffix marks a chunked compressed payload."""
+    return "model.pklc" if compressed else "model.pkl"
 
 
-def array_entry_name(index: int) -> str:
-    """Name of the ``index``-th array entry."""
-    return f"arrays/{index:06d}.npy"
+def array_entry_name(index: int, compressed: bool = False) -> str:
+    """Name of the ``index``-th array entry (``.npyc`` when compressed)."""
+    return f"arrays/{index:06d}.npy{'c' if compressed else ''}"
 
 
 def environment(packages: dict[str, str]) -> dict[str, Any]:
@@ -99,30 +101,34 @@ def build(
     version: str,
 ) -> bytes:
     """The manifest JSON for a file with these entries."""
-    entries: list[dict[str, Any]] = [
-        {
-            "kind": "pickle",
-            "name": pickle_record["name"],
-            "size": pickle_record["size"],
-            "crc32": pickle_record["crc32"],
-            "protocol": 5,
-            "buffers": len(arrays),
-        }
-    ]
+    pickle_entry: dict[str, Any] = {
+        "kind": "pickle",
+        "name": pickle_record["name"],
+        "size": pickle_record["size"],
+        "crc32": pickle_record["crc32"],
+        "protocol": 5,
+        "buffers": len(arrays),
+    }
+    if "codec" in pickle_record:
+        pickle_entry["codec"] = pickle_record["codec"]
+        pickle_entry["raw_size"] = pickle_record["raw_size"]
+    entries: list[dict[str, Any]] = [pickle_entry]
     for record, array, header in zip(array_records, arrays, headers):
-        entries.append(
-            {
-                "kind": "array",
-                "name": record["name"],
-                "size": record["size"],
-                "crc32": record["crc32"],
-                "data_offset": len(header),
-                "nbytes": int(array.array.nbytes),
-                "dtype": descr_json(array.array.dtype),
-                "shape": list(array.array.shape),
-                "order": "F" if array.fortran_order else "C",
-            }
-        )
+        entry = {
+            "kind": "array",
+            "name": record["name"],
+            "size": record["size"],
+            "crc32": record["crc32"],
+            "data_offset": len(header),
+            "nbytes": int(array.array.nbytes),
+            "dtype": descr_json(array.array.dtype),
+            "shape": list(array.array.shape),
+            "order": "F" if array.fortran_order else "C",
+        }
+        if "codec" in record:
+            entry["codec"] = record["codec"]
+            entry["filter"] = record["filter"]
+        entries.append(entry)
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     manifest = {
         "format": "amber",

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod error;
 pub mod file;
 pub mod manifest;

@@ -53,6 +53,12 @@ pub enum EntryInfo {
         /// Number of out-of-band buffers the stream takes (`NEXT_BUFFER` opcodes),
         /// which are the array entries in manifest order.
         buffers: u64,
+        /// Compression of the entry (absent: stored as is).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        codec: Option<String>,
+        /// Length of the stream once decompressed (with `codec`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_size: Option<u64>,
     },
     /// A NumPy array in `.npy` format.
     Array(ArrayInfo),
@@ -78,6 +84,20 @@ pub struct ArrayInfo {
     pub shape: Vec<u64>,
     /// `"C"` or `"F"`: the memory order of the data.
     pub order: Order,
+    /// Compression of the data after the header (absent: stored as is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// Filter applied before compression (`"none"` or `"shuffle"`), with `codec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+impl ArrayInfo {
+    /// Whether the data is a chunked compressed payload rather than raw bytes.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.codec.as_deref().is_some_and(|c| c != "none")
+    }
 }
 
 /// Memory order of array data.

@@ -10,8 +10,11 @@
 //! pickle stream, [`Container::copy_arrays_into`] verifies arrays while
 //! copying them out, and [`Container::verify`] checks everything.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
+use crate::codec;
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     ArrayInfo, EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MAX_MANIFEST_BYTES,
@@ -20,6 +23,9 @@ use crate::manifest::{
 use crate::npy;
 use crate::sniff;
 use crate::zip::{self, ZipEntry};
+
+/// Largest pickle stream a reader decompresses into memory.
+pub const MAX_PICKLE_RAW_SIZE: u64 = 64 << 30;
 
 /// Where the content of the `mimetype` entry starts (F-2).
 const MIMETYPE_DATA_OFFSET: usize = 64;
@@ -46,6 +52,8 @@ pub struct ArrayLocation {
     pub offset: u64,
     /// Bytes of array data.
     pub nbytes: u64,
+    /// Whether the data is compressed (then it cannot be mapped in place).
+    pub compressed: bool,
 }
 
 impl<B: AsRef<[u8]> + Sync> Container<B> {
@@ -168,9 +176,55 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                 return Err(mismatch("CRC-32 differs from the manifest".into()));
             }
             match info {
-                EntryInfo::Pickle { buffers: b, .. } => {
+                EntryInfo::Pickle {
+                    buffers: b,
+                    codec,
+                    raw_size,
+                    ..
+                } => {
                     pickles += 1;
                     buffers = *b;
+                    if codec.as_deref().is_some_and(|c| c != "none") {
+                        let layout = codec::read_layout(
+                            slice(self.data.as_ref(), zip_entry),
+                            &zip_entry.name,
+                        )?;
+                        check_codec(&zip_entry.name, &layout, codec.as_deref(), None)?;
+                        if Some(layout.raw_size) != *raw_size {
+                            return Err(mismatch(
+                                "decompressed size differs from the manifest".into(),
+                            ));
+                        }
+                        if layout.raw_size > MAX_PICKLE_RAW_SIZE {
+                            return Err(FormatError::Limit {
+                                what: "decompressed pickle size",
+                                value: layout.raw_size,
+                                limit: MAX_PICKLE_RAW_SIZE,
+                            });
+                        }
+                    }
+                }
+                EntryInfo::Array(array) if array.is_compressed() => {
+                    arrays += 1;
+                    let entry = slice(self.data.as_ref(), zip_entry);
+                    let payload = entry.get(array.data_offset as usize..).ok_or_else(|| {
+                        mismatch("the header runs past the end of the entry".into())
+                    })?;
+                    let layout = codec::read_layout(payload, &zip_entry.name)?;
+                    check_codec(
+                        &zip_entry.name,
+                        &layout,
+                        array.codec.as_deref(),
+                        array.filter.as_deref(),
+                    )?;
+                    if layout.raw_size != array.nbytes {
+                        return Err(mismatch(format!(
+                            "payload decompresses to {} bytes, the manifest says {}",
+                            layout.raw_size, array.nbytes
+                        )));
+                    }
+                    let header = npy::parse_header(entry, &zip_entry.name)?;
+                    npy::check_against(&header, array)?;
                 }
                 EntryInfo::Array(array) => {
                     arrays += 1;
@@ -235,18 +289,31 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
     }
 
     /// The pickle stream, after checking its CRC.
-    pub fn pickle(&self) -> Result<&[u8]> {
-        let entry = self
+    ///
+    /// A compressed stream is decompressed into memory (after its CRC is checked).
+    pub fn pickle(&self) -> Result<Cow<'_, [u8]>> {
+        let (entry, info) = self
             .inner_zip_entries()
             .iter()
             .zip(&self.manifest.entries)
-            .find_map(|(z, info)| matches!(info, EntryInfo::Pickle { .. }).then_some(z))
+            .find(|(_, info)| matches!(info, EntryInfo::Pickle { .. }))
             .ok_or_else(|| FormatError::Manifest {
                 reason: "no pickle entry".into(),
             })?;
         let data = slice(self.data.as_ref(), entry);
-        check_crc(data, entry)?;
-        Ok(data)
+        check_crc_parallel(data, entry)?;
+        match info {
+            EntryInfo::Pickle {
+                codec: Some(c),
+                raw_size: Some(raw),
+                ..
+            } if c != "none" => {
+                let mut out = vec![0u8; usize::try_from(*raw).unwrap_or(usize::MAX)];
+                codec::decode_into(data, &entry.name, &mut out)?;
+                Ok(Cow::Owned(out))
+            }
+            _ => Ok(Cow::Borrowed(data)),
+        }
     }
 
     /// The array entries in buffer order, with their manifest records.
@@ -261,6 +328,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                         name: array.name.clone(),
                         offset: z.data_offset + array.data_offset,
                         nbytes: array.nbytes,
+                        compressed: array.is_compressed(),
                     },
                 ));
             }
@@ -301,7 +369,22 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
         jobs.into_par_iter()
             .try_for_each(|(zip_entry, info, dest)| {
                 let entry = slice(bytes, zip_entry);
+                if info.is_compressed() {
+                    check_crc_parallel(entry, zip_entry)?;
+                    let payload = entry.get(info.data_offset as usize..).unwrap_or_default();
+                    return codec::decode_into(payload, &zip_entry.name, dest);
+                }
                 let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
+                if data.len() != dest.len() {
+                    return Err(FormatError::Mismatch {
+                        entry: zip_entry.name.clone(),
+                        what: format!(
+                            "holds {} bytes of data, the array needs {}",
+                            data.len(),
+                            dest.len()
+                        ),
+                    });
+                }
                 let mut hasher = crc32fast::Hasher::new();
                 hasher.update(header);
                 let parts: Vec<crc32fast::Hasher> = dest
@@ -390,6 +473,56 @@ fn slice<'a>(bytes: &'a [u8], entry: &ZipEntry) -> &'a [u8] {
     bytes
         .get(entry.data_offset as usize..(entry.data_offset + entry.size) as usize)
         .unwrap_or_default()
+}
+
+fn check_codec(
+    name: &str,
+    layout: &codec::Layout,
+    codec: Option<&str>,
+    filter: Option<&str>,
+) -> Result<()> {
+    if codec != Some(layout.codec.name()) || filter.is_some_and(|f| f != layout.filter.name()) {
+        return Err(FormatError::Mismatch {
+            entry: name.to_owned(),
+            what: format!(
+                "payload is {} with filter {}, the manifest says {} with {}",
+                layout.codec.name(),
+                layout.filter.name(),
+                codec.unwrap_or("none"),
+                filter.unwrap_or("none")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an entry's CRC using every thread of the current pool.
+fn check_crc_parallel(data: &[u8], entry: &ZipEntry) -> Result<()> {
+    if data.len() < CHUNK {
+        return check_crc(data, entry);
+    }
+    let parts: Vec<crc32fast::Hasher> = data
+        .par_chunks(CHUNK)
+        .map(|c| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(c);
+            h
+        })
+        .collect();
+    let mut hasher = crc32fast::Hasher::new();
+    for part in &parts {
+        hasher.combine(part);
+    }
+    let actual = hasher.finalize();
+    if actual == entry.crc32 {
+        Ok(())
+    } else {
+        Err(FormatError::Checksum {
+            entry: entry.name.clone(),
+            expected: entry.crc32,
+            actual,
+        })
+    }
 }
 
 fn check_crc(data: &[u8], entry: &ZipEntry) -> Result<()> {

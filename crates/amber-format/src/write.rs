@@ -9,6 +9,7 @@
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 
+use crate::codec::{Encoder, Settings, Summary};
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
@@ -19,6 +20,10 @@ use crate::zip::{ZipEntry, ZipWriter};
 pub struct ContainerWriter<W: Write + Seek> {
     zip: ZipWriter<W>,
     label: PathBuf,
+    /// For a compressed streamed entry: its encoder and the bytes not yet encoded.
+    encoding: Option<(Encoder, Vec<u8>, usize)>,
+    /// Summary of the last compressed streamed entry.
+    last_summary: Option<Summary>,
 }
 
 impl<W: Write + Seek> ContainerWriter<W> {
@@ -27,6 +32,8 @@ impl<W: Write + Seek> ContainerWriter<W> {
         let mut writer = Self {
             zip: ZipWriter::new(sink),
             label: label.into(),
+            encoding: None,
+            last_summary: None,
         };
         writer
             .zip
@@ -40,13 +47,45 @@ impl<W: Write + Seek> ContainerWriter<W> {
         self.zip.begin_entry(name).map_err(|e| self.io(e))
     }
 
+    /// Starts a streamed entry whose bytes are compressed in chunks (F-40).
+    pub fn begin_compressed_entry(&mut self, name: &str, settings: Settings) -> Result<()> {
+        self.begin_entry(name)?;
+        // Encode a few chunks per thread at a time: parallel, with bounded memory.
+        let batch = settings.chunk_size.max(1) * rayon::current_num_threads().max(1) * 2;
+        self.encoding = Some((
+            Encoder::new(settings, &[]),
+            Vec::with_capacity(batch),
+            batch,
+        ));
+        Ok(())
+    }
+
     /// Appends to the streamed entry.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.zip.write(data).map_err(|e| self.io(e))
+        let Some((encoder, pending, batch)) = self.encoding.as_mut() else {
+            return self.zip.write(data).map_err(|e| self.io(e));
+        };
+        pending.extend_from_slice(data);
+        if pending.len() >= *batch {
+            let zip = &mut self.zip;
+            let label = &self.label;
+            encoder.encode(pending, &mut |b| {
+                zip.write(b).map_err(|e| io_error(label, e))
+            })?;
+            pending.clear();
+        }
+        Ok(())
     }
 
     /// Ends the streamed entry.
     pub fn end_entry(&mut self) -> Result<ZipEntry> {
+        if let Some((mut encoder, pending, _)) = self.encoding.take() {
+            let zip = &mut self.zip;
+            let label = &self.label;
+            let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+            encoder.encode(&pending, &mut sink)?;
+            self.last_summary = Some(encoder.finish(&mut sink)?);
+        }
         match self.zip.end_entry() {
             Ok(entry) => Ok(entry.clone()),
             Err(e) => Err(self.io(e)),
@@ -59,6 +98,34 @@ impl<W: Write + Seek> ContainerWriter<W> {
             Ok(entry) => Ok(entry.clone()),
             Err(e) => Err(self.io(e)),
         }
+    }
+
+    /// Writes entry `name` as `header` followed by `data` compressed in chunks (F-40).
+    pub fn add_compressed_entry(
+        &mut self,
+        name: &str,
+        header: &[u8],
+        data: &[u8],
+        settings: Settings,
+    ) -> Result<(ZipEntry, Summary)> {
+        self.begin_entry(name)?;
+        self.zip.write(header).map_err(|e| self.io(e))?;
+        let sample = data
+            .get(..settings.chunk_size.min(data.len()))
+            .unwrap_or_default();
+        let mut encoder = Encoder::new(settings, sample);
+        let zip = &mut self.zip;
+        let label = &self.label;
+        let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+        encoder.encode(data, &mut sink)?;
+        let summary = encoder.finish(&mut sink)?;
+        let entry = self.end_entry()?;
+        Ok((entry, summary))
+    }
+
+    /// The summary of the last compressed streamed entry, once ended.
+    pub fn take_summary(&mut self) -> Option<Summary> {
+        self.last_summary.take()
     }
 
     /// The entries written so far after `mimetype`.
@@ -106,6 +173,7 @@ impl<W: Write + Seek> ContainerWriter<W> {
                 ));
             }
             if let EntryInfo::Array(a) = info
+                && !a.is_compressed()
                 && a.data_offset.checked_add(a.nbytes) != Some(a.size)
             {
                 return bad(format!("manifest sizes for `{}` do not add up", a.name));

@@ -9,6 +9,7 @@
 mod buffer;
 mod errors;
 mod reader;
+mod threads;
 mod writer;
 
 use pyo3::prelude::*;

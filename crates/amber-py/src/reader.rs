@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::buffer::{Borrowed, Region};
 use crate::errors::IntoPyResult;
+use crate::threads::Threads;
 
 /// Bytes a container is parsed from.
 enum Backing {
@@ -37,14 +38,22 @@ impl AsRef<[u8]> for Backing {
 pub struct Reader {
     container: Arc<Container<Backing>>,
     writable_arrays: bool,
+    threads: Threads,
 }
 
 impl Reader {
-    fn new(py: Python<'_>, backing: Backing, writable_arrays: bool) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        backing: Backing,
+        writable_arrays: bool,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let threads = Threads::new(threads)?;
         let container = py.detach(|| Container::parse(backing)).py(py)?;
         Ok(Self {
             container: Arc::new(container),
             writable_arrays,
+            threads,
         })
     }
 
@@ -69,8 +78,13 @@ impl Reader {
     /// Opens and maps `path`. `mode` is `"r"` (read-only views), `"c"`
     /// (copy-on-write views) or `None` (arrays will be copied out).
     #[staticmethod]
-    #[pyo3(signature = (path, mode = None))]
-    fn open(py: Python<'_>, path: PathBuf, mode: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (path, mode = None, threads = None))]
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        mode: Option<&str>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
         let (map_mode, writable) = match mode {
             None | Some("r") => (MapMode::ReadOnly, false),
             Some("c") => (MapMode::CopyOnWrite, true),
@@ -81,14 +95,19 @@ impl Reader {
         let mapping = py
             .detach(|| amber_format::map_file(&path, map_mode))
             .py(py)?;
-        Self::new(py, Backing::Map(mapping), writable)
+        Self::new(py, Backing::Map(mapping), writable, threads)
     }
 
     /// Parses an amber file held in a bytes-like object (copied once).
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (data, threads = None))]
+    fn from_bytes(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
         let data = Borrowed::get(data, false)?.bytes().to_vec();
-        Self::new(py, Backing::Owned(data), false)
+        Self::new(py, Backing::Owned(data), false, threads)
     }
 
     /// The manifest exactly as stored.
@@ -96,27 +115,45 @@ impl Reader {
         PyBytes::new(py, self.container.manifest_bytes())
     }
 
-    /// The pickle stream as a read-only region, after checking its CRC.
+    /// The pickle stream as a read-only region, after checking its CRC (and
+    /// decompressing it, for a compressed stream).
     fn pickle(&self, py: Python<'_>) -> PyResult<Region> {
-        let container = self.container.clone();
-        let data = py
-            .detach(|| container.pickle().map(|d| (d.as_ptr() as usize, d.len())))
+        let container = &self.container;
+        let threads = &self.threads;
+        let stream = py
+            .detach(|| {
+                threads.run(|| {
+                    container.pickle().map(|d| match d {
+                        std::borrow::Cow::Borrowed(b) => Err((b.as_ptr() as usize, b.len())),
+                        std::borrow::Cow::Owned(v) => Ok(v),
+                    })
+                })
+            })
             .py(py)?;
-        Ok(Region::new(
-            self.container.clone(),
-            data.0 as *const u8,
-            data.1,
-            false,
-        ))
+        Ok(match stream {
+            Err((ptr, len)) => Region::new(self.container.clone(), ptr as *const u8, len, false),
+            Ok(owned) => {
+                let owned = Arc::new(owned);
+                Region::new(owned.clone(), owned.as_ptr(), owned.len(), false)
+            }
+        })
     }
 
-    /// Zero-copy regions of every array's data, in buffer order. Structure is
-    /// checked; contents are not (that would read every byte).
-    fn array_regions(&self) -> PyResult<Vec<Region>> {
+    /// Zero-copy regions of every array's data, in buffer order; `None` for
+    /// compressed arrays, which cannot be mapped. Structure is checked;
+    /// contents are not (that would read every byte).
+    fn array_regions(&self) -> PyResult<Vec<Option<Region>>> {
         self.container
             .arrays()
             .into_iter()
-            .map(|(_, loc)| self.region(loc.offset, loc.nbytes, self.writable_arrays))
+            .map(|(_, loc)| {
+                if loc.compressed {
+                    Ok(None)
+                } else {
+                    self.region(loc.offset, loc.nbytes, self.writable_arrays)
+                        .map(Some)
+                }
+            })
             .collect()
     }
 
@@ -129,30 +166,46 @@ impl Reader {
             .collect()
     }
 
-    /// Copies every array into `buffers` (writable, C-contiguous, one per array
-    /// in buffer order, each exactly the array's size), checking each CRC.
+    /// `(name, nbytes, compressed)` for every array, in buffer order.
+    fn array_entries(&self) -> Vec<(String, u64, bool)> {
+        self.container
+            .arrays()
+            .into_iter()
+            .map(|(_, loc)| (loc.name, loc.nbytes, loc.compressed))
+            .collect()
+    }
+
+    /// Copies (or decompresses) arrays into `buffers`: one item per array in
+    /// buffer order, either `None` (skip it) or a writable C-contiguous buffer of
+    /// exactly the array's size. Every CRC is checked; work runs on all threads.
     fn copy_arrays_into(&self, py: Python<'_>, buffers: &Bound<'_, PyList>) -> PyResult<()> {
-        let held: Vec<Borrowed> = buffers
-            .iter()
-            .map(|b| Borrowed::get(&b, true))
-            .collect::<PyResult<_>>()?;
         let count = self.container.arrays().len();
-        if held.len() != count {
+        if buffers.len() != count {
             return Err(PyValueError::new_err(format!(
                 "{} buffers given for {count} arrays",
-                held.len()
+                buffers.len()
             )));
         }
+        let mut held: Vec<(usize, Borrowed)> = Vec::with_capacity(count);
+        for (index, item) in buffers.iter().enumerate() {
+            if !item.is_none() {
+                held.push((index, Borrowed::get(&item, true)?));
+            }
+        }
         let dests: Vec<(usize, &mut [u8])> =
-            held.iter().map(Borrowed::bytes_mut).enumerate().collect();
+            held.iter().map(|(i, b)| (*i, b.bytes_mut())).collect();
         let container = &self.container;
-        py.detach(|| container.copy_arrays_into(dests)).py(py)
+        let threads = &self.threads;
+        py.detach(|| threads.run(|| container.copy_arrays_into(dests)))
+            .py(py)
     }
 
     /// Checks the CRC of every entry; raises `ChecksumError` naming the first damaged one.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let container = &self.container;
-        py.detach(|| container.verify(&|_| {})).py(py)
+        let threads = &self.threads;
+        py.detach(|| threads.run(|| container.verify(&|_| {})))
+            .py(py)
     }
 
     /// Size of the file in bytes.

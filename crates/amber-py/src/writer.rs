@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use amber_format::codec::{Codec, DEFAULT_CHUNK_SIZE, Settings, Summary};
 use amber_format::{Committed, ContainerWriter, Output, Sink, zip::ZipEntry};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -13,6 +14,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::buffer::{Borrowed, Region};
 use crate::errors::IntoPyResult;
+use crate::threads::Threads;
 
 /// Writes one amber file. Use `to_path`, `to_memory` or `to_temporary`, then
 /// `begin_entry`/`write`/`end_entry` for the pickle, `add_entry` per array,
@@ -20,15 +22,18 @@ use crate::errors::IntoPyResult;
 #[pyclass(module = "amber._amber")]
 pub struct Writer {
     inner: Option<ContainerWriter<Sink>>,
+    threads: Threads,
 }
 
 impl Writer {
-    fn create(py: Python<'_>, output: &Output) -> PyResult<Self> {
+    fn create(py: Python<'_>, output: &Output, threads: Option<usize>) -> PyResult<Self> {
+        let threads = Threads::new(threads)?;
         let sink = Sink::create(output).py(py)?;
         let label = sink.label();
         let writer = ContainerWriter::new(sink, label).py(py)?;
         Ok(Self {
             inner: Some(writer),
+            threads,
         })
     }
 
@@ -39,21 +44,52 @@ impl Writer {
     }
 }
 
-fn entry_dict<'py>(py: Python<'py>, entry: &ZipEntry) -> PyResult<Bound<'py, PyDict>> {
+fn entry_dict<'py>(
+    py: Python<'py>,
+    entry: &ZipEntry,
+    summary: Option<Summary>,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("name", &entry.name)?;
     d.set_item("size", entry.size)?;
     d.set_item("crc32", entry.crc32)?;
     d.set_item("offset", entry.data_offset)?;
+    if let Some(summary) = summary {
+        d.set_item("codec", summary.codec.name())?;
+        d.set_item("filter", summary.filter.name())?;
+        d.set_item("raw_size", summary.raw_size)?;
+        d.set_item("stored_size", summary.stored_size)?;
+    }
     Ok(d)
+}
+
+/// Compression settings from the Python side's (codec, level) choice.
+fn settings(codec: Option<&str>, level: i32, itemsize: usize) -> PyResult<Option<Settings>> {
+    let codec = match codec {
+        None | Some("none") => return Ok(None),
+        Some("zstd") => Codec::Zstd(level),
+        Some("lz4") => Codec::Lz4,
+        Some(other) => return Err(PyValueError::new_err(format!("unknown codec `{other}`"))),
+    };
+    Ok(Some(Settings {
+        codec,
+        itemsize,
+        chunk_size: DEFAULT_CHUNK_SIZE,
+    }))
 }
 
 #[pymethods]
 impl Writer {
     /// A writer that atomically replaces `path` when finished.
     #[staticmethod]
-    #[pyo3(signature = (path, *, overwrite = true, sync = false))]
-    fn to_path(py: Python<'_>, path: PathBuf, overwrite: bool, sync: bool) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, overwrite = true, sync = false, threads = None))]
+    fn to_path(
+        py: Python<'_>,
+        path: PathBuf,
+        overwrite: bool,
+        sync: bool,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
         Self::create(
             py,
             &Output::Path {
@@ -61,61 +97,99 @@ impl Writer {
                 overwrite,
                 sync,
             },
+            threads,
         )
     }
 
     /// A writer into memory; `finish` returns `bytes`.
     #[staticmethod]
-    fn to_memory(py: Python<'_>) -> PyResult<Self> {
-        Self::create(py, &Output::Memory)
+    #[pyo3(signature = (*, threads = None))]
+    fn to_memory(py: Python<'_>, threads: Option<usize>) -> PyResult<Self> {
+        Self::create(py, &Output::Memory, threads)
     }
 
     /// A writer into an unnamed temporary file; `finish` returns a `Region` of it.
     #[staticmethod]
-    fn to_temporary(py: Python<'_>) -> PyResult<Self> {
-        Self::create(py, &Output::Anonymous)
+    #[pyo3(signature = (*, threads = None))]
+    fn to_temporary(py: Python<'_>, threads: Option<usize>) -> PyResult<Self> {
+        Self::create(py, &Output::Anonymous, threads)
     }
 
-    /// Starts the streamed entry `name`.
-    fn begin_entry(&mut self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.active()?.begin_entry(name).py(py)
+    /// Starts the streamed entry `name`, compressed in chunks when `codec` is given.
+    #[pyo3(signature = (name, codec = None, level = 3))]
+    fn begin_entry(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        codec: Option<&str>,
+        level: i32,
+    ) -> PyResult<()> {
+        let settings = settings(codec, level, 1)?;
+        let threads = self.threads.clone();
+        let writer = self.active()?;
+        match settings {
+            Some(s) => threads
+                .run(|| writer.begin_compressed_entry(name, s))
+                .py(py),
+            None => writer.begin_entry(name).py(py),
+        }
     }
 
     /// Appends a bytes-like object to the streamed entry; returns its length.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let data = Borrowed::get(data, false)?;
         let bytes = data.bytes();
+        let threads = self.threads.clone();
         let writer = self.active()?;
         if bytes.len() >= 1 << 20 {
-            py.detach(|| writer.write(bytes)).py(py)?;
+            py.detach(|| threads.run(|| writer.write(bytes))).py(py)?;
         } else {
-            writer.write(bytes).py(py)?;
+            threads.run(|| writer.write(bytes)).py(py)?;
         }
         Ok(bytes.len())
     }
 
     /// Ends the streamed entry; returns its record.
     fn end_entry<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let entry = self.active()?.end_entry().py(py)?;
-        entry_dict(py, &entry)
+        let threads = self.threads.clone();
+        let writer = self.active()?;
+        let entry = py.detach(|| threads.run(|| writer.end_entry())).py(py)?;
+        let summary = writer.take_summary();
+        entry_dict(py, &entry, summary)
     }
 
     /// Writes entry `name` as `header` followed by the bytes of `data`, without
-    /// holding the GIL; returns its record.
+    /// holding the GIL; returns its record. With `codec`, the data is compressed
+    /// in chunks on all threads, trying the byte-shuffle filter for elements of
+    /// `itemsize` bytes.
+    #[pyo3(signature = (name, header, data, codec = None, level = 3, itemsize = 1))]
+    #[expect(clippy::too_many_arguments, reason = "mirrors the Python call")]
     fn add_entry<'py>(
         &mut self,
         py: Python<'py>,
         name: &str,
         header: &[u8],
         data: &Bound<'py, PyAny>,
+        codec: Option<&str>,
+        level: i32,
+        itemsize: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let settings = settings(codec, level, itemsize)?;
         let data = Borrowed::get(data, false)?;
         let bytes = data.bytes();
+        let threads = self.threads.clone();
         let writer = self.active()?;
-        let entry = py
-            .detach(|| writer.add_entry(name, &[header, bytes]))
+        let (entry, summary) = py
+            .detach(|| {
+                threads.run(|| match settings {
+                    Some(s) => writer
+                        .add_compressed_entry(name, header, bytes, s)
+                        .map(|(e, s)| (e, Some(s))),
+                    None => writer.add_entry(name, &[header, bytes]).map(|e| (e, None)),
+                })
+            })
             .py(py)?;
-        entry_dict(py, &entry)
+        entry_dict(py, &entry, summary)
     }
 
     /// Records of the entries written so far (after `mimetype`).
@@ -123,7 +197,7 @@ impl Writer {
         self.active()?
             .entries()
             .iter()
-            .map(|e| entry_dict(py, e))
+            .map(|e| entry_dict(py, e, None))
             .collect()
     }
 

@@ -1,0 +1,618 @@
+//! Chunked, parallel compression of entry payloads (zstd or LZ4, with an
+//! optional byte-shuffle filter).
+//!
+//! A payload is cut into fixed-size chunks that are compressed independently,
+//! so writing and reading both use every core of the current rayon pool. Each
+//! chunk is stored compressed only if that makes it smaller; incompressible
+//! chunks (random floats) are stored raw and cost a copy, not a compression
+//! round-trip on load. For typed arrays a byte-shuffle filter (bytes of equal
+//! significance grouped together) is tried on a sample chunk and kept for the
+//! whole payload when it helps.
+//!
+//! The chunk index follows the chunks (a footer), so an entry can be written
+//! in one pass with bounded memory; its layout is rule F-40 of `docs/FORMAT.md`:
+//!
+//! ```text
+//! chunk 0 | chunk 1 | … | index | footer
+//! index  = n × { stored_size: u64, crc32: u32, flags: u32 }   (flags bit 0: stored raw)
+//! footer = "AMBERCHK" | version u8 = 1 | codec u8 | filter u8 | 0u8 | itemsize u32
+//!          | chunk_size u64 | raw_size u64 | chunk_count u64 | index_offset u64
+//!          | 12 zero bytes | crc32 of (index ‖ the first 60 footer bytes)      (64 bytes)
+//! ```
+//!
+//! Chunk CRCs cover the stored chunks and the footer CRC covers the index and
+//! the footer, so a payload checks itself: no damaged byte can change the
+//! decoded data silently.
+//!
+//! Every size is checked before any allocation or copy when reading: a chunk
+//! never decompresses to more than its declared size, and the declared sizes
+//! must add up to the destination exactly.
+
+use rayon::prelude::*;
+
+use crate::error::{FormatError, Result};
+
+/// Default chunk size: large enough for good ratios, small enough to spread over cores.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+/// Magic at the start of the footer.
+pub const FOOTER_MAGIC: &[u8; 8] = b"AMBERCHK";
+/// Length of the footer.
+pub const FOOTER_LEN: usize = 64;
+const INDEX_RECORD_LEN: usize = 16;
+const FLAG_RAW: u32 = 1;
+/// Largest chunk a reader accepts (bounds the scratch memory per thread).
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
+
+/// A compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Zstandard at a level from 1 to 22.
+    Zstd(i32),
+    /// LZ4 block format (one speed).
+    Lz4,
+}
+
+impl Codec {
+    fn id(self) -> u8 {
+        match self {
+            Self::Zstd(_) => 1,
+            Self::Lz4 => 2,
+        }
+    }
+
+    /// The codec's name as written in manifests.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Zstd(_) => "zstd",
+            Self::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Whether the byte-shuffle filter is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Bytes as they are.
+    None,
+    /// Bytes grouped by significance, for elements of the given size.
+    Shuffle(u32),
+}
+
+impl Filter {
+    /// The filter's name as written in manifests.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Shuffle(_) => "shuffle",
+        }
+    }
+}
+
+/// How to compress one payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The codec.
+    pub codec: Codec,
+    /// Element size of the data (1 for untyped bytes); shuffle is tried when above 1.
+    pub itemsize: usize,
+    /// Bytes per chunk.
+    pub chunk_size: usize,
+}
+
+/// What compressing a payload produced, for the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Codec used.
+    pub codec: Codec,
+    /// Filter used.
+    pub filter: Filter,
+    /// Bytes before compression.
+    pub raw_size: u64,
+    /// Bytes of chunks, index and footer.
+    pub stored_size: u64,
+}
+
+/// One compressed chunk, or a reference to the raw bytes when compression did not pay.
+enum Packed {
+    Raw,
+    Data(Vec<u8>),
+}
+
+/// Builds the chunked payload of one entry incrementally.
+pub struct Encoder {
+    settings: Settings,
+    filter: Filter,
+    index: Vec<u8>,
+    written: u64,
+    raw_size: u64,
+    chunks: u64,
+}
+
+impl Encoder {
+    /// Starts a payload; `sample` (the first chunk of the data, if known) decides the filter.
+    #[must_use]
+    pub fn new(settings: Settings, sample: &[u8]) -> Self {
+        let filter = choose_filter(&settings, sample);
+        Self {
+            settings,
+            filter,
+            index: Vec::new(),
+            written: 0,
+            raw_size: 0,
+            chunks: 0,
+        }
+    }
+
+    /// Compresses `data` (whole chunks, except possibly a last partial one at the
+    /// end of the payload) in parallel and passes the stored bytes, in order, to `sink`.
+    pub fn encode(&mut self, data: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let settings = self.settings;
+        let filter = self.filter;
+        // Bounded batches keep memory at a few chunks per thread, not the whole payload.
+        let batch = settings.chunk_size * rayon::current_num_threads().max(1) * 2;
+        for group in data.chunks(batch.max(1)) {
+            let packed: Vec<(Packed, u32)> = group
+                .par_chunks(settings.chunk_size.max(1))
+                .map(|chunk| pack(chunk, settings.codec, filter))
+                .collect();
+            for ((packed, crc), chunk) in
+                packed.iter().zip(group.chunks(settings.chunk_size.max(1)))
+            {
+                let (bytes, flags) = match packed {
+                    Packed::Raw => (chunk, FLAG_RAW),
+                    Packed::Data(d) => (d.as_slice(), 0),
+                };
+                sink(bytes)?;
+                self.index
+                    .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                self.index.extend_from_slice(&crc.to_le_bytes());
+                self.index.extend_from_slice(&flags.to_le_bytes());
+                self.written += bytes.len() as u64;
+                self.chunks += 1;
+            }
+            self.raw_size += group.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the index and footer; returns the summary.
+    pub fn finish(self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Summary> {
+        let index_offset = self.written;
+        sink(&self.index)?;
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        footer.extend_from_slice(FOOTER_MAGIC);
+        footer.push(1);
+        footer.push(self.settings.codec.id());
+        let (filter_id, itemsize) = match self.filter {
+            Filter::None => (0u8, 1u32),
+            Filter::Shuffle(n) => (1u8, n),
+        };
+        footer.push(filter_id);
+        footer.push(0);
+        footer.extend_from_slice(&itemsize.to_le_bytes());
+        footer.extend_from_slice(&(self.settings.chunk_size as u64).to_le_bytes());
+        footer.extend_from_slice(&self.raw_size.to_le_bytes());
+        footer.extend_from_slice(&self.chunks.to_le_bytes());
+        footer.extend_from_slice(&index_offset.to_le_bytes());
+        footer.resize(FOOTER_LEN - 4, 0);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.index);
+        hasher.update(&footer);
+        footer.extend_from_slice(&hasher.finalize().to_le_bytes());
+        sink(&footer)?;
+        Ok(Summary {
+            codec: self.settings.codec,
+            filter: self.filter,
+            raw_size: self.raw_size,
+            stored_size: index_offset + self.index.len() as u64 + FOOTER_LEN as u64,
+        })
+    }
+}
+
+fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
+    let Ok(itemsize) = u32::try_from(settings.itemsize) else {
+        return Filter::None;
+    };
+    if itemsize <= 1 || sample.len() < settings.itemsize * 16 {
+        return Filter::None;
+    }
+    let sample = sample.get(..sample.len().min(1 << 20)).unwrap_or(sample);
+    let plain = compressed_len(sample, settings.codec);
+    let shuffled = compressed_len(&shuffle(sample, settings.itemsize), settings.codec);
+    if shuffled < plain {
+        Filter::Shuffle(itemsize)
+    } else {
+        Filter::None
+    }
+}
+
+fn compressed_len(data: &[u8], codec: Codec) -> usize {
+    match compress_chunk(data, codec) {
+        Some(out) => out.len(),
+        None => data.len(),
+    }
+}
+
+fn pack(chunk: &[u8], codec: Codec, filter: Filter) -> (Packed, u32) {
+    let shuffled;
+    let input = match filter {
+        Filter::Shuffle(n) => {
+            shuffled = shuffle(chunk, n as usize);
+            shuffled.as_slice()
+        }
+        Filter::None => chunk,
+    };
+    match compress_chunk(input, codec) {
+        Some(out) if out.len() < chunk.len() => {
+            let crc = crc32fast::hash(&out);
+            (Packed::Data(out), crc)
+        }
+        _ => (Packed::Raw, crc32fast::hash(chunk)),
+    }
+}
+
+fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
+    match codec {
+        Codec::Zstd(level) => zstd::bulk::compress(input, level).ok(),
+        Codec::Lz4 => Some(lz4_flex::compress(input)),
+    }
+}
+
+/// Groups byte `j` of every element together: `out[j * n + i] = data[i * k + j]`.
+/// Trailing bytes that do not fill an element are kept at the end as they are.
+#[must_use]
+pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
+    let k = itemsize.max(1);
+    let n = data.len() / k;
+    let mut out = vec![0u8; data.len()];
+    let (body, tail) = data.split_at(n * k);
+    let (out_body, out_tail) = out.split_at_mut(n * k);
+    for (i, element) in body.chunks_exact(k).enumerate() {
+        for (j, byte) in element.iter().enumerate() {
+            if let Some(slot) = out_body.get_mut(j * n + i) {
+                *slot = *byte;
+            }
+        }
+    }
+    out_tail.copy_from_slice(tail);
+    out
+}
+
+/// The inverse of [`shuffle`], written into `out` (same length as `data`).
+pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
+    let k = itemsize.max(1);
+    let n = data.len() / k;
+    let (body, tail) = data.split_at(n * k);
+    let (out_body, out_tail) = out.split_at_mut((n * k).min(out.len()));
+    for (i, element) in out_body.chunks_exact_mut(k).enumerate() {
+        for (j, slot) in element.iter_mut().enumerate() {
+            if let Some(byte) = body.get(j * n + i) {
+                *slot = *byte;
+            }
+        }
+    }
+    let len = out_tail.len().min(tail.len());
+    if let (Some(dst), Some(src)) = (out_tail.get_mut(..len), tail.get(..len)) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// A parsed footer and index.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Codec.
+    pub codec: Codec,
+    /// Filter.
+    pub filter: Filter,
+    /// Bytes per chunk before compression.
+    pub chunk_size: u64,
+    /// Bytes before compression.
+    pub raw_size: u64,
+    /// `(offset, stored size, crc32, raw)` per chunk, offsets relative to the payload.
+    pub chunks: Vec<(u64, u64, u32, bool)>,
+}
+
+/// Reads and checks the footer and index of a payload.
+pub fn read_layout(payload: &[u8], entry: &str) -> Result<Layout> {
+    let bad = |what: String| FormatError::Mismatch {
+        entry: entry.to_owned(),
+        what: format!("compressed payload: {what}"),
+    };
+    let footer_at = payload
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or_else(|| bad("shorter than its footer".into()))?;
+    let footer = payload
+        .get(footer_at..)
+        .ok_or_else(|| bad("no footer".into()))?;
+    let u64_at = |at: usize| -> u64 {
+        let mut a = [0u8; 8];
+        if let Some(b) = footer.get(at..at + 8) {
+            a.copy_from_slice(b);
+        }
+        u64::from_le_bytes(a)
+    };
+    if footer.get(..8) != Some(FOOTER_MAGIC.as_slice()) || footer.get(8) != Some(&1) {
+        return Err(bad("bad footer magic or version".into()));
+    }
+    let codec = match footer.get(9) {
+        Some(1) => Codec::Zstd(0),
+        Some(2) => Codec::Lz4,
+        other => {
+            return Err(FormatError::Unsupported {
+                what: format!("compression codec id {other:?} in entry `{entry}`"),
+            });
+        }
+    };
+    let mut itemsize = [0u8; 4];
+    if let Some(b) = footer.get(12..16) {
+        itemsize.copy_from_slice(b);
+    }
+    let itemsize = u32::from_le_bytes(itemsize);
+    let filter = match footer.get(10) {
+        Some(0) => Filter::None,
+        Some(1) if itemsize > 1 => Filter::Shuffle(itemsize),
+        _ => return Err(bad("bad filter".into())),
+    };
+    let index_start = usize::try_from(u64_at(40)).unwrap_or(usize::MAX);
+    let covered = payload.get(index_start..footer_at + FOOTER_LEN - 4);
+    let mut stored_crc = [0u8; 4];
+    if let Some(b) = footer.get(FOOTER_LEN - 4..) {
+        stored_crc.copy_from_slice(b);
+    }
+    match covered {
+        Some(bytes) if crc32fast::hash(bytes) == u32::from_le_bytes(stored_crc) => {}
+        _ => return Err(bad("index or footer is damaged (CRC mismatch)".into())),
+    }
+    if footer
+        .get(48..FOOTER_LEN - 4)
+        .is_some_and(|r| r.iter().any(|&b| b != 0))
+    {
+        return Err(bad("reserved footer bytes are not zero".into()));
+    }
+    let chunk_size = u64_at(16);
+    let raw_size = u64_at(24);
+    let count = u64_at(32);
+    let index_offset = u64_at(40);
+    if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+        return Err(bad(format!("chunk size {chunk_size} out of range")));
+    }
+    if count != raw_size.div_ceil(chunk_size) {
+        return Err(bad(format!(
+            "{count} chunks cannot hold {raw_size} bytes in chunks of {chunk_size}"
+        )));
+    }
+    let index_len = count
+        .checked_mul(INDEX_RECORD_LEN as u64)
+        .filter(|&len| index_offset.checked_add(len) == Some(footer_at as u64))
+        .ok_or_else(|| bad("index does not sit between the chunks and the footer".into()))?;
+    let index = payload
+        .get(index_offset as usize..(index_offset + index_len) as usize)
+        .ok_or_else(|| bad("index outside the payload".into()))?;
+    let mut chunks = Vec::with_capacity(count as usize);
+    let mut offset = 0u64;
+    for (i, record) in index.chunks_exact(INDEX_RECORD_LEN).enumerate() {
+        let mut stored = [0u8; 8];
+        let mut crc = [0u8; 4];
+        let mut flags = [0u8; 4];
+        stored.copy_from_slice(record.get(..8).unwrap_or(&[0; 8]));
+        crc.copy_from_slice(record.get(8..12).unwrap_or(&[0; 4]));
+        flags.copy_from_slice(record.get(12..16).unwrap_or(&[0; 4]));
+        let stored = u64::from_le_bytes(stored);
+        let flags = u32::from_le_bytes(flags);
+        let raw_len = chunk_size.min(raw_size - chunk_size * i as u64);
+        let is_raw = flags & FLAG_RAW != 0;
+        if flags & !FLAG_RAW != 0 || (is_raw && stored != raw_len) {
+            return Err(bad(format!("chunk {i} has an invalid index record")));
+        }
+        chunks.push((offset, stored, u32::from_le_bytes(crc), is_raw));
+        offset = offset
+            .checked_add(stored)
+            .ok_or_else(|| bad(format!("chunk {i} size overflows")))?;
+    }
+    if offset != index_offset {
+        return Err(bad(format!(
+            "chunks take {offset} bytes, the index starts at {index_offset}"
+        )));
+    }
+    Ok(Layout {
+        codec,
+        filter,
+        chunk_size,
+        raw_size,
+        chunks,
+    })
+}
+
+/// Decompresses a payload into `dest` (exactly `raw_size` bytes), checking every
+/// chunk's CRC and size, on all threads of the current pool.
+pub fn decode_into(payload: &[u8], entry: &str, dest: &mut [u8]) -> Result<()> {
+    let layout = read_layout(payload, entry)?;
+    if dest.len() as u64 != layout.raw_size {
+        return Err(FormatError::Mismatch {
+            entry: entry.to_owned(),
+            what: format!(
+                "payload decompresses to {} bytes, the array needs {}",
+                layout.raw_size,
+                dest.len()
+            ),
+        });
+    }
+    dest.par_chunks_mut(layout.chunk_size as usize)
+        .zip(layout.chunks.par_iter())
+        .enumerate()
+        .try_for_each(|(i, (out, &(offset, stored, crc, raw)))| {
+            let damaged = |what: &str| FormatError::Corrupt {
+                what: format!("entry `{entry}` chunk {i}: {what}"),
+                offset,
+            };
+            let src = payload
+                .get(offset as usize..(offset + stored) as usize)
+                .ok_or_else(|| damaged("outside the payload"))?;
+            let actual = crc32fast::hash(src);
+            if actual != crc {
+                return Err(FormatError::Checksum {
+                    entry: format!("{entry} (chunk {i})"),
+                    expected: crc,
+                    actual,
+                });
+            }
+            if raw {
+                out.copy_from_slice(src);
+                return Ok(());
+            }
+            match layout.filter {
+                Filter::None => decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w)),
+                Filter::Shuffle(n) => {
+                    let mut scratch = vec![0u8; out.len()];
+                    decompress_exact(src, layout.codec, &mut scratch).map_err(|w| damaged(&w))?;
+                    unshuffle_into(&scratch, n as usize, out);
+                    Ok(())
+                }
+            }
+        })
+}
+
+fn decompress_exact(src: &[u8], codec: Codec, out: &mut [u8]) -> std::result::Result<(), String> {
+    let written = match codec {
+        Codec::Zstd(_) => {
+            zstd::bulk::decompress_to_buffer(src, out).map_err(|e| format!("zstd: {e}"))?
+        }
+        Codec::Lz4 => lz4_flex::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?,
+    };
+    if written == out.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "decompressed to {written} bytes, expected {}",
+            out.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn encode(data: &[u8], settings: Settings) -> (Vec<u8>, Summary) {
+        let mut out = Vec::new();
+        let mut enc = Encoder::new(
+            settings,
+            data.get(..settings.chunk_size.min(data.len())).unwrap(),
+        );
+        enc.encode(data, &mut |b| {
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        let summary = enc
+            .finish(&mut |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+        (out, summary)
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n as u32).flat_map(|i| (i / 7).to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn round_trips_every_codec_and_size() {
+        for codec in [Codec::Zstd(3), Codec::Lz4] {
+            for n in [0usize, 1, 1000, 70_000] {
+                let data = sample(n);
+                let (payload, summary) = encode(
+                    &data,
+                    Settings {
+                        codec,
+                        itemsize: 4,
+                        chunk_size: 65_536,
+                    },
+                );
+                assert_eq!(summary.stored_size, payload.len() as u64);
+                let mut out = vec![0u8; data.len()];
+                decode_into(&payload, "x", &mut out).unwrap();
+                assert_eq!(out, data);
+            }
+        }
+    }
+
+    #[test]
+    fn shuffle_is_chosen_for_typed_data_and_inverts() {
+        let data = sample(100_000);
+        let (_, summary) = encode(
+            &data,
+            Settings {
+                codec: Codec::Zstd(3),
+                itemsize: 4,
+                chunk_size: 1 << 20,
+            },
+        );
+        assert_eq!(summary.filter, Filter::Shuffle(4));
+        for k in [2usize, 3, 8] {
+            let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
+            let mut back = vec![0u8; bytes.len()];
+            unshuffle_into(&shuffle(&bytes, k), k, &mut back);
+            assert_eq!(back, bytes);
+        }
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_raw() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let (payload, summary) = encode(
+            &data,
+            Settings {
+                codec: Codec::Zstd(3),
+                itemsize: 8,
+                chunk_size: 65_536,
+            },
+        );
+        let layout = read_layout(&payload, "x").unwrap();
+        assert!(
+            layout.chunks.iter().all(|c| c.3),
+            "random chunks must be raw"
+        );
+        assert!(summary.stored_size < data.len() as u64 + 200);
+    }
+
+    #[test]
+    fn damage_is_detected_never_silent() {
+        let data = sample(50_000);
+        let (payload, _) = encode(
+            &data,
+            Settings {
+                codec: Codec::Zstd(3),
+                itemsize: 4,
+                chunk_size: 16_384,
+            },
+        );
+        for i in (0..payload.len()).step_by(97) {
+            let mut bad = payload.clone();
+            bad[i] ^= 0x04;
+            let mut out = vec![0u8; data.len()];
+            if decode_into(&bad, "x", &mut out).is_ok() {
+                assert_eq!(out, data, "flip at {i} gave a wrong result silently");
+            }
+        }
+        for cut in (0..payload.len()).step_by(101) {
+            let mut out = vec![0u8; data.len()];
+            assert!(decode_into(&payload[..cut], "x", &mut out).is_err());
+        }
+        let mut small = vec![0u8; data.len() - 1];
+        assert!(decode_into(&payload, "x", &mut small).is_err());
+    }
+}
