@@ -139,4 +139,5 @@ def build(
         "metadata": metadata,
         "entries": entries,
     }
-    return json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf8")
+    # Compact separators keep json on its C encoder (indent= would not).
+    return json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode("utf8")

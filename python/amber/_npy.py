@@ -8,7 +8,9 @@ names) and is padded so the data starts on a 64-byte boundary.
 
 from __future__ import annotations
 
+import functools
 import struct
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -17,9 +19,15 @@ MAGIC = b"\x93NUMPY"
 ALIGN = 64
 
 
+@functools.lru_cache(maxsize=256)
+def _descr(dtype: np.dtype) -> Any:
+    # dtype_to_descr walks structured dtypes field by field; models reuse a few dtypes.
+    return npformat.dtype_to_descr(dtype)
+
+
 def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool) -> bytes:
     """The ``.npy`` preamble and header for an array of this dtype, shape and order."""
-    descr = npformat.dtype_to_descr(dtype)
+    descr = _descr(dtype)
     text = "{'descr': %r, 'fortran_order': %r, 'shape': %r, }" % (descr, fortran_order, tuple(shape))
     try:
         body = text.encode("latin1")
@@ -44,4 +52,4 @@ def descr_json(dtype: np.dtype) -> object:
             return [convert(v) for v in value]
         return value
 
-    return convert(npformat.dtype_to_descr(dtype))
+    return convert(_descr(dtype))

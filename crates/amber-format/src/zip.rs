@@ -126,7 +126,7 @@ impl<W: Write + Seek> ZipWriter<W> {
     pub fn begin_entry(&mut self, name: &str) -> std::io::Result<()> {
         self.check_idle()?;
         let header_offset = self.pos;
-        let data_offset = self.write_local_header(name, 0, true)?;
+        let data_offset = self.write_local_header(name, 0, 0, true)?;
         self.open = Some(OpenEntry {
             name: name.to_owned(),
             header_offset,
@@ -181,33 +181,40 @@ impl<W: Write + Seek> ZipWriter<W> {
     pub fn add_entry(&mut self, name: &str, parts: &[&[u8]]) -> std::io::Result<&ZipEntry> {
         self.check_idle()?;
         let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let header_offset = self.pos;
-        let data_offset = self.write_local_header(name, size, size >= U32_MAX)?;
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let sink = &mut self.sink;
+        let header_offset = self.pos;
         let crc32 = if total >= PARALLEL_CRC_MIN {
-            std::thread::scope(|scope| {
+            // Large: write while another thread computes the CRC, then patch the header.
+            let data_offset = self.write_local_header(name, 0, size, size >= U32_MAX)?;
+            let sink = &mut self.sink;
+            let crc32 = std::thread::scope(|scope| {
                 let crc = scope.spawn(|| crc_of(parts));
                 let written: std::io::Result<()> = parts.iter().try_for_each(|p| sink.write_all(p));
                 let crc = crc
                     .join()
                     .map_err(|_| std::io::Error::other("checksum thread failed"))?;
                 written.map(|()| crc)
-            })?
+            })?;
+            self.pos += size;
+            self.sink.seek(SeekFrom::Start(header_offset + 14))?;
+            self.sink.write_all(&crc32.to_le_bytes())?;
+            self.sink.seek(SeekFrom::Start(self.pos))?;
+            (crc32, data_offset)
         } else {
-            parts.iter().try_for_each(|p| sink.write_all(p))?;
-            crc_of(parts)
+            // Small: the CRC first, so the header is written once and the sink
+            // is never sought (seeking would flush its buffer on every entry).
+            let crc32 = crc_of(parts);
+            let data_offset = self.write_local_header(name, crc32, size, size >= U32_MAX)?;
+            parts.iter().try_for_each(|p| self.sink.write_all(p))?;
+            self.pos += size;
+            (crc32, data_offset)
         };
-        self.pos += size;
-        self.sink.seek(SeekFrom::Start(header_offset + 14))?;
-        self.sink.write_all(&crc32.to_le_bytes())?;
-        self.sink.seek(SeekFrom::Start(self.pos))?;
         Ok(self.push(ZipEntry {
             name: name.to_owned(),
-            crc32,
+            crc32: crc32.0,
             size,
             header_offset,
-            data_offset,
+            data_offset: crc32.1,
         }))
     }
 
@@ -268,8 +275,14 @@ impl<W: Write + Seek> ZipWriter<W> {
         &self.entries[last]
     }
 
-    /// Writes a local header with a zero CRC; returns the data offset.
-    fn write_local_header(&mut self, name: &str, size: u64, zip64: bool) -> std::io::Result<u64> {
+    /// Writes a local header (with a placeholder CRC if not known yet); returns the data offset.
+    fn write_local_header(
+        &mut self,
+        name: &str,
+        crc32: u32,
+        size: u64,
+        zip64: bool,
+    ) -> std::io::Result<u64> {
         check_name(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let name_len = name.len() as u64;
         let zip64_len = if zip64 { 20 } else { 0 };
@@ -286,7 +299,7 @@ impl<W: Write + Seek> ZipWriter<W> {
         put16(&mut h, 0);
         put16(&mut h, DOS_TIME);
         put16(&mut h, DOS_DATE);
-        put32(&mut h, 0);
+        put32(&mut h, crc32);
         let small = if zip64 { 0xFFFF_FFFF } else { clamp32(size) };
         put32(&mut h, small);
         put32(&mut h, small);
