@@ -39,7 +39,11 @@ def test_vector(path: Path, operation: str) -> None:
     expected = json.loads(path.with_name(path.name + ".expected.json").read_text())
     want = expected[operation]
     if want == "ok":
-        result = OPERATIONS[operation](path)
+        if operation == "load_mmap" and expected.get("warns"):
+            with pytest.warns(UserWarning, match="cannot map compressed arrays"):
+                result = OPERATIONS[operation](path)
+        else:
+            result = OPERATIONS[operation](path)
         if operation.startswith("load") and "value" in expected:
             assert canon(result) == expected["value"]
         return
@@ -47,7 +51,7 @@ def test_vector(path: Path, operation: str) -> None:
         OPERATIONS[operation](path)
     assert caught.value.code == want, str(caught.value)
     if want in ("format.checksum", "format.mismatch") and "entry" in expected:
-        assert caught.value.entry == expected["entry"]
+        assert caught.value.entry == expected["entry"], str(caught.value)
         assert expected["entry"] in str(caught.value)
 
 

@@ -134,11 +134,11 @@ def main() -> None:
     write("invalid", "damaged-manifest.amber", flip(base, "manifest.json", 10), ["F-9"],
           {"open": "format.checksum", "load": "format.checksum", "load_mmap": "format.checksum",
            "verify": "format.checksum", "entry": "manifest.json"}, note="one bit flipped in the manifest")
-    future = replace_in_manifest(base, b'"format_version": 1', b'"format_version": 9')
+    future = replace_in_manifest(base, b'"format_version":1', b'"format_version":9')
     write("invalid", "future-version.amber", future, ["F-11"],
           {"open": "format.unsupported", "load": "format.unsupported", "load_mmap": "format.unsupported",
            "verify": "format.unsupported"}, note="format_version 9, CRC repaired")
-    mismatch = replace_in_manifest(base, b'"dtype": "<f8"', b'"dtype": "<i8"')
+    mismatch = replace_in_manifest(base, b'"dtype":"<f8"', b'"dtype":"<i8"')
     write("invalid", "dtype-mismatch.amber", mismatch, ["F-22"],
           {"open": "format.mismatch", "load": "format.mismatch", "load_mmap": "format.mismatch",
            "verify": "format.mismatch", "entry": "arrays/000000.npy"},
@@ -147,7 +147,7 @@ def main() -> None:
     write("invalid", "npy-magic.amber", npy_bad, ["F-22"],
           {"open": "format.mismatch", "load": "format.mismatch", "load_mmap": "format.mismatch",
            "verify": "format.mismatch", "entry": "arrays/000000.npy"}, note="bad .npy magic, CRC repaired")
-    listed = replace_in_manifest(base, b'"kind": "array"', b'"kind": "other"')
+    listed = replace_in_manifest(base, b'"kind":"array"', b'"kind":"other"')
     write("invalid", "unknown-kind.amber", listed, ["F-12"],
           {"open": "format.manifest", "load": "format.manifest", "load_mmap": "format.manifest",
            "verify": "format.manifest"}, note="an entry record of unknown kind, CRC repaired")
@@ -163,6 +163,17 @@ def main() -> None:
     renamed[local + 30 : local + 30 + 9] = b"model.pkX"
     write("invalid", "header-disagrees.amber", bytes(renamed), ["F-7"], bad,
           note="local header names a different entry than the central directory")
+    # --- compression (F-40 .. F-44) ---------------------------------------------------
+    packed = {"ints": np.arange(40000, dtype="<i4") // 7, "floats": np.linspace(0, 1, 9000), "text": "abc" * 1000}
+    for codec in ("zstd", "lz4"):
+        write("valid", f"compressed-{codec}.amber", amber.dumps(packed, compress=codec),
+              ["F-40", "F-41", "F-42", "F-43", "F-44"],
+              {"open": OK, "load": OK, "load_mmap": OK, "verify": OK, "warns": True}, packed,
+              f"pickle stream and arrays compressed with {codec}; mapped loads copy compressed arrays (with a warning)")
+    zbase = amber.dumps(packed, compress="zstd")
+    write("invalid", "damaged-chunk.amber", flip(zbase, "arrays/000000.npyc", 200), ["F-41", "F-9"],
+          {"open": OK, "load": "format.checksum", "load_mmap": "format.checksum", "verify": "format.checksum",
+           "entry": "arrays/000000.npyc"}, note="one bit flipped inside a compressed chunk")
     print("vectors written to", HERE)
 
 

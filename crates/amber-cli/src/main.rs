@@ -36,6 +36,16 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Write one entry out as a standalone file: an array as a plain `.npy`
+    /// (decompressed if needed), the pickle entry as a raw pickle stream.
+    Extract {
+        /// The amber file.
+        file: PathBuf,
+        /// The entry name, as `amber info` lists it (e.g. `arrays/000000.npy`).
+        entry: String,
+        /// Where to write (replaced atomically).
+        output: PathBuf,
+    },
     /// Check the structure and every checksum of one or more files.
     Verify {
         /// The amber files.
@@ -59,6 +69,11 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
+        Command::Extract {
+            file,
+            entry,
+            output,
+        } => extract(&file, &entry, &output),
     };
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,
@@ -112,6 +127,34 @@ fn info(path: &Path, json: bool, all: bool) -> Outcome {
         print!("{}", render::info(path, &container, all));
     }
     Outcome::Ok
+}
+
+fn extract(path: &Path, entry: &str, output: &Path) -> Outcome {
+    let written = open(path).and_then(|c| {
+        let (header, data) = c.extract(entry)?;
+        let target = amber_format::Output::Path {
+            target: output.to_path_buf(),
+            overwrite: true,
+            sync: false,
+        };
+        let mut sink = amber_format::Sink::create(&target)?;
+        let io = |e| FormatError::Io {
+            op: "write",
+            path: output.to_path_buf(),
+            source: e,
+        };
+        std::io::Write::write_all(&mut sink, &header).map_err(io)?;
+        std::io::Write::write_all(&mut sink, &data).map_err(io)?;
+        sink.commit()?;
+        Ok(header.len() + data.len())
+    });
+    match written {
+        Ok(n) => {
+            println!("{}: wrote {} ({n} bytes)", path.display(), output.display());
+            Outcome::Ok
+        }
+        Err(e) => failure(path, &e),
+    }
 }
 
 fn verify(paths: &[PathBuf], json: bool) -> Outcome {

@@ -98,8 +98,8 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<7} {:>10}  {:<20} {:<16} SHAPE",
-        "KIND", "SIZE", "NAME", "DTYPE"
+        "  {:<7} {:>10} {:>10} {:>6} {:<14} {:<20} {:<16} SHAPE",
+        "KIND", "RAW", "STORED", "RATIO", "CODEC", "NAME", "DTYPE"
     );
     let shown = if all || manifest.entries.len() <= MAX_LISTED + 2 {
         manifest.entries.len()
@@ -126,11 +126,39 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
             ),
             EntryInfo::Pickle { .. } => (String::new(), String::new()),
         };
+        let (raw, codec) = match entry {
+            EntryInfo::Array(a) => (
+                a.nbytes,
+                match (&a.codec, &a.filter) {
+                    (Some(c), Some(f)) if f != "none" => format!("{c}+{f}"),
+                    (Some(c), _) => c.clone(),
+                    _ => "-".into(),
+                },
+            ),
+            EntryInfo::Pickle {
+                raw_size, codec, ..
+            } => (
+                raw_size.unwrap_or(entry.size()),
+                codec.clone().unwrap_or_else(|| "-".into()),
+            ),
+        };
+        let stored = match entry {
+            EntryInfo::Array(a) => entry.size().saturating_sub(a.data_offset),
+            EntryInfo::Pickle { .. } => entry.size(),
+        };
+        let ratio = if raw == 0 {
+            1.0
+        } else {
+            stored as f64 / raw as f64
+        };
         let _ = writeln!(
             out,
-            "  {:<7} {:>10}  {:<20} {:<16} {}",
+            "  {:<7} {:>10} {:>10} {:>6.3} {:<14} {:<20} {:<16} {}",
             crate::kind_label(entry),
-            size(entry.size()),
+            size(raw),
+            size(stored),
+            ratio,
+            codec,
             entry.name(),
             dtype,
             shape

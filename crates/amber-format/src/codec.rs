@@ -454,7 +454,8 @@ pub fn decode_into(payload: &[u8], entry: &str, dest: &mut [u8]) -> Result<()> {
             let actual = crc32fast::hash(src);
             if actual != crc {
                 return Err(FormatError::Checksum {
-                    entry: format!("{entry} (chunk {i})"),
+                    entry: entry.to_owned(),
+                    chunk: Some(i as u64),
                     expected: crc,
                     actual,
                 });

@@ -61,11 +61,14 @@ pub enum FormatError {
 
     /// An entry's bytes do not match their recorded CRC-32.
     #[error(
-        "entry `{entry}` is damaged: CRC-32 is {actual:#010x}, the archive records {expected:#010x}"
+        "entry `{entry}`{} is damaged: CRC-32 is {actual:#010x}, the file records {expected:#010x}",
+        chunk.map(|c| format!(" (chunk {c})")).unwrap_or_default()
     )]
     Checksum {
         /// The damaged entry.
         entry: String,
+        /// The damaged chunk, for compressed entries.
+        chunk: Option<u64>,
         /// The checksum recorded in the archive.
         expected: u32,
         /// The checksum of the bytes found.
@@ -133,6 +136,15 @@ impl FormatError {
     pub fn entry(&self) -> Option<&str> {
         match self {
             Self::Mismatch { entry, .. } | Self::Checksum { entry, .. } => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// The chunk of a compressed entry this error is about, when there is one.
+    #[must_use]
+    pub fn chunk(&self) -> Option<u64> {
+        match self {
+            Self::Checksum { chunk, .. } => *chunk,
             _ => None,
         }
     }

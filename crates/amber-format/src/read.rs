@@ -41,6 +41,9 @@ pub struct Container<B> {
     manifest_bytes: std::ops::Range<usize>,
 }
 
+/// An entry written out as a standalone file: a header (empty for the pickle) and data.
+pub type Extracted<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 /// Where an array's data lies in the file, for zero-copy views and copies.
 #[derive(Debug, Clone)]
 pub struct ArrayLocation {
@@ -406,6 +409,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                 } else {
                     Err(FormatError::Checksum {
                         entry: zip_entry.name.clone(),
+                        chunk: None,
                         expected: zip_entry.crc32,
                         actual,
                     })
@@ -422,6 +426,47 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                 EntryInfo::Pickle { .. } => None,
             })
             .collect()
+    }
+
+    /// The bytes of entry `name` as a standalone file: for an array, the `.npy`
+    /// file (header and decompressed data); for the pickle entry, the stream.
+    /// Every CRC is checked.
+    pub fn extract(&self, name: &str) -> Result<Extracted<'_>> {
+        let bytes = self.data.as_ref();
+        let found = self
+            .inner_zip_entries()
+            .iter()
+            .zip(&self.manifest.entries)
+            .find(|(z, _)| z.name == name);
+        let Some((zip_entry, info)) = found else {
+            let names: Vec<&str> = self.manifest.entries.iter().map(EntryInfo::name).collect();
+            return Err(FormatError::Usage {
+                what: format!("no entry `{name}`; entries are: {}", names.join(", ")),
+            });
+        };
+        match info {
+            EntryInfo::Pickle { .. } => Ok((Cow::Borrowed(&[][..]), self.pickle()?)),
+            EntryInfo::Array(array) => {
+                let entry = slice(bytes, zip_entry);
+                let header = entry.get(..array.data_offset as usize).unwrap_or_default();
+                let index = self
+                    .arrays()
+                    .iter()
+                    .position(|(a, _)| a.name == array.name)
+                    .unwrap_or_default();
+                if array.is_compressed() {
+                    let mut out = vec![0u8; usize::try_from(array.nbytes).unwrap_or(usize::MAX)];
+                    self.copy_arrays_into(vec![(index, out.as_mut_slice())])?;
+                    Ok((Cow::Borrowed(header), Cow::Owned(out)))
+                } else {
+                    check_crc_parallel(entry, zip_entry)?;
+                    Ok((
+                        Cow::Borrowed(header),
+                        Cow::Borrowed(entry.get(header.len()..).unwrap_or_default()),
+                    ))
+                }
+            }
+        }
     }
 
     /// Checks the CRC of every entry, calling `progress` with byte counts as it goes.
@@ -453,6 +498,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                 } else {
                     Err(FormatError::Checksum {
                         entry: entry.name.clone(),
+                        chunk: None,
                         expected: entry.crc32,
                         actual,
                     })
@@ -519,6 +565,7 @@ fn check_crc_parallel(data: &[u8], entry: &ZipEntry) -> Result<()> {
     } else {
         Err(FormatError::Checksum {
             entry: entry.name.clone(),
+            chunk: None,
             expected: entry.crc32,
             actual,
         })
@@ -532,6 +579,7 @@ fn check_crc(data: &[u8], entry: &ZipEntry) -> Result<()> {
     } else {
         Err(FormatError::Checksum {
             entry: entry.name.clone(),
+            chunk: None,
             expected: entry.crc32,
             actual,
         })

@@ -45,6 +45,7 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     let code = err.code();
     let entry = err.entry().map(str::to_owned);
     let offset = err.offset();
+    let chunk = err.chunk();
     let pyerr = match err {
         Core::Io { path, source, .. } => {
             let errno = source.raw_os_error().unwrap_or(0);
@@ -70,6 +71,7 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     let _ = value.setattr("code", code);
     let _ = value.setattr("entry", entry);
     let _ = value.setattr("offset", offset);
+    let _ = value.setattr("chunk", chunk);
     pyerr
 }
 

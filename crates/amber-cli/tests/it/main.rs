@@ -82,6 +82,43 @@ fn info_text_and_json() {
 }
 
 #[test]
+fn info_shows_codecs_and_extract_writes_plain_npy() {
+    let packed = vector("valid", "compressed-zstd.amber");
+    let (code, stdout, stderr) = amber(&["info", packed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("zstd+shuffle") && stdout.contains("RATIO"),
+        "{stdout}"
+    );
+    let out = std::env::temp_dir().join(format!("amber-extract-{}.npy", std::process::id()));
+    let (code, _, stderr) = amber(&[
+        "extract",
+        packed.to_str().unwrap(),
+        "arrays/000000.npyc",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    // 40,000 int32 values after a 128-byte header: i // 7 for i in 0..40000.
+    assert_eq!(bytes.len(), 128 + 160_000);
+    let last = i32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
+    assert_eq!(last, 39_999 / 7);
+    let (code, _, stderr) = amber(&[
+        "extract",
+        packed.to_str().unwrap(),
+        "nope",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("arrays/000001.npyc"),
+        "lists the entries: {stderr}"
+    );
+}
+
+#[test]
 fn info_on_non_amber_input_says_what_it_is() {
     let (code, _, stderr) = amber(&[
         "info",
