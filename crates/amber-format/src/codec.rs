@@ -147,38 +147,69 @@ impl Encoder {
 
     /// Compresses `data` (whole chunks, except possibly a last partial one at the
     /// end of the payload) in parallel and passes the stored bytes, in order, to `sink`.
-    pub fn encode(&mut self, data: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    ///
+    /// Work goes in batches of a few chunks per thread, so memory stays bounded,
+    /// and batch `i` is written while batch `i + 1` is being compressed.
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
         let settings = self.settings;
         let filter = self.filter;
-        // Bounded batches keep memory at a few chunks per thread, not the whole payload.
-        let batch = settings.chunk_size * rayon::current_num_threads().max(1) * 2;
-        for group in data.chunks(batch.max(1)) {
-            let packed: Vec<(Packed, u32)> = group
-                .par_chunks(settings.chunk_size.max(1))
+        let chunk_size = settings.chunk_size.max(1);
+        let batch = chunk_size * rayon::current_num_threads().max(1) * 2;
+        let compress = |group: &[u8]| -> Vec<(Packed, u32)> {
+            group
+                .par_chunks(chunk_size)
                 .map(|chunk| pack(chunk, settings.codec, filter))
-                .collect();
-            for ((packed, crc), chunk) in
-                packed.iter().zip(group.chunks(settings.chunk_size.max(1)))
-            {
-                let (bytes, flags) = match packed {
-                    Packed::Raw => (chunk, FLAG_RAW),
-                    Packed::Data(d) => (d.as_slice(), 0),
-                };
-                sink(bytes)?;
-                self.index
-                    .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                self.index.extend_from_slice(&crc.to_le_bytes());
-                self.index.extend_from_slice(&flags.to_le_bytes());
-                self.written += bytes.len() as u64;
-                self.chunks += 1;
-            }
-            self.raw_size += group.len() as u64;
+                .collect()
+        };
+        let mut previous: Option<(&[u8], Vec<(Packed, u32)>)> = None;
+        for group in data.chunks(batch) {
+            let (packed, written) = rayon::join(
+                || compress(group),
+                || match previous.take() {
+                    Some((raw, packed)) => self.emit(raw, &packed, chunk_size, sink),
+                    None => Ok(()),
+                },
+            );
+            written?;
+            previous = Some((group, packed));
+        }
+        if let Some((raw, packed)) = previous {
+            self.emit(raw, &packed, chunk_size, sink)?;
         }
         Ok(())
     }
 
+    /// Writes one compressed batch and records its chunks in the index.
+    fn emit(
+        &mut self,
+        raw: &[u8],
+        packed: &[(Packed, u32)],
+        chunk_size: usize,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
+        for ((packed, crc), chunk) in packed.iter().zip(raw.chunks(chunk_size)) {
+            let (bytes, flags) = match packed {
+                Packed::Raw => (chunk, FLAG_RAW),
+                Packed::Data(d) => (d.as_slice(), 0),
+            };
+            sink(bytes)?;
+            self.index
+                .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            self.index.extend_from_slice(&crc.to_le_bytes());
+            self.index.extend_from_slice(&flags.to_le_bytes());
+            self.written += bytes.len() as u64;
+            self.chunks += 1;
+        }
+        self.raw_size += raw.len() as u64;
+        Ok(())
+    }
+
     /// Writes the index and footer; returns the summary.
-    pub fn finish(self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Summary> {
+    pub fn finish(self, sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send)) -> Result<Summary> {
         let index_offset = self.written;
         sink(&self.index)?;
         let mut footer = Vec::with_capacity(FOOTER_LEN);
@@ -219,8 +250,12 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         return Filter::None;
     }
     let sample = sample.get(..sample.len().min(1 << 20)).unwrap_or(sample);
-    let plain = compressed_len(sample, settings.codec);
-    let shuffled = compressed_len(&shuffle(sample, settings.itemsize), settings.codec);
+    let plain = compressed_len(sample, settings.codec, None);
+    let shuffled = compressed_len(
+        &shuffle(sample, settings.itemsize),
+        settings.codec,
+        Some(settings.itemsize),
+    );
     if shuffled < plain {
         Filter::Shuffle(itemsize)
     } else {
@@ -228,23 +263,20 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
     }
 }
 
-fn compressed_len(data: &[u8], codec: Codec) -> usize {
-    match compress_chunk(data, codec) {
-        Some(out) => out.len(),
-        None => data.len(),
-    }
+fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize {
+    let out = match shuffle_k {
+        Some(k) => pack_planes(data, k, codec),
+        None => pack_block(data, codec),
+    };
+    out.map_or(data.len(), |o| o.len().min(data.len()))
 }
 
 fn pack(chunk: &[u8], codec: Codec, filter: Filter) -> (Packed, u32) {
-    let shuffled;
-    let input = match filter {
-        Filter::Shuffle(n) => {
-            shuffled = shuffle(chunk, n as usize);
-            shuffled.as_slice()
-        }
-        Filter::None => chunk,
+    let packed = match filter {
+        Filter::Shuffle(k) => pack_planes(&shuffle(chunk, k as usize), k as usize, codec),
+        Filter::None => pack_block(chunk, codec),
     };
-    match compress_chunk(input, codec) {
+    match packed {
         Some(out) if out.len() < chunk.len() => {
             let crc = crc32fast::hash(&out);
             (Packed::Data(out), crc)
@@ -260,6 +292,104 @@ fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
     }
 }
 
+/// Bytes of a block tried first: if even they do not compress, the block is stored raw.
+const PROBE: usize = 16 << 10;
+/// A probe that does not shrink below this fraction marks the block incompressible.
+const PROBE_RATIO: f64 = 0.97;
+
+/// Compresses a block, or `None` when it does not shrink (judged on a probe first,
+/// so random data costs a small compression, not a full one).
+fn pack_block(block: &[u8], codec: Codec) -> Option<Vec<u8>> {
+    if block.len() > 4 * PROBE {
+        let probe = block.get(..PROBE)?;
+        let probed = compress_chunk(probe, codec)?;
+        if probed.len() as f64 >= probe.len() as f64 * PROBE_RATIO {
+            return None;
+        }
+    }
+    compress_chunk(block, codec).filter(|out| out.len() < block.len())
+}
+
+/// High bit of a plane size: the plane is stored raw.
+const PLANE_RAW: u32 = 1 << 31;
+
+/// A shuffled chunk as `k` byte planes compressed (or stored raw) one by one:
+/// `k × u32` sizes (high bit: raw), the planes, then the trailing bytes.
+fn pack_planes(shuffled: &[u8], k: usize, codec: Codec) -> Option<Vec<u8>> {
+    let m = shuffled.len() / k.max(1);
+    let (body, tail) = shuffled.split_at(m * k);
+    // One buffer: the size table first (filled in as planes are packed), then the planes.
+    let mut out = Vec::with_capacity(4 * k + shuffled.len());
+    out.resize(4 * k, 0);
+    for j in 0..k {
+        let plane = body.get(j * m..(j + 1) * m).unwrap_or_default();
+        let start = out.len();
+        let word = match pack_block(plane, codec) {
+            Some(packed) => {
+                out.extend_from_slice(&packed);
+                u32::try_from(out.len() - start).ok()?
+            }
+            None => {
+                out.extend_from_slice(plane);
+                u32::try_from(plane.len()).ok()? | PLANE_RAW
+            }
+        };
+        out.get_mut(4 * j..4 * j + 4)?
+            .copy_from_slice(&word.to_le_bytes());
+    }
+    out.extend_from_slice(tail);
+    Some(out)
+}
+
+/// Inverse of [`pack_planes`] into `out` (the chunk's raw length), unshuffling as well.
+fn unpack_planes(
+    src: &[u8],
+    k: usize,
+    codec: Codec,
+    out: &mut [u8],
+) -> std::result::Result<(), String> {
+    let m = out.len() / k.max(1);
+    let table_len = 4 * k;
+    let table = src.get(..table_len).ok_or("plane table truncated")?;
+    let mut scratch = vec![0u8; out.len()];
+    let (planes, tail_out) = scratch.split_at_mut(m * k);
+    let mut at = table_len;
+    for (j, plane_out) in planes.chunks_mut(m.max(1)).take(k).enumerate() {
+        let mut word = [0u8; 4];
+        word.copy_from_slice(table.get(4 * j..4 * j + 4).ok_or("plane table truncated")?);
+        let word = u32::from_le_bytes(word);
+        let len = (word & !PLANE_RAW) as usize;
+        let end = at.checked_add(len).ok_or("plane size overflows")?;
+        let block = src
+            .get(at..end)
+            .ok_or_else(|| format!("plane {j} runs past the chunk"))?;
+        if word & PLANE_RAW != 0 {
+            if block.len() != plane_out.len() {
+                return Err(format!(
+                    "raw plane {j} has {} bytes, expected {}",
+                    block.len(),
+                    plane_out.len()
+                ));
+            }
+            plane_out.copy_from_slice(block);
+        } else {
+            decompress_exact(block, codec, plane_out)?;
+        }
+        at = end;
+    }
+    let tail = src.get(at..).unwrap_or_default();
+    if tail.len() != tail_out.len() {
+        return Err(format!(
+            "chunk ends with {} bytes, expected {}",
+            tail.len(),
+            tail_out.len()
+        ));
+    }
+    tail_out.copy_from_slice(tail);
+    unshuffle_into(&scratch, k, out);
+    Ok(())
+}
+
 /// Groups byte `j` of every element together: `out[j * n + i] = data[i * k + j]`.
 /// Trailing bytes that do not fill an element are kept at the end as they are.
 #[must_use]
@@ -269,10 +399,15 @@ pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
     let (body, tail) = data.split_at(n * k);
     let (out_body, out_tail) = out.split_at_mut(n * k);
-    for (i, element) in body.chunks_exact(k).enumerate() {
-        for (j, byte) in element.iter().enumerate() {
-            if let Some(slot) = out_body.get_mut(j * n + i) {
-                *slot = *byte;
+    match k {
+        2 => transpose::<2>(body, out_body, n, true),
+        4 => transpose::<4>(body, out_body, n, true),
+        8 => transpose::<8>(body, out_body, n, true),
+        _ => {
+            for (j, plane) in out_body.chunks_exact_mut(n.max(1)).enumerate() {
+                for (slot, byte) in plane.iter_mut().zip(body.iter().skip(j).step_by(k)) {
+                    *slot = *byte;
+                }
             }
         }
     }
@@ -286,16 +421,57 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
     let n = data.len() / k;
     let (body, tail) = data.split_at(n * k);
     let (out_body, out_tail) = out.split_at_mut((n * k).min(out.len()));
-    for (i, element) in out_body.chunks_exact_mut(k).enumerate() {
-        for (j, slot) in element.iter_mut().enumerate() {
-            if let Some(byte) = body.get(j * n + i) {
-                *slot = *byte;
+    match k {
+        2 => transpose::<2>(body, out_body, n, false),
+        4 => transpose::<4>(body, out_body, n, false),
+        8 => transpose::<8>(body, out_body, n, false),
+        _ => {
+            for (j, plane) in body.chunks_exact(n.max(1)).enumerate() {
+                for (slot, byte) in out_body.iter_mut().skip(j).step_by(k).zip(plane) {
+                    *slot = *byte;
+                }
             }
         }
     }
     let len = out_tail.len().min(tail.len());
     if let (Some(dst), Some(src)) = (out_tail.get_mut(..len), tail.get(..len)) {
         dst.copy_from_slice(src);
+    }
+}
+
+/// Elements per tile: a tile of source and planes stays in the L1/L2 cache
+/// while each of its `K` planes is written.
+const TILE: usize = 4096;
+
+/// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes between
+/// interleaved and planar layouts. Both slices hold exactly `n * K` bytes.
+/// Elements are typed as `[u8; K]`, so indexing them by `j < K` needs no
+/// bounds check and the inner loops compile to straight copies.
+fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
+    if src.len() != n * K || dst.len() != n * K || n == 0 {
+        return;
+    }
+    if forward {
+        let (elements, _) = src.as_chunks::<K>();
+        let mut planes: Vec<&mut [u8]> = dst.chunks_exact_mut(n).collect();
+        for (t, tile) in elements.chunks(TILE).enumerate() {
+            for (j, plane) in planes.iter_mut().enumerate().take(K) {
+                let out = plane.iter_mut().skip(t * TILE);
+                for (slot, element) in out.zip(tile) {
+                    *slot = element[j % K];
+                }
+            }
+        }
+    } else {
+        let (elements, _) = dst.as_chunks_mut::<K>();
+        let planes: Vec<&[u8]> = src.chunks_exact(n).collect();
+        for (t, tile) in elements.chunks_mut(TILE).enumerate() {
+            for (j, plane) in planes.iter().enumerate().take(K) {
+                for (element, byte) in tile.iter_mut().zip(plane.iter().skip(t * TILE)) {
+                    element[j % K] = *byte;
+                }
+            }
+        }
     }
 }
 
@@ -467,10 +643,7 @@ pub fn decode_into(payload: &[u8], entry: &str, dest: &mut [u8]) -> Result<()> {
             match layout.filter {
                 Filter::None => decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w)),
                 Filter::Shuffle(n) => {
-                    let mut scratch = vec![0u8; out.len()];
-                    decompress_exact(src, layout.codec, &mut scratch).map_err(|w| damaged(&w))?;
-                    unshuffle_into(&scratch, n as usize, out);
-                    Ok(())
+                    unpack_planes(src, n as usize, layout.codec, out).map_err(|w| damaged(&w))
                 }
             }
         })
@@ -615,5 +788,48 @@ mod tests {
         }
         let mut small = vec![0u8; data.len() - 1];
         assert!(decode_into(&payload, "x", &mut small).is_err());
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::print_stdout, reason = "timing probe")]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing probe, run by hand with --release"]
+    fn probe_speeds() {
+        let mut x: u64 = 1;
+        let data: Vec<u8> = (0..(64usize << 20) / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let f = (x >> 11) as f64 / (1u64 << 53) as f64;
+                f.to_le_bytes()
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        for c in data.chunks(DEFAULT_CHUNK_SIZE) {
+            std::hint::black_box(shuffle(c, 8));
+        }
+        println!("shuffle {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        let mut total = 0;
+        for c in data.chunks(DEFAULT_CHUNK_SIZE) {
+            total += pack(c, Codec::Zstd(3), Filter::Shuffle(8)).1 as usize;
+        }
+        println!("pack {:?} {total}", t.elapsed());
+        let t = std::time::Instant::now();
+        for c in data.chunks(DEFAULT_CHUNK_SIZE) {
+            std::hint::black_box(crc32fast::hash(c));
+        }
+        println!("crc {:?}", t.elapsed());
+        let sh = shuffle(data.get(..DEFAULT_CHUNK_SIZE).unwrap(), 8);
+        let t = std::time::Instant::now();
+        for plane in sh.chunks(DEFAULT_CHUNK_SIZE / 8) {
+            std::hint::black_box(pack_block(plane, Codec::Zstd(3)));
+        }
+        println!("planes of one chunk {:?}", t.elapsed());
     }
 }

@@ -17,7 +17,7 @@ use crate::manifest::{
 use crate::zip::{ZipEntry, ZipWriter};
 
 /// Writes an amber container into a seekable sink.
-pub struct ContainerWriter<W: Write + Seek> {
+pub struct ContainerWriter<W: Write + Seek + Send> {
     zip: ZipWriter<W>,
     label: PathBuf,
     /// For a compressed streamed entry: its encoder and the bytes not yet encoded.
@@ -26,7 +26,7 @@ pub struct ContainerWriter<W: Write + Seek> {
     last_summary: Option<Summary>,
 }
 
-impl<W: Write + Seek> ContainerWriter<W> {
+impl<W: Write + Seek + Send> ContainerWriter<W> {
     /// Starts a container; `label` names the destination in error messages.
     pub fn new(sink: W, label: impl Into<PathBuf>) -> Result<Self> {
         let mut writer = Self {
