@@ -114,6 +114,9 @@ pub struct Summary {
     pub stored_size: u64,
 }
 
+/// A batch of raw bytes with its packed chunks, waiting to be written.
+type Batch<'a> = (&'a [u8], Vec<(Packed, u32)>);
+
 /// One compressed chunk, or a reference to the raw bytes when compression did not pay.
 enum Packed {
     Raw,
@@ -165,7 +168,7 @@ impl Encoder {
                 .map(|chunk| pack(chunk, settings.codec, filter))
                 .collect()
         };
-        let mut previous: Option<(&[u8], Vec<(Packed, u32)>)> = None;
+        let mut previous: Option<Batch<'_>> = None;
         for group in data.chunks(batch) {
             let (packed, written) = rayon::join(
                 || compress(group),
@@ -447,6 +450,7 @@ const TILE: usize = 4096;
 /// interleaved and planar layouts. Both slices hold exactly `n * K` bytes.
 /// Elements are typed as `[u8; K]`, so indexing them by `j < K` needs no
 /// bounds check and the inner loops compile to straight copies.
+#[expect(clippy::indexing_slicing, reason = "`j % K` indexes a `[u8; K]`: always in bounds")]
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
     if src.len() != n * K || dst.len() != n * K || n == 0 {
         return;
