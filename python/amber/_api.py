@@ -6,7 +6,6 @@ drive the Rust writer and reader; the file format itself lives in Rust.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
@@ -50,13 +49,12 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str
         pickler.dump(obj)
         pickler.check()
         pickle_record = writer.end_entry()
-        headers: list[bytes] = []
-        records: list[dict[str, Any]] = []
-        for index, item in enumerate(pickler.arrays):
-            header = header_bytes(item.array.dtype, item.array.shape, item.fortran_order)
-            headers.append(header)
-            entry = _manifest.array_entry_name(index, codec is not None)
-            records.append(writer.add_entry(entry, header, item.raw, name, level, item.array.dtype.itemsize))
+        headers = [header_bytes(a.array.dtype, a.array.shape, a.fortran_order) for a in pickler.arrays]
+        items = [
+            (_manifest.array_entry_name(i, codec is not None), header, a.raw, a.array.dtype.itemsize)
+            for i, (a, header) in enumerate(zip(pickler.arrays, headers))
+        ]
+        records: list[dict[str, Any]] = writer.add_arrays(items, name, level)
         manifest = _manifest.build(
             pickle_record,
             records,
@@ -187,8 +185,47 @@ def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
                 UserWarning,
                 stacklevel=3,
             )
-    stream = io.BytesIO(memoryview(reader.pickle()))
-    return Unpickler(stream, buffers=buffers).load()
+    return Unpickler(_StreamReader(reader), buffers=buffers).load()
+
+
+class _StreamReader:
+    """The pickle stream as the file object the unpickler reads frames from.
+
+    Bytes are copied out of the mapped file one frame at a time and pages
+    behind the reading position are released, so unpickling never holds a
+    second copy of the stream (nor the whole mapped stream) in memory.
+    """
+
+    __slots__ = ("_length", "_pos", "_reader")
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._length = reader.open_pickle()
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._reader.read_pickle(self._pos, -1 if n is None else n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self) -> bytes:
+        # Protocol 0/1 opcodes end in a newline; amber writes protocol 5, which does not use this path.
+        line = bytearray()
+        while self._pos < self._length:
+            chunk = self.read(256)
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                line += chunk[: cut + 1]
+                self._pos -= len(chunk) - cut - 1
+                break
+            line += chunk
+        return bytes(line)
 
 
 def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = None) -> Any:

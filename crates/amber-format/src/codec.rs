@@ -114,6 +114,10 @@ pub struct Summary {
     pub stored_size: u64,
 }
 
+/// The compressed chunks of one payload, between [`Encoder::pack_all`] and
+/// [`Encoder::write_packed`].
+pub struct PackedPayload(Vec<(Packed, u32)>);
+
 /// A batch of raw bytes with its packed chunks, waiting to be written.
 type Batch<'a> = (&'a [u8], Vec<(Packed, u32)>);
 
@@ -186,6 +190,29 @@ impl Encoder {
         Ok(())
     }
 
+    /// Compresses a whole (small) payload on the calling thread; the result goes
+    /// to [`Self::write_packed`]. Used to compress many small arrays in parallel.
+    #[must_use]
+    pub fn pack_all(&self, data: &[u8]) -> PackedPayload {
+        let chunk_size = self.settings.chunk_size.max(1);
+        PackedPayload(
+            data.chunks(chunk_size)
+                .map(|chunk| pack(chunk, self.settings.codec, self.filter))
+                .collect(),
+        )
+    }
+
+    /// Writes a payload compressed by [`Self::pack_all`] (from the same `data`).
+    pub fn write_packed(
+        &mut self,
+        data: &[u8],
+        packed: &PackedPayload,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
+        let chunk_size = self.settings.chunk_size.max(1);
+        self.emit(data, &packed.0, chunk_size, sink)
+    }
+
     /// Writes one compressed batch and records its chunks in the index.
     fn emit(
         &mut self,
@@ -245,11 +272,27 @@ impl Encoder {
     }
 }
 
+/// The shuffle width for elements of `itemsize` bytes: the element itself up to
+/// 8 bytes; for wider records (structured dtypes such as tree nodes, made of
+/// 8-, 4- or 2-byte fields) the widest field size that divides the record.
+#[must_use]
+pub fn shuffle_width(itemsize: usize) -> usize {
+    match itemsize {
+        0 | 1 => 1,
+        2..=8 => itemsize,
+        _ => [8, 4, 2]
+            .into_iter()
+            .find(|w| itemsize.is_multiple_of(*w))
+            .unwrap_or(1),
+    }
+}
+
 fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
-    let Ok(itemsize) = u32::try_from(settings.itemsize) else {
+    let width = shuffle_width(settings.itemsize);
+    let Ok(itemsize) = u32::try_from(width) else {
         return Filter::None;
     };
-    if itemsize <= 1 || sample.len() < settings.itemsize * 16 {
+    if itemsize <= 1 || sample.len() < width * 16 {
         return Filter::None;
     }
     let sample = sample.get(..sample.len().min(1 << 20)).unwrap_or(sample);
@@ -288,9 +331,23 @@ fn pack(chunk: &[u8], codec: Codec, filter: Filter) -> (Packed, u32) {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread and level: creating a context costs more than
+    /// compressing a small block, and models have many small blocks.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
     match codec {
-        Codec::Zstd(level) => zstd::bulk::compress(input, level).ok(),
+        Codec::Zstd(level) => ZSTD.with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok()?;
+            if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+                *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, compressor) = cell.as_mut()?;
+            compressor.compress(input).ok()
+        }),
         Codec::Lz4 => Some(lz4_flex::compress(input)),
     }
 }
@@ -450,7 +507,10 @@ const TILE: usize = 4096;
 /// interleaved and planar layouts. Both slices hold exactly `n * K` bytes.
 /// Elements are typed as `[u8; K]`, so indexing them by `j < K` needs no
 /// bounds check and the inner loops compile to straight copies.
-#[expect(clippy::indexing_slicing, reason = "`j % K` indexes a `[u8; K]`: always in bounds")]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`j % K` indexes a `[u8; K]`: always in bounds"
+)]
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
     if src.len() != n * K || dst.len() != n * K || n == 0 {
         return;

@@ -257,6 +257,24 @@ impl AsRef<[u8]> for Mapping {
     }
 }
 
+impl crate::read::Source for Mapping {
+    fn release(&self, offset: usize, len: usize) {
+        if let Self::ReadOnly(map) = self {
+            #[expect(
+                unsafe_code,
+                reason = "madvise(MADV_DONTNEED) is unchecked advice; see the SAFETY note"
+            )]
+            // SAFETY: this is a read-only *shared* file map. DONTNEED only drops page
+            // table entries: the next access faults the same bytes back in from the
+            // page cache, so no reader ever sees different data. It is never applied
+            // to the copy-on-write map, where it would discard private changes.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+}
+
 impl Mapping {
     /// Start of the mapping, for handing out views of it.
     #[must_use]

@@ -62,7 +62,14 @@ pub fn parse_header(entry: &[u8], name: &str) -> Result<NpyHeader> {
     let text = entry
         .get(start as usize..data_offset as usize)
         .ok_or_else(|| bad("header runs past the entry"))?;
-    let text = std::str::from_utf8(text).map_err(|_| bad("header is not text"))?;
+    // Versions 1 and 2 are Latin-1, version 3 is UTF-8 (NumPy's rule).
+    let text: String = if major == 3 {
+        std::str::from_utf8(text)
+            .map_err(|_| bad("header is not UTF-8"))?
+            .to_owned()
+    } else {
+        text.iter().map(|&b| char::from(b)).collect()
+    };
     let text = text.trim_end_matches([' ', '\n', '\x00']);
     let fortran_order = match value_after(text, "'fortran_order':") {
         Some(v) if v.starts_with("True") => true,

@@ -33,6 +33,21 @@ const MIMETYPE_DATA_OFFSET: usize = 64;
 /// Chunk size for parallel copying and checksumming.
 const CHUNK: usize = 4 << 20;
 
+/// Bytes a container can be read from.
+///
+/// `release` says a range has been consumed: a file map drops those pages from
+/// the process's resident set (they stay in the page cache), so reading a large
+/// file never holds more than a few chunks of it resident. Memory sources ignore it.
+pub trait Source: AsRef<[u8]> + Sync {
+    /// The range `offset..offset + len` will not be read again soon.
+    fn release(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
+}
+
+impl Source for &[u8] {}
+impl Source for Vec<u8> {}
+
 /// A parsed amber container over bytes the caller owns (a map, a vector, …).
 pub struct Container<B> {
     data: B,
@@ -59,7 +74,7 @@ pub struct ArrayLocation {
     pub compressed: bool,
 }
 
-impl<B: AsRef<[u8]> + Sync> Container<B> {
+impl<B: Source> Container<B> {
     /// Validates the structure and manifest of an amber file held in `data`.
     pub fn parse(data: B) -> Result<Self> {
         let bytes = data.as_ref();
@@ -268,6 +283,11 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
             .unwrap_or_default()
     }
 
+    /// The source the container reads from.
+    pub fn source(&self) -> &B {
+        &self.data
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         self.data.as_ref()
@@ -303,8 +323,12 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
             .ok_or_else(|| FormatError::Manifest {
                 reason: "no pickle entry".into(),
             })?;
-        let data = slice(self.data.as_ref(), entry);
-        check_crc_parallel(data, entry)?;
+        let bytes = self.data.as_ref();
+        let data = slice(bytes, entry);
+        // The stream is read again while unpickling; until then it need not stay resident.
+        check_crc_parallel(data, entry, &|c| {
+            self.data.release(offset_in(bytes, c), c.len())
+        })?;
         match info {
             EntryInfo::Pickle {
                 codec: Some(c),
@@ -373,9 +397,11 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
             .try_for_each(|(zip_entry, info, dest)| {
                 let entry = slice(bytes, zip_entry);
                 if info.is_compressed() {
-                    check_crc_parallel(entry, zip_entry)?;
+                    check_crc_parallel(entry, zip_entry, &|_| {})?;
                     let payload = entry.get(info.data_offset as usize..).unwrap_or_default();
-                    return codec::decode_into(payload, &zip_entry.name, dest);
+                    let decoded = codec::decode_into(payload, &zip_entry.name, dest);
+                    self.data.release(offset_in(bytes, entry), entry.len());
+                    return decoded;
                 }
                 let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
                 if data.len() != dest.len() {
@@ -397,6 +423,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                         d.copy_from_slice(s);
                         let mut h = crc32fast::Hasher::new();
                         h.update(d);
+                        self.data.release(offset_in(bytes, s), s.len());
                         h
                     })
                     .collect();
@@ -459,7 +486,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                     self.copy_arrays_into(vec![(index, out.as_mut_slice())])?;
                     Ok((Cow::Borrowed(header), Cow::Owned(out)))
                 } else {
-                    check_crc_parallel(entry, zip_entry)?;
+                    check_crc_parallel(entry, zip_entry, &|_| {})?;
                     Ok((
                         Cow::Borrowed(header),
                         Cow::Borrowed(entry.get(header.len()..).unwrap_or_default()),
@@ -484,6 +511,7 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
                     .map(|c| {
                         let mut h = crc32fast::Hasher::new();
                         h.update(c);
+                        self.data.release(offset_in(bytes, c), c.len());
                         progress(c.len() as u64);
                         h
                     })
@@ -514,6 +542,11 @@ impl<B: AsRef<[u8]> + Sync> Container<B> {
     }
 }
 
+/// Offset of `part` within `whole` (a sub-slice of it).
+fn offset_in(whole: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
 fn slice<'a>(bytes: &'a [u8], entry: &ZipEntry) -> &'a [u8] {
     // `read_directory` checked every entry lies inside the file.
     bytes
@@ -542,8 +575,9 @@ fn check_codec(
     Ok(())
 }
 
-/// Checks an entry's CRC using every thread of the current pool.
-fn check_crc_parallel(data: &[u8], entry: &ZipEntry) -> Result<()> {
+/// Checks an entry's CRC using every thread of the current pool; `done` is
+/// told about each chunk once it has been read.
+fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Sync)) -> Result<()> {
     if data.len() < CHUNK {
         return check_crc(data, entry);
     }
@@ -552,6 +586,7 @@ fn check_crc_parallel(data: &[u8], entry: &ZipEntry) -> Result<()> {
         .map(|c| {
             let mut h = crc32fast::Hasher::new();
             h.update(c);
+            done(c);
             h
         })
         .collect();

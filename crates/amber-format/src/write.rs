@@ -9,7 +9,12 @@
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::codec::{Encoder, Settings, Summary};
+
+/// Small arrays are compressed together, in parallel, in groups of about this many bytes.
+const SMALL_GROUP_BYTES: usize = 32 << 20;
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
@@ -121,6 +126,79 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         let summary = encoder.finish(&mut sink)?;
         let entry = self.end_entry()?;
         Ok((entry, summary))
+    }
+
+    /// Writes many array entries (`name`, `.npy` header, data, element size) in
+    /// order; with `settings`, compresses them on every thread of the current
+    /// pool: small arrays several at a time, large ones chunk by chunk.
+    pub fn add_arrays(
+        &mut self,
+        items: &[(&str, &[u8], &[u8], usize)],
+        settings: Option<Settings>,
+    ) -> Result<Vec<(ZipEntry, Option<Summary>)>> {
+        let Some(settings) = settings else {
+            return items
+                .iter()
+                .map(|(name, header, data, _)| {
+                    self.add_entry(name, &[header, data]).map(|e| (e, None))
+                })
+                .collect();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut rest = items;
+        while let Some(((name, header, data, itemsize), tail)) = rest.split_first() {
+            let item_settings = Settings {
+                itemsize: *itemsize,
+                ..settings
+            };
+            if data.len() >= SMALL_GROUP_BYTES / 4 {
+                out.push(
+                    self.add_compressed_entry(name, header, data, item_settings)
+                        .map(|(e, s)| (e, Some(s)))?,
+                );
+                rest = tail;
+                continue;
+            }
+            // A group of small arrays: compressed in parallel, written in order.
+            let mut end = 0;
+            let mut bytes = 0;
+            while let Some((_, _, d, _)) = rest.get(end) {
+                if end > 0
+                    && (bytes + d.len() > SMALL_GROUP_BYTES || d.len() >= SMALL_GROUP_BYTES / 4)
+                {
+                    break;
+                }
+                bytes += d.len();
+                end += 1;
+            }
+            let group = rest.get(..end).unwrap_or_default();
+            let packed: Vec<(Encoder, crate::codec::PackedPayload)> = group
+                .par_iter()
+                .map(|(_, _, data, itemsize)| {
+                    let s = Settings {
+                        itemsize: *itemsize,
+                        ..settings
+                    };
+                    let sample = data.get(..s.chunk_size.min(data.len())).unwrap_or_default();
+                    let encoder = Encoder::new(s, sample);
+                    let payload = encoder.pack_all(data);
+                    (encoder, payload)
+                })
+                .collect();
+            for ((name, header, data, _), (mut encoder, payload)) in group.iter().zip(packed) {
+                self.begin_entry(name)?;
+                self.zip.write(header).map_err(|e| self.io(e))?;
+                let zip = &mut self.zip;
+                let label = &self.label;
+                let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+                encoder.write_packed(data, &payload, &mut sink)?;
+                let summary = encoder.finish(&mut sink)?;
+                let entry = self.end_entry()?;
+                out.push((entry, Some(summary)));
+            }
+            rest = rest.get(end..).unwrap_or_default();
+        }
+        Ok(out)
     }
 
     /// The summary of the last compressed streamed entry, once ended.

@@ -33,12 +33,30 @@ impl AsRef<[u8]> for Backing {
     }
 }
 
+impl amber_format::Source for Backing {
+    fn release(&self, offset: usize, len: usize) {
+        if let Self::Map(m) = self {
+            m.release(offset, len);
+        }
+    }
+}
+
+/// The pickle stream once checked: a range of the file, or decompressed bytes.
+enum Stream {
+    Mapped { start: usize, len: usize },
+    Owned(Vec<u8>),
+}
+
+/// Pages of the stream behind the reading position are released in steps of this size.
+const RELEASE_STEP: usize = 8 << 20;
+
 /// An open amber file.
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Reader {
     container: Arc<Container<Backing>>,
     writable_arrays: bool,
     threads: Threads,
+    stream: std::sync::Mutex<Option<(Stream, usize)>>,
 }
 
 impl Reader {
@@ -54,6 +72,7 @@ impl Reader {
             container: Arc::new(container),
             writable_arrays,
             threads,
+            stream: std::sync::Mutex::new(None),
         })
     }
 
@@ -137,6 +156,79 @@ impl Reader {
                 Region::new(owned.clone(), owned.as_ptr(), owned.len(), false)
             }
         })
+    }
+
+    /// Checks (and decompresses) the pickle stream for reading with
+    /// `read_pickle`; returns its length.
+    fn open_pickle(&self, py: Python<'_>) -> PyResult<usize> {
+        let container = &self.container;
+        let threads = &self.threads;
+        let base = container.bytes().as_ptr() as usize;
+        let stream = py
+            .detach(|| {
+                threads.run(|| {
+                    container.pickle().map(|d| match d {
+                        std::borrow::Cow::Borrowed(b) => Stream::Mapped {
+                            start: b.as_ptr() as usize - base,
+                            len: b.len(),
+                        },
+                        std::borrow::Cow::Owned(v) => Stream::Owned(v),
+                    })
+                })
+            })
+            .py(py)?;
+        let len = match &stream {
+            Stream::Mapped { len, .. } => *len,
+            Stream::Owned(v) => v.len(),
+        };
+        *self
+            .stream
+            .lock()
+            .map_err(|_| PyValueError::new_err("reader lock poisoned"))? = Some((stream, 0));
+        Ok(len)
+    }
+
+    /// Up to `n` bytes of the pickle stream from `pos` (all the rest if `n` < 0).
+    /// Pages of the file behind `pos` are released as reading goes on.
+    fn read_pickle<'py>(
+        &self,
+        py: Python<'py>,
+        pos: usize,
+        n: isize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut guard = self
+            .stream
+            .lock()
+            .map_err(|_| PyValueError::new_err("reader lock poisoned"))?;
+        let (stream, released) = guard
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("call open_pickle first"))?;
+        let data: &[u8] = match stream {
+            Stream::Mapped { start, len } => self
+                .container
+                .bytes()
+                .get(*start..*start + *len)
+                .unwrap_or_default(),
+            Stream::Owned(v) => v,
+        };
+        let from = pos.min(data.len());
+        let to = if n < 0 {
+            data.len()
+        } else {
+            from.saturating_add(n.unsigned_abs()).min(data.len())
+        };
+        let out = PyBytes::new(py, data.get(from..to).unwrap_or_default());
+        if let Stream::Mapped { start, .. } = stream
+            && to >= *released + RELEASE_STEP
+        {
+            amber_format::Source::release(
+                self.container.source(),
+                *start + *released,
+                to - *released,
+            );
+            *released = to;
+        }
+        Ok(out)
     }
 
     /// Zero-copy regions of every array's data, in buffer order; `None` for

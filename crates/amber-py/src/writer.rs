@@ -192,6 +192,40 @@ impl Writer {
         entry_dict(py, &entry, summary)
     }
 
+    /// Writes many array entries at once: `items` is a list of
+    /// `(name, header, data, itemsize)`. Without the GIL; with `codec`, small
+    /// arrays are compressed several at a time on all threads. Returns their records.
+    #[pyo3(signature = (items, codec = None, level = 3))]
+    fn add_arrays<'py>(
+        &mut self,
+        py: Python<'py>,
+        items: Vec<(String, Vec<u8>, Bound<'py, PyAny>, usize)>,
+        codec: Option<&str>,
+        level: i32,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let settings = settings(codec, level, 1)?;
+        let held: Vec<Borrowed> = items
+            .iter()
+            .map(|(_, _, data, _)| Borrowed::get(data, false))
+            .collect::<PyResult<_>>()?;
+        let refs: Vec<(&str, &[u8], &[u8], usize)> = items
+            .iter()
+            .zip(&held)
+            .map(|((name, header, _, itemsize), data)| {
+                (name.as_str(), header.as_slice(), data.bytes(), *itemsize)
+            })
+            .collect();
+        let threads = self.threads.clone();
+        let writer = self.active()?;
+        let records = py
+            .detach(|| threads.run(|| writer.add_arrays(&refs, settings)))
+            .py(py)?;
+        records
+            .iter()
+            .map(|(entry, summary)| entry_dict(py, entry, *summary))
+            .collect()
+    }
+
     /// Records of the entries written so far (after `mimetype`).
     fn entries<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         self.active()?
