@@ -907,6 +907,27 @@ mod tests {
     }
 
     #[test]
+    fn zip64_end_records_for_many_entries() {
+        // 70,000 entries is more than the 16-bit count of the classic end record.
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..70_000u32 {
+            w.add_entry(&format!("e/{i}"), &[&i.to_le_bytes()]).unwrap();
+        }
+        let data = w.finish().unwrap().into_inner();
+        if let Ok(path) = std::env::var("AMBER_DUMP_ZIP64") {
+            std::fs::write(path, &data).unwrap();
+        }
+        let eocd = data.len() - EOCD_LEN as usize;
+        assert_eq!(&data[eocd + 8..eocd + 10], &[0xFF, 0xFF], "classic count must be saturated");
+        let entries = read_directory(&data).unwrap();
+        assert_eq!(entries.len(), 70_000);
+        let last = &entries[69_999];
+        assert_eq!(last.name, "e/69999");
+        let at = last.data_offset as usize;
+        assert_eq!(&data[at..at + 4], &69_999u32.to_le_bytes());
+    }
+
+    #[test]
     fn trailing_data_and_gaps_are_refused() {
         let mut data = build(&[("a", b"x")], false);
         data.extend_from_slice(b"junk");
