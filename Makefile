@@ -33,7 +33,7 @@ demo: build ## Train a pipeline, save it with metadata, load it in a fresh proce
 test: build test-rust test-python ## Run every test (Rust and Python)
 
 test-rust: ## Rust tests for the whole workspace
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --release --locked
 
 test-python: build ## Python tests (real scikit-learn models, real files, real processes)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q
