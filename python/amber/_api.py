@@ -40,6 +40,16 @@ def _is_path(target: Any) -> bool:
     return isinstance(target, (str, os.PathLike))
 
 
+def _fspath(target: Any) -> str:
+    """``os.fspath``, refusing NUL bytes as ``open()`` does."""
+    path = os.fspath(target)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "\0" in path:
+        raise ValueError(f"embedded null byte in path {path!r}")
+    return path
+
+
 def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str, int] | None) -> Any:
     """Pickles ``obj`` into ``writer`` and finishes the file; aborts on any error."""
     name, level = codec if codec else (None, 0)
@@ -121,7 +131,7 @@ def dump(
     meta = _manifest.user_metadata(metadata)
     n_threads = _compress.threads(threads)
     if _is_path(filename):
-        path = os.fspath(filename)
+        path = _fspath(filename)
         writer = _amber.Writer.to_path(path, overwrite=overwrite, sync=sync, threads=n_threads)
         return os.fspath(_write_all(writer, value, meta, codec))
     if hasattr(filename, "write"):
@@ -233,7 +243,7 @@ def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = Non
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _amber.Reader.from_bytes(source, threads=n_threads)
     if _is_path(source):
-        return _amber.Reader.open(os.fspath(source), mmap_mode, threads=n_threads)
+        return _amber.Reader.open(_fspath(source), mmap_mode, threads=n_threads)
     if hasattr(source, "read"):
         return _amber.Reader.from_bytes(source.read(), threads=n_threads)
     raise TypeError(

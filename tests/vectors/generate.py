@@ -155,9 +155,8 @@ def main() -> None:
     deflated = bytearray(base)
     struct.pack_into("<H", deflated, local + 8, 8)
     struct.pack_into("<H", deflated, central + 10, 8)
-    write("invalid", "compressed-entry.amber", bytes(deflated), ["F-3"],
-          {"open": "format.unsupported", "load": "format.unsupported", "load_mmap": "format.unsupported",
-           "verify": "format.unsupported"}, note="an entry claims deflate compression")
+    write("invalid", "compressed-entry.amber", bytes(deflated), ["F-3"], bad,
+          note="an entry claims deflate compression (amber never writes that: damage, not a newer file)")
     local, _, central = entry_offsets(base, "model.pkl")
     renamed = bytearray(base)
     renamed[local + 30 : local + 30 + 9] = b"model.pkX"

@@ -70,18 +70,48 @@ pub fn parse_header(entry: &[u8], name: &str) -> Result<NpyHeader> {
     } else {
         text.iter().map(|&b| char::from(b)).collect()
     };
-    let text = text.trim_end_matches([' ', '\n', '\x00']);
-    let fortran_order = match value_after(text, "'fortran_order':") {
-        Some(v) if v.starts_with("True") => true,
-        Some(v) if v.starts_with("False") => false,
-        _ => return Err(bad("no `fortran_order`")),
+    if minor != 0 {
+        return Err(bad(&format!("unknown version {major}.{minor}")));
+    }
+    // NumPy pads with spaces and ends the header with a newline.
+    let body = text
+        .strip_suffix('\n')
+        .ok_or_else(|| bad("header does not end with a newline"))?
+        .trim_end_matches(' ');
+    let inner = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| bad("header is not a dict literal"))?;
+    // The exact layout NumPy and amber write: sorted keys, `, ` separators and a
+    // trailing `, `. Anything else is damage (numpy.load would refuse it too).
+    let rest = inner
+        .strip_prefix("'descr': ")
+        .ok_or_else(|| bad("header must start with `'descr': `"))?;
+    let (descr_text, rest) = split_literal(rest).ok_or_else(|| bad("unreadable `descr`"))?;
+    let descr = match descr_text.strip_prefix('\'').and_then(|d| d.strip_suffix('\'')) {
+        Some(d) => Some(d.to_owned()),
+        None if descr_text.starts_with('[') => None,
+        None => return Err(bad("`descr` is neither a string nor a list")),
     };
-    let shape_text = value_after(text, "'shape':").ok_or_else(|| bad("no `shape`"))?;
+    let rest = rest
+        .strip_prefix(", 'fortran_order': ")
+        .ok_or_else(|| bad("expected `, 'fortran_order': ` after `descr`"))?;
+    let (fortran_order, rest) = if let Some(r) = rest.strip_prefix("True") {
+        (true, r)
+    } else if let Some(r) = rest.strip_prefix("False") {
+        (false, r)
+    } else {
+        return Err(bad("`fortran_order` is not a bool"));
+    };
+    let rest = rest
+        .strip_prefix(", 'shape': ")
+        .ok_or_else(|| bad("expected `, 'shape': ` after `fortran_order`"))?;
+    let close = rest.find(')').ok_or_else(|| bad("unterminated `shape`"))?;
+    let (shape_text, rest) = rest.split_at(close + 1);
     let shape = parse_shape(shape_text).ok_or_else(|| bad("unreadable `shape`"))?;
-    let descr = value_after(text, "'descr':").and_then(|v| {
-        let v = v.strip_prefix('\'')?;
-        Some(v.get(..v.find('\'')?)?.to_owned())
-    });
+    if !matches!(rest, "" | ", " | ",") {
+        return Err(bad("unexpected text after `shape`"));
+    }
     Ok(NpyHeader {
         version: (major, minor),
         data_offset,
@@ -122,9 +152,32 @@ pub fn check_against(header: &NpyHeader, info: &ArrayInfo) -> Result<()> {
     Ok(())
 }
 
-fn value_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let at = text.find(key)?;
-    Some(text.get(at + key.len()..)?.trim_start())
+/// Splits a Python literal (a quoted string without escapes, or a bracketed
+/// list that may contain such strings) off the front of `text`.
+fn split_literal(text: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = text.strip_prefix('\'') {
+        let end = rest.find('\'')? + 2;
+        return Some(text.split_at(end));
+    }
+    if !text.starts_with('[') {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '[' | '(' if !quoted => depth += 1,
+            ']' | ')' if !quoted => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(text.split_at(i + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Parses a Python tuple literal of non-negative integers such as `(3, 4)`, `(5,)` or `()`.

@@ -12,6 +12,8 @@ pub enum Kind {
     Zip,
     /// A pickle stream with a PROTO opcode (protocol 2 or later).
     Pickle(u8),
+    /// What looks like a protocol 0 or 1 pickle: an opcode byte first, `.` (STOP) last.
+    OldPickle,
     /// zlib data (joblib's default compressor).
     Zlib,
     /// gzip data.
@@ -60,6 +62,8 @@ pub fn kind(data: &[u8]) -> Kind {
         Kind::Npy
     } else if data.first() == Some(&0x78) {
         Kind::Zlib
+    } else if data.last() == Some(&b'.') && data.first().is_some_and(|b| b"(]})NIJKLFSVXcGTUhqjrpgdelstu".contains(b)) {
+        Kind::OldPickle
     } else {
         Kind::Unknown
     }
@@ -71,6 +75,7 @@ pub fn describe(data: &[u8]) -> String {
     match kind(data) {
         Kind::Zip => "a zip archive".into(),
         Kind::Pickle(p) => format!("a pickle stream (protocol {p}) or an uncompressed joblib file"),
+        Kind::OldPickle => "a pickle stream (protocol 0 or 1)".into(),
         Kind::Zlib => "zlib data (a compressed joblib file?)".into(),
         Kind::Gzip => "gzip data".into(),
         Kind::Bzip2 => "bzip2 data".into(),

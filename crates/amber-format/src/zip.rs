@@ -506,10 +506,9 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
     let cd_size32 = b.u32(eocd + 12, "end of central directory record")?;
     let cd_offset32 = b.u32(eocd + 16, "end of central directory record")?;
     let comment_len = b.u16(eocd + 20, "end of central directory record")?;
+    // amber never writes these; a file that has them is damaged, not newer.
     if disk != 0 || cd_disk != 0 || count16 != total16 {
-        return Err(FormatError::Unsupported {
-            what: "multi-disk zip archives".into(),
-        });
+        return Err(FormatError::corrupt("disk numbers or entry counts of a multi-disk archive", eocd + 4));
     }
     if comment_len != 0 {
         return Err(FormatError::corrupt(
@@ -529,9 +528,7 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
         }
         let record = b.u64(locator + 8, "zip64 locator")?;
         if b.u32(locator + 4, "zip64 locator")? != 0 || b.u32(locator + 16, "zip64 locator")? != 1 {
-            return Err(FormatError::Unsupported {
-                what: "multi-disk zip64 archives".into(),
-            });
+            return Err(FormatError::corrupt("zip64 locator names several disks", locator));
         }
         if record.checked_add(ZIP64_EOCD_LEN) != Some(locator) {
             return Err(FormatError::corrupt(
@@ -546,9 +543,7 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
         }
         let count = b.u64(record + 24, "zip64 end record")?;
         if b.u64(record + 32, "zip64 end record")? != count {
-            return Err(FormatError::Unsupported {
-                what: "multi-disk zip64 archives".into(),
-            });
+            return Err(FormatError::corrupt("zip64 end record counts differ", record));
         }
         (
             count,
@@ -653,9 +648,7 @@ fn read_central(b: &Bytes<'_>, at: u64) -> Result<(ZipEntry, u64)> {
     let offset32 = u64::from(b.u32(at + 42, WHAT)?);
     check_flags_method(flags, method, at)?;
     if disk != 0 && disk != 0xFFFF {
-        return Err(FormatError::Unsupported {
-            what: "multi-disk zip archives".into(),
-        });
+        return Err(FormatError::corrupt("entry on another disk", at));
     }
     let name = read_name(b, at + CENTRAL_LEN, name_len)?;
     let extra = b.slice(at + CENTRAL_LEN + name_len, extra_len, WHAT)?;
@@ -769,9 +762,7 @@ fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
 
 fn check_flags_method(flags: u16, method: u16, at: u64) -> Result<()> {
     if flags & 1 != 0 {
-        return Err(FormatError::Unsupported {
-            what: "encrypted zip entries".into(),
-        });
+        return Err(FormatError::corrupt("entry marked encrypted (amber entries never are)", at));
     }
     if flags & !FLAG_UTF8 != 0 {
         return Err(FormatError::corrupt(
@@ -780,9 +771,10 @@ fn check_flags_method(flags: u16, method: u16, at: u64) -> Result<()> {
         ));
     }
     if method != 0 {
-        return Err(FormatError::Unsupported {
-            what: format!("zip compression method {method} (amber entries are stored)"),
-        });
+        return Err(FormatError::corrupt(
+            format!("zip compression method {method} (amber entries are stored)"),
+            at,
+        ));
     }
     Ok(())
 }

@@ -75,6 +75,22 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     pyerr
 }
 
+/// The OS error number, looking through wrappers (tempfile adds the path to
+/// write errors and keeps the original as its source).
+fn os_errno(err: &std::io::Error) -> Option<i32> {
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    let mut source = std::error::Error::source(err).or_else(|| err.get_ref().map(|e| e as _));
+    while let Some(inner) = source {
+        if let Some(code) = inner.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+            return Some(code);
+        }
+        source = inner.source();
+    }
+    None
+}
+
 fn errno_for(kind: std::io::ErrorKind) -> i32 {
     use std::io::ErrorKind as K;
     match kind {
@@ -84,6 +100,8 @@ fn errno_for(kind: std::io::ErrorKind) -> i32 {
         K::IsADirectory => 21,
         K::NotADirectory => 20,
         K::StorageFull => 28,
+        K::FileTooLarge => 27,
+        K::QuotaExceeded => 122,
         _ => 5,
     }
 }
