@@ -129,7 +129,13 @@ def build(
             entry["codec"] = record["codec"]
             entry["filter"] = record["filter"]
         entries.append(entry)
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    # SOURCE_DATE_EPOCH (the reproducible-builds convention) pins the creation
+    # time, so the same object gives the same bytes (F-32), e.g. for test vectors.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        now = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+    else:
+        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     manifest = {
         "format": "amber",
         "format_version": _amber.FORMAT_VERSION,
