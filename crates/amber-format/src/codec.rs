@@ -669,6 +669,33 @@ pub fn read_layout(payload: &[u8], entry: &str) -> Result<Layout> {
 /// Decompresses a payload into `dest` (exactly `raw_size` bytes), checking every
 /// chunk's CRC and size, on all threads of the current pool.
 pub fn decode_into(payload: &[u8], entry: &str, dest: &mut [u8]) -> Result<()> {
+    decode_into_with(payload, entry, dest, &|_| {})
+}
+
+/// The CRC-32 of `header` followed by `payload`, computed from the chunk CRCs in
+/// the (already checked) index and the index and footer bytes, without reading
+/// the chunks: [`decode_into`] then checks each chunk against its index CRC, so
+/// together they verify the entry's zip CRC in a single pass over the data.
+#[must_use]
+pub fn entry_crc(header: &[u8], payload: &[u8], layout: &Layout) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    let mut end = 0u64;
+    for &(offset, stored, crc, _) in &layout.chunks {
+        hasher.combine(&crc32fast::Hasher::new_with_initial_len(crc, stored));
+        end = offset + stored;
+    }
+    hasher.update(payload.get(end as usize..).unwrap_or_default());
+    hasher.finalize()
+}
+
+/// [`decode_into`], calling `done` with each chunk's stored bytes once decoded.
+pub fn decode_into_with(
+    payload: &[u8],
+    entry: &str,
+    dest: &mut [u8],
+    done: &(dyn Fn(&[u8]) + Sync),
+) -> Result<()> {
     let layout = read_layout(payload, entry)?;
     if dest.len() as u64 != layout.raw_size {
         return Err(FormatError::Mismatch {
@@ -700,16 +727,19 @@ pub fn decode_into(payload: &[u8], entry: &str, dest: &mut [u8]) -> Result<()> {
                     actual,
                 });
             }
-            if raw {
+            let decoded = if raw {
                 out.copy_from_slice(src);
-                return Ok(());
-            }
-            match layout.filter {
-                Filter::None => decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w)),
-                Filter::Shuffle(n) => {
-                    unpack_planes(src, n as usize, layout.codec, out).map_err(|w| damaged(&w))
+                Ok(())
+            } else {
+                match layout.filter {
+                    Filter::None => decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w)),
+                    Filter::Shuffle(n) => {
+                        unpack_planes(src, n as usize, layout.codec, out).map_err(|w| damaged(&w))
+                    }
                 }
-            }
+            };
+            done(src);
+            decoded
         })
 }
 

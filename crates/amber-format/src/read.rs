@@ -397,11 +397,20 @@ impl<B: Source> Container<B> {
             .try_for_each(|(zip_entry, info, dest)| {
                 let entry = slice(bytes, zip_entry);
                 if info.is_compressed() {
-                    check_crc_parallel(entry, zip_entry, &|_| {})?;
-                    let payload = entry.get(info.data_offset as usize..).unwrap_or_default();
-                    let decoded = codec::decode_into(payload, &zip_entry.name, dest);
-                    self.data.release(offset_in(bytes, entry), entry.len());
-                    return decoded;
+                    let (header, payload) = entry.split_at((info.data_offset as usize).min(entry.len()));
+                    let layout = codec::read_layout(payload, &zip_entry.name)?;
+                    let actual = codec::entry_crc(header, payload, &layout);
+                    if actual != zip_entry.crc32 {
+                        return Err(FormatError::Checksum {
+                            entry: zip_entry.name.clone(),
+                            chunk: None,
+                            expected: zip_entry.crc32,
+                            actual,
+                        });
+                    }
+                    return codec::decode_into_with(payload, &zip_entry.name, dest, &|c| {
+                        self.data.release(offset_in(bytes, c), c.len());
+                    });
                 }
                 let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
                 if data.len() != dest.len() {
