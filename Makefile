@@ -40,7 +40,7 @@ test-python: build ## Python tests (real scikit-learn models, real files, real p
 
 bench: build ## Benchmark against pickle, joblib, skops and the machine's limits
 	$(PIP) install --quiet -r requirements-bench.txt
-	$(PY) bench/run.py --write-docs
+	$(PY) bench/run.py --compressed --write-docs
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

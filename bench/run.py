@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -29,11 +30,11 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
-TMP = OUT / "tmp"  # on the repo's filesystem, as the issue asks
+TMP_ROOT = OUT / "tmp"  # on the repo's filesystem, as the issue asks; one folder per run
 DOCS = REPO / "docs" / "bench"
 
 sys.path.insert(0, str(BENCH))
-import measure  # noqa: E402
+import measure  # noqa: E402  (bench/ modules, importable once BENCH is on the path)
 import methods  # noqa: E402
 import report  # noqa: E402
 import suite  # noqa: E402
@@ -64,10 +65,10 @@ def run_method(case: str, method: methods.Method | methods.Unavailable, obj: Any
     method.prepare(obj)
     try:
         for i in range(args.repeat):
-            path = TMP / f"{case}-{method.name}-{i}{method.suffix}"
+            path = args.run_dir / f"{case}-{method.name}-{i}{method.suffix}"
             measure.remove(path)
             try:
-                sample = measure.timed(lambda: method.dump(obj, path))
+                sample = measure.timed(functools.partial(method.dump, obj, path))
             except method.na_errors as e:
                 return {"status": "n/a", "reason": _error(e), "note": method.note}
             except Exception as e:
@@ -76,10 +77,12 @@ def run_method(case: str, method: methods.Method | methods.Unavailable, obj: Any
             row["dump_peak_bytes"].append(sample.peak)
             row["size_bytes"] = measure.path_size(path)
             measure.fsync_tree(path)  # the load must not compete with this file's writeback
-            if method.load is not None and not row.get("load_error"):
+            if method.load is not None:
                 _time_load(method, path, original, row, first=i == 0)
             measure.remove(path)
-            if time.perf_counter() - started > args.budget:
+            if row.get("load_error"):
+                break  # a load that failed once fails again: the dump times so far are enough
+            if not method.full_repeats and time.perf_counter() - started > args.budget:
                 break
     finally:
         method.cleanup()
@@ -96,7 +99,7 @@ def _time_load(method: methods.Method, path: Path, original: measure.Skeleton, r
     assert method.load is not None
     load = method.load
     try:
-        sample = measure.timed(lambda: load(path))
+        sample = measure.timed(functools.partial(load, path))
     except Exception as e:  # e.g. joblib's "Too many open files" with mmap
         row["load_error"] = _error(e)
         return
@@ -127,7 +130,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     model = measure.model_size(obj)
     print(f"    built in {build_s:.1f} s; model {model['model_bytes'] / 1e6:.1f} MB in {model['n_arrays']} arrays",
           flush=True)
-    TMP.mkdir(parents=True, exist_ok=True)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for method in methods.select(case, args.compressed, args.only):
         row = run_method(case, method, obj, original, args)
@@ -215,10 +218,10 @@ def _filesystem(path: Path) -> str | None:
 def _git_commit() -> str | None:
     """HEAD of the repo (read-only), with '+dirty' when the work tree has changes."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=False,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               check=False, capture_output=True, text=True, timeout=10).stdout.strip()
         return (head + ("+dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -226,14 +229,14 @@ def _git_commit() -> str | None:
 
 def run_worker(case: str, args: argparse.Namespace) -> dict[str, Any] | str:
     """Run one case in a fresh Python process; its results, or why it failed."""
-    out = OUT / f"case-{case}.json"
+    out = args.run_dir / f"case-{case}.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, "--repeat", str(args.repeat),
-           "--budget", str(args.budget)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, "--run-dir", str(args.run_dir),
+           "--repeat", str(args.repeat), "--budget", str(args.budget)]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--compressed"] if args.compressed else []
     cmd += ["--only", ",".join(sorted(args.only))] if args.only else []
-    code = subprocess.run(cmd).returncode  # the worker prints its progress straight to our output
+    code = subprocess.run(cmd, check=False).returncode  # the worker prints its progress straight to our output
     if code != 0 or not out.exists():
         return f"worker exited with status {code}"
     result = json.loads(out.read_text())
@@ -249,14 +252,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated method names (default: all that apply); "
                                        "known: " + ", ".join(methods.CATALOGUE))
     parser.add_argument("--repeat", type=int, default=5, help="runs per method; the median is reported (default 5)")
-    parser.add_argument("--budget", type=float, default=60.0,
-                        help="stop repeating a method once its runs took this many seconds (default 60)")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="stop repeating a competitor once its runs took this many seconds (default 30; "
+                             "amber methods always run --repeat times)")
     parser.add_argument("--quick", action="store_true", help="every case ~10x smaller (smoke test)")
     parser.add_argument("--compressed", action="store_true",
                         help="also the compressed methods (joblib zlib/lz4, amber zstd/lz4/1 thread, blosc2)")
     parser.add_argument("--write-docs", action="store_true", help="copy results.md and results.png to docs/bench/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target check fails")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -275,19 +280,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
+        args.run_dir = args.run_dir or TMP_ROOT / f"worker-{os.getpid()}"
         result = run_case(args.worker, args)
-        (OUT / f"case-{args.worker}.json").write_text(json.dumps(result))
+        (args.run_dir / f"case-{args.worker}.json").write_text(json.dumps(result))
         return 0
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(TMP, ignore_errors=True)  # leftovers of an interrupted run
+    # Scratch space of this run only: two runs at once must not delete each other's files.
+    remove_stale_run_dirs()
+    args.run_dir = TMP_ROOT / f"run-{os.getpid()}"
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_all(args)
+    finally:
+        shutil.rmtree(args.run_dir, ignore_errors=True)
+
+
+def remove_stale_run_dirs() -> None:
+    """Delete the scratch folders of runs whose process is gone (interrupted runs)."""
+    if not TMP_ROOT.is_dir():
+        return
+    for folder in TMP_ROOT.iterdir():
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue  # a run in progress
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder.unlink(missing_ok=True)
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every selected case, each in a worker process; then the report."""
     cases = list(dict.fromkeys(args.cases))
     # Case (a)'s int32 array alone, for its compression targets, whenever compression is benchmarked on (a).
     int32_methods = methods.names_for("a_int32", args.compressed, args.only)
     if "a" in cases and any(methods.CATALOGUE[n][0] == methods.COMPRESSED for n in int32_methods):
         cases.insert(cases.index("a") + 1, "a_int32")
     data: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(), "quick": args.quick, "repeat": args.repeat, "budget_s": args.budget,
         "compressed": args.compressed, "only": sorted(args.only) if args.only else None,
         "cases": {}, "failures": [],
@@ -305,14 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(data, args.write_docs)
     print_checks(data)
     print(f"total {data['seconds']:.0f} s; results in {OUT.relative_to(REPO)}/results.{{json,md,png}}")
-    shutil.rmtree(TMP, ignore_errors=True)
     failed = any(c["status"] == "FAIL" for c in data["checks"]) or bool(data["failures"])
     return 1 if args.strict and failed else 0
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def write_outputs(data: dict[str, Any], write_docs: bool) -> None:
-    (OUT / "results.json").write_text(json.dumps(data, indent=1) + "\n")
-    (OUT / "results.md").write_text(report.markdown(data))
+    _write_atomically(OUT / "results.json", json.dumps(data, indent=1) + "\n")
+    _write_atomically(OUT / "results.md", report.markdown(data))
     has_plot = report.plot(data, OUT / "results.png")
     if not has_plot:
         print("matplotlib missing or nothing to plot: no results.png")

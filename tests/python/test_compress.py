@@ -184,3 +184,18 @@ def test_resolve_maps_joblib_names_onto_zstd() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _compress.resolve(None) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_compressed_pickle_stream_round_trips(threads) -> None:
+    # Object-heavy: the pickle stream itself spans several chunks, written in
+    # batches whose size depends on the thread count (regression: a batch once
+    # ended in a partial chunk, which made the file unreadable).
+    rng = np.random.default_rng(2)
+    obj = {f"k{i}": rng.random(10) for i in range(160_000)}
+    data = amber.dumps(obj, compress="zstd", threads=threads)
+    entry = amber.info(data)["entries"][0]
+    assert entry["name"] == "model.pklc" and entry["raw_size"] > 4 * 4 * 2**20
+    back = amber.loads(data, threads=1)
+    assert back.keys() == obj.keys()
+    assert all(np.array_equal(back[k], obj[k]) for k in obj)

@@ -190,6 +190,12 @@ impl Encoder {
         Ok(())
     }
 
+    /// Bytes per chunk.
+    #[must_use]
+    pub fn chunk_size(&self) -> usize {
+        self.settings.chunk_size.max(1)
+    }
+
     /// Compresses a whole (small) payload on the calling thread; the result goes
     /// to [`Self::write_packed`]. Used to compress many small arrays in parallel.
     #[must_use]
@@ -732,7 +738,9 @@ pub fn decode_into_with(
                 Ok(())
             } else {
                 match layout.filter {
-                    Filter::None => decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w)),
+                    Filter::None => {
+                        decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w))
+                    }
                     Filter::Shuffle(n) => {
                         unpack_planes(src, n as usize, layout.codec, out).map_err(|w| damaged(&w))
                     }

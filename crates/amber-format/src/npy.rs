@@ -88,7 +88,10 @@ pub fn parse_header(entry: &[u8], name: &str) -> Result<NpyHeader> {
         .strip_prefix("'descr': ")
         .ok_or_else(|| bad("header must start with `'descr': `"))?;
     let (descr_text, rest) = split_literal(rest).ok_or_else(|| bad("unreadable `descr`"))?;
-    let descr = match descr_text.strip_prefix('\'').and_then(|d| d.strip_suffix('\'')) {
+    let descr = match descr_text
+        .strip_prefix('\'')
+        .and_then(|d| d.strip_suffix('\''))
+    {
         Some(d) => Some(d.to_owned()),
         None if descr_text.starts_with('[') => None,
         None => return Err(bad("`descr` is neither a string nor a list")),

@@ -397,7 +397,8 @@ impl<B: Source> Container<B> {
             .try_for_each(|(zip_entry, info, dest)| {
                 let entry = slice(bytes, zip_entry);
                 if info.is_compressed() {
-                    let (header, payload) = entry.split_at((info.data_offset as usize).min(entry.len()));
+                    let (header, payload) =
+                        entry.split_at((info.data_offset as usize).min(entry.len()));
                     let layout = codec::read_layout(payload, &zip_entry.name)?;
                     let actual = codec::entry_crc(header, payload, &layout);
                     if actual != zip_entry.crc32 {

@@ -62,7 +62,11 @@ pub fn kind(data: &[u8]) -> Kind {
         Kind::Npy
     } else if data.first() == Some(&0x78) {
         Kind::Zlib
-    } else if data.last() == Some(&b'.') && data.first().is_some_and(|b| b"(]})NIJKLFSVXcGTUhqjrpgdelstu".contains(b)) {
+    } else if data.last() == Some(&b'.')
+        && data
+            .first()
+            .is_some_and(|b| b"(]})NIJKLFSVXcGTUhqjrpgdelstu".contains(b))
+    {
         Kind::OldPickle
     } else {
         Kind::Unknown

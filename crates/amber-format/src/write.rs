@@ -72,12 +72,13 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         };
         pending.extend_from_slice(data);
         if pending.len() >= *batch {
+            // Only whole chunks: every chunk but the payload's last must be full (F-42).
+            let whole = pending.len() / encoder.chunk_size() * encoder.chunk_size();
             let zip = &mut self.zip;
             let label = &self.label;
-            encoder.encode(pending, &mut |b| {
-                zip.write(b).map_err(|e| io_error(label, e))
-            })?;
-            pending.clear();
+            let head = pending.get(..whole).unwrap_or_default();
+            encoder.encode(head, &mut |b| zip.write(b).map_err(|e| io_error(label, e)))?;
+            pending.drain(..whole);
         }
         Ok(())
     }

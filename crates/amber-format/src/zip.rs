@@ -508,7 +508,10 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
     let comment_len = b.u16(eocd + 20, "end of central directory record")?;
     // amber never writes these; a file that has them is damaged, not newer.
     if disk != 0 || cd_disk != 0 || count16 != total16 {
-        return Err(FormatError::corrupt("disk numbers or entry counts of a multi-disk archive", eocd + 4));
+        return Err(FormatError::corrupt(
+            "disk numbers or entry counts of a multi-disk archive",
+            eocd + 4,
+        ));
     }
     if comment_len != 0 {
         return Err(FormatError::corrupt(
@@ -528,7 +531,10 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
         }
         let record = b.u64(locator + 8, "zip64 locator")?;
         if b.u32(locator + 4, "zip64 locator")? != 0 || b.u32(locator + 16, "zip64 locator")? != 1 {
-            return Err(FormatError::corrupt("zip64 locator names several disks", locator));
+            return Err(FormatError::corrupt(
+                "zip64 locator names several disks",
+                locator,
+            ));
         }
         if record.checked_add(ZIP64_EOCD_LEN) != Some(locator) {
             return Err(FormatError::corrupt(
@@ -543,7 +549,10 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
         }
         let count = b.u64(record + 24, "zip64 end record")?;
         if b.u64(record + 32, "zip64 end record")? != count {
-            return Err(FormatError::corrupt("zip64 end record counts differ", record));
+            return Err(FormatError::corrupt(
+                "zip64 end record counts differ",
+                record,
+            ));
         }
         (
             count,
@@ -762,7 +771,10 @@ fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
 
 fn check_flags_method(flags: u16, method: u16, at: u64) -> Result<()> {
     if flags & 1 != 0 {
-        return Err(FormatError::corrupt("entry marked encrypted (amber entries never are)", at));
+        return Err(FormatError::corrupt(
+            "entry marked encrypted (amber entries never are)",
+            at,
+        ));
     }
     if flags & !FLAG_UTF8 != 0 {
         return Err(FormatError::corrupt(
@@ -910,7 +922,11 @@ mod tests {
             std::fs::write(path, &data).unwrap();
         }
         let eocd = data.len() - EOCD_LEN as usize;
-        assert_eq!(&data[eocd + 8..eocd + 10], &[0xFF, 0xFF], "classic count must be saturated");
+        assert_eq!(
+            &data[eocd + 8..eocd + 10],
+            &[0xFF, 0xFF],
+            "classic count must be saturated"
+        );
         let entries = read_directory(&data).unwrap();
         assert_eq!(entries.len(), 70_000);
         let last = &entries[69_999];
