@@ -175,10 +175,38 @@ def _check_mmap_mode(mmap_mode: str | None) -> None:
     raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {mmap_mode!r}")
 
 
+#: Arrays below this size are packed into shared blocks when loaded into memory.
+_PACK_BELOW = 1 << 20
+#: Size of those blocks: large enough for NumPy to back them with huge pages
+#: (first touch several times cheaper than with 4 KiB pages), small enough
+#: that one block more than the model is all a load holds at its peak.
+_BLOCK = 8 << 20
+
+
+def _arrays_on_demand(reader: Any) -> Any:
+    """Each array, read into fresh memory (and its CRC checked) only when the
+    unpickler asks for it: objects that copy their arrays (scikit-learn's trees
+    do) have dropped the previous ones by then, so a load never holds all the
+    arrays twice. Small arrays are views into shared blocks; large ones get
+    their own allocation."""
+    block: Any = None
+    used = 0
+    for index, size in enumerate(reader.array_sizes()):
+        if size >= _PACK_BELOW:
+            buffer = np.empty(size, dtype=np.uint8)
+        else:
+            if block is None or used + size > len(block):
+                block = np.empty(_BLOCK, dtype=np.uint8)
+                used = 0
+            buffer = block[used : used + size]
+            used = (used + size + 63) // 64 * 64
+        reader.copy_array_into(index, buffer)
+        yield buffer
+
+
 def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
     if mmap_mode is None:
-        buffers: list[Any] = [np.empty(size, dtype=np.uint8) for size in reader.array_sizes()]
-        reader.copy_arrays_into(buffers)
+        buffers: Any = _arrays_on_demand(reader)
     else:
         buffers = reader.array_regions()
         unmappable = [i for i, region in enumerate(buffers) if region is None]

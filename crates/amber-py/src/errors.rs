@@ -48,12 +48,7 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     let chunk = err.chunk();
     let pyerr = match err {
         Core::Io { path, source, .. } => {
-            let errno = source.raw_os_error().unwrap_or(0);
-            let errno = if errno == 0 {
-                errno_for(source.kind())
-            } else {
-                errno
-            };
+            let errno = os_errno(&source).unwrap_or_else(|| errno_for(source.kind()));
             let filename = path.display().to_string();
             let text = format!("{message}: {source}");
             // OSError picks the subclass (FileNotFoundError, …) from errno.
@@ -83,7 +78,10 @@ fn os_errno(err: &std::io::Error) -> Option<i32> {
     }
     let mut source = std::error::Error::source(err).or_else(|| err.get_ref().map(|e| e as _));
     while let Some(inner) = source {
-        if let Some(code) = inner.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+        if let Some(code) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
             return Some(code);
         }
         source = inner.source();

@@ -292,6 +292,22 @@ impl Reader {
             .py(py)
     }
 
+    /// Copies (or decompresses) array `index` into `buffer` (writable, exactly
+    /// its size), checking its CRC, without the GIL.
+    fn copy_array_into(
+        &self,
+        py: Python<'_>,
+        index: usize,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let held = Borrowed::get(buffer, true)?;
+        let dests = vec![(index, held.bytes_mut())];
+        let container = &self.container;
+        let threads = &self.threads;
+        py.detach(|| threads.run(|| container.copy_arrays_into(dests)))
+            .py(py)
+    }
+
     /// Checks the CRC of every entry; raises `ChecksumError` naming the first damaged one.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let container = &self.container;

@@ -1,0 +1,410 @@
+//! The [`Hook`] that reads joblib's inline arrays.
+//!
+//! A joblib file is one pickle in which every plain `numpy.ndarray` is
+//! replaced by a `joblib.numpy_pickle.NumpyArrayWrapper` object; right after
+//! the wrapper's `BUILD` come the array's raw bytes (for joblib >= 1.2: one
+//! padding-length byte and that many `0xFF` bytes first) or, for object
+//! dtypes, a complete nested pickle. This module owns recognising the
+//! wrapper, reading its state (`shape`, `dtype`, `order`,
+//! `numpy_array_alignment_bytes`) from the graph, and computing how many
+//! bytes to skip, exactly as `joblib.numpy_pickle` 1.6 reads them. Anything
+//! ambiguous (a dtype whose object-ness numpy and this hook could judge
+//! differently, odd padding) is refused rather than guessed.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{PickleError, Result};
+use crate::graph::{EventKind, Graph, Node, NodeId, NodeKind};
+use crate::parser::{BuildContext, Hook, HookAction};
+
+/// Fully qualified names of the wrapper class joblib and scikit-learn's
+/// old vendored copy write.
+const WRAPPERS: &[&str] = &[
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+];
+
+/// Bound on the nodes visited, over all wrappers of one stream, while
+/// looking for object fields in structured dtypes.
+const DTYPE_WALK_BUDGET: usize = 1_000_000;
+
+/// joblib writes six state keys; anything much larger is not a wrapper state.
+const MAX_STATE_KEYS: usize = 16;
+
+/// numpy's `NPY_MAXDIMS`.
+const MAX_DIMS: usize = 64;
+
+/// One array found in a joblib stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoblibArray {
+    /// The `NumpyArrayWrapper` node.
+    pub wrapper: NodeId,
+    /// `shape`.
+    pub shape: Vec<u64>,
+    /// The dtype descriptor as pickled (`f8`, `U10`, `V16`, `O8`, ...).
+    pub descr: String,
+    /// The dtype byte order character (`<`, `>`, `|`, `=`), if given.
+    pub byteorder: Option<String>,
+    /// Bytes per element.
+    pub itemsize: u64,
+    /// `order`: `C` or `F`.
+    pub fortran_order: bool,
+    /// Object dtype: the data is a nested pickle, not raw bytes.
+    pub object: bool,
+    /// Where the raw data (or the nested pickle) starts.
+    pub data_offset: u64,
+    /// Raw data length (0 for object arrays).
+    pub data_len: u64,
+    /// Padding bytes skipped before the data (length byte included).
+    pub padding: u64,
+}
+
+/// Reads joblib `NumpyArrayWrapper` arrays; pass it to [`crate::Parser::hook`].
+///
+/// ```no_run
+/// # let data: Vec<u8> = Vec::new();
+/// use amber_pickle::{Parser, joblib::JoblibHook};
+/// let mut hook = JoblibHook::new();
+/// let pickle = Parser::new(&data).hook(&mut hook).parse()?;
+/// for array in hook.arrays() {
+///     println!("{:?} {} at {:#x}", array.shape, array.descr, array.data_offset);
+/// }
+/// # Ok::<(), amber_pickle::PickleError>(())
+/// ```
+#[derive(Debug)]
+pub struct JoblibHook {
+    arrays: Vec<JoblibArray>,
+    /// Last `BUILD` state per target, for events seen so far.
+    builds: HashMap<NodeId, NodeId>,
+    events_seen: usize,
+    /// Nodes the dtype walks may still visit (shared dtypes must not make
+    /// the work quadratic).
+    walk_budget: usize,
+}
+
+impl Default for JoblibHook {
+    fn default() -> Self {
+        JoblibHook {
+            arrays: Vec::new(),
+            builds: HashMap::new(),
+            events_seen: 0,
+            walk_budget: DTYPE_WALK_BUDGET,
+        }
+    }
+}
+
+impl JoblibHook {
+    /// A hook with no arrays seen yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The arrays found, in stream order.
+    #[must_use]
+    pub fn arrays(&self) -> &[JoblibArray] {
+        &self.arrays
+    }
+
+    fn catch_up(&mut self, graph: &Graph<'_>) {
+        for e in graph.events().get(self.events_seen..).unwrap_or_default() {
+            if let EventKind::Build { state } = e.kind {
+                self.builds.insert(e.target, state);
+            }
+        }
+        self.events_seen = graph.events().len();
+    }
+}
+
+impl Hook for JoblibHook {
+    fn after_build(&mut self, ctx: &BuildContext<'_, '_>) -> Result<HookAction> {
+        // joblib reads nested (object-array) pickles with a plain unpickler.
+        if ctx.nested_depth > 0 {
+            return Ok(HookAction::Continue);
+        }
+        let graph = ctx.graph;
+        let Some(class) = class_name(graph, ctx.target) else {
+            return Ok(HookAction::Continue);
+        };
+        if !WRAPPERS.contains(&class.as_str()) {
+            return Ok(HookAction::Continue);
+        }
+        self.catch_up(graph);
+        let at = ctx.position;
+        let fail = |what: &str| PickleError::hook(at, format!("joblib array wrapper: {what}"));
+        let state = lookup_state(graph, ctx.state).map_err(|w| fail(&w))?;
+
+        let shape_id = state.get("shape").ok_or_else(|| fail("no `shape`"))?;
+        let shape = read_shape(graph, *shape_id).map_err(|w| fail(&w))?;
+        let fortran_order = match state.get("order").and_then(|&id| str_of(graph, id)) {
+            Some("C") => false,
+            Some("F") => true,
+            _ => return Err(fail("`order` is not `'C'` or `'F'`")),
+        };
+        let dtype_id = state.get("dtype").ok_or_else(|| fail("no `dtype`"))?;
+        let dtype = read_dtype(graph, &self.builds, *dtype_id, &mut self.walk_budget)
+            .map_err(|w| fail(&w))?;
+        let aligned = state
+            .get("numpy_array_alignment_bytes")
+            .is_some_and(|&id| !matches!(graph.kind(id), Some(NodeKind::None)));
+
+        let count = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| fail("element count overflows"))?;
+        let mut array = JoblibArray {
+            wrapper: ctx.target,
+            shape,
+            descr: dtype.descr,
+            byteorder: dtype.byteorder,
+            itemsize: dtype.itemsize,
+            fortran_order,
+            object: dtype.object,
+            data_offset: at,
+            data_len: 0,
+            padding: 0,
+        };
+        if dtype.object {
+            self.arrays.push(array);
+            return Ok(HookAction::NestedPickle);
+        }
+        let len = count
+            .checked_mul(dtype.itemsize)
+            .ok_or_else(|| fail("data length overflows"))?;
+        let padding = if aligned {
+            let pos = usize::try_from(at).map_err(|_| fail("offset out of range"))?;
+            let n = *ctx
+                .input
+                .get(pos)
+                .ok_or_else(|| fail("truncated before the padding byte"))?;
+            // joblib writes 1..=16 bytes of 0xFF; refuse anything else.
+            if !(1..=16).contains(&n) {
+                return Err(fail(&format!("padding length {n} is not in 1..=16")));
+            }
+            let pad = ctx
+                .input
+                .get(pos.saturating_add(1)..pos.saturating_add(1).saturating_add(usize::from(n)))
+                .ok_or_else(|| fail("truncated padding"))?;
+            if pad.iter().any(|&b| b != 0xff) {
+                return Err(fail("padding bytes are not `0xff`"));
+            }
+            1 + u64::from(n)
+        } else {
+            0
+        };
+        array.padding = padding;
+        array.data_offset = at.saturating_add(padding);
+        array.data_len = len;
+        self.arrays.push(array);
+        Ok(HookAction::Data { padding, len })
+    }
+}
+
+/// `module.name` of the class an object was made from, if it is a plain
+/// global: `NEWOBJ`, `copyreg._reconstructor` / `__newobj__` (protocols
+/// 0–1), `OBJ`, `INST`.
+fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
+    let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global).map(|g| g.dotted());
+    match graph.kind(obj)? {
+        NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(*cls),
+        NodeKind::Inst { class, .. } => global_of(*class),
+        NodeKind::Reduce { callable, args } => {
+            let f = global_of(*callable)?;
+            if f != "copyreg._reconstructor" && f != "copyreg.__newobj__" {
+                return None;
+            }
+            let first = graph.get(*args)?.as_tuple()?.first()?;
+            global_of(*first)
+        }
+        _ => None,
+    }
+}
+
+fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
+    graph.get(id).and_then(Node::as_str)
+}
+
+/// The wrapper's state dict, last value per `str` key.
+fn lookup_state(
+    graph: &Graph<'_>,
+    state: NodeId,
+) -> std::result::Result<HashMap<String, NodeId>, String> {
+    let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
+        return Err("state is not a dict".to_owned());
+    };
+    if pairs.len() > MAX_STATE_KEYS {
+        return Err(format!("state has {} items", pairs.len()));
+    }
+    let mut out = HashMap::new();
+    for &(k, v) in pairs {
+        let key = str_of(graph, k).ok_or("state key is not a `str`")?;
+        out.insert(key.to_owned(), v);
+    }
+    Ok(out)
+}
+
+fn read_shape(graph: &Graph<'_>, id: NodeId) -> std::result::Result<Vec<u64>, String> {
+    let items = graph
+        .get(id)
+        .and_then(Node::as_tuple)
+        .ok_or("`shape` is not a tuple")?;
+    if items.len() > MAX_DIMS {
+        return Err(format!("`shape` has {} dimensions", items.len()));
+    }
+    items
+        .iter()
+        .map(|&d| {
+            let v = graph
+                .get(d)
+                .and_then(Node::as_i64)
+                .ok_or("`shape` holds a non-int")?;
+            u64::try_from(v).map_err(|_| format!("negative dimension {v}"))
+        })
+        .collect()
+}
+
+struct Dtype {
+    descr: String,
+    byteorder: Option<String>,
+    itemsize: u64,
+    object: bool,
+}
+
+/// The `(args, state)` of a `numpy.dtype` node: `REDUCE(numpy.dtype,
+/// (descr, False, True))` plus its last `BUILD` state.
+fn dtype_parts<'g>(
+    graph: &'g Graph<'_>,
+    builds: &HashMap<NodeId, NodeId>,
+    id: NodeId,
+) -> Option<(&'g str, Option<&'g [NodeId]>)> {
+    let NodeKind::Reduce { callable, args } = graph.kind(id)? else {
+        return None;
+    };
+    if graph.get(*callable)?.as_global()?.dotted() != "numpy.dtype" {
+        return None;
+    }
+    let descr = str_of(graph, *graph.get(*args)?.as_tuple()?.first()?)?;
+    let state = builds
+        .get(&id)
+        .and_then(|&s| graph.get(s))
+        .and_then(Node::as_tuple);
+    Some((descr, state))
+}
+
+fn read_dtype(
+    graph: &Graph<'_>,
+    builds: &HashMap<NodeId, NodeId>,
+    id: NodeId,
+    budget: &mut usize,
+) -> std::result::Result<Dtype, String> {
+    let (descr, state) =
+        dtype_parts(graph, builds, id).ok_or("`dtype` is not `numpy.dtype(descr, ...)`")?;
+    let field = |i: usize| state.and_then(|s| s.get(i)).copied();
+    let int_field = |i: usize| field(i).and_then(|f| graph.get(f)).and_then(Node::as_i64);
+    let is_none = |i: usize| field(i).is_none_or(|f| matches!(graph.kind(f), Some(NodeKind::None)));
+    if state.is_some_and(|s| s.len() < 8) {
+        return Err("`dtype` state has fewer than 8 items".to_owned());
+    }
+    let byteorder = field(1).and_then(|f| str_of(graph, f)).map(str::to_owned);
+    let elsize = int_field(5).unwrap_or(-1);
+    let flags = int_field(7).unwrap_or(0);
+
+    let from_descr = size_from_descr(descr);
+    let itemsize = match (from_descr, u64::try_from(elsize).ok().filter(|&e| e > 0)) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "`dtype` `{descr}` has element size {b}, expected {a}"
+            ));
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => return Err(format!("no element size for `dtype` `{descr}`")),
+    };
+
+    // numpy: builtin dtypes are object iff their type is `O` (the pickled
+    // flags are ignored); structured/subarray dtypes take `hasobject` from
+    // the pickled flags. Refuse when the flags and the fields disagree.
+    let builtin_object = descr.starts_with('O');
+    let flag_object = flags & 1 != 0;
+    let structured = !is_none(2) || !is_none(4);
+    let object = if structured {
+        let fields_object = subgraph_has_object_dtype(graph, builds, id, budget)?;
+        if fields_object != flag_object {
+            return Err(format!(
+                "`dtype` `{descr}` flags say object={flag_object} but its fields say {fields_object}"
+            ));
+        }
+        flag_object
+    } else {
+        if flag_object && !builtin_object {
+            return Err(format!("`dtype` `{descr}` claims object flags"));
+        }
+        builtin_object
+    };
+    Ok(Dtype {
+        descr: descr.to_owned(),
+        byteorder,
+        itemsize,
+        object,
+    })
+}
+
+/// Element size implied by a descriptor: trailing digits, times 4 for `U`.
+fn size_from_descr(descr: &str) -> Option<u64> {
+    let digits_at = descr.find(|c: char| c.is_ascii_digit())?;
+    let (kind, digits) = descr.split_at(digits_at);
+    let n: u64 = digits.parse().ok()?;
+    match kind {
+        "U" => n.checked_mul(4),
+        "b" | "i" | "u" | "f" | "c" | "O" | "S" | "V" | "M" | "m" => Some(n),
+        _ => None,
+    }
+    .filter(|&n| n > 0)
+}
+
+/// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
+/// an object dtype. Iterative and bounded.
+fn subgraph_has_object_dtype(
+    graph: &Graph<'_>,
+    builds: &HashMap<NodeId, NodeId>,
+    root: NodeId,
+    budget: &mut usize,
+) -> std::result::Result<bool, String> {
+    let mut seen: HashSet<NodeId> = HashSet::new();
+    let mut work = vec![root];
+    while let Some(id) = work.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        *budget = budget
+            .checked_sub(1)
+            .ok_or("structured dtypes are too large to inspect")?;
+        if id != root
+            && let Some((descr, _)) = dtype_parts(graph, builds, id)
+            && descr.starts_with('O')
+        {
+            return Ok(true);
+        }
+        work.extend(graph.children(id));
+        if let Some(&state) = builds.get(&id) {
+            work.push(state);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descr_sizes() {
+        assert_eq!(size_from_descr("f8"), Some(8));
+        assert_eq!(size_from_descr("U10"), Some(40));
+        assert_eq!(size_from_descr("c16"), Some(16));
+        assert_eq!(size_from_descr("M8"), Some(8));
+        assert_eq!(size_from_descr("V0"), None);
+        assert_eq!(size_from_descr("x8"), None);
+        assert_eq!(size_from_descr("f"), None);
+    }
+}

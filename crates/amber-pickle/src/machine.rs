@@ -1,0 +1,979 @@
+//! The pickle machine: opcode semantics on a stack, marks and a memo.
+//!
+//! This module owns executing instructions without executing anything:
+//! it reproduces exactly what CPython's unpicklers do to the stack, the
+//! mark stack and the memo, and where the unpickler would import or call it
+//! records a node in the [`Graph`]. Where CPython is lax in a way that lets
+//! two readers disagree (`STOP` with leftovers, ops reaching below a mark in
+//! `_pickle.c`), the machine refuses. It also owns the resource accounting
+//! behind [`Limits`]. [`crate::parser`] is its public face.
+//!
+//! The machine is a loop over instructions; nested pickles requested by a
+//! hook suspend the current machine on an explicit stack. Nothing recurses,
+//! so hostile nesting cannot overflow the Rust stack.
+
+use std::borrow::Cow;
+
+use crate::disasm::{Disassembly, Line};
+use crate::error::{LimitKind, PickleError, Result};
+use crate::graph::{Event, EventKind, Global, Graph, Node, NodeId, NodeKind};
+use crate::limits::Limits;
+use crate::opcodes::Opcode;
+use crate::parser::{BuildContext, HIGHEST_PROTOCOL, Hook, HookAction, Stats, to_u64};
+use crate::reader::{Arg, Instruction, NamePair, Reader};
+
+const NO_ENTRY: u32 = u32::MAX;
+
+/// What one parse needs.
+pub(crate) struct Config<'a, 'h> {
+    pub(crate) data: &'a [u8],
+    pub(crate) start: usize,
+    pub(crate) limits: Limits,
+    pub(crate) buffers: Option<u64>,
+    pub(crate) hook: Option<&'h mut dyn Hook>,
+    pub(crate) record: bool,
+}
+
+/// What one parse produced.
+pub(crate) struct Outcome<'a> {
+    pub(crate) graph: Graph<'a>,
+    pub(crate) root: NodeId,
+    /// Offset just after `STOP`.
+    pub(crate) end: u64,
+    /// The same, as an index into the input.
+    pub(crate) end_pos: usize,
+    pub(crate) stats: Stats,
+    pub(crate) highest_protocol: Option<u8>,
+    pub(crate) listing: Option<Disassembly<'a>>,
+}
+
+/// Parse one pickle (and any nested ones a hook asks for).
+pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
+    let reader = Reader::new(config.data, config.start, config.limits)?;
+    let mut run = Run {
+        data: config.data,
+        limits: config.limits,
+        buffers: config.buffers,
+        hook: config.hook,
+        graph: Graph::default(),
+        stats: Stats::default(),
+        highest_protocol: None,
+        suspended: Vec::new(),
+        suspended_depth: 0,
+        listing: config.record.then(Disassembly::default),
+        graph_bytes: 0,
+    };
+    let mut cur = Machine::new(reader, None);
+    let (root, end) = run.run(&mut cur)?;
+    run.stats.graph_bytes = run.graph_bytes;
+    let mut listing = run.listing;
+    if let Some(l) = listing.as_mut() {
+        l.end = Some(end);
+    }
+    Ok(Outcome {
+        graph: run.graph,
+        root,
+        end,
+        end_pos: cur.reader.position(),
+        stats: run.stats,
+        highest_protocol: run.highest_protocol,
+        listing,
+    })
+}
+
+const NODE_BYTES: u64 = std::mem::size_of::<Node<'static>>() as u64;
+const EVENT_BYTES: u64 = std::mem::size_of::<Event>() as u64;
+/// What the allocator adds to each heap block, roughly.
+const ALLOC_OVERHEAD: u64 = 16;
+/// A boxed [`Global`] plus allocator overhead.
+const GLOBAL_BYTES: u64 = std::mem::size_of::<Global<'static>>() as u64 + ALLOC_OVERHEAD;
+const ID_BYTES: u64 = std::mem::size_of::<NodeId>() as u64;
+
+/// Heap bytes of a payload: nothing when borrowed from the input.
+#[expect(clippy::ptr_arg, reason = "whether the `Cow` borrows is the point")]
+fn owned_len<T: ?Sized + ToOwned + AsRef<[u8]>>(c: &Cow<'_, T>) -> u64 {
+    if matches!(c, Cow::Borrowed(_)) {
+        0
+    } else {
+        to_u64(c.as_ref().as_ref().len()).saturating_add(ALLOC_OVERHEAD)
+    }
+}
+
+fn items_bytes(n: usize, per: u64) -> u64 {
+    to_u64(n).saturating_mul(per)
+}
+
+/// Heap bytes a new node accounts for: the node plus what it owns.
+fn node_bytes(kind: &NodeKind<'_>) -> u64 {
+    let extra = match kind {
+        NodeKind::BigInt(b)
+        | NodeKind::Bytes(b)
+        | NodeKind::ByteArray(b)
+        | NodeKind::LegacyStr(b) => owned_len(b),
+        NodeKind::Str(s) => owned_len(s),
+        NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => items_bytes(items.len(), ID_BYTES),
+        NodeKind::Obj { args, .. } | NodeKind::Inst { args, .. } => {
+            items_bytes(args.len(), ID_BYTES)
+        }
+        NodeKind::List(items) | NodeKind::Set(items) => items_bytes(items.len(), ID_BYTES),
+        NodeKind::Dict(pairs) => items_bytes(pairs.len(), 2 * ID_BYTES),
+        NodeKind::Global(g) => GLOBAL_BYTES
+            .saturating_add(owned_len(&g.module))
+            .saturating_add(owned_len(&g.name)),
+        _ => 0,
+    };
+    NODE_BYTES.saturating_add(extra)
+}
+
+/// Heap bytes the items of a mutation account for.
+fn mutation_bytes(kind: &EventKind) -> u64 {
+    match kind {
+        EventKind::Build { .. } | EventKind::Append { .. } => ID_BYTES,
+        EventKind::Extend { items } | EventKind::AddItems { items } => {
+            items_bytes(items.len(), ID_BYTES)
+        }
+        EventKind::SetItems { pairs } => items_bytes(pairs.len(), 2 * ID_BYTES),
+    }
+}
+
+/// Move the argument out of an instruction (payloads are not copied).
+fn take_arg<'a>(ins: &mut Instruction<'a>) -> Arg<'a> {
+    std::mem::replace(&mut ins.arg, Arg::None)
+}
+
+/// One pickle being parsed: its reader, stack, marks and memo.
+struct Machine<'a> {
+    reader: Reader<'a>,
+    stack: Vec<NodeId>,
+    marks: Vec<usize>,
+    memo: Vec<u32>,
+    memo_len: u64,
+    proto: u8,
+    start: usize,
+    /// For a nested pickle: the object it replaces in the parent.
+    wrapper: Option<NodeId>,
+}
+
+impl<'a> Machine<'a> {
+    fn new(reader: Reader<'a>, wrapper: Option<NodeId>) -> Self {
+        let start = reader.position();
+        Machine {
+            reader,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: Vec::new(),
+            memo_len: 0,
+            proto: 0,
+            start,
+            wrapper,
+        }
+    }
+
+    fn depth(&self) -> u64 {
+        to_u64(self.stack.len().saturating_add(self.marks.len()))
+    }
+
+    fn fence(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn above_fence(&self) -> usize {
+        self.stack.len().saturating_sub(self.fence())
+    }
+}
+
+/// What the loop does after one instruction.
+enum Step {
+    Continue,
+    Stop(NodeId),
+    Nested,
+}
+
+/// State shared by all machines of one parse.
+struct Run<'a, 'h> {
+    data: &'a [u8],
+    limits: Limits,
+    buffers: Option<u64>,
+    hook: Option<&'h mut dyn Hook>,
+    graph: Graph<'a>,
+    stats: Stats,
+    highest_protocol: Option<u8>,
+    suspended: Vec<Machine<'a>>,
+    suspended_depth: u64,
+    listing: Option<Disassembly<'a>>,
+    graph_bytes: u64,
+}
+
+impl<'a> Run<'a, '_> {
+    /// Run until the top-level `STOP`; returns the root and the end offset.
+    fn run(&mut self, cur: &mut Machine<'a>) -> Result<(NodeId, u64)> {
+        loop {
+            cur.reader.set_graph_used(self.graph_bytes);
+            let mut ins = cur.reader.next_instruction()?;
+            self.stats.opcodes = self.stats.opcodes.saturating_add(1);
+            self.limits
+                .check(LimitKind::Opcodes, self.stats.opcodes, ins.offset)?;
+            if let Some(c) = self.stats.op_counts.get_mut(usize::from(ins.opcode.byte())) {
+                *c = c.saturating_add(1);
+            }
+            if let Some(listing) = self.listing.as_mut() {
+                let marks = cur.marks.len();
+                let marks = if ins.opcode.pops_mark() {
+                    marks.saturating_sub(1)
+                } else {
+                    marks
+                };
+                listing.lines.push(Line::Op {
+                    instruction: ins.clone(),
+                    marks,
+                    nested: self.suspended.len(),
+                });
+            }
+            match self.step(cur, &mut ins)? {
+                Step::Continue => {}
+                Step::Stop(root) => {
+                    let end = to_u64(cur.reader.position());
+                    let Some(mut parent) = self.suspended.pop() else {
+                        return Ok((root, end));
+                    };
+                    self.suspended_depth = self.suspended_depth.saturating_sub(parent.depth());
+                    let wrapper = cur.wrapper.ok_or(PickleError::Internal {
+                        offset: end,
+                        what: "nested pickle without a wrapper",
+                    })?;
+                    let start = to_u64(cur.start);
+                    let depth = self.nest(&[wrapper, root], end)?;
+                    let id = self.add(
+                        NodeKind::NestedPickle {
+                            wrapper,
+                            root,
+                            start,
+                            end,
+                        },
+                        start,
+                        Opcode::STOP,
+                        depth,
+                    )?;
+                    let top = parent.stack.last_mut().ok_or(PickleError::Internal {
+                        offset: end,
+                        what: "parent stack empty after nested pickle",
+                    })?;
+                    *top = id;
+                    parent.reader.resume_at(cur.reader.position());
+                    *cur = parent;
+                }
+                Step::Nested => {
+                    let pos = cur.reader.position();
+                    let wrapper = cur.stack.last().copied();
+                    let reader = Reader::new(self.data, pos, self.limits)?;
+                    let child = Machine::new(reader, wrapper);
+                    let parent = std::mem::replace(cur, child);
+                    self.suspended_depth = self.suspended_depth.saturating_add(parent.depth());
+                    self.suspended.push(parent);
+                    self.stats.nested_pickles = self.stats.nested_pickles.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        kind: NodeKind<'a>,
+        offset: u64,
+        opcode: Opcode,
+        depth: u32,
+    ) -> Result<NodeId> {
+        let count = to_u64(self.graph.len()).saturating_add(1);
+        self.limits.check(LimitKind::Nodes, count, offset)?;
+        self.charge(node_bytes(&kind), offset)?;
+        self.graph
+            .push(Node {
+                kind,
+                offset,
+                opcode,
+                depth,
+            })
+            .ok_or(PickleError::Limit {
+                offset,
+                limit: LimitKind::Nodes,
+                value: count,
+                max: u64::from(NO_ENTRY),
+            })
+    }
+
+    /// Account for `bytes` more of graph memory.
+    fn charge(&mut self, bytes: u64, offset: u64) -> Result<()> {
+        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+        self.limits
+            .check(LimitKind::GraphBytes, self.graph_bytes, offset)
+    }
+
+    fn depth_of(&self, id: NodeId) -> u32 {
+        self.graph.get(id).map_or(0, Node::depth)
+    }
+
+    /// Depth of a node holding `children`: one more than the deepest.
+    fn nest(&mut self, children: &[NodeId], offset: u64) -> Result<u32> {
+        let deepest = children
+            .iter()
+            .map(|&c| self.depth_of(c))
+            .max()
+            .unwrap_or(0);
+        let depth = deepest.saturating_add(1);
+        self.note_depth(depth, offset)?;
+        Ok(depth)
+    }
+
+    fn note_depth(&mut self, depth: u32, offset: u64) -> Result<()> {
+        let d = u64::from(depth);
+        self.limits.check(LimitKind::NestingDepth, d, offset)?;
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(d);
+        Ok(())
+    }
+
+    fn check_stack(&mut self, cur: &Machine<'a>, offset: u64) -> Result<()> {
+        let total = self.suspended_depth.saturating_add(cur.depth());
+        self.limits.check(LimitKind::StackDepth, total, offset)?;
+        self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+        Ok(())
+    }
+
+    fn push(&mut self, cur: &mut Machine<'a>, id: NodeId, offset: u64) -> Result<()> {
+        cur.stack.push(id);
+        self.check_stack(cur, offset)
+    }
+
+    fn push_new(
+        &mut self,
+        cur: &mut Machine<'a>,
+        kind: NodeKind<'a>,
+        ins: &Instruction<'_>,
+        depth: u32,
+    ) -> Result<NodeId> {
+        let id = self.add(kind, ins.offset, ins.opcode, depth)?;
+        self.push(cur, id, ins.offset)?;
+        Ok(id)
+    }
+
+    fn need(cur: &Machine<'a>, n: usize, ins: &Instruction<'_>) -> Result<()> {
+        let found = cur.above_fence();
+        if found < n {
+            return Err(PickleError::StackUnderflow {
+                offset: ins.offset,
+                opcode: ins.opcode,
+                needed: n,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    fn pop(cur: &mut Machine<'a>, ins: &Instruction<'_>) -> Result<NodeId> {
+        Self::need(cur, 1, ins)?;
+        cur.stack.pop().ok_or(PickleError::Internal {
+            offset: ins.offset,
+            what: "stack empty after check",
+        })
+    }
+
+    fn top(cur: &Machine<'a>, ins: &Instruction<'_>) -> Result<NodeId> {
+        Self::need(cur, 1, ins)?;
+        cur.stack.last().copied().ok_or(PickleError::Internal {
+            offset: ins.offset,
+            what: "stack empty after check",
+        })
+    }
+
+    fn pop_mark(cur: &mut Machine<'a>, ins: &Instruction<'_>) -> Result<Vec<NodeId>> {
+        let mark = cur.marks.pop().ok_or(PickleError::MarkMissing {
+            offset: ins.offset,
+            opcode: ins.opcode,
+        })?;
+        if mark > cur.stack.len() {
+            return Err(PickleError::Internal {
+                offset: ins.offset,
+                what: "mark above the stack top",
+            });
+        }
+        Ok(cur.stack.split_off(mark))
+    }
+
+    fn pairs(items: Vec<NodeId>, ins: &Instruction<'_>) -> Result<Vec<(NodeId, NodeId)>> {
+        if !items.len().is_multiple_of(2) {
+            return Err(PickleError::BadOperands {
+                offset: ins.offset,
+                opcode: ins.opcode,
+                reason: format!("odd number of items ({}) for key/value pairs", items.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// `APPEND(S)`, `SETITEM(S)`, `ADDITEMS` on `target`: literal containers
+    /// of the matching type grow, anything else gets an event.
+    fn mutate(&mut self, target: NodeId, ins: &Instruction<'_>, kind: EventKind) -> Result<()> {
+        let child_depth = match &kind {
+            EventKind::Append { item } => self.depth_of(*item),
+            EventKind::Extend { items } | EventKind::AddItems { items } => {
+                items.iter().map(|&c| self.depth_of(c)).max().unwrap_or(0)
+            }
+            EventKind::SetItems { pairs } => pairs
+                .iter()
+                .map(|&(k, v)| self.depth_of(k).max(self.depth_of(v)))
+                .max()
+                .unwrap_or(0),
+            EventKind::Build { state } => self.depth_of(*state),
+        };
+        let new_depth = child_depth.saturating_add(1);
+        self.charge(mutation_bytes(&kind), ins.offset)?;
+        let node = self.graph.get_mut(target).ok_or(PickleError::Internal {
+            offset: ins.offset,
+            what: "stack holds an unknown node",
+        })?;
+        let depth = node.depth.max(new_depth);
+        node.depth = depth;
+        let leftover = match (&mut node.kind, kind) {
+            (NodeKind::List(list), EventKind::Append { item }) => {
+                list.push(item);
+                None
+            }
+            (NodeKind::List(list), EventKind::Extend { items }) => {
+                list.extend_from_slice(&items);
+                None
+            }
+            (NodeKind::Dict(dict), EventKind::SetItems { pairs }) => {
+                dict.extend_from_slice(&pairs);
+                None
+            }
+            (NodeKind::Set(set), EventKind::AddItems { items }) => {
+                set.extend_from_slice(&items);
+                None
+            }
+            (_, other) => Some(other),
+        };
+        // Events cost their header too (items were charged above).
+        if leftover.is_some() {
+            self.graph_bytes = self.graph_bytes.saturating_add(EVENT_BYTES);
+        }
+        if let Some(kind) = leftover {
+            self.graph.events.push(Event {
+                target,
+                offset: ins.offset,
+                opcode: ins.opcode,
+                kind,
+            });
+        }
+        self.note_depth(depth, ins.offset)
+    }
+
+    fn memo_set(&mut self, cur: &mut Machine<'a>, index: u64, ins: &Instruction<'_>) -> Result<()> {
+        let value = Self::top(cur, ins)?;
+        self.limits.check(LimitKind::MemoIndex, index, ins.offset)?;
+        let idx = usize::try_from(index).map_err(|_| PickleError::Limit {
+            offset: ins.offset,
+            limit: LimitKind::MemoIndex,
+            value: index,
+            max: self.limits.max_memo_index,
+        })?;
+        if idx >= cur.memo.len() {
+            let new_len = idx.checked_add(1).ok_or(PickleError::Internal {
+                offset: ins.offset,
+                what: "memo index overflow",
+            })?;
+            cur.memo.resize(new_len, NO_ENTRY);
+        }
+        let slot = cur.memo.get_mut(idx).ok_or(PickleError::Internal {
+            offset: ins.offset,
+            what: "memo slot missing after resize",
+        })?;
+        if *slot == NO_ENTRY {
+            cur.memo_len = cur.memo_len.saturating_add(1);
+            self.limits
+                .check(LimitKind::MemoEntries, cur.memo_len, ins.offset)?;
+            self.stats.max_memo_entries = self.stats.max_memo_entries.max(cur.memo_len);
+        }
+        *slot = value.0;
+        self.stats.memo_puts = self.stats.memo_puts.saturating_add(1);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, cur: &mut Machine<'a>, index: u64, ins: &Instruction<'_>) -> Result<()> {
+        self.stats.memo_gets = self.stats.memo_gets.saturating_add(1);
+        self.limits
+            .check(LimitKind::MemoGets, self.stats.memo_gets, ins.offset)?;
+        let missing = PickleError::MemoMissing {
+            offset: ins.offset,
+            opcode: ins.opcode,
+            index,
+        };
+        let idx = usize::try_from(index).map_err(|_| missing.clone())?;
+        match cur.memo.get(idx) {
+            Some(&v) if v != NO_ENTRY => self.push(cur, NodeId(v), ins.offset),
+            _ => Err(missing),
+        }
+    }
+
+    fn bad_arg(ins: &Instruction<'_>) -> PickleError {
+        PickleError::Internal {
+            offset: ins.offset,
+            what: "opcode argument of unexpected type",
+        }
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one match arm per opcode reads best as a single table"
+    )]
+    fn step(&mut self, cur: &mut Machine<'a>, ins: &mut Instruction<'a>) -> Result<Step> {
+        use Opcode as O;
+        let offset = ins.offset;
+        match ins.opcode {
+            O::PROTO => {
+                let Arg::Uint(v) = ins.arg else {
+                    return Err(Self::bad_arg(ins));
+                };
+                let protocol = u8::try_from(v).unwrap_or(u8::MAX);
+                if protocol > HIGHEST_PROTOCOL {
+                    return Err(PickleError::UnsupportedProtocol { offset, protocol });
+                }
+                cur.proto = protocol;
+                self.highest_protocol =
+                    Some(self.highest_protocol.map_or(protocol, |p| p.max(protocol)));
+            }
+            O::FRAME => {
+                self.stats.frames = self.stats.frames.saturating_add(1);
+            }
+            O::STOP => {
+                if cur.stack.len() != 1 || !cur.marks.is_empty() {
+                    return Err(PickleError::BadStop {
+                        offset,
+                        stack_len: cur.stack.len(),
+                        marks: cur.marks.len(),
+                    });
+                }
+                cur.reader.finish_at_stop(offset)?;
+                let root = Self::pop(cur, ins)?;
+                return Ok(Step::Stop(root));
+            }
+
+            // Scalars.
+            O::NONE => {
+                self.push_new(cur, NodeKind::None, ins, 0)?;
+            }
+            O::NEWTRUE | O::NEWFALSE => {
+                self.push_new(cur, NodeKind::Bool(ins.opcode == O::NEWTRUE), ins, 0)?;
+            }
+            O::INT | O::BININT | O::BININT1 | O::BININT2 | O::LONG | O::LONG1 | O::LONG4 => {
+                let kind = match take_arg(ins) {
+                    Arg::Int(v) => NodeKind::Int(v),
+                    Arg::Uint(v) => {
+                        NodeKind::Int(i64::try_from(v).map_err(|_| Self::bad_arg(ins))?)
+                    }
+                    Arg::Bool(b) => NodeKind::Bool(b),
+                    Arg::BigInt(b) => NodeKind::BigInt(b),
+                    _ => return Err(Self::bad_arg(ins)),
+                };
+                self.push_new(cur, kind, ins, 0)?;
+            }
+            O::FLOAT | O::BINFLOAT => {
+                let Arg::Float(v) = ins.arg else {
+                    return Err(Self::bad_arg(ins));
+                };
+                self.push_new(cur, NodeKind::Float(v), ins, 0)?;
+            }
+            O::UNICODE | O::SHORT_BINUNICODE | O::BINUNICODE | O::BINUNICODE8 => {
+                let Arg::Str(s) = take_arg(ins) else {
+                    return Err(Self::bad_arg(ins));
+                };
+                self.push_new(cur, NodeKind::Str(s), ins, 0)?;
+            }
+            O::STRING
+            | O::BINSTRING
+            | O::SHORT_BINSTRING
+            | O::BINBYTES
+            | O::SHORT_BINBYTES
+            | O::BINBYTES8
+            | O::BYTEARRAY8 => {
+                let Arg::Bytes(b) = take_arg(ins) else {
+                    return Err(Self::bad_arg(ins));
+                };
+                let kind = match ins.opcode {
+                    O::BYTEARRAY8 => NodeKind::ByteArray(b),
+                    O::BINBYTES | O::SHORT_BINBYTES | O::BINBYTES8 => NodeKind::Bytes(b),
+                    _ => NodeKind::LegacyStr(b),
+                };
+                self.push_new(cur, kind, ins, 0)?;
+            }
+
+            // Containers.
+            O::EMPTY_LIST => {
+                self.push_new(cur, NodeKind::List(Vec::new()), ins, 1)?;
+            }
+            O::EMPTY_TUPLE => {
+                self.push_new(cur, NodeKind::Tuple(Box::default()), ins, 1)?;
+            }
+            O::EMPTY_DICT => {
+                self.push_new(cur, NodeKind::Dict(Vec::new()), ins, 1)?;
+            }
+            O::EMPTY_SET => {
+                self.push_new(cur, NodeKind::Set(Vec::new()), ins, 1)?;
+            }
+            O::LIST | O::TUPLE | O::FROZENSET | O::DICT => {
+                let items = Self::pop_mark(cur, ins)?;
+                let depth = self.nest(&items, offset)?;
+                let kind = match ins.opcode {
+                    O::LIST => NodeKind::List(items),
+                    O::TUPLE => NodeKind::Tuple(items.into_boxed_slice()),
+                    O::FROZENSET => NodeKind::FrozenSet(items.into_boxed_slice()),
+                    _ => NodeKind::Dict(Self::pairs(items, ins)?),
+                };
+                self.push_new(cur, kind, ins, depth)?;
+            }
+            O::TUPLE1 | O::TUPLE2 | O::TUPLE3 => {
+                let n = match ins.opcode {
+                    O::TUPLE1 => 1,
+                    O::TUPLE2 => 2,
+                    _ => 3,
+                };
+                Self::need(cur, n, ins)?;
+                let at = cur.stack.len().saturating_sub(n);
+                let items = cur.stack.split_off(at);
+                let depth = self.nest(&items, offset)?;
+                self.push_new(cur, NodeKind::Tuple(items.into_boxed_slice()), ins, depth)?;
+            }
+            O::APPEND => {
+                Self::need(cur, 2, ins)?;
+                let item = Self::pop(cur, ins)?;
+                let target = Self::top(cur, ins)?;
+                self.mutate(target, ins, EventKind::Append { item })?;
+            }
+            O::SETITEM => {
+                Self::need(cur, 3, ins)?;
+                let value = Self::pop(cur, ins)?;
+                let key = Self::pop(cur, ins)?;
+                let target = Self::top(cur, ins)?;
+                let pairs = vec![(key, value)].into_boxed_slice();
+                self.mutate(target, ins, EventKind::SetItems { pairs })?;
+            }
+            O::APPENDS | O::SETITEMS | O::ADDITEMS => {
+                let items = Self::pop_mark(cur, ins)?;
+                let target = Self::top(cur, ins)?;
+                let kind = match ins.opcode {
+                    O::APPENDS => EventKind::Extend {
+                        items: items.into_boxed_slice(),
+                    },
+                    O::ADDITEMS => EventKind::AddItems {
+                        items: items.into_boxed_slice(),
+                    },
+                    _ => EventKind::SetItems {
+                        pairs: Self::pairs(items, ins)?.into_boxed_slice(),
+                    },
+                };
+                self.mutate(target, ins, kind)?;
+            }
+
+            // Stack and marks.
+            O::POP => {
+                if cur.above_fence() > 0 {
+                    Self::pop(cur, ins)?;
+                } else if cur.marks.last() == Some(&cur.stack.len()) {
+                    cur.marks.pop();
+                } else {
+                    return Err(PickleError::StackUnderflow {
+                        offset,
+                        opcode: ins.opcode,
+                        needed: 1,
+                        found: 0,
+                    });
+                }
+            }
+            O::DUP => {
+                let top = Self::top(cur, ins)?;
+                self.push(cur, top, offset)?;
+            }
+            O::MARK => {
+                cur.marks.push(cur.stack.len());
+                self.check_stack(cur, offset)?;
+            }
+            O::POP_MARK => {
+                Self::pop_mark(cur, ins)?;
+            }
+
+            // Memo.
+            O::GET | O::BINGET | O::LONG_BINGET => {
+                let Arg::Uint(index) = ins.arg else {
+                    return Err(Self::bad_arg(ins));
+                };
+                self.memo_get(cur, index, ins)?;
+            }
+            O::PUT | O::BINPUT | O::LONG_BINPUT => {
+                let Arg::Uint(index) = ins.arg else {
+                    return Err(Self::bad_arg(ins));
+                };
+                self.memo_set(cur, index, ins)?;
+            }
+            O::MEMOIZE => {
+                let index = cur.memo_len;
+                self.memo_set(cur, index, ins)?;
+            }
+
+            // Names.
+            O::GLOBAL => {
+                let Arg::Global(pair) = take_arg(ins) else {
+                    return Err(Self::bad_arg(ins));
+                };
+                let NamePair { module, name } = *pair;
+                let g = Global {
+                    module,
+                    name,
+                    protocol: cur.proto,
+                    operands: None,
+                };
+                self.push_new(cur, NodeKind::Global(Box::new(g)), ins, 0)?;
+            }
+            O::STACK_GLOBAL => {
+                Self::need(cur, 2, ins)?;
+                let name_id = Self::pop(cur, ins)?;
+                let module_id = Self::pop(cur, ins)?;
+                let as_str = |id: NodeId| -> std::result::Result<Cow<'a, str>, &'static str> {
+                    match self.graph.kind(id) {
+                        Some(NodeKind::Str(s)) => Ok(s.clone()),
+                        Some(other) => Err(other.name()),
+                        None => Err("unknown"),
+                    }
+                };
+                let (module, name) = match (as_str(module_id), as_str(name_id)) {
+                    (Ok(m), Ok(n)) => (m, n),
+                    (m, n) => {
+                        let kind = |r: std::result::Result<Cow<'a, str>, &'static str>| match r {
+                            Ok(_) => "str",
+                            Err(k) => k,
+                        };
+                        return Err(PickleError::BadOperands {
+                            offset,
+                            opcode: ins.opcode,
+                            reason: format!(
+                                "module and name must be `str`, found `{}` and `{}`",
+                                kind(m),
+                                kind(n)
+                            ),
+                        });
+                    }
+                };
+                let g = Global {
+                    module,
+                    name,
+                    protocol: cur.proto,
+                    operands: Some((module_id, name_id)),
+                };
+                self.push_new(cur, NodeKind::Global(Box::new(g)), ins, 1)?;
+            }
+            O::EXT1 | O::EXT2 | O::EXT4 => {
+                let code = match ins.arg {
+                    Arg::Uint(v) => i64::try_from(v).unwrap_or(0),
+                    Arg::Int(v) => v,
+                    _ => return Err(Self::bad_arg(ins)),
+                };
+                let code = i32::try_from(code).ok().filter(|&c| c > 0).ok_or_else(|| {
+                    PickleError::BadArgument {
+                        offset,
+                        opcode: ins.opcode,
+                        reason: format!("extension code {code} is not positive"),
+                    }
+                })?;
+                self.push_new(cur, NodeKind::Ext { code }, ins, 0)?;
+            }
+
+            // Calls.
+            O::REDUCE => {
+                Self::need(cur, 2, ins)?;
+                let args = Self::pop(cur, ins)?;
+                let callable = Self::pop(cur, ins)?;
+                let depth = self.nest(&[callable, args], offset)?;
+                self.push_new(cur, NodeKind::Reduce { callable, args }, ins, depth)?;
+            }
+            O::NEWOBJ => {
+                Self::need(cur, 2, ins)?;
+                let args = Self::pop(cur, ins)?;
+                let cls = Self::pop(cur, ins)?;
+                let depth = self.nest(&[cls, args], offset)?;
+                let kind = NodeKind::NewObj {
+                    cls,
+                    args,
+                    kwargs: None,
+                };
+                self.push_new(cur, kind, ins, depth)?;
+            }
+            O::NEWOBJ_EX => {
+                Self::need(cur, 3, ins)?;
+                let kwargs = Self::pop(cur, ins)?;
+                let args = Self::pop(cur, ins)?;
+                let cls = Self::pop(cur, ins)?;
+                let depth = self.nest(&[cls, args, kwargs], offset)?;
+                let kind = NodeKind::NewObj {
+                    cls,
+                    args,
+                    kwargs: Some(kwargs),
+                };
+                self.push_new(cur, kind, ins, depth)?;
+            }
+            O::OBJ => {
+                let items = Self::pop_mark(cur, ins)?;
+                let Some((&cls, args)) = items.split_first() else {
+                    return Err(PickleError::StackUnderflow {
+                        offset,
+                        opcode: ins.opcode,
+                        needed: 1,
+                        found: 0,
+                    });
+                };
+                let depth = self.nest(&items, offset)?;
+                let kind = NodeKind::Obj {
+                    cls,
+                    args: args.into(),
+                };
+                self.push_new(cur, kind, ins, depth)?;
+            }
+            O::INST => {
+                let Arg::Global(pair) = take_arg(ins) else {
+                    return Err(Self::bad_arg(ins));
+                };
+                let items = Self::pop_mark(cur, ins)?;
+                let NamePair { module, name } = *pair;
+                let g = Global {
+                    module,
+                    name,
+                    protocol: cur.proto,
+                    operands: None,
+                };
+                let class = self.add(NodeKind::Global(Box::new(g)), offset, ins.opcode, 0)?;
+                let depth = self.nest(&items, offset)?;
+                let kind = NodeKind::Inst {
+                    class,
+                    args: items.into_boxed_slice(),
+                };
+                self.push_new(cur, kind, ins, depth)?;
+            }
+            O::BUILD => {
+                Self::need(cur, 2, ins)?;
+                let state = Self::pop(cur, ins)?;
+                let target = Self::top(cur, ins)?;
+                self.charge(EVENT_BYTES, offset)?;
+                self.graph.events.push(Event {
+                    target,
+                    offset,
+                    opcode: ins.opcode,
+                    kind: EventKind::Build { state },
+                });
+                let depth = self
+                    .depth_of(target)
+                    .max(self.depth_of(state).saturating_add(1));
+                if let Some(node) = self.graph.get_mut(target) {
+                    node.depth = depth;
+                }
+                self.note_depth(depth, offset)?;
+                return self.after_build(cur, target, state, ins);
+            }
+
+            // Persistent ids, buffers.
+            O::PERSID => {
+                let Arg::Str(s) = take_arg(ins) else {
+                    return Err(Self::bad_arg(ins));
+                };
+                let pid = self.add(NodeKind::Str(s), offset, ins.opcode, 0)?;
+                self.push_new(cur, NodeKind::PersId { pid }, ins, 1)?;
+            }
+            O::BINPERSID => {
+                let pid = Self::pop(cur, ins)?;
+                let depth = self.nest(&[pid], offset)?;
+                self.push_new(cur, NodeKind::PersId { pid }, ins, depth)?;
+            }
+            O::NEXT_BUFFER => {
+                let index = self.stats.buffers;
+                if let Some(available) = self.buffers
+                    && index >= available
+                {
+                    return Err(PickleError::BufferMissing {
+                        offset,
+                        index,
+                        available,
+                    });
+                }
+                self.stats.buffers = index.saturating_add(1);
+                self.push_new(cur, NodeKind::Buffer { index }, ins, 0)?;
+            }
+            O::READONLY_BUFFER => {
+                let inner = Self::pop(cur, ins)?;
+                let depth = self.nest(&[inner], offset)?;
+                self.push_new(cur, NodeKind::ReadOnly { inner }, ins, depth)?;
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    fn after_build(
+        &mut self,
+        cur: &mut Machine<'a>,
+        target: NodeId,
+        state: NodeId,
+        ins: &Instruction<'_>,
+    ) -> Result<Step> {
+        let Some(hook) = self.hook.as_deref_mut() else {
+            return Ok(Step::Continue);
+        };
+        let position = to_u64(cur.reader.position());
+        let ctx = BuildContext {
+            graph: &self.graph,
+            target,
+            state,
+            build_offset: ins.offset,
+            position,
+            input: self.data,
+            nested_depth: to_u64(self.suspended.len()),
+        };
+        match hook.after_build(&ctx)? {
+            HookAction::Continue => Ok(Step::Continue),
+            HookAction::Data { padding, len } => {
+                let data_start = cur.reader.skip_raw(padding, len)?;
+                self.stats.inline_data_bytes = self.stats.inline_data_bytes.saturating_add(len);
+                let depth = self.nest(&[target], position)?;
+                let id = self.add(
+                    NodeKind::InlineData {
+                        wrapper: target,
+                        offset: to_u64(data_start),
+                        len,
+                    },
+                    position,
+                    ins.opcode,
+                    depth,
+                )?;
+                let top = cur.stack.last_mut().ok_or(PickleError::Internal {
+                    offset: position,
+                    what: "stack empty after BUILD",
+                })?;
+                *top = id;
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.lines.push(Line::Raw {
+                        offset: position,
+                        padding,
+                        len,
+                        nested: self.suspended.len(),
+                    });
+                }
+                Ok(Step::Continue)
+            }
+            HookAction::NestedPickle => {
+                let depth = to_u64(self.suspended.len()).saturating_add(1);
+                self.limits
+                    .check(LimitKind::NestedPickles, depth, position)?;
+                cur.reader.require_outside_frame("nested pickle")?;
+                Ok(Step::Nested)
+            }
+        }
+    }
+}
