@@ -302,7 +302,9 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         return Filter::None;
     }
     // A small sample decides: trying both layouts costs two extra compressions of it.
-    let sample = sample.get(..sample.len().min(FILTER_SAMPLE)).unwrap_or(sample);
+    let sample = sample
+        .get(..sample.len().min(FILTER_SAMPLE))
+        .unwrap_or(sample);
     let plain = compressed_len(sample, settings.codec, None);
     let shuffled = compressed_len(
         &shuffle(sample, settings.itemsize),
@@ -826,7 +828,9 @@ mod tests {
     fn shuffle_is_chosen_for_typed_data_and_inverts() {
         // A smooth float64 series: the exponent and high mantissa bytes repeat,
         // the low ones do not, which is what the filter is for.
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (f64::from(i) * 0.001).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (f64::from(i) * 0.001).to_le_bytes())
+            .collect();
         let (_, summary) = encode(
             &data,
             Settings {

@@ -515,32 +515,10 @@ impl<B: Source> Container<B> {
             .zip_entries
             .par_iter()
             .map(|entry| {
-                let data = slice(bytes, entry);
-                let parts: Vec<crc32fast::Hasher> = data
-                    .par_chunks(CHUNK)
-                    .map(|c| {
-                        let mut h = crc32fast::Hasher::new();
-                        h.update(c);
-                        self.data.release(offset_in(bytes, c), c.len());
-                        progress(c.len() as u64);
-                        h
-                    })
-                    .collect();
-                let mut hasher = crc32fast::Hasher::new();
-                for part in &parts {
-                    hasher.combine(part);
-                }
-                let actual = hasher.finalize();
-                if actual == entry.crc32 {
-                    Ok(())
-                } else {
-                    Err(FormatError::Checksum {
-                        entry: entry.name.clone(),
-                        chunk: None,
-                        expected: entry.crc32,
-                        actual,
-                    })
-                }
+                check_crc_parallel(slice(bytes, entry), entry, &|c| {
+                    self.data.release(offset_in(bytes, c), c.len());
+                    progress(c.len() as u64);
+                })
             })
             .collect();
         results.into_iter().collect()
@@ -589,7 +567,9 @@ fn check_codec(
 /// told about each chunk once it has been read.
 fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Sync)) -> Result<()> {
     if data.len() < CHUNK {
-        return check_crc(data, entry);
+        let checked = check_crc(data, entry);
+        done(data);
+        return checked;
     }
     let parts: Vec<crc32fast::Hasher> = data
         .par_chunks(CHUNK)
