@@ -400,15 +400,7 @@ impl<B: Source> Container<B> {
                     let (header, payload) =
                         entry.split_at((info.data_offset as usize).min(entry.len()));
                     let layout = codec::read_layout(payload, &zip_entry.name)?;
-                    let actual = codec::entry_crc(header, payload, &layout);
-                    if actual != zip_entry.crc32 {
-                        return Err(FormatError::Checksum {
-                            entry: zip_entry.name.clone(),
-                            chunk: None,
-                            expected: zip_entry.crc32,
-                            actual,
-                        });
-                    }
+                    expect_crc(codec::entry_crc(header, payload, &layout), zip_entry)?;
                     return codec::decode_into_with(payload, &zip_entry.name, dest, &|c| {
                         self.data.release(offset_in(bytes, c), c.len());
                     });
@@ -440,17 +432,7 @@ impl<B: Source> Container<B> {
                 for part in &parts {
                     hasher.combine(part);
                 }
-                let actual = hasher.finalize();
-                if actual == zip_entry.crc32 {
-                    Ok(())
-                } else {
-                    Err(FormatError::Checksum {
-                        entry: zip_entry.name.clone(),
-                        chunk: None,
-                        expected: zip_entry.crc32,
-                        actual,
-                    })
-                }
+                expect_crc(hasher.finalize(), zip_entry)
             })
     }
 
@@ -584,21 +566,15 @@ fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Syn
     for part in &parts {
         hasher.combine(part);
     }
-    let actual = hasher.finalize();
-    if actual == entry.crc32 {
-        Ok(())
-    } else {
-        Err(FormatError::Checksum {
-            entry: entry.name.clone(),
-            chunk: None,
-            expected: entry.crc32,
-            actual,
-        })
-    }
+    expect_crc(hasher.finalize(), entry)
 }
 
 fn check_crc(data: &[u8], entry: &ZipEntry) -> Result<()> {
-    let actual = crc32fast::hash(data);
+    expect_crc(crc32fast::hash(data), entry)
+}
+
+/// Compares a computed CRC-32 with the one the archive records for `entry`.
+fn expect_crc(actual: u32, entry: &ZipEntry) -> Result<()> {
     if actual == entry.crc32 {
         Ok(())
     } else {
