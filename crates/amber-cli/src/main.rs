@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use amber_format::{Container, EntryInfo, FormatError, MapMode, Mapping};
+use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
 mod render;
@@ -202,9 +202,4 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
         };
     }
     worst
-}
-
-/// Used by `render` to label entry kinds.
-fn kind_label(info: &EntryInfo) -> &'static str {
-    info.kind()
 }

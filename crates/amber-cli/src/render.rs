@@ -154,7 +154,7 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
         let _ = writeln!(
             out,
             "  {:<7} {:>10} {:>10} {:>6.3} {:<14} {:<20} {:<16} {}",
-            crate::kind_label(entry),
+            entry.kind(),
             size(raw),
             size(stored),
             ratio,

@@ -134,30 +134,6 @@ impl Reader {
         PyBytes::new(py, self.container.manifest_bytes())
     }
 
-    /// The pickle stream as a read-only region, after checking its CRC (and
-    /// decompressing it, for a compressed stream).
-    fn pickle(&self, py: Python<'_>) -> PyResult<Region> {
-        let container = &self.container;
-        let threads = &self.threads;
-        let stream = py
-            .detach(|| {
-                threads.run(|| {
-                    container.pickle().map(|d| match d {
-                        std::borrow::Cow::Borrowed(b) => Err((b.as_ptr() as usize, b.len())),
-                        std::borrow::Cow::Owned(v) => Ok(v),
-                    })
-                })
-            })
-            .py(py)?;
-        Ok(match stream {
-            Err((ptr, len)) => Region::new(self.container.clone(), ptr as *const u8, len, false),
-            Ok(owned) => {
-                let owned = Arc::new(owned);
-                Region::new(owned.clone(), owned.as_ptr(), owned.len(), false)
-            }
-        })
-    }
-
     /// Checks (and decompresses) the pickle stream for reading with
     /// `read_pickle`; returns its length.
     fn open_pickle(&self, py: Python<'_>) -> PyResult<usize> {

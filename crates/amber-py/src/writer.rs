@@ -17,7 +17,7 @@ use crate::errors::IntoPyResult;
 use crate::threads::Threads;
 
 /// Writes one amber file. Use `to_path`, `to_memory` or `to_temporary`, then
-/// `begin_entry`/`write`/`end_entry` for the pickle, `add_entry` per array,
+/// `begin_entry`/`write`/`end_entry` for the pickle, `add_arrays` for the arrays,
 /// and `finish` with the manifest. `abort` (or dropping) discards everything.
 #[pyclass(module = "amber._amber")]
 pub struct Writer {
@@ -158,40 +158,6 @@ impl Writer {
         entry_dict(py, &entry, summary)
     }
 
-    /// Writes entry `name` as `header` followed by the bytes of `data`, without
-    /// holding the GIL; returns its record. With `codec`, the data is compressed
-    /// in chunks on all threads, trying the byte-shuffle filter for elements of
-    /// `itemsize` bytes.
-    #[pyo3(signature = (name, header, data, codec = None, level = 3, itemsize = 1))]
-    #[expect(clippy::too_many_arguments, reason = "mirrors the Python call")]
-    fn add_entry<'py>(
-        &mut self,
-        py: Python<'py>,
-        name: &str,
-        header: &[u8],
-        data: &Bound<'py, PyAny>,
-        codec: Option<&str>,
-        level: i32,
-        itemsize: usize,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let settings = settings(codec, level, itemsize)?;
-        let data = Borrowed::get(data, false)?;
-        let bytes = data.bytes();
-        let threads = self.threads.clone();
-        let writer = self.active()?;
-        let (entry, summary) = py
-            .detach(|| {
-                threads.run(|| match settings {
-                    Some(s) => writer
-                        .add_compressed_entry(name, header, bytes, s)
-                        .map(|(e, s)| (e, Some(s))),
-                    None => writer.add_entry(name, &[header, bytes]).map(|e| (e, None)),
-                })
-            })
-            .py(py)?;
-        entry_dict(py, &entry, summary)
-    }
-
     /// Writes many array entries at once: `items` is a list of
     /// `(name, header, data, itemsize)`. Without the GIL; with `codec`, small
     /// arrays are compressed several at a time on all threads. Returns their records.
@@ -223,15 +189,6 @@ impl Writer {
         records
             .iter()
             .map(|(entry, summary)| entry_dict(py, entry, *summary))
-            .collect()
-    }
-
-    /// Records of the entries written so far (after `mimetype`).
-    fn entries<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.active()?
-            .entries()
-            .iter()
-            .map(|e| entry_dict(py, e, None))
             .collect()
     }
 
