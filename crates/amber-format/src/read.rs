@@ -325,21 +325,26 @@ impl<B: Source> Container<B> {
             })?;
         let bytes = self.data.as_ref();
         let data = slice(bytes, entry);
-        // The stream is read again while unpickling; until then it need not stay resident.
-        check_crc_parallel(data, entry, &|c| {
-            self.data.release(offset_in(bytes, c), c.len())
-        })?;
+        let release = |c: &[u8]| self.data.release(offset_in(bytes, c), c.len());
         match info {
             EntryInfo::Pickle {
                 codec: Some(c),
                 raw_size: Some(raw),
                 ..
             } if c != "none" => {
+                // The chunk CRCs, checked while decoding, and the footer CRC cover
+                // every byte: the entry CRC is combined from them (one pass).
+                let layout = codec::read_layout(data, &entry.name)?;
+                expect_crc(codec::entry_crc(&[], data, &layout), entry)?;
                 let mut out = vec![0u8; usize::try_from(*raw).unwrap_or(usize::MAX)];
-                codec::decode_into(data, &entry.name, &mut out)?;
+                codec::decode_into_with(data, &entry.name, &mut out, &release)?;
                 Ok(Cow::Owned(out))
             }
-            _ => Ok(Cow::Borrowed(data)),
+            _ => {
+                // The stream is read again while unpickling; until then it need not stay resident.
+                check_crc_parallel(data, entry, &release)?;
+                Ok(Cow::Borrowed(data))
+            }
         }
     }
 
