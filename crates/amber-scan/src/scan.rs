@@ -1,0 +1,183 @@
+//! The entry point: parse one stream the way its format requires, analyse
+//! it, and build the [`Report`].
+//!
+//! Parse errors become a `malformed.*` finding (verdict `malformed`), limits
+//! a `limit.*` finding (verdict `unsafe`), bytes after `STOP` a
+//! `stream.trailing` finding.
+
+use amber_pickle::{LimitKind, Limits, Parser, PickleError, joblib::JoblibHook};
+
+use crate::analyse::Analyser;
+use crate::ndarray::ArrayBytes;
+use crate::policy::Policy;
+use crate::report::{Finding, Findings, GlobalCount, Report, Severity, Verdict};
+
+/// What the bytes are, which decides how they are parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The pickle entry of an amber file, whose arrays are `buffers`
+    /// out-of-band buffers (`NEXT_BUFFER` with an index below `buffers`).
+    Amber {
+        /// Number of array entries in the file.
+        buffers: u64,
+    },
+    /// A plain pickle.
+    Pickle,
+    /// An uncompressed joblib file: raw array bytes after each
+    /// `NumpyArrayWrapper` are skipped, nested object-array pickles analysed.
+    Joblib,
+}
+
+/// Scan one stream.
+///
+/// `arrays` gives content validators the bytes of out-of-band buffers
+/// (amber) and of inline arrays (joblib: offsets into `data`).
+#[must_use]
+pub fn scan(
+    data: &[u8],
+    kind: StreamKind,
+    arrays: &dyn ArrayBytes,
+    policy: &Policy,
+    limits: &Limits,
+) -> Report {
+    let mut hook = JoblibHook::new();
+    let mut parser = Parser::new(data).limits(*limits).allow_trailing(true);
+    match kind {
+        StreamKind::Amber { buffers } => parser = parser.out_of_band_buffers(buffers),
+        StreamKind::Joblib => parser = parser.hook(&mut hook),
+        StreamKind::Pickle => {}
+    }
+    let stream_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    let parsed = parser.parse();
+    let joblib = kind == StreamKind::Joblib;
+    let mut findings = Findings::default();
+    let pickle = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let malformed = !matches!(e, PickleError::Limit { .. });
+            findings.push(error_finding(&e));
+            return Report {
+                verdict: if malformed {
+                    Verdict::Malformed
+                } else {
+                    Verdict::Unsafe
+                },
+                findings: findings.into_vec(),
+                globals: Vec::new(),
+                protocol: None,
+                opcodes: 0,
+                stream_len,
+                joblib_arrays: 0,
+            };
+        }
+    };
+    if pickle.end() < stream_len {
+        let remaining = stream_len - pickle.end();
+        findings.push(Finding {
+            code: "stream.trailing",
+            severity: Severity::High,
+            offset: Some(pickle.end()),
+            opcode: None,
+            global: None,
+            message: format!(
+                "{remaining} bytes follow the pickle's STOP: a file holds exactly one stream (a second pickle or another format hidden after it is refused)"
+            ),
+            count: 1,
+        });
+    }
+    Analyser {
+        graph: pickle.graph(),
+        policy,
+        joblib,
+        buffers_allowed: matches!(kind, StreamKind::Amber { .. }),
+        arrays,
+        findings: &mut findings,
+    }
+    .run();
+    let globals = pickle
+        .globals()
+        .iter()
+        .map(|g| {
+            let name = format!("{}.{}", g.module, g.name);
+            let allowed = policy.entry(&name, joblib).is_some();
+            GlobalCount {
+                name,
+                count: g.count,
+                allowed,
+            }
+        })
+        .collect();
+    let findings = findings.into_vec();
+    Report {
+        verdict: if findings.is_empty() {
+            Verdict::Safe
+        } else {
+            Verdict::Unsafe
+        },
+        findings,
+        globals,
+        protocol: pickle.highest_protocol(),
+        opcodes: pickle.stats().opcodes,
+        stream_len,
+        joblib_arrays: u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX),
+    }
+}
+
+fn error_finding(e: &PickleError) -> Finding {
+    let (code, severity) = match e {
+        PickleError::Limit { limit, .. } => (limit_code(*limit), Severity::High),
+        other => (malformed_code(other.code()), Severity::High),
+    };
+    Finding {
+        code,
+        severity,
+        offset: Some(e.offset()),
+        opcode: e.opcode().map(amber_pickle::Opcode::name),
+        global: None,
+        message: format!("[{}] {e}", e.code()),
+        count: 1,
+    }
+}
+
+fn limit_code(kind: LimitKind) -> &'static str {
+    match kind {
+        LimitKind::Opcodes => "limit.opcodes",
+        LimitKind::Nodes => "limit.nodes",
+        LimitKind::StackDepth => "limit.stack",
+        LimitKind::NestingDepth => "limit.depth",
+        LimitKind::MemoEntries => "limit.memo",
+        LimitKind::MemoIndex => "limit.memo_index",
+        LimitKind::MemoGets => "limit.memo_gets",
+        LimitKind::StrLen => "limit.str_len",
+        LimitKind::BytesLen => "limit.bytes_len",
+        LimitKind::BigIntBytes => "limit.bigint",
+        LimitKind::NestedPickles => "limit.nested",
+        LimitKind::GraphBytes => "limit.graph_bytes",
+        _ => "limit.other",
+    }
+}
+
+/// `pickle.X` parser codes as `malformed.X`.
+fn malformed_code(code: &str) -> &'static str {
+    match code {
+        "pickle.truncated" => "malformed.truncated",
+        "pickle.bad_opcode" => "malformed.bad_opcode",
+        "pickle.bad_argument" => "malformed.bad_argument",
+        "pickle.bad_encoding" => "malformed.bad_encoding",
+        "pickle.unsupported_protocol" => "malformed.unsupported_protocol",
+        "pickle.frame_overrun" => "malformed.frame_overrun",
+        "pickle.frame_straddle" => "malformed.frame_straddle",
+        "pickle.frame_nested" => "malformed.frame_nested",
+        "pickle.frame_unfinished" => "malformed.frame_unfinished",
+        "pickle.stack_underflow" => "malformed.stack_underflow",
+        "pickle.mark_missing" => "malformed.mark_missing",
+        "pickle.memo_missing" => "malformed.memo_missing",
+        "pickle.bad_operands" => "malformed.bad_operands",
+        "pickle.bad_stop" => "malformed.bad_stop",
+        "pickle.trailing_bytes" => "malformed.trailing_bytes",
+        "pickle.buffer_missing" => "malformed.buffer_missing",
+        "pickle.hook" => "malformed.joblib",
+        "pickle.bad_start" => "malformed.bad_start",
+        _ => "malformed.other",
+    }
+}
