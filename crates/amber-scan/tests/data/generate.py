@@ -9,10 +9,15 @@ installed (the repository's `make build` venv). Writes next to this script:
   and of plain data; every one must scan `safe`;
 - `benign/*.joblib`: uncompressed joblib files (inline arrays, an object array);
 - `benign/*.amber`: amber files (pickle entry with out-of-band buffers);
-- `benign/*.stream` + `.buffers`: amber's pickle stream alone and its buffer count.
+- `benign/*.stream` + `.buffers`: amber's pickle stream alone and its buffer count;
+- `hostile/*.pkl`: real compiled-type objects with one crafted field (a tree
+  child index out of range, a backward child, a feature index out of range,
+  a wrong value shape, a HistGradientBoosting node out of range, a KDTree
+  index out of range, CSR indices out of range), for the content validators.
 
 Models are kept tiny (few trees, shallow) so the whole set stays well under 2 MB.
-Everything is deterministic (fixed seeds), so re-running gives the same content.
+Seeds are fixed; models that record fit times (GridSearchCV, HistGradientBoosting) and
+amber files (creation time) still differ byte-wise between runs.
 """
 
 from __future__ import annotations
@@ -42,6 +47,73 @@ import amber
 from amber._pickling import Pickler
 
 OUT = pathlib.Path(__file__).parent / "benign"
+HOSTILE = pathlib.Path(__file__).parent / "hostile"
+
+
+class Crafted:
+    """Pickles as `cls` (NEWOBJ, or REDUCE with `args`) with the given state."""
+
+    def __init__(self, cls: type, state: object, args: tuple | None = None, reduce_fn=None) -> None:
+        self.cls, self.state, self.args, self.reduce_fn = cls, state, args, reduce_fn
+
+    @property  # the pickler checks that __newobj__'s class is the object's class
+    def __class__(self):  # type: ignore[override]
+        return self.__dict__["cls"] or Crafted
+
+    def __reduce_ex__(self, protocol: int):
+        import copyreg
+
+        if self.reduce_fn is not None:
+            return (self.reduce_fn, self.args, self.state)
+        if self.args is not None:
+            return (self.cls, self.args, self.state)
+        return (copyreg.__newobj__, (self.cls,), self.state)
+
+
+def hostile() -> dict[str, object]:
+    from sklearn.neighbors import KDTree
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 4))
+    y = np.tile([0, 1], 20)
+    out: dict[str, object] = {}
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y).tree_
+    cls, args, state = tree.__reduce__()
+
+    def tree_with(field: str, index: int, value: int) -> object:
+        s = dict(state)
+        s["nodes"] = state["nodes"].copy()
+        s["nodes"][field][index] = value
+        return Crafted(cls, s, args)
+
+    out["tree_child_out_of_range"] = tree_with("left_child", 0, 10**6)
+    out["tree_cycle"] = tree_with("left_child", 1, 0)
+    out["tree_feature_out_of_range"] = tree_with("feature", 0, 1000)
+    s = dict(state)
+    s["values"] = state["values"][:1].copy()
+    out["tree_value_shape"] = Crafted(cls, s, args)
+
+    hgb = HistGradientBoostingClassifier(max_iter=2).fit(X, y)
+    pred = hgb._predictors[0][0]
+    s = dict(pred.__dict__)
+    s["nodes"] = pred.nodes.copy()
+    internal = np.flatnonzero(~s["nodes"]["is_leaf"].astype(bool))[0]
+    s["nodes"]["left"][internal] = 10**6
+    out["hgb_node_out_of_range"] = Crafted(type(pred), s)
+
+    kd = KDTree(X)
+    fn, args_kd, st = kd.__reduce__()
+    st = list(st)
+    st[1] = st[1].copy()
+    st[1][0] = 10**6
+    out["kdtree_index_out_of_range"] = Crafted(None, tuple(st), args_kd, reduce_fn=fn)
+
+    m = sp.random(6, 5, density=0.4, format="csr", random_state=0)
+    s = dict(m.__dict__)
+    s["indices"] = m.indices.copy()
+    s["indices"][0] = 100
+    out["csr_indices_out_of_range"] = Crafted(type(m), s)
+    return out
 
 
 def models() -> dict[str, object]:
@@ -103,7 +175,12 @@ def main() -> None:
     p.dump(big)
     (OUT / "forest.stream").write_bytes(buf.getvalue())
     (OUT / "forest.buffers").write_text(f"{len(p.arrays)}\n")
-    total = sum(f.stat().st_size for f in OUT.iterdir())
+    HOSTILE.mkdir(exist_ok=True)
+    for old in HOSTILE.iterdir():
+        old.unlink()
+    for name, obj in hostile().items():
+        (HOSTILE / f"{name}.pkl").write_bytes(pickle.dumps(obj, protocol=5))
+    total = sum(f.stat().st_size for d in (OUT, HOSTILE) for f in d.iterdir())
     print(f"{len(list(OUT.iterdir()))} files, {total} bytes")
 
 
