@@ -11,9 +11,12 @@ use std::process::ExitCode;
 use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
+mod inspect;
 mod render;
+mod scan;
+mod source;
 
-const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
+const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for scan: every file is safe)\n  1  a file was read and found damaged or invalid (for scan: unsafe or malformed)\n  2  a file could not be read, or the command line is wrong";
 
 /// Inspect and verify amber model files.
 #[derive(Parser)]
@@ -46,6 +49,28 @@ enum Command {
         /// Where to write (replaced atomically).
         output: PathBuf,
     },
+    /// Decide whether files are safe to load (amber, pickle and joblib files),
+    /// without importing or running anything: verdict, findings, globals.
+    Scan {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON object per file instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also accept this exact `module.qualname` (repeatable).
+        #[arg(long = "trust", value_name = "NAME")]
+        trusted: Vec<String>,
+    },
+    /// Show what a file holds (classes, attributes, arrays, containers),
+    /// read from the pickle stream without Python.
+    Inspect {
+        /// The amber, pickle or joblib file.
+        file: PathBuf,
+        /// Print the tree as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the structure and every checksum of one or more files.
     Verify {
         /// The amber files.
@@ -57,7 +82,8 @@ enum Command {
     },
 }
 
-/// How a command ended, mapped to the documented exit codes.
+/// How a command ended, mapped to the documented exit codes (worst last).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Outcome {
     Ok,
     Invalid,
@@ -69,6 +95,12 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
+        Command::Scan {
+            files,
+            json,
+            trusted,
+        } => scan::run(&files, json, &trusted),
+        Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Extract {
             file,
             entry,

@@ -1,6 +1,8 @@
 //! Runs the `amber` binary on the spec's test vectors: exit codes, text and JSON output.
 #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
+mod scan;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,135 @@
+//! `amber scan`: the safety verdict for each file, as text or JSON lines.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use amber_scan::{Limits, Policy, Report, Verdict};
+
+use crate::Outcome;
+use crate::source;
+
+/// Scan every file; the worst outcome decides the exit code.
+pub fn run(paths: &[PathBuf], json: bool, trusted: &[String]) -> Outcome {
+    let mut policy = Policy::default_policy();
+    for name in trusted {
+        if let Err(e) = policy.trust(name) {
+            eprintln!("error: {e}");
+            return Outcome::Error;
+        }
+    }
+    let mut worst = Outcome::Ok;
+    for path in paths {
+        let outcome = match scan_one(path, &policy) {
+            Ok((format, report)) => {
+                if json {
+                    println!("{}", json_line(path, format, &report));
+                } else {
+                    print!("{}", text(path, format, &report));
+                }
+                if report.is_safe() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Invalid
+                }
+            }
+            Err(e) => {
+                if json {
+                    let value = serde_json::json!({"file": path, "error": e.message});
+                    println!("{value}");
+                } else {
+                    eprintln!("error: {}", e.message);
+                }
+                if e.invalid {
+                    Outcome::Invalid
+                } else {
+                    Outcome::Error
+                }
+            }
+        };
+        worst = worst.max(outcome);
+    }
+    worst
+}
+
+/// The format label and the report for one file.
+pub fn scan_one(path: &Path, policy: &Policy) -> Result<(&'static str, Report), source::OpenError> {
+    let backing = source::open(path)?;
+    let opened = backing.stream(path)?;
+    let report = amber_scan::scan(
+        &opened.stream,
+        opened.kind,
+        opened.arrays.as_ref(),
+        policy,
+        &Limits::default(),
+    );
+    Ok((format_label(opened.format, &report), report))
+}
+
+/// `pickle` files with joblib arrays (or wrapper classes) are `joblib`.
+pub fn format_label(format: &'static str, report: &Report) -> &'static str {
+    let wrapper = report
+        .globals
+        .iter()
+        .any(|g| g.name.ends_with("ArrayWrapper") && g.name.contains("joblib"));
+    if format == "pickle" && (report.joblib_arrays > 0 || wrapper) {
+        "joblib"
+    } else {
+        format
+    }
+}
+
+fn json_line(path: &Path, format: &str, report: &Report) -> String {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("file".into(), serde_json::json!(path));
+        map.insert("format".into(), format.into());
+    }
+    value.to_string()
+}
+
+fn text(path: &Path, format: &str, report: &Report) -> String {
+    let mut out = String::new();
+    let refused = report.globals.iter().filter(|g| !g.allowed).count();
+    let protocol = report
+        .protocol
+        .map_or_else(|| "no PROTO".to_owned(), |p| format!("protocol {p}"));
+    let _ = writeln!(
+        out,
+        "{}: {} ({format}, {protocol}, {} bytes, {} opcodes, {} globals{})",
+        path.display(),
+        report.verdict.as_str(),
+        report.stream_len,
+        report.opcodes,
+        report.globals.len(),
+        if refused > 0 {
+            format!(", {refused} not allowed")
+        } else {
+            String::new()
+        }
+    );
+    for f in &report.findings {
+        let at = f
+            .offset
+            .map_or_else(String::new, |o| format!(" at byte {o:#x}"));
+        let op = f.opcode.map_or_else(String::new, |o| format!(" ({o})"));
+        let times = if f.count > 1 {
+            format!(" [{} times]", f.count)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {:8} {}{at}{op}{times}: {}",
+            f.severity.as_str(),
+            f.code,
+            f.message
+        );
+    }
+    if report.verdict == Verdict::Unsafe && report.globals.iter().any(|g| !g.allowed) {
+        let _ = writeln!(
+            out,
+            "  (names you trust can be allowed with `amber scan --trust NAME` or `amber.load(..., trusted=[NAME])`)"
+        );
+    }
+    out
+}
