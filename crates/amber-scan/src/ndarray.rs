@@ -21,6 +21,18 @@
 //! bytes actually present: shape × itemsize must equal the data length, a
 //! field must lie inside its element. Nothing is allocated from a length the
 //! file claims; a lie is an [`ArrayError`].
+//!
+//! ```
+//! use amber_scan::ndarray::{self, NoArrays};
+//!
+//! // pickle.dumps(np.array([7], dtype="<i8"), protocol=5) without FRAME and MEMOIZE
+//! let data = b"\x80\x05\x8c\x13numpy._core.numeric\x8c\x0b_frombuffer\x93(\x96\x08\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x8c\x05numpy\x8c\x05dtype\x93\x8c\x02i8\x89\x88\x87R(K\x03\x8c\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbK\x01\x85\x8c\x01CtR.";
+//! let pickle = amber_pickle::parse(data)?;
+//! let array = ndarray::decode(pickle.graph(), pickle.root(), &NoArrays)?;
+//! assert_eq!(array.shape, [1]);
+//! assert_eq!(array.values()?.i64(0), Some(7));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -451,7 +463,7 @@ const MAX_DTYPE_DEPTH: u32 = 8;
 const MAX_FIELDS: usize = 4096;
 /// Events scanned after a node to find its `BUILD`: in a real pickle the
 /// `BUILD` follows its object after only the builds of nested dtypes.
-const MAX_BUILD_SCAN: usize = 4096;
+pub(crate) const MAX_BUILD_SCAN: usize = 4096;
 
 const OBJECT_ARRAY: &str = "an object array holds Python objects, not raw data";
 
@@ -477,8 +489,8 @@ fn offset_of(graph: &Graph<'_>, id: NodeId) -> u64 {
     graph.get(id).map_or(0, Node::offset)
 }
 
-/// The state of the first `BUILD` on `id`, if one follows it closely.
-pub(crate) fn build_state(graph: &Graph<'_>, id: NodeId) -> Option<NodeId> {
+/// The first `BUILD` on `id` (its offset and state), if one follows it closely.
+pub(crate) fn first_build(graph: &Graph<'_>, id: NodeId) -> Option<(u64, NodeId)> {
     let at = graph.get(id)?.offset();
     let events = graph.events();
     let first = events.partition_point(|e| e.offset <= at);
@@ -487,9 +499,16 @@ pub(crate) fn build_state(graph: &Graph<'_>, id: NodeId) -> Option<NodeId> {
         .iter()
         .take(MAX_BUILD_SCAN)
         .find_map(|e| match e.kind {
-            EventKind::Build { state } if e.target == id => Some(state),
+            EventKind::Build { state } if e.target == id => Some((e.offset, state)),
             _ => None,
         })
+}
+
+/// The state of the first `BUILD` on `id` if it ran before offset `before`.
+fn build_state(graph: &Graph<'_>, id: NodeId, before: u64) -> Option<NodeId> {
+    first_build(graph, id)
+        .filter(|&(at, _)| at < before)
+        .map(|(_, state)| state)
 }
 
 fn tuple<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g [NodeId]> {
@@ -504,7 +523,7 @@ fn is_none(graph: &Graph<'_>, id: NodeId) -> bool {
     matches!(graph.kind(id), Some(NodeKind::None))
 }
 
-/// Decode the array made by node `id`.
+/// Decode the array made by node `id`, with every `BUILD` in the stream.
 ///
 /// # Errors
 /// Any [`ArrayError`]: not an array form, an unreadable dtype, malformed
@@ -513,6 +532,24 @@ pub fn decode<'g>(
     graph: &'g Graph<'_>,
     id: NodeId,
     arrays: &'g dyn ArrayBytes,
+) -> Result<NdArray<'g>> {
+    decode_before(graph, id, arrays, u64::MAX)
+}
+
+/// Decode the array made by node `id` as it is when the opcode at offset
+/// `before` runs: a `BUILD` of the array or of a dtype at or after `before`
+/// has not happened yet (so an array built only later is an error).
+///
+/// This reads the first `BUILD` of each object; a stream that builds one
+/// object twice must be refused by the caller.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_before<'g>(
+    graph: &'g Graph<'_>,
+    id: NodeId,
+    arrays: &'g dyn ArrayBytes,
+    before: u64,
 ) -> Result<NdArray<'g>> {
     let offset = offset_of(graph, id);
     let not_array = |reason: String| ArrayError::NotAnArray { offset, reason };
@@ -528,9 +565,9 @@ pub fn decode<'g>(
             let name = global_name(graph, *callable)
                 .ok_or_else(|| not_array("a call of something that is not a global".to_owned()))?;
             if FROMBUFFER.contains(&name.as_str()) {
-                from_buffer(graph, *args, arrays, offset)?
+                from_buffer(graph, *args, arrays, offset, before)?
             } else if RECONSTRUCT.contains(&name.as_str()) {
-                reconstruct(graph, id, *args, offset)?
+                reconstruct(graph, id, *args, offset, before)?
             } else {
                 return Err(not_array(format!("a call of `{name}`")));
             }
@@ -540,7 +577,7 @@ pub fn decode<'g>(
             offset: at,
             len,
         } => {
-            let (dtype, shape, order) = joblib_wrapper(graph, *wrapper, offset)?;
+            let (dtype, shape, order) = joblib_wrapper(graph, *wrapper, offset, before)?;
             let data = arrays
                 .inline(*at, *len)
                 .ok_or_else(|| ArrayError::MissingBytes {
@@ -553,6 +590,10 @@ pub fn decode<'g>(
     };
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
+    }
+    // Zero-size elements would let any element count match zero bytes.
+    if dtype.itemsize == 0 {
+        return Err(malformed("its elements have no bytes"));
     }
     let data_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
     let length_error = || ArrayError::Length {
@@ -588,6 +629,7 @@ fn from_buffer<'g>(
     args: NodeId,
     arrays: &'g dyn ArrayBytes,
     offset: u64,
+    before: u64,
 ) -> Result<Parts<'g>> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -612,7 +654,7 @@ fn from_buffer<'g>(
         }
         _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
-    let dtype = decode_dtype(graph, dtype)?;
+    let dtype = dtype_at(graph, dtype, 0, before)?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
     let order = match text_of(graph, order) {
@@ -629,6 +671,7 @@ fn reconstruct<'g>(
     id: NodeId,
     args: NodeId,
     offset: u64,
+    before: u64,
 ) -> Result<Parts<'g>> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -640,7 +683,8 @@ fn reconstruct<'g>(
     if global_name(graph, cls).as_deref() != Some("numpy.ndarray") {
         return Err(malformed("`_reconstruct` does not make a `numpy.ndarray`"));
     }
-    let state = build_state(graph, id).ok_or_else(|| malformed("the array is never built"))?;
+    let state = build_state(graph, id, before)
+        .ok_or_else(|| malformed("the array is not built before it is used"))?;
     let items = tuple(graph, state).ok_or_else(|| malformed("state is not a tuple"))?;
     let items = match items {
         [version, rest @ ..] if rest.len() == 4 => {
@@ -660,7 +704,7 @@ fn reconstruct<'g>(
         .map_err(|_| malformed("state is not (version, shape, dtype, is_fortran, data)"))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let dtype = decode_dtype(graph, dtype)?;
+    let dtype = dtype_at(graph, dtype, 0, before)?;
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
     }
@@ -720,6 +764,7 @@ fn joblib_wrapper(
     graph: &Graph<'_>,
     wrapper: NodeId,
     offset: u64,
+    before: u64,
 ) -> Result<(DType, Vec<u64>, Order)> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -735,7 +780,8 @@ fn joblib_wrapper(
     if !class.is_some_and(|c| JOBLIB_WRAPPERS.contains(&c.as_str())) {
         return Err(malformed("is not a `NumpyArrayWrapper`"));
     }
-    let state = build_state(graph, wrapper).ok_or_else(|| malformed("is never built"))?;
+    let state = build_state(graph, wrapper, before)
+        .ok_or_else(|| malformed("is not built before it is used"))?;
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err(malformed("state is not a dict"));
     };
@@ -749,9 +795,11 @@ fn joblib_wrapper(
     let shape = get("shape")
         .and_then(|s| read_shape(graph, s))
         .ok_or_else(|| malformed("has no shape"))?;
-    let dtype = decode_dtype(
+    let dtype = dtype_at(
         graph,
         get("dtype").ok_or_else(|| malformed("has no dtype"))?,
+        0,
+        before,
     )?;
     let order = match get("order").and_then(|o| text_of(graph, o)) {
         Some("C") => Order::C,
@@ -779,10 +827,10 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
 /// version 3 or 4 state this module can read, or its sizes and offsets do
 /// not fit together.
 pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
-    dtype_at(graph, id, 0)
+    dtype_at(graph, id, 0, u64::MAX)
 }
 
-fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32) -> Result<DType> {
+fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, before: u64) -> Result<DType> {
     let offset = offset_of(graph, id);
     let fail = |reason: String| ArrayError::DType { offset, reason };
     if depth > MAX_DTYPE_DEPTH {
@@ -802,7 +850,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32) -> Result<DType> {
     let (kind, descr_size) =
         parse_descr(descr).ok_or_else(|| fail(format!("unknown descr `{descr}`")))?;
 
-    let Some(state) = build_state(graph, id) else {
+    let Some(state) = build_state(graph, id, before) else {
         // An unbuilt builtin dtype is native-endian with its descr's size.
         let byte_order = if descr_size <= 1 || matches!(kind, Kind::Void | Kind::Bytes) {
             ByteOrder::NotApplicable
@@ -872,7 +920,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32) -> Result<DType> {
         let [base, shape] = tuple(graph, *subarray)
             .and_then(|t| <[NodeId; 2]>::try_from(t).ok())
             .ok_or_else(|| fail("subarray is not (dtype, shape)".to_owned()))?;
-        let base = dtype_at(graph, base, depth + 1)?;
+        let base = dtype_at(graph, base, depth + 1, before)?;
         let shape = read_shape(graph, shape)
             .ok_or_else(|| fail("subarray shape is not a tuple of sizes".to_owned()))?;
         let total = shape
@@ -886,7 +934,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32) -> Result<DType> {
         Some((Box::new(base), shape))
     };
 
-    let fields = read_fields(graph, *names, *fields, itemsize, depth).map_err(fail)?;
+    let fields = read_fields(graph, *names, *fields, itemsize, depth, before).map_err(fail)?;
     if kind != Kind::Void && !fields.is_empty() {
         return Err(fail(format!("`{descr}` cannot have fields")));
     }
@@ -905,6 +953,7 @@ fn read_fields(
     fields: NodeId,
     itemsize: u64,
     depth: u32,
+    before: u64,
 ) -> std::result::Result<Vec<Field>, String> {
     match (is_none(graph, names), is_none(graph, fields)) {
         (true, true) => return Ok(Vec::new()),
@@ -939,7 +988,7 @@ fn read_fields(
             [dt, off] | [dt, off, _] => (*dt, *off),
             _ => return Err(format!("field `{name}` is not (dtype, offset[, title])")),
         };
-        let dtype = dtype_at(graph, dt, depth + 1).map_err(|e| e.to_string())?;
+        let dtype = dtype_at(graph, dt, depth + 1, before).map_err(|e| e.to_string())?;
         let offset = int(graph, off)
             .and_then(|o| u64::try_from(o).ok())
             .ok_or_else(|| format!("field `{name}` offset is not a size"))?;

@@ -13,7 +13,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Ctx, Found, Issue, Outcome, StateDict, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
 use crate::ndarray::NdArray;
 
 /// The class validated here.
@@ -34,7 +34,7 @@ fn bitset_rows(found: &mut Found, array: &NdArray<'_>, what: &str) -> i64 {
     }
 }
 
-pub(crate) fn check(ctx: &Ctx<'_, '_>, state: NodeId) -> Outcome {
+pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
     let d = StateDict::read(ctx.graph, state)?;
     let nodes = ctx.array(d.require("nodes")?, "nodes")?;
     let binned = ctx.array(

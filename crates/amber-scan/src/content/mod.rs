@@ -17,9 +17,9 @@
 
 use std::collections::HashMap;
 
-use amber_pickle::{Graph, Node, NodeId, NodeKind};
+use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
 
-use crate::ndarray::{self, ArrayError, NdArray};
+use crate::ndarray::{self, ArrayBytes, ArrayError, NdArray};
 
 pub mod hist;
 pub mod neighbors;
@@ -85,14 +85,26 @@ pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 /// [`validated_classes`] give no issues.
 #[must_use]
 pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-    let result = match class {
-        tree::CLASS => tree::check(ctx, object, state),
-        hist::CLASS => hist::check(ctx, state),
-        c if neighbors::CLASSES.contains(&c) => neighbors::check(ctx, c, state),
-        c => match sparse::format_of(c) {
-            Some(format) => sparse::check(ctx, format, state),
-            None => return Vec::new(),
-        },
+    let sparse = sparse::format_of(class);
+    if !VALIDATED.contains(&class) {
+        return Vec::new();
+    }
+    let Some(before) = build_offset(ctx.graph, object, state) else {
+        return vec![Issue::undecodable(
+            ctx.graph.get(state).map_or(0, Node::offset),
+            "no BUILD of this object with this state follows the state",
+        )];
+    };
+    let view = View {
+        graph: ctx.graph,
+        arrays: ctx.arrays,
+        before,
+    };
+    let result = match (class, sparse) {
+        (tree::CLASS, _) => tree::check(&view, object, state),
+        (hist::CLASS, _) => hist::check(&view, state),
+        (_, Some(format)) => sparse::check(&view, format, state),
+        (c, None) => neighbors::check(&view, c, state),
     };
     match result {
         Ok(issues) => issues,
@@ -130,7 +142,29 @@ static VALIDATED: &[&str] = &[
 /// A validator's result: its issues, or the one issue that stopped it.
 pub(crate) type Outcome = Result<Vec<Issue>, Issue>;
 
-impl<'g> Ctx<'g, '_> {
+/// Offset of the `BUILD` that gives `state` to `object`: it follows the
+/// state's own nodes and events closely.
+fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64> {
+    let at = graph.get(state)?.offset();
+    let events = graph.events();
+    let first = events.partition_point(|e| e.offset < at);
+    events
+        .get(first..)?
+        .iter()
+        .take(ndarray::MAX_BUILD_SCAN)
+        .find(|e| e.target == object && e.kind == EventKind::Build { state })
+        .map(|e| e.offset)
+}
+
+/// What a validator reads: the graph and array bytes, as they are when the
+/// validated object's `BUILD` runs (builds after it have not happened yet).
+pub(crate) struct View<'g, 'a> {
+    pub(crate) graph: &'g Graph<'a>,
+    arrays: &'g dyn ArrayBytes,
+    before: u64,
+}
+
+impl<'g> View<'g, '_> {
     pub(crate) fn offset(&self, id: NodeId) -> u64 {
         self.graph.get(id).map_or(0, Node::offset)
     }
@@ -149,7 +183,7 @@ impl<'g> Ctx<'g, '_> {
 
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
-        ndarray::decode(self.graph, id, self.arrays)
+        ndarray::decode_before(self.graph, id, self.arrays, self.before)
             .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
     }
 

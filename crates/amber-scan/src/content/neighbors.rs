@@ -16,7 +16,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Ctx, Found, Issue, Outcome, at, int_column};
+use super::{Found, Issue, Outcome, View, at, int_column};
 
 /// The classes validated here (KD trees first).
 pub const CLASSES: [&str; 4] = [
@@ -26,7 +26,7 @@ pub const CLASSES: [&str; 4] = [
     "sklearn.neighbors._ball_tree.BallTree32",
 ];
 
-pub(crate) fn check(ctx: &Ctx<'_, '_>, class: &str, state: NodeId) -> Outcome {
+pub(crate) fn check(ctx: &View<'_, '_>, class: &str, state: NodeId) -> Outcome {
     let state_offset = ctx.offset(state);
     let items = ctx.tuple(state).filter(|t| t.len() == 13).ok_or_else(|| {
         Issue::undecodable(state_offset, "state is not the 13-tuple of `__getstate__`")

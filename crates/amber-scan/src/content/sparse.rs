@@ -13,7 +13,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Ctx, Found, Issue, Outcome, StateDict, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
 use crate::ndarray::NdArray;
 
 /// The storage layout a class uses.
@@ -47,7 +47,7 @@ pub fn format_of(class: &str) -> Option<Format> {
     matches!(kind, "_matrix" | "_array").then_some(format)
 }
 
-fn sizes(ctx: &Ctx<'_, '_>, d: &StateDict<'_>) -> Result<Vec<i64>, Issue> {
+fn sizes(ctx: &View<'_, '_>, d: &StateDict<'_>) -> Result<Vec<i64>, Issue> {
     let id = d.get("_shape").map_or_else(|| d.require("shape"), Ok)?;
     let dims = ctx
         .tuple(id)
@@ -85,7 +85,7 @@ fn in_range(
     Ok(())
 }
 
-pub(crate) fn check(ctx: &Ctx<'_, '_>, format: Format, state: NodeId) -> Outcome {
+pub(crate) fn check(ctx: &View<'_, '_>, format: Format, state: NodeId) -> Outcome {
     let d = StateDict::read(ctx.graph, state)?;
     let shape = sizes(ctx, &d)?;
     let data = ctx.array(d.require("data")?, "data")?;
@@ -181,7 +181,7 @@ pub(crate) fn check(ctx: &Ctx<'_, '_>, format: Format, state: NodeId) -> Outcome
 }
 
 fn coo(
-    ctx: &Ctx<'_, '_>,
+    ctx: &View<'_, '_>,
     d: &StateDict<'_>,
     shape: &[i64],
     data: &NdArray<'_>,

@@ -17,7 +17,7 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Ctx, Found, Issue, Outcome, StateDict, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
 use crate::ndarray::Kind;
 
 /// The class validated here.
@@ -26,7 +26,7 @@ pub const CLASS: &str = "sklearn.tree._tree.Tree";
 /// `_TREE_LEAF` in scikit-learn.
 const LEAF: i64 = -1;
 
-pub(crate) fn check(ctx: &Ctx<'_, '_>, object: NodeId, state: NodeId) -> Outcome {
+pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcome {
     let object_offset = ctx.offset(object);
     let args = match ctx.graph.kind(object) {
         Some(NodeKind::Reduce { args, .. }) => ctx.tuple(*args),

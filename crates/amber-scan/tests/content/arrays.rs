@@ -162,3 +162,23 @@ fn lies_about_length_are_errors() {
         }
     }
 }
+
+#[test]
+fn an_array_is_read_as_it_is_when_used() {
+    // Protocol 4: `_reconstruct` then BUILD. Read as of an opcode before
+    // that BUILD, the array does not exist yet.
+    Loaded::read("decision_tree.p4.pkl").with_graph(|graph, bytes| {
+        let (id, node) = graph.iter().find(|(id, _)| is_array(graph, *id)).unwrap();
+        let build = graph
+            .events()
+            .iter()
+            .find(|e| e.target == id)
+            .unwrap()
+            .offset;
+        assert!(ndarray::decode_before(graph, id, bytes, build + 1).is_ok());
+        let e = ndarray::decode_before(graph, id, bytes, build).unwrap_err();
+        assert_eq!(e.code(), "ndarray.malformed");
+        assert!(e.to_string().contains("not built before it is used"), "{e}");
+        assert_eq!(e.offset(), node.offset());
+    });
+}

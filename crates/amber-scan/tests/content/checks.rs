@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use amber_scan::content::{Ctx, check, validated_classes};
 use amber_scan::ndarray::NoArrays;
 
-use crate::{Loaded, class_of, manifest, validate};
+use crate::{Loaded, class_of, manifest, validate, validate_graph};
 
 #[test]
 fn every_real_fixture_passes_and_holds_its_objects() {
@@ -122,4 +122,45 @@ fn unlisted_classes_and_wrong_shapes_of_state() {
     assert!(validated_classes().contains(&"scipy.sparse._coo.coo_array"));
     assert!(amber_scan::content::sparse::format_of("scipy.sparse._csr.csc_matrix").is_none());
     assert!(amber_scan::content::sparse::format_of("scipy.sparse._dia.dia_matrix").is_none());
+}
+
+/// Timing, not a check: `AMBER_CONTENT_FOREST=/tmp/forest200 cargo test
+/// --release -p amber-scan --test content -- --ignored --nocapture` after
+/// `gen_fixtures.py --forest /tmp/forest200`.
+#[test]
+#[ignore = "needs a forest made by gen_fixtures.py --forest"]
+fn forest_timing() {
+    let prefix = std::env::var("AMBER_CONTENT_FOREST").unwrap();
+    for suffix in ["p4.pkl", "p5.oob"] {
+        let path = format!("{prefix}.{suffix}");
+        let raw = std::fs::read(&path).unwrap();
+        let loaded = if suffix.ends_with("oob") {
+            Loaded::split_oob(&raw)
+        } else {
+            Loaded {
+                pickle: raw,
+                buffers: Vec::new(),
+                joblib: false,
+            }
+        };
+        let t = std::time::Instant::now();
+        let pickle = loaded.parse();
+        let parsed = t.elapsed();
+        drop(pickle);
+        let (trees, nodes, validated) = loaded.with_graph(|graph, arrays| {
+            let mut best = std::time::Duration::MAX;
+            let mut results = Vec::new();
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                results = validate_graph(graph, arrays);
+                best = best.min(t.elapsed());
+            }
+            assert!(results.iter().all(|(_, i)| i.is_empty()));
+            (results.len(), graph.len(), best)
+        });
+        let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
+        println!(
+            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} trees; parse {parsed:?}, validate {validated:?}"
+        );
+    }
 }

@@ -398,5 +398,21 @@ def main():
     print(f"{len(manifest)} fixtures, {total} bytes", file=sys.stderr)
 
 
+def forest(path):
+    """A 200-tree forest for timing (not a fixture): `--forest PATH` writes
+    PATH.p4.pkl and PATH.p5.oob."""
+    from sklearn.datasets import make_classification
+
+    Xf, yf = make_classification(n_samples=5000, n_features=20, random_state=0)
+    model = RandomForestClassifier(n_estimators=200, random_state=0, n_jobs=2).fit(Xf, yf)
+    Path(f"{path}.p4.pkl").write_bytes(pickle.dumps(model, protocol=4))
+    Path(f"{path}.p5.oob").write_bytes(dump_oob(model))
+    nodes = sum(t.tree_.node_count for t in model.estimators_)
+    print(f"{len(model.estimators_)} trees, {nodes} nodes", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--forest"]:
+        forest(sys.argv[2])
+    else:
+        main()

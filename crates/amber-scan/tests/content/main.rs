@@ -83,7 +83,7 @@ impl Loaded {
         }
     }
 
-    fn split_oob(raw: &[u8]) -> Loaded {
+    pub(crate) fn split_oob(raw: &[u8]) -> Loaded {
         assert_eq!(&raw[..4], b"OOB1");
         let count = u32::from_le_bytes(raw[4..8].try_into().unwrap());
         let mut at = 8;
@@ -152,21 +152,27 @@ pub(crate) fn class_of(graph: &Graph<'_>, object: NodeId) -> Option<String> {
 
 /// Every validated object's class and issues, in stream order.
 pub(crate) fn validate(loaded: &Loaded) -> Vec<(String, Vec<Issue>)> {
-    loaded.with_graph(|graph, arrays| {
-        let ctx = Ctx { graph, arrays };
-        let mut out = Vec::new();
-        for event in graph.events() {
-            let EventKind::Build { state } = event.kind else {
-                continue;
-            };
-            let Some(class) = class_of(graph, event.target) else {
-                continue;
-            };
-            if validated_classes().contains(&class.as_str()) {
-                let issues = check(&ctx, &class, event.target, state);
-                out.push((class, issues));
-            }
+    loaded.with_graph(validate_graph)
+}
+
+/// [`validate`] on a parsed graph.
+pub(crate) fn validate_graph(
+    graph: &Graph<'_>,
+    arrays: &SliceArrays<'_>,
+) -> Vec<(String, Vec<Issue>)> {
+    let ctx = Ctx { graph, arrays };
+    let mut out = Vec::new();
+    for event in graph.events() {
+        let EventKind::Build { state } = event.kind else {
+            continue;
+        };
+        let Some(class) = class_of(graph, event.target) else {
+            continue;
+        };
+        if validated_classes().contains(&class.as_str()) {
+            let issues = check(&ctx, &class, event.target, state);
+            out.push((class, issues));
         }
-        out
-    })
+    }
+    out
 }
