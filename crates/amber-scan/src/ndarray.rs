@@ -505,7 +505,7 @@ pub(crate) fn first_build(graph: &Graph<'_>, id: NodeId) -> Option<(u64, NodeId)
 }
 
 /// The state of the first `BUILD` on `id` if it ran before offset `before`.
-fn build_state(graph: &Graph<'_>, id: NodeId, before: u64) -> Option<NodeId> {
+pub(crate) fn build_state(graph: &Graph<'_>, id: NodeId, before: u64) -> Option<NodeId> {
     first_build(graph, id)
         .filter(|&(at, _)| at < before)
         .map(|(_, state)| state)
@@ -622,6 +622,49 @@ pub fn decode_before<'g>(
 }
 
 type Parts<'g> = (DType, Vec<u64>, Order, Cow<'g, [u8]>);
+
+/// The items of an object array (`dtype=object`) made by node `id`, as of
+/// the opcode at `before`: `_reconstruct` whose `BUILD` state holds a list,
+/// or a joblib wrapper followed by a nested pickle of such an array.
+///
+/// # Errors
+/// [`ArrayError::NotAnArray`] or [`ArrayError::Malformed`] for anything else.
+pub fn object_items<'g>(graph: &'g Graph<'_>, id: NodeId, before: u64) -> Result<&'g [NodeId]> {
+    let offset = offset_of(graph, id);
+    let malformed = |reason: &str| ArrayError::Malformed {
+        offset,
+        reason: reason.to_owned(),
+    };
+    let mut id = id;
+    if let Some(NodeKind::NestedPickle { root, .. }) = graph.kind(id) {
+        id = *root;
+    }
+    let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
+        return Err(ArrayError::NotAnArray {
+            offset,
+            reason: "not `_reconstruct(...)`".to_owned(),
+        });
+    };
+    let name = global_name(graph, *callable).unwrap_or_default();
+    let cls = tuple(graph, *args).and_then(|t| t.first().copied());
+    if !RECONSTRUCT.contains(&name.as_str())
+        || cls.and_then(|c| global_name(graph, c)).as_deref() != Some("numpy.ndarray")
+    {
+        return Err(ArrayError::NotAnArray {
+            offset,
+            reason: format!("a call of `{name}`"),
+        });
+    }
+    let state = build_state(graph, id, before)
+        .ok_or_else(|| malformed("the array is not built before it is used"))?;
+    let raw = tuple(graph, state)
+        .and_then(|t| t.last().copied())
+        .ok_or_else(|| malformed("state is not a tuple"))?;
+    match graph.kind(raw) {
+        Some(NodeKind::List(items)) => Ok(items),
+        _ => Err(malformed("an object array's state holds no list")),
+    }
+}
 
 /// `_frombuffer(buf, dtype, shape, order)`.
 fn from_buffer<'g>(

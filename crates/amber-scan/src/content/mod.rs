@@ -13,7 +13,16 @@
 //!
 //! One module per family: [`tree`] (`Tree`), [`hist`] (HistGradientBoosting
 //! `TreePredictor`), [`neighbors`] (`KDTree`, `BallTree`), [`sparse`]
-//! (SciPy CSR/CSC/BSR/COO). Each walks its arrays once.
+//! (SciPy CSR/CSC/BSR/COO), and [`estimators`] (the estimators whose
+//! `n_features_in_` is what bounds their trees' feature indices at
+//! `predict`). Each walks its arrays once.
+//!
+//! Everything is read as it is when the validated object's `BUILD` runs: a
+//! `BUILD` of an array or dtype after it has not happened yet. Each object's
+//! *first* `BUILD` is the one read, so the analyser must refuse a stream
+//! that builds one object twice, and must refuse `APPEND`/`SETITEM`-style
+//! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
+//! `bytearray` rewrites array bytes after they were read here).
 
 use std::collections::HashMap;
 
@@ -21,6 +30,7 @@ use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
 
 use crate::ndarray::{self, ArrayBytes, ArrayError, NdArray};
 
+pub mod estimators;
 pub mod hist;
 pub mod neighbors;
 pub mod sparse;
@@ -102,6 +112,15 @@ pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> V
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
+        (c, _) if estimators::TREE_ESTIMATORS.contains(&c) => {
+            estimators::check_tree_estimator(&view, state)
+        }
+        (c, _) if estimators::GRADIENT_BOOSTING.contains(&c) => {
+            estimators::check_gradient_boosting(&view, state)
+        }
+        (c, _) if estimators::HIST_GRADIENT_BOOSTING.contains(&c) => {
+            estimators::check_hist_gradient_boosting(&view, state)
+        }
         (hist::CLASS, _) => hist::check(&view, state),
         (_, Some(format)) => sparse::check(&view, format, state),
         (c, None) => neighbors::check(&view, c, state),
@@ -137,6 +156,14 @@ static VALIDATED: &[&str] = &[
     "scipy.sparse.csc.csc_matrix",
     "scipy.sparse.bsr.bsr_matrix",
     "scipy.sparse.coo.coo_matrix",
+    estimators::TREE_ESTIMATORS[0],
+    estimators::TREE_ESTIMATORS[1],
+    estimators::TREE_ESTIMATORS[2],
+    estimators::TREE_ESTIMATORS[3],
+    estimators::GRADIENT_BOOSTING[0],
+    estimators::GRADIENT_BOOSTING[1],
+    estimators::HIST_GRADIENT_BOOSTING[0],
+    estimators::HIST_GRADIENT_BOOSTING[1],
 ];
 
 /// A validator's result: its issues, or the one issue that stopped it.
@@ -179,6 +206,11 @@ impl<'g> View<'g, '_> {
 
     pub(crate) fn is_none(&self, id: NodeId) -> bool {
         matches!(self.graph.kind(id), Some(NodeKind::None))
+    }
+
+    /// The state of the first `BUILD` on `id`, if it ran before the validated one.
+    pub(crate) fn build_state(&self, id: NodeId) -> Option<NodeId> {
+        ndarray::build_state(self.graph, id, self.before)
     }
 
     /// Decode the array made by `id`, as an issue if it cannot be.

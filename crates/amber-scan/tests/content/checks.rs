@@ -74,6 +74,11 @@ fn arrays_without_their_bytes_are_undecodable_not_passed() {
             };
             if validated_classes().contains(&class.as_str()) {
                 let issues = check(&ctx, &class, event.target, state);
+                // The estimator around a tree reads no array bytes.
+                if class.starts_with("sklearn.tree._classes.") {
+                    assert!(issues.is_empty(), "{name}: {issues:?}");
+                    continue;
+                }
                 assert_eq!(issues.len(), 1, "{name}: {issues:?}");
                 assert_eq!(issues[0].code, "content.undecodable");
                 assert!(

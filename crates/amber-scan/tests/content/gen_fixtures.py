@@ -16,6 +16,7 @@ then each buffer as a u64 length and its bytes, then the pickle; `.joblib`
 is `joblib.dump` output (arrays inline after their wrappers).
 """
 
+import copy
 import io
 import pickle
 import shutil
@@ -45,6 +46,10 @@ VALIDATED = {
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
 }
 
 
@@ -277,7 +282,25 @@ def crafted_trees(model):
     evil = DecisionTreeClassifier(random_state=0).fit(X, y)
     evil.tree_ = CraftedTree(evil.tree_, tree_state(
         evil.tree_, nodes=with_node("right_child", 0, 1 << 40)))
-    crafted("estimator_child_out_of_range", evil, "tree.child_out_of_range", tree_count)
+    crafted("estimator_child_out_of_range", evil, "tree.child_out_of_range",
+            {**tree_count, "sklearn.tree._classes.DecisionTreeClassifier": 1})
+
+
+def crafted_estimators(fitted):
+    """Estimators whose `n_features_in_` does not bound their trees' features."""
+    narrow = copy.deepcopy(fitted["decision_tree"])
+    narrow.n_features_in_ = 2
+    crafted("estimator_n_features", narrow, "tree.n_features", validated_counts(narrow))
+    unchecked = copy.deepcopy(fitted["decision_tree"])
+    del unchecked.n_features_in_
+    crafted("estimator_no_n_features", unchecked, "tree.n_features", validated_counts(unchecked))
+    gb = copy.deepcopy(fitted["gradient_boosting"])
+    gb.n_features_in_ = 2
+    crafted("gradient_boosting_n_features", gb, "tree.n_features", validated_counts(gb))
+    hgb = copy.deepcopy(fitted["hist_gradient_boosting"])
+    hgb.n_features_in_ = 1
+    crafted("hist_gradient_boosting_n_features", hgb, "hist.feature_out_of_range",
+            validated_counts(hgb))
 
 
 def crafted_hist(model):
@@ -389,6 +412,7 @@ def main():
         fitted[stem] = scrub(obj)
         real(stem, obj)
     crafted_trees(fitted["decision_tree"])
+    crafted_estimators(fitted)
     crafted_hist(fitted["hist_gradient_boosting"])
     crafted_kd()
     crafted_sparse()
