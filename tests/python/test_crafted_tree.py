@@ -5,12 +5,15 @@ This is why amber validates tree content (crates/amber-scan/src/content/):
 and `predict` follows them in native code. Each case runs in a fresh
 subprocess with plain `pickle`, independent of amber; the same crafted file
 is among the Rust fixtures, where the validator refuses it
-(`tree.child_out_of_range`).
+(`tree.child_out_of_range`). The same holds for the other validated types:
+a KDTree index, a CSR column index (both SIGSEGV) and a HistGradientBoosting
+node cycle (`predict` never returns).
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 from _testutil import run_python
@@ -73,3 +76,65 @@ print(model.predict(X))
 """
     proc = run_python(code, check=False, timeout=60)
     assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr)
+
+
+def test_out_of_range_kdtree_index_segfaults_query():
+    code = """
+import pickle
+import numpy as np
+from sklearn.neighbors import KDTree
+from sklearn.neighbors._kd_tree import newObj
+
+X = np.random.RandomState(0).rand(60, 4)
+state = list(KDTree(X, leaf_size=4).__getstate__())
+state[1] = np.full_like(state[1], 1 << 40)  # idx_array
+
+class Crafted:
+    def __reduce__(self):
+        return (newObj, (KDTree,), tuple(state))
+
+print(pickle.loads(pickle.dumps(Crafted())).query(X[:5], k=3))
+"""
+    proc = run_python(code, check=False, timeout=60)
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr)
+
+
+def test_out_of_range_csr_index_segfaults_matvec():
+    code = """
+import pickle
+import numpy as np
+import scipy.sparse as sp
+
+m = sp.random(6, 7, density=0.4, format="csr", random_state=0)
+m.indices = m.indices.astype(np.int64)
+m.indptr = m.indptr.astype(np.int64)
+m.indices[0] = 1 << 40
+print(pickle.loads(pickle.dumps(m)) @ np.ones(7))
+"""
+    proc = run_python(code, check=False, timeout=60)
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr)
+
+
+def test_hist_gradient_boosting_node_cycle_hangs_predict():
+    code = """
+import pickle
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+X = np.random.RandomState(0).rand(200, 4)
+model = HistGradientBoostingRegressor(max_iter=2).fit(X, X[:, 0])
+predictor = model._predictors[0][0]
+predictor.nodes = predictor.nodes.copy()
+predictor.nodes["left"][0] = predictor.nodes["right"][0] = 0
+loaded = pickle.loads(pickle.dumps(model))
+print("loaded", flush=True)
+loaded.predict(X[:3])
+print("returned", flush=True)
+"""
+    try:
+        proc = run_python(code, check=False, timeout=8)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        assert "loaded" in out and "returned" not in out
+    else:
+        raise AssertionError(f"predict returned: {proc.returncode} {proc.stdout} {proc.stderr}")
