@@ -14,6 +14,7 @@
 
 mod arrays;
 mod checks;
+mod robust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,25 @@ impl Loaded {
         } else {
             parser.parse().unwrap()
         }
+    }
+
+    /// [`validate`], or `None` if the stream does not parse.
+    pub(crate) fn try_validate(&self) -> Option<Vec<(String, Vec<Issue>)>> {
+        let mut parser = Parser::new(&self.pickle);
+        if !self.buffers.is_empty() {
+            parser = parser.out_of_band_buffers(self.buffers.len() as u64);
+        }
+        let mut hook = JoblibHook::new();
+        if self.joblib {
+            parser = parser.hook(&mut hook);
+        }
+        let pickle = parser.parse().ok()?;
+        let buffers: Vec<&[u8]> = self.buffers.iter().map(Vec::as_slice).collect();
+        let arrays = SliceArrays {
+            buffers: &buffers,
+            input: &self.pickle,
+        };
+        Some(validate_graph(pickle.graph(), &arrays))
     }
 
     /// Run `f` on the parsed graph and the bytes of its arrays.
