@@ -405,6 +405,12 @@ impl Column<'_> {
         self.len == 0
     }
 
+    /// Whether the values are floats (else integers or bools).
+    #[must_use]
+    pub fn is_float(&self) -> bool {
+        self.scalar.float
+    }
+
     fn raw(&self, i: usize) -> Option<[u8; 8]> {
         let start = i.checked_mul(self.stride)?.checked_add(self.offset)?;
         let bytes = self.data.get(start..start.checked_add(self.scalar.size)?)?;

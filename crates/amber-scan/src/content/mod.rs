@@ -267,7 +267,7 @@ impl<'g> StateDict<'g> {
     }
 }
 
-/// Read one integer field (or the elements) of an array as `i64`s, one at a time.
+/// One integer field (or the elements) of an array, read as `i64`s one at a time.
 pub(crate) fn int_column<'d>(
     array: &'d NdArray<'_>,
     field: Option<&str>,
@@ -278,6 +278,15 @@ pub(crate) fn int_column<'d>(
         None => array.values(),
     }
     .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e}")))?;
+    if col.is_float() {
+        return Err(Issue::undecodable(
+            array.offset,
+            format!(
+                "`{what}`: `{}` holds floats, not indices",
+                field.unwrap_or("")
+            ),
+        ));
+    }
     Ok(col)
 }
 

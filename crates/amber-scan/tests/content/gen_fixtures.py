@@ -190,6 +190,11 @@ def models():
     for f in ("csr", "csc", "coo", "bsr"):
         yield f"{f}_matrix", sp.csr_matrix(m).asformat(f)
         yield f"{f}_array", sp.csr_array(m).asformat(f)
+    # Read-only arrays travel as READONLY_BUFFER(NEXT_BUFFER) in protocol 5.
+    ro = sp.csr_matrix(m)
+    for a in (ro.data, ro.indices, ro.indptr):
+        a.flags.writeable = False
+    yield "csr_readonly", ro
 
 
 def tree_state(tree, **edits):
