@@ -165,7 +165,7 @@ fn forest_timing() {
         });
         let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
         println!(
-            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} trees; parse {parsed:?}, validate {validated:?}"
+            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, validate {validated:?}"
         );
     }
 }

@@ -18,6 +18,7 @@ is `joblib.dump` output (arrays inline after their wrappers).
 
 import copy
 import io
+import os
 import pickle
 import shutil
 import struct
@@ -432,7 +433,7 @@ def forest(path):
     PATH.p4.pkl and PATH.p5.oob."""
     from sklearn.datasets import make_classification
 
-    Xf, yf = make_classification(n_samples=5000, n_features=20, random_state=0)
+    Xf, yf = make_classification(n_samples=int(os.environ.get("FOREST_SAMPLES", 5000)), n_features=20, random_state=0)
     model = RandomForestClassifier(n_estimators=200, random_state=0, n_jobs=2).fit(Xf, yf)
     Path(f"{path}.p4.pkl").write_bytes(pickle.dumps(model, protocol=4))
     Path(f"{path}.p5.oob").write_bytes(dump_oob(model))
