@@ -294,16 +294,16 @@ def crafted_trees(model):
 
 def crafted_estimators(fitted):
     """Estimators whose `n_features_in_` does not bound their trees' features."""
-    narrow = copy.deepcopy(fitted["decision_tree"])
+    narrow = scrub(copy.deepcopy(fitted["decision_tree"]))
     narrow.n_features_in_ = 2
     crafted("estimator_n_features", narrow, "tree.n_features", validated_counts(narrow))
-    unchecked = copy.deepcopy(fitted["decision_tree"])
+    unchecked = scrub(copy.deepcopy(fitted["decision_tree"]))
     del unchecked.n_features_in_
     crafted("estimator_no_n_features", unchecked, "tree.n_features", validated_counts(unchecked))
-    gb = copy.deepcopy(fitted["gradient_boosting"])
+    gb = scrub(copy.deepcopy(fitted["gradient_boosting"]))
     gb.n_features_in_ = 2
     crafted("gradient_boosting_n_features", gb, "tree.n_features", validated_counts(gb))
-    hgb = copy.deepcopy(fitted["hist_gradient_boosting"])
+    hgb = scrub(copy.deepcopy(fitted["hist_gradient_boosting"]))
     hgb.n_features_in_ = 1
     crafted("hist_gradient_boosting_n_features", hgb, "hist.feature_out_of_range",
             validated_counts(hgb))
