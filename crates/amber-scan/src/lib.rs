@@ -8,7 +8,10 @@
 //! [`Report`] says `safe`, `unsafe` or `malformed`, lists every
 //! [`Finding`] with a stable code and byte offset, and every global with its
 //! count; [`Report::allowed_globals`] is what the loader's `find_class` may
-//! return afterwards.
+//! return afterwards. [`ndarray`] decodes the NumPy arrays a graph describes
+//! and [`content`] validates the state of compiled scikit-learn and SciPy
+//! types whose native code trusts its arrays (a crafted tree must be refused,
+//! not crash `predict`).
 //!
 //! ```
 //! use amber_scan::{NoArrays, Policy, StreamKind, Verdict, scan};
@@ -36,8 +39,9 @@ pub mod report;
 mod scan;
 
 pub use amber_pickle::Limits;
+pub use content::{Ctx, Issue, check, validated_classes};
 pub use error::ScanError;
-pub use ndarray::{ArrayBytes, NoArrays};
+pub use ndarray::{ArrayBytes, ArrayError, NoArrays};
 pub use policy::{ArgCheck, Entry, Policy, Role, StateCheck};
 pub use report::{Finding, GlobalCount, Report, Severity, Verdict};
 pub use scan::{StreamKind, scan};

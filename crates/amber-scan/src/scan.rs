@@ -85,12 +85,13 @@ pub fn scan(
             count: 1,
         });
     }
+    let arrays = InlineFromStream { data, arrays };
     Analyser {
         graph: pickle.graph(),
         policy,
         joblib,
         buffers_allowed: matches!(kind, StreamKind::Amber { .. }),
-        arrays,
+        arrays: &arrays,
         findings: &mut findings,
     }
     .run();
@@ -120,6 +121,27 @@ pub fn scan(
         opcodes: pickle.stats().opcodes,
         stream_len,
         joblib_arrays: u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Joblib's inline arrays lie in the scanned stream itself: the caller's
+/// [`ArrayBytes`] is asked first, the stream answers what it does not.
+struct InlineFromStream<'d> {
+    data: &'d [u8],
+    arrays: &'d dyn ArrayBytes,
+}
+
+impl ArrayBytes for InlineFromStream<'_> {
+    fn buffer(&self, index: u64) -> Option<&[u8]> {
+        self.arrays.buffer(index)
+    }
+
+    fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        self.arrays.inline(offset, len).or_else(|| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            self.data.get(start..end)
+        })
     }
 }
 

@@ -1,57 +1,341 @@
-//! Content validators for compiled scikit-learn / SciPy types.
+//! Content validators for allowed types whose native code trusts its arrays.
 //!
-//! Placeholder for the merge: the content-validation branch replaces this
-//! module with the real validators (Tree, TreePredictor, KDTree/BallTree,
-//! sparse matrices). The scanner calls [`check`] after every `BUILD` on an
-//! object whose class is in [`validated_classes`] and turns each [`Issue`]
-//! into a critical finding.
+//! An allowlist of names is not enough for compiled scikit-learn and SciPy
+//! types: `sklearn.tree._tree.Tree.__setstate__` copies node arrays whose
+//! child indices `predict` then follows without bounds checks, so a crafted
+//! file crashes the process (or loops forever) with only allowed globals.
+//! [`check`] reads the `BUILD` state of such an object from the graph,
+//! decodes its arrays with [`crate::ndarray`] and returns an [`Issue`] for
+//! each thing the native code would trust and the file gets wrong. A state
+//! that cannot be read (an unknown array form, missing bytes, an unexpected
+//! layout) is an issue too: a validated type whose arrays were not checked
+//! is refused, never passed.
+//!
+//! One module per family: [`tree`] (`Tree`), [`hist`] (HistGradientBoosting
+//! `TreePredictor`), [`neighbors`] (`KDTree`, `BallTree`), [`sparse`]
+//! (SciPy CSR/CSC/BSR/COO), and [`estimators`] (the estimators whose
+//! `n_features_in_` is what bounds their trees' feature indices at
+//! `predict`). Each walks its arrays once.
+//!
+//! Everything is read as it is when the validated object's `BUILD` runs: a
+//! `BUILD` of an array or dtype after it has not happened yet. Each object's
+//! *first* `BUILD` is the one read, so the analyser must refuse a stream
+//! that builds one object twice, and must refuse `APPEND`/`SETITEM`-style
+//! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
+//! `bytearray` rewrites array bytes after they were read here).
 
-use amber_pickle::{Graph, NodeId};
+use std::collections::HashMap;
 
-use crate::ndarray::ArrayBytes;
+use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
 
-/// What a validator may read.
+use crate::ndarray::{self, ArrayBytes, ArrayError, NdArray};
+
+pub mod estimators;
+pub mod hist;
+pub mod neighbors;
+pub mod sparse;
+pub mod tree;
+
+/// What a validator sees: the graph and the bytes of its arrays.
 pub struct Ctx<'g, 'a> {
-    /// The parsed stream.
-    pub graph: &'g Graph<'a>,
-    /// Bytes of out-of-band and inline arrays.
-    pub arrays: &'g dyn ArrayBytes,
+    /// The parsed pickle.
+    pub graph: &'g amber_pickle::Graph<'a>,
+    /// Out-of-band and inline array bytes.
+    pub arrays: &'g dyn crate::ndarray::ArrayBytes,
 }
 
-/// One problem a validator found.
+impl std::fmt::Debug for Ctx<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("nodes", &self.graph.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem found in an object's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
-    /// Stable code, e.g. `tree.child_out_of_range`.
+    /// Stable code (`tree.child_out_of_range`, `content.undecodable`, ...).
     pub code: &'static str,
-    /// Byte offset of the offending value.
+    /// Byte offset of the node the problem is in.
     pub offset: u64,
-    /// What is wrong.
+    /// What is wrong, with the values involved.
     pub message: String,
 }
 
-/// Validate the state `BUILD` gives to `object`, an instance of `class`
-/// (canonical dotted name). The placeholder finds nothing.
-#[must_use]
-pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-    let _ = (ctx.graph, ctx.arrays, class, object, state);
-    Vec::new()
+impl Issue {
+    pub(crate) fn new(code: &'static str, offset: u64, message: impl Into<String>) -> Self {
+        Issue {
+            code,
+            offset,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn undecodable(offset: u64, message: impl Into<String>) -> Self {
+        Issue::new(UNDECODABLE, offset, message)
+    }
 }
 
-/// Classes [`check`] validates.
+impl From<ArrayError> for Issue {
+    fn from(e: ArrayError) -> Self {
+        Issue::undecodable(e.offset(), format!("{e} ({})", e.code()))
+    }
+}
+
+/// The code for a validated object whose state or arrays cannot be read.
+pub const UNDECODABLE: &str = "content.undecodable";
+/// The code for a state dict that sets one key twice.
+pub const DUPLICATE_KEY: &str = "content.duplicate_key";
+
+/// Validate the state `state` that a `BUILD` gives the object `object` of class `class`.
+///
+/// `class` is the canonical dotted class name; `object` the node that made
+/// the object (REDUCE/NEWOBJ); `state` the BUILD state node. Classes not in
+/// [`validated_classes`] give no issues.
+#[must_use]
+pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
+    let sparse = sparse::format_of(class);
+    if !VALIDATED.contains(&class) {
+        return Vec::new();
+    }
+    let Some(before) = build_offset(ctx.graph, object, state) else {
+        return vec![Issue::undecodable(
+            ctx.graph.get(state).map_or(0, Node::offset),
+            "no BUILD of this object with this state follows the state",
+        )];
+    };
+    let view = View {
+        graph: ctx.graph,
+        arrays: ctx.arrays,
+        before,
+    };
+    let result = match (class, sparse) {
+        (tree::CLASS, _) => tree::check(&view, object, state),
+        (c, _) if estimators::TREE_ESTIMATORS.contains(&c) => {
+            estimators::check_tree_estimator(&view, state)
+        }
+        (c, _) if estimators::GRADIENT_BOOSTING.contains(&c) => {
+            estimators::check_gradient_boosting(&view, state)
+        }
+        (c, _) if estimators::HIST_GRADIENT_BOOSTING.contains(&c) => {
+            estimators::check_hist_gradient_boosting(&view, state)
+        }
+        (hist::CLASS, _) => hist::check(&view, state),
+        (_, Some(format)) => sparse::check(&view, format, state),
+        (c, None) => neighbors::check(&view, c, state),
+    };
+    match result {
+        Ok(issues) => issues,
+        Err(issue) => vec![issue],
+    }
+}
+
+/// Every class [`check`] validates, by canonical dotted name.
 #[must_use]
 pub fn validated_classes() -> &'static [&'static str] {
-    &[
-        "sklearn.tree._tree.Tree",
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-        "sklearn.neighbors._kd_tree.KDTree",
-        "sklearn.neighbors._ball_tree.BallTree",
-        "scipy.sparse._csr.csr_matrix",
-        "scipy.sparse._csr.csr_array",
-        "scipy.sparse._csc.csc_matrix",
-        "scipy.sparse._csc.csc_array",
-        "scipy.sparse._bsr.bsr_matrix",
-        "scipy.sparse._bsr.bsr_array",
-        "scipy.sparse._coo.coo_matrix",
-        "scipy.sparse._coo.coo_array",
-    ]
+    VALIDATED
+}
+
+static VALIDATED: &[&str] = &[
+    tree::CLASS,
+    hist::CLASS,
+    neighbors::CLASSES[0],
+    neighbors::CLASSES[1],
+    neighbors::CLASSES[2],
+    neighbors::CLASSES[3],
+    "scipy.sparse._csr.csr_matrix",
+    "scipy.sparse._csr.csr_array",
+    "scipy.sparse._csc.csc_matrix",
+    "scipy.sparse._csc.csc_array",
+    "scipy.sparse._bsr.bsr_matrix",
+    "scipy.sparse._bsr.bsr_array",
+    "scipy.sparse._coo.coo_matrix",
+    "scipy.sparse._coo.coo_array",
+    "scipy.sparse.csr.csr_matrix",
+    "scipy.sparse.csc.csc_matrix",
+    "scipy.sparse.bsr.bsr_matrix",
+    "scipy.sparse.coo.coo_matrix",
+    estimators::TREE_ESTIMATORS[0],
+    estimators::TREE_ESTIMATORS[1],
+    estimators::TREE_ESTIMATORS[2],
+    estimators::TREE_ESTIMATORS[3],
+    estimators::GRADIENT_BOOSTING[0],
+    estimators::GRADIENT_BOOSTING[1],
+    estimators::HIST_GRADIENT_BOOSTING[0],
+    estimators::HIST_GRADIENT_BOOSTING[1],
+];
+
+/// A validator's result: its issues, or the one issue that stopped it.
+pub(crate) type Outcome = Result<Vec<Issue>, Issue>;
+
+/// Offset of the `BUILD` that gives `state` to `object`: it follows the
+/// state's own nodes and events closely.
+fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64> {
+    let at = graph.get(state)?.offset();
+    let events = graph.events();
+    let first = events.partition_point(|e| e.offset < at);
+    events
+        .get(first..)?
+        .iter()
+        .take(ndarray::MAX_BUILD_SCAN)
+        .find(|e| e.target == object && e.kind == EventKind::Build { state })
+        .map(|e| e.offset)
+}
+
+/// What a validator reads: the graph and array bytes, as they are when the
+/// validated object's `BUILD` runs (builds after it have not happened yet).
+pub(crate) struct View<'g, 'a> {
+    pub(crate) graph: &'g Graph<'a>,
+    arrays: &'g dyn ArrayBytes,
+    before: u64,
+}
+
+impl<'g> View<'g, '_> {
+    pub(crate) fn offset(&self, id: NodeId) -> u64 {
+        self.graph.get(id).map_or(0, Node::offset)
+    }
+
+    pub(crate) fn int(&self, id: NodeId) -> Option<i64> {
+        self.graph.get(id).and_then(Node::as_i64)
+    }
+
+    pub(crate) fn tuple(&self, id: NodeId) -> Option<&'g [NodeId]> {
+        self.graph.get(id).and_then(Node::as_tuple)
+    }
+
+    pub(crate) fn is_none(&self, id: NodeId) -> bool {
+        matches!(self.graph.kind(id), Some(NodeKind::None))
+    }
+
+    /// The state of the first `BUILD` on `id`, if it ran before the validated one.
+    pub(crate) fn build_state(&self, id: NodeId) -> Option<NodeId> {
+        ndarray::build_state(self.graph, id, self.before)
+    }
+
+    /// Decode the array made by `id`, as an issue if it cannot be.
+    pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
+        ndarray::decode_before(self.graph, id, self.arrays, self.before)
+            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
+    }
+
+    /// An int the state must hold.
+    pub(crate) fn require_int(&self, id: NodeId, what: &str) -> Result<i64, Issue> {
+        self.int(id)
+            .ok_or_else(|| Issue::undecodable(self.offset(id), format!("`{what}` is not an int")))
+    }
+}
+
+/// A state dict by `str` key. A key set twice is refused: the graph records
+/// every pair ever set on a literal dict, including any set after the
+/// `BUILD` consumed it, so the last value need not be the one the object got.
+pub(crate) struct StateDict<'g> {
+    offset: u64,
+    items: HashMap<&'g str, NodeId>,
+}
+
+impl<'g> StateDict<'g> {
+    pub(crate) fn read(graph: &'g Graph<'_>, state: NodeId) -> Result<Self, Issue> {
+        let offset = graph.get(state).map_or(0, Node::offset);
+        let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
+            return Err(Issue::undecodable(offset, "state is not a dict"));
+        };
+        let mut items = HashMap::with_capacity(pairs.len());
+        for &(k, v) in pairs {
+            let key = graph
+                .get(k)
+                .and_then(Node::as_str)
+                .ok_or_else(|| Issue::undecodable(offset, "state has a key that is not a str"))?;
+            if items.insert(key, v).is_some() {
+                return Err(Issue::new(
+                    DUPLICATE_KEY,
+                    offset,
+                    format!("state sets `{key}` twice"),
+                ));
+            }
+        }
+        Ok(StateDict { offset, items })
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<NodeId> {
+        self.items.get(key).copied()
+    }
+
+    pub(crate) fn require(&self, key: &str) -> Result<NodeId, Issue> {
+        self.get(key)
+            .ok_or_else(|| Issue::undecodable(self.offset, format!("state has no `{key}`")))
+    }
+}
+
+/// One integer field (or the elements) of an array, read as `i64`s one at a time.
+pub(crate) fn int_column<'d>(
+    array: &'d NdArray<'_>,
+    field: Option<&str>,
+    what: &str,
+) -> Result<ndarray::Column<'d>, Issue> {
+    let col = match field {
+        Some(f) => array.field(f),
+        None => array.values(),
+    }
+    .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e}")))?;
+    if col.is_float() {
+        return Err(Issue::undecodable(
+            array.offset,
+            format!(
+                "`{what}`: `{}` holds floats, not indices",
+                field.unwrap_or("")
+            ),
+        ));
+    }
+    Ok(col)
+}
+
+/// Element `i` of a column the caller sized; missing only if the array lied.
+pub(crate) fn at(
+    col: &ndarray::Column<'_>,
+    i: usize,
+    what: &str,
+    offset: u64,
+) -> Result<i64, Issue> {
+    col.i64(i)
+        .ok_or_else(|| Issue::undecodable(offset, format!("`{what}` element {i} is missing")))
+}
+
+/// Most issues reported per object; the rest are counted in one last issue.
+const MAX_ISSUES: usize = 32;
+
+/// Collects the issues of one object, keeping the first [`MAX_ISSUES`].
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    issues: Vec<Issue>,
+    dropped: u64,
+}
+
+impl Found {
+    pub(crate) fn push(
+        &mut self,
+        code: &'static str,
+        offset: u64,
+        message: impl FnOnce() -> String,
+    ) {
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(Issue::new(code, offset, message()));
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<Issue> {
+        if self.dropped > 0
+            && let Some(last) = self.issues.last()
+        {
+            let (code, offset) = (last.code, last.offset);
+            self.issues.push(Issue::new(
+                code,
+                offset,
+                format!("and {} more issues like these", self.dropped),
+            ));
+        }
+        self.issues
+    }
 }

@@ -951,7 +951,6 @@ fn crafted_objects_pass_the_structural_rules() {
 }
 
 #[test]
-#[ignore = "needs content validators"]
 fn crafted_trees_and_indices_are_refused() {
     for (name, code) in CRAFTED {
         let r = crafted(name);

@@ -1,0 +1,158 @@
+//! Estimators whose trees index `X` by a feature number only the estimator bounds.
+//!
+//! A tree's feature indices are checked against the tree's own
+//! `n_features` ([`super::tree`]) or only for sign ([`super::hist`]), but
+//! `predict` validates `X` against the *estimator's* `n_features_in_` and
+//! then lets native code read `X[row, feature]`. A file whose estimator
+//! says fewer features than its trees use (or omits `n_features_in_`,
+//! which makes scikit-learn skip the check) reads past the end of `X`. So:
+//!
+//! - a fitted DecisionTree/ExtraTree estimator has `n_features_in_` equal to
+//!   its `tree_`'s `n_features` (forests and bagging call each tree
+//!   estimator, which checks `X` against its own `n_features_in_`);
+//! - GradientBoosting passes `X` straight to every tree in `estimators_`:
+//!   each tree's `n_features` equals the ensemble's `n_features_in_`;
+//! - HistGradientBoosting's predictors split on `feature_idx` below its
+//!   `n_features_in_`.
+
+use amber_pickle::{NodeId, NodeKind};
+
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column, tree};
+use crate::ndarray::{self, global_name};
+
+/// Tree estimators: one `tree_` each.
+pub const TREE_ESTIMATORS: [&str; 4] = [
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeRegressor",
+];
+
+/// Gradient boosting: an object array `estimators_` of tree estimators.
+pub const GRADIENT_BOOSTING: [&str; 2] = [
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+];
+
+/// Histogram gradient boosting: `_predictors`, a list of lists of `TreePredictor`s.
+pub const HIST_GRADIENT_BOOSTING: [&str; 2] = [
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+];
+
+const CODE: &str = "tree.n_features";
+
+/// `n_features` of the `Tree` made by `id` (`REDUCE(Tree, (n_features, ...))`).
+fn tree_features(view: &View<'_, '_>, id: NodeId) -> Result<i64, Issue> {
+    let (callable, args) = match view.graph.kind(id) {
+        Some(NodeKind::Reduce { callable, args }) => (*callable, *args),
+        _ => return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree")),
+    };
+    if global_name(view.graph, callable).as_deref() != Some(tree::CLASS) {
+        return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree"));
+    }
+    let first = view
+        .tuple(args)
+        .and_then(|t| t.first().copied())
+        .ok_or_else(|| Issue::undecodable(view.offset(id), "a Tree without arguments"))?;
+    view.require_int(first, "n_features")
+}
+
+/// `n_features_in_`, required once the estimator is fitted.
+fn features_in(view: &View<'_, '_>, d: &StateDict<'_>, fitted_by: &str) -> Result<i64, Issue> {
+    let id = d.get("n_features_in_").ok_or_else(|| {
+        Issue::new(
+            CODE,
+            d.offset,
+            format!("fitted (`{fitted_by}` is set) but `n_features_in_` is missing, so scikit-learn would not check the width of `X`"),
+        )
+    })?;
+    view.require_int(id, "n_features_in_")
+}
+
+/// The state a tree estimator object was built with, as a dict.
+fn estimator_state<'g>(view: &View<'g, '_>, object: NodeId) -> Result<StateDict<'g>, Issue> {
+    let state = view.build_state(object).ok_or_else(|| {
+        Issue::undecodable(
+            view.offset(object),
+            "an estimator that is not built before it is used",
+        )
+    })?;
+    StateDict::read(view.graph, state)
+}
+
+pub(crate) fn check_tree_estimator(view: &View<'_, '_>, state: NodeId) -> Outcome {
+    let d = StateDict::read(view.graph, state)?;
+    let Some(tree_id) = d.get("tree_") else {
+        return Ok(Vec::new());
+    };
+    let expected = features_in(view, &d, "tree_")?;
+    let got = tree_features(view, tree_id)?;
+    if got == expected {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Issue::new(
+        CODE,
+        view.offset(tree_id),
+        format!("`tree_` has {got} features but the estimator checks `X` for {expected}"),
+    )])
+}
+
+pub(crate) fn check_gradient_boosting(view: &View<'_, '_>, state: NodeId) -> Outcome {
+    let d = StateDict::read(view.graph, state)?;
+    let Some(estimators) = d.get("estimators_") else {
+        return Ok(Vec::new());
+    };
+    let expected = features_in(view, &d, "estimators_")?;
+    let items = ndarray::object_items(view.graph, estimators, view.before)
+        .map_err(|e| Issue::undecodable(e.offset(), format!("`estimators_`: {e}")))?;
+    let mut found = Found::default();
+    for &estimator in items {
+        let tree_id = estimator_state(view, estimator)?.require("tree_")?;
+        let got = tree_features(view, tree_id)?;
+        if got != expected {
+            found.push(CODE, view.offset(tree_id), || {
+                format!(
+                    "a stage's tree has {got} features but the ensemble checks `X` for {expected}"
+                )
+            });
+        }
+    }
+    Ok(found.finish())
+}
+
+pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -> Outcome {
+    let d = StateDict::read(view.graph, state)?;
+    let Some(predictors) = d.get("_predictors") else {
+        return Ok(Vec::new());
+    };
+    let expected = features_in(view, &d, "_predictors")?;
+    let list = |id: NodeId| match view.graph.kind(id) {
+        Some(NodeKind::List(items)) => Ok(items.as_slice()),
+        _ => Err(Issue::undecodable(
+            view.offset(id),
+            "`_predictors` is not a list of lists",
+        )),
+    };
+    let mut found = Found::default();
+    for &stage in list(predictors)? {
+        for &predictor in list(stage)? {
+            let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
+            let nodes = view.array(nodes_id, "nodes")?;
+            let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
+            let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
+            for i in 0..nodes.len() {
+                if at(&is_leaf, i, "is_leaf", nodes.offset)? != 0 {
+                    continue;
+                }
+                let f = at(&feature, i, "feature_idx", nodes.offset)?;
+                if f >= expected {
+                    found.push("hist.feature_out_of_range", nodes.offset, || {
+                        format!("node {i} splits on feature {f} but the estimator checks `X` for {expected}")
+                    });
+                }
+            }
+        }
+    }
+    Ok(found.finish())
+}

@@ -1,0 +1,104 @@
+//! HistGradientBoosting's `TreePredictor`.
+//!
+//! Pickled as `NEWOBJ(TreePredictor)` then `BUILD` with `{nodes,
+//! binned_left_cat_bitsets, raw_left_cat_bitsets}`; `nodes` has
+//! `PREDICTOR_RECORD_DTYPE` (`left`, `right`, `feature_idx`, `is_leaf`,
+//! `is_categorical`, `bitset_idx`, ...). The Cython predictors start at
+//! `nodes[0]` and follow `left`/`right` of every non-leaf node until a leaf,
+//! indexing `X[row, feature_idx]` and, for categorical splits, row
+//! `bitset_idx` of the `(n, 8)` bitset arrays, all unchecked. So: at least
+//! one node; a non-leaf node's children lie in `(id, len(nodes))` (forward,
+//! so the walk ends); `feature_idx >= 0`; a categorical split's
+//! `bitset_idx` is a row of both bitset arrays, which have 8 columns.
+
+use amber_pickle::NodeId;
+
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
+use crate::ndarray::NdArray;
+
+/// The class validated here.
+pub const CLASS: &str = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor";
+
+/// `BITSET_DTYPE` columns: 256 categories in 32-bit words.
+const BITSET_WORDS: u64 = 8;
+
+fn bitset_rows(found: &mut Found, array: &NdArray<'_>, what: &str) -> i64 {
+    match array.shape.as_slice() {
+        [rows, BITSET_WORDS] if array.dtype.itemsize == 4 => i64::try_from(*rows).unwrap_or(0),
+        shape => {
+            found.push("hist.bitset_shape", array.offset, || {
+                format!("`{what}` has shape {shape:?}, expected (n, 8) uint32")
+            });
+            0
+        }
+    }
+}
+
+pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
+    let d = StateDict::read(ctx.graph, state)?;
+    let nodes = ctx.array(d.require("nodes")?, "nodes")?;
+    let binned = ctx.array(
+        d.require("binned_left_cat_bitsets")?,
+        "binned_left_cat_bitsets",
+    )?;
+    let raw = ctx.array(d.require("raw_left_cat_bitsets")?, "raw_left_cat_bitsets")?;
+    let mut found = Found::default();
+    let bitsets = bitset_rows(&mut found, &binned, "binned_left_cat_bitsets").min(bitset_rows(
+        &mut found,
+        &raw,
+        "raw_left_cat_bitsets",
+    ));
+    if nodes.shape.len() != 1 {
+        return Err(Issue::undecodable(
+            nodes.offset,
+            format!("`nodes` has shape {:?}, not one dimension", nodes.shape),
+        ));
+    }
+    let n = nodes.len();
+    let at_nodes = nodes.offset;
+    if n == 0 {
+        found.push("hist.node_out_of_range", at_nodes, || {
+            "the predictor has no nodes".to_owned()
+        });
+    }
+    let left = int_column(&nodes, Some("left"), "nodes")?;
+    let right = int_column(&nodes, Some("right"), "nodes")?;
+    let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
+    let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
+    let categorical = int_column(&nodes, Some("is_categorical"), "nodes")?;
+    let bitset_idx = int_column(&nodes, Some("bitset_idx"), "nodes")?;
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    for i in 0..n {
+        if at(&is_leaf, i, "is_leaf", at_nodes)? != 0 {
+            continue;
+        }
+        let id = i64::try_from(i).unwrap_or(i64::MAX);
+        for (side, col) in [("left", &left), ("right", &right)] {
+            let c = at(col, i, side, at_nodes)?;
+            if !(0..count).contains(&c) {
+                found.push("hist.node_out_of_range", at_nodes, || {
+                    format!("node {i} has {side} child {c}; there are {n} nodes")
+                });
+            } else if c <= id {
+                found.push("hist.cycle", at_nodes, || {
+                    format!("node {i} has {side} child {c}, which does not come after it")
+                });
+            }
+        }
+        let f = at(&feature, i, "feature_idx", at_nodes)?;
+        if f < 0 {
+            found.push("hist.feature_out_of_range", at_nodes, || {
+                format!("node {i} splits on feature {f}")
+            });
+        }
+        if at(&categorical, i, "is_categorical", at_nodes)? != 0 {
+            let b = at(&bitset_idx, i, "bitset_idx", at_nodes)?;
+            if !(0..bitsets).contains(&b) {
+                found.push("hist.bitset_out_of_range", at_nodes, || {
+                    format!("node {i} uses bitset {b}; there are {bitsets}")
+                });
+            }
+        }
+    }
+    Ok(found.finish())
+}

@@ -1,0 +1,177 @@
+//! `sklearn.tree._tree.Tree`: the tree of every DecisionTree, RandomForest,
+//! ExtraTrees, GradientBoosting and IsolationForest model.
+//!
+//! Pickled as `REDUCE(Tree, (n_features, n_classes, n_outputs))` then `BUILD`
+//! with `{max_depth, node_count, nodes, values}`; `nodes` is a structured
+//! array (`left_child`, `right_child`, `feature`, `threshold`, ...).
+//! scikit-learn 1.9's `__setstate__` checks only the arrays' dtypes and the
+//! `values` shape, then `memcpy`s the nodes; `apply`/`predict` follow
+//! `left_child`/`right_child` and index `X[:, feature]` without bounds
+//! checks, and `decision_path` writes `max_depth + 1` entries per sample.
+//! So this checks, in one pass over the nodes: `node_count == len(nodes)`;
+//! a leaf has both children `-1`; an internal node's children lie in
+//! `(id, node_count)` (pointing forward rules out cycles, so traversal
+//! ends) and are reached at most once; its `feature` lies in
+//! `[0, n_features)`; no node is deeper than `max_depth`; `values` has shape
+//! `(node_count, n_outputs, max(n_classes))`.
+
+use amber_pickle::{NodeId, NodeKind};
+
+use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
+use crate::ndarray::Kind;
+
+/// The class validated here.
+pub const CLASS: &str = "sklearn.tree._tree.Tree";
+
+/// `_TREE_LEAF` in scikit-learn.
+const LEAF: i64 = -1;
+
+pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcome {
+    let object_offset = ctx.offset(object);
+    let args = match ctx.graph.kind(object) {
+        Some(NodeKind::Reduce { args, .. }) => ctx.tuple(*args),
+        _ => None,
+    };
+    let [n_features, n_classes, n_outputs] = args
+        .and_then(|t| <[NodeId; 3]>::try_from(t).ok())
+        .ok_or_else(|| {
+            Issue::undecodable(
+                object_offset,
+                "a Tree is made by REDUCE(Tree, (n_features, n_classes, n_outputs))",
+            )
+        })?;
+    let n_features = ctx.require_int(n_features, "n_features")?;
+    let n_outputs_offset = ctx.offset(n_outputs);
+    let n_outputs = ctx.require_int(n_outputs, "n_outputs")?;
+    let n_classes = ctx.array(n_classes, "n_classes")?;
+    if n_outputs < 1 {
+        return Err(Issue::new(
+            "tree.n_outputs",
+            n_outputs_offset,
+            format!("n_outputs is {n_outputs}"),
+        ));
+    }
+    if n_classes.shape.len() != 1
+        || i64::try_from(n_classes.len()).ok() != Some(n_outputs)
+        || n_classes.dtype.kind != Kind::Int
+    {
+        return Err(Issue::new(
+            "tree.n_classes",
+            n_classes.offset,
+            format!(
+                "n_classes must be {n_outputs} ints, got shape {:?}",
+                n_classes.shape
+            ),
+        ));
+    }
+    let classes = int_column(&n_classes, None, "n_classes")?;
+    let mut max_n_classes = 0i64;
+    for k in 0..classes.len() {
+        let c = at(&classes, k, "n_classes", n_classes.offset)?;
+        if c < 1 {
+            return Err(Issue::new(
+                "tree.n_classes",
+                n_classes.offset,
+                format!("output {k} has {c} classes"),
+            ));
+        }
+        max_n_classes = max_n_classes.max(c);
+    }
+
+    let d = StateDict::read(ctx.graph, state)?;
+    let max_depth_id = d.require("max_depth")?;
+    let max_depth = ctx.require_int(max_depth_id, "max_depth")?;
+    let node_count_id = d.require("node_count")?;
+    let node_count = ctx.require_int(node_count_id, "node_count")?;
+    let nodes = ctx.array(d.require("nodes")?, "nodes")?;
+    let values = ctx.array(d.require("values")?, "values")?;
+
+    let mut found = Found::default();
+    if max_depth < 0 {
+        found.push("tree.max_depth", ctx.offset(max_depth_id), || {
+            format!("max_depth is {max_depth}")
+        });
+    }
+    if nodes.shape.len() != 1 {
+        return Err(Issue::undecodable(
+            nodes.offset,
+            format!("`nodes` has shape {:?}, not one dimension", nodes.shape),
+        ));
+    }
+    let n = nodes.len();
+    if i64::try_from(n).ok() != Some(node_count) || n == 0 {
+        found.push("tree.node_count", ctx.offset(node_count_id), || {
+            format!("node_count is {node_count} but `nodes` holds {n} nodes")
+        });
+    }
+    let expected = [n as u64, n_outputs as u64, max_n_classes as u64];
+    if values.shape != expected || values.dtype.kind != Kind::Float || values.dtype.itemsize != 8 {
+        found.push("tree.value_shape", values.offset, || {
+            format!(
+                "`values` has shape {:?}, expected {expected:?} float64",
+                values.shape
+            )
+        });
+    }
+
+    let left = int_column(&nodes, Some("left_child"), "nodes")?;
+    let right = int_column(&nodes, Some("right_child"), "nodes")?;
+    let feature = int_column(&nodes, Some("feature"), "nodes")?;
+    let at_nodes = nodes.offset;
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut depth = vec![0i64; n];
+    let mut reached = vec![false; n];
+    for i in 0..n {
+        let l = at(&left, i, "left_child", at_nodes)?;
+        let r = at(&right, i, "right_child", at_nodes)?;
+        if l == LEAF {
+            if r != LEAF {
+                found.push("tree.child_out_of_range", at_nodes, || {
+                    format!("leaf node {i} has right child {r}")
+                });
+            }
+            continue;
+        }
+        let f = at(&feature, i, "feature", at_nodes)?;
+        if !(0..n_features).contains(&f) {
+            found.push("tree.feature_out_of_range", at_nodes, || {
+                format!("node {i} splits on feature {f}; the tree has {n_features} features")
+            });
+        }
+        let id = i64::try_from(i).unwrap_or(i64::MAX);
+        let child_depth = depth.get(i).copied().unwrap_or(0).saturating_add(1);
+        for (side, c) in [("left", l), ("right", r)] {
+            if !(0..count).contains(&c) {
+                found.push("tree.child_out_of_range", at_nodes, || {
+                    format!("node {i} has {side} child {c}; there are {n} nodes")
+                });
+                continue;
+            }
+            if c <= id {
+                found.push("tree.cycle", at_nodes, || {
+                    format!("node {i} has {side} child {c}, which does not come after it")
+                });
+                continue;
+            }
+            let Some(slot) = usize::try_from(c).ok().and_then(|c| reached.get_mut(c)) else {
+                continue;
+            };
+            if *slot {
+                found.push("tree.shared_node", at_nodes, || {
+                    format!("node {c} is a child of more than one node (again of {i})")
+                });
+                continue;
+            }
+            *slot = true;
+            if let Some(d) = usize::try_from(c).ok().and_then(|c| depth.get_mut(c)) {
+                *d = child_depth;
+            }
+            if child_depth > max_depth {
+                found.push("tree.max_depth", at_nodes, || {
+                    format!("node {c} is at depth {child_depth}, past max_depth {max_depth}")
+                });
+            }
+        }
+    }
+    Ok(found.finish())
+}
