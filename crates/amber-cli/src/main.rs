@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod render;
 
 const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
@@ -46,6 +47,24 @@ enum Command {
         /// Where to write (replaced atomically).
         output: PathBuf,
     },
+    /// Convert a pickle or joblib file (any version, detected by content) to
+    /// an amber file. Runs `python -m amber convert` (Python from
+    /// `AMBER_PYTHON`, else the `python` beside this executable, else `python3`).
+    Convert {
+        /// The pickle, joblib or amber file to read.
+        input: PathBuf,
+        /// The amber file to write (a `.joblib`/`.pkl` name writes a joblib file).
+        output: PathBuf,
+        /// Compression: `zstd`, `lz4`, a level 1-9, or `CODEC:LEVEL`.
+        #[arg(long, value_name = "CODEC[:LEVEL]")]
+        compress: Option<String>,
+        /// Load both files again and compare them.
+        #[arg(long)]
+        check: bool,
+        /// Skip the safety policy (only for files you trust).
+        #[arg(long)]
+        trusted: bool,
+    },
     /// Check the structure and every checksum of one or more files.
     Verify {
         /// The amber files.
@@ -69,6 +88,13 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
+        Command::Convert {
+            input,
+            output,
+            compress,
+            check,
+            trusted,
+        } => convert::convert(&input, &output, compress.as_deref(), check, trusted),
         Command::Extract {
             file,
             entry,

@@ -267,6 +267,26 @@ impl Legacy {
     }
 }
 
+/// Whether bytes starting with `head` (and, for protocol 0/1 pickles, ending
+/// with the last byte of `head`) are a pickle or a joblib file's content:
+/// a `PROTO` pickle, a protocol 0/1 pickle, joblib's compressors or `ZF`.
+#[pyfunction]
+pub fn is_legacy(head: &[u8]) -> bool {
+    use amber_format::sniff::Kind;
+    matches!(
+        amber_format::sniff::kind(head),
+        Kind::Pickle(_)
+            | Kind::OldPickle
+            | Kind::Zlib
+            | Kind::Gzip
+            | Kind::Bzip2
+            | Kind::Xz
+            | Kind::Lzma
+            | Kind::Lz4
+            | Kind::JoblibZf
+    )
+}
+
 /// Registers the class and its exceptions.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -276,5 +296,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<CompressedStreamError>(),
     )?;
     m.add("CompanionFileError", py.get_type::<CompanionFileError>())?;
+    m.add_function(wrap_pyfunction!(is_legacy, m)?)?;
     m.add_class::<Legacy>()
 }
