@@ -9,10 +9,14 @@
 """
 
 from amber._api import __version__, dump, dumps, info, load, loads, verify
+from amber._convert import convert
 from amber.exceptions import (
     AmberError,
     ChecksumError,
+    CompanionFileError,
+    CompressedStreamError,
     FormatError,
+    LegacyFormatError,
     LimitExceededError,
     UnsupportedError,
 )
@@ -20,10 +24,14 @@ from amber.exceptions import (
 __all__ = [
     "AmberError",
     "ChecksumError",
+    "CompanionFileError",
+    "CompressedStreamError",
     "FormatError",
+    "LegacyFormatError",
     "LimitExceededError",
     "UnsupportedError",
     "__version__",
+    "convert",
     "dump",
     "dumps",
     "info",

@@ -13,7 +13,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from amber import _amber, _compress, _manifest
+from amber import _amber, _compress, _legacy, _manifest
 from amber._npy import header_bytes
 from amber._pickling import Pickler, Unpickler, package_versions
 
@@ -307,13 +307,30 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
             stacklevel=2,
         )
         mmap_mode = None
-    return _unpickle(_reader(filename, mmap_mode, threads), mmap_mode)
+    source = _legacy_source(filename)
+    if _legacy.is_legacy(source):
+        return _legacy.load(source, mmap_mode)
+    return _unpickle(_reader(source, mmap_mode, threads), mmap_mode)
+
+
+def _legacy_source(source: Any) -> Any:
+    """A path (``str``) or the bytes of a file object, so the content can be sniffed."""
+    if _is_path(source):
+        return _fspath(source)
+    if hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview)):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected a binary file object, but read() gave {type(data).__name__}")
+        return data
+    return source
 
 
 def loads(data: bytes | bytearray | memoryview, *, threads: int | None = None) -> Any:
     """Loads an object from the bytes of an amber file (see :func:`load`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
+    if _legacy.is_legacy(data):
+        return _legacy.load(data)
     return _unpickle(_reader(data, None, threads), None)
 
 
@@ -323,7 +340,12 @@ def info(source: Target | bytes) -> dict[str, Any]:
     It holds the format version, creation time, the amber, Python and package
     versions that wrote the file, the user's ``metadata``, and the list of
     entries (name, kind, size, CRC-32; dtype, shape and order for arrays).
+    For a pickle or joblib file it describes that file instead: ``format``,
+    ``protocol``, ``compression``, sizes and the number of arrays.
     """
+    source = _legacy_source(source)
+    if _legacy.is_legacy(source):
+        return _legacy.info(source)
     reader = _reader(source)
     manifest: dict[str, Any] = json.loads(reader.manifest())
     manifest["file_size"] = len(reader)

@@ -19,7 +19,10 @@ format.not_amber
 from amber._amber import (
     AmberError,
     ChecksumError,
+    CompanionFileError,
+    CompressedStreamError,
     FormatError,
+    LegacyFormatError,
     LimitExceededError,
     UnsupportedError,
 )
@@ -27,7 +30,10 @@ from amber._amber import (
 __all__ = [
     "AmberError",
     "ChecksumError",
+    "CompanionFileError",
+    "CompressedStreamError",
     "FormatError",
+    "LegacyFormatError",
     "LimitExceededError",
     "UnsupportedError",
 ]

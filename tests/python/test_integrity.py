@@ -413,33 +413,37 @@ def test_unreadable_file(layout, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-def test_plain_pickle_is_named(tmp_path, protocol) -> None:
+def test_plain_pickle_opens_and_verify_names_it(tmp_path, protocol) -> None:
+    # Pickles open by content whatever their name (issue 5); verify is for amber files only.
     path = write(tmp_path, pickle.dumps(make_object(), protocol=protocol), "model.pkl")
-    for op in ("load", "load_mmap_r", "verify", "info"):
-        err = expect_error(path, op)
-        assert err.code == "format.not_amber"
-        assert "pickle" in str(err) and f"protocol {protocol}" in str(err)
+    for op in ("load", "load_mmap_r", "loads", "load_fileobj"):
+        assert same_object(OPERATIONS[op](path)), op
+    assert amber.info(path)["format"] == "pickle"
+    err = expect_error(path, "verify")
+    assert err.code == "format.not_amber"
+    assert "pickle" in str(err) and f"protocol {protocol}" in str(err)
 
 
 @pytest.mark.parametrize("protocol", [0, 1])
-def test_old_protocol_pickle_is_named(tmp_path, protocol) -> None:
+def test_old_protocol_pickle_opens(tmp_path, protocol) -> None:
     path = write(tmp_path, pickle.dumps({"a": [1, 2]}, protocol=protocol), "old.pkl")
-    err = expect_error(path, "load")
-    assert "pickle" in str(err)
+    assert amber.load(path) == {"a": [1, 2]}
+    assert "pickle" in str(expect_error(path, "verify"))
 
 
 @pytest.mark.parametrize("compress", [0, 3, "gzip", "bz2", "xz", "lzma", "lz4"])
-def test_joblib_file_is_named(tmp_path, compress) -> None:
+def test_joblib_file_opens_and_verify_names_it(tmp_path, compress) -> None:
     joblib = pytest.importorskip("joblib")
     if compress == "lz4":
         pytest.importorskip("lz4")
     path = tmp_path / "model.joblib"
     joblib.dump(make_object(), path, compress=compress)
+    assert same_object(amber.load(path))
+    assert amber.info(path)["format"] == "joblib"
     expected = {0: "joblib", 3: "joblib", "gzip": "gzip", "bz2": "bzip2", "xz": "xz", "lzma": "lzma", "lz4": "LZ4"}[compress]
-    for op in ("load", "load_mmap_r", "verify", "info"):
-        err = expect_error(path, op)
-        assert err.code == "format.not_amber"
-        assert expected in str(err), str(err)
+    err = expect_error(path, "verify")
+    assert err.code == "format.not_amber"
+    assert expected in str(err), str(err)
 
 
 def test_random_bytes(tmp_path) -> None:

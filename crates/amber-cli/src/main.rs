@@ -12,6 +12,7 @@ use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
 mod inspect;
+mod convert;
 mod render;
 mod scan;
 mod source;
@@ -71,6 +72,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a pickle or joblib file (any version, detected by content) to
+    /// an amber file. Runs `python -m amber convert` (Python from
+    /// `AMBER_PYTHON`, else the `python` beside this executable, else `python3`).
+    Convert {
+        /// The pickle, joblib or amber file to read.
+        input: PathBuf,
+        /// The amber file to write (a `.joblib`/`.pkl` name writes a joblib file).
+        output: PathBuf,
+        /// Compression: `zstd`, `lz4`, a level 1-9, or `CODEC:LEVEL`.
+        #[arg(long, value_name = "CODEC[:LEVEL]")]
+        compress: Option<String>,
+        /// Load both files again and compare them.
+        #[arg(long)]
+        check: bool,
+        /// Skip the safety policy (only for files you trust).
+        #[arg(long)]
+        trusted: bool,
+    },
     /// Check the structure and every checksum of one or more files.
     Verify {
         /// The amber files.
@@ -101,6 +120,13 @@ fn main() -> ExitCode {
             trusted,
         } => scan::run(&files, json, &trusted),
         Command::Inspect { file, json } => inspect::run(&file, json),
+        Command::Convert {
+            input,
+            output,
+            compress,
+            check,
+            trusted,
+        } => convert::convert(&input, &output, compress.as_deref(), check, trusted),
         Command::Extract {
             file,
             entry,

@@ -204,7 +204,8 @@ impl Hook for JoblibHook {
 /// `module.name` of the class an object was made from, if it is a plain
 /// global: `NEWOBJ`, `copyreg._reconstructor` / `__newobj__` (protocols
 /// 0–1), `OBJ`, `INST`.
-fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
+#[must_use]
+pub fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
     let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global).map(|g| g.dotted());
     match graph.kind(obj)? {
         NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(*cls),
@@ -221,8 +222,18 @@ fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
     }
 }
 
-fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
-    graph.get(id).and_then(Node::as_str)
+/// A `str`, or an ASCII Python 2 `str` (joblib under Python 2 wrote the
+/// state keys, `order` and dtype descriptors that way; any encoding decodes
+/// them to the same text).
+pub fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
+    let node = graph.get(id)?;
+    if let Some(s) = node.as_str() {
+        return Some(s);
+    }
+    match node.kind() {
+        NodeKind::LegacyStr(b) if b.is_ascii() => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
 }
 
 /// The wrapper's state dict, last value per `str` key.

@@ -8,6 +8,7 @@
 
 mod buffer;
 mod errors;
+mod legacy;
 mod reader;
 mod threads;
 mod writer;
@@ -35,5 +36,6 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
+    legacy::register(m)?;
     Ok(())
 }

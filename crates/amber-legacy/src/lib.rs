@@ -1,0 +1,681 @@
+//! Reading files amber did not write: plain pickles and every joblib format.
+//!
+//! Users arrive with `.pkl` and `.joblib` files written by `pickle.dump` and
+//! by every joblib since 0.8. This crate recognises them by content (never
+//! by file extension), undoes whole-file compression (zlib, gzip, bz2, lzma,
+//! xz, lz4, the legacy `ZF` container) with strict end-of-stream checks and
+//! an output bound, parses the pickle once with [`amber_pickle`]'s
+//! [`JoblibHook`](amber_pickle::joblib::JoblibHook) (nothing is executed),
+//! and locates every array's bytes: inline after a `NumpyArrayWrapper`, a
+//! nested pickle for object arrays, or a companion `.npy` / `.npy.z` file of
+//! a pre-0.10 dump (opened only by bare name in the same directory).
+//!
+//! CPython's C unpickler cannot read joblib's inline bytes, so
+//! [`Legacy::load_stream`] is a rewritten stream: every `FRAME` is dropped
+//! (frames are optional and change nothing), each array's bytes are cut out,
+//! and right after its wrapper's `BUILD` come `BININT k`, `TUPLE2`,
+//! `BINPERSID`, so the unpickler calls `persistent_load((wrapper, k))` and
+//! the caller builds array `k` from [`Legacy::arrays`]. The original
+//! (decompressed) stream stays available as [`Legacy::stream`] for a safety
+//! analyser; plain pickles are loaded unchanged.
+//!
+//! ```no_run
+//! let legacy = amber_legacy::open_path("model.joblib".as_ref(), &amber_legacy::Limits::default())?;
+//! println!("{:?}: {} arrays", legacy.kind(), legacy.arrays().len());
+//! # Ok::<(), amber_legacy::LegacyError>(())
+//! ```
+
+mod companion;
+mod decompress;
+mod error;
+mod rewrite;
+
+use std::path::{Path, PathBuf};
+
+use amber_format::Mapping;
+use amber_format::sniff::{self, Kind};
+use amber_pickle::joblib::{JoblibHook, class_name, str_of};
+use amber_pickle::{BuildContext, Hook, HookAction, NodeKind, Opcode, Parser, PickleError};
+
+pub use decompress::{Codec, decompress, read_zfile};
+pub use error::{LegacyError, Result};
+
+/// Bounds for opening untrusted files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Most bytes any one decompressed stream or companion may hold.
+    pub max_decompressed: u64,
+    /// Most companion files a pre-0.10 dump may name.
+    pub max_companions: usize,
+    /// Bounds for the pickle parser.
+    pub pickle: amber_pickle::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_decompressed: 64 << 30,
+            max_companions: 100_000,
+            pickle: amber_pickle::Limits::default(),
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with another decompressed-size bound.
+    #[must_use]
+    pub fn with_max_decompressed(mut self, max: u64) -> Self {
+        self.max_decompressed = max;
+        self
+    }
+}
+
+/// What kind of file was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LegacyKind {
+    /// An uncompressed pickle with no joblib array wrappers.
+    Pickle {
+        /// Highest protocol used (a `PROTO` opcode, else implied by the opcodes).
+        protocol: u8,
+    },
+    /// A joblib file (>= 0.10): inline arrays and/or whole-file compression.
+    Joblib {
+        /// The whole-file compressor, if any.
+        compression: Option<Codec>,
+    },
+    /// A joblib < 0.10 compressed dump: one `ZF` container (arrays inline or
+    /// in `ZF` companion files).
+    JoblibZf,
+    /// A joblib < 0.10 uncompressed dump with companion `.npy` files.
+    JoblibMultiFile,
+}
+
+/// The wrapper class an array was written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WrapperClass {
+    /// `joblib.numpy_pickle.NumpyArrayWrapper` (joblib >= 0.10).
+    NumpyArrayWrapper,
+    /// `joblib.numpy_pickle.NDArrayWrapper` (companion `.npy`).
+    NdArrayWrapper,
+    /// `joblib.numpy_pickle.ZNDArrayWrapper` (companion `ZF` file).
+    ZndArrayWrapper,
+}
+
+/// Where array `k`'s bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArraySource {
+    /// Raw bytes in [`Legacy::stream`]; dtype, shape and order come from the
+    /// wrapper's state.
+    Inline {
+        /// Offset in the stream (after any padding).
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// A complete pickle of an object array in [`Legacy::stream`].
+    NestedPickle {
+        /// Offset in the stream.
+        offset: u64,
+        /// Length, through its `STOP`.
+        len: u64,
+    },
+    /// Raw data of a companion `.npy` file (its header gives dtype and shape).
+    Npy {
+        /// Index into [`Legacy::companions`].
+        file: usize,
+        /// Offset of the data in that file.
+        offset: u64,
+        /// Length of the data.
+        len: u64,
+        /// The header's `descr`.
+        descr: String,
+        /// The header's `shape`.
+        shape: Vec<u64>,
+        /// The header's `fortran_order`.
+        fortran_order: bool,
+    },
+    /// A companion `.npy` file holding a pickled object array.
+    NpyPickle {
+        /// Index into [`Legacy::companions`].
+        file: usize,
+        /// Offset of the pickle in that file.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// The decompressed content of a companion `ZF` file: the raw data of a
+    /// `ZNDArrayWrapper` array (dtype and shape are in its state).
+    Zfile {
+        /// Index into [`Legacy::companions`].
+        file: usize,
+    },
+}
+
+impl ArraySource {
+    /// Whether the bytes are a pickle (which a safety analyser must read too).
+    #[must_use]
+    pub fn is_pickle(&self) -> bool {
+        matches!(self, Self::NestedPickle { .. } | Self::NpyPickle { .. })
+    }
+
+    /// The wrapper class that points at this source.
+    #[must_use]
+    pub fn wrapper(&self) -> WrapperClass {
+        match self {
+            Self::Inline { .. } | Self::NestedPickle { .. } => WrapperClass::NumpyArrayWrapper,
+            Self::Npy { .. } | Self::NpyPickle { .. } => WrapperClass::NdArrayWrapper,
+            Self::Zfile { .. } => WrapperClass::ZndArrayWrapper,
+        }
+    }
+}
+
+/// Bytes kept alive: a file map or an owned buffer.
+enum Backing {
+    Map(Mapping),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Self::Map(m) => m.as_ref(),
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// A companion file of a pre-0.10 dump.
+pub struct Companion {
+    name: String,
+    bytes: Backing,
+}
+
+impl Companion {
+    /// The bare file name stored in the pickle.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its bytes (decompressed for `ZF` files).
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
+    /// Whether the bytes are a map of the file (so views share its pages).
+    #[must_use]
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, Backing::Map(_))
+    }
+}
+
+impl std::fmt::Debug for Companion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Companion")
+            .field("name", &self.name)
+            .field("len", &self.bytes().len())
+            .finish()
+    }
+}
+
+/// An opened pickle or joblib file.
+pub struct Legacy {
+    stream: Backing,
+    load_stream: Option<Vec<u8>>,
+    arrays: Vec<ArraySource>,
+    companions: Vec<Companion>,
+    kind: LegacyKind,
+    protocol: u8,
+    py2: bool,
+    file_size: u64,
+}
+
+impl std::fmt::Debug for Legacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Legacy")
+            .field("kind", &self.kind)
+            .field("protocol", &self.protocol)
+            .field("py2", &self.py2)
+            .field("stream_len", &self.stream().len())
+            .field("arrays", &self.arrays.len())
+            .field("companions", &self.companions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Legacy {
+    /// The original pickle stream, decompressed: what a safety analyser reads.
+    #[must_use]
+    pub fn stream(&self) -> &[u8] {
+        self.stream.as_ref()
+    }
+
+    /// The stream to give CPython's unpickler (see the crate docs); the
+    /// original stream for plain pickles.
+    #[must_use]
+    pub fn load_stream(&self) -> &[u8] {
+        self.load_stream.as_deref().unwrap_or_else(|| self.stream())
+    }
+
+    /// Whether [`Self::load_stream`] differs from [`Self::stream`].
+    #[must_use]
+    pub fn is_rewritten(&self) -> bool {
+        self.load_stream.is_some()
+    }
+
+    /// Where each array's bytes are, indexed by the `k` of `persistent_load((wrapper, k))`.
+    #[must_use]
+    pub fn arrays(&self) -> &[ArraySource] {
+        &self.arrays
+    }
+
+    /// Companion files opened (pre-0.10 dumps).
+    #[must_use]
+    pub fn companions(&self) -> &[Companion] {
+        &self.companions
+    }
+
+    /// The bytes of array `k` (raw data or a pickle).
+    #[must_use]
+    pub fn array_bytes(&self, k: usize) -> Option<&[u8]> {
+        match self.arrays.get(k)? {
+            ArraySource::Inline { offset, len } | ArraySource::NestedPickle { offset, len } => {
+                self.inline(*offset, *len)
+            }
+            ArraySource::Npy {
+                file, offset, len, ..
+            }
+            | ArraySource::NpyPickle { file, offset, len } => {
+                slice(self.companions.get(*file)?.bytes(), *offset, *len)
+            }
+            ArraySource::Zfile { file } => Some(self.companions.get(*file)?.bytes()),
+        }
+    }
+
+    /// Whether array `k`'s bytes are a view of a mapped file (uncompressed
+    /// files opened by path), so they can be handed out without copying.
+    #[must_use]
+    pub fn array_is_mapped(&self, k: usize) -> bool {
+        match self.arrays.get(k) {
+            Some(ArraySource::Inline { .. }) => matches!(self.stream, Backing::Map(_)),
+            Some(ArraySource::Npy { file, .. }) => {
+                self.companions.get(*file).is_some_and(Companion::is_mapped)
+            }
+            _ => false,
+        }
+    }
+
+    /// `len` bytes of the stream at `offset`, if in range (for content validators).
+    #[must_use]
+    pub fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        slice(self.stream(), offset, len)
+    }
+
+    /// What kind of file this is.
+    #[must_use]
+    pub fn kind(&self) -> LegacyKind {
+        self.kind
+    }
+
+    /// Highest pickle protocol used.
+    #[must_use]
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// Written by Python 2 (legacy `str` opcodes): unpickle with `encoding="latin1"`.
+    #[must_use]
+    pub fn py2(&self) -> bool {
+        self.py2
+    }
+
+    /// Size of the file as opened (compressed size for compressed files).
+    #[must_use]
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+}
+
+fn slice(data: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    data.get(start..end)
+}
+
+fn to_u64(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Opens the pickle or joblib file at `path`. Uncompressed files are mapped,
+/// so array views share the file's pages; companion files are looked up in
+/// the same directory.
+///
+/// # Errors
+/// Any [`LegacyError`].
+pub fn open_path(path: &Path, limits: &Limits) -> Result<Legacy> {
+    let io = |action, source| LegacyError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    if file.metadata().map_err(|e| io("open", e))?.is_dir() {
+        // EISDIR, so that Python raises IsADirectoryError.
+        return Err(io("open", std::io::Error::from_raw_os_error(21)));
+    }
+    let mapping = amber_format::file::map_open_file(&file, path)
+        .map_err(|e| io("map", std::io::Error::other(e.to_string())))?;
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_path_buf()
+        }
+    });
+    open_backing(Backing::Map(mapping), dir.as_deref(), limits)
+}
+
+/// Opens a pickle or joblib file held in memory. Pre-0.10 dumps with
+/// companion files need [`open_path`].
+///
+/// # Errors
+/// Any [`LegacyError`].
+pub fn open_bytes(data: Vec<u8>, limits: &Limits) -> Result<Legacy> {
+    open_backing(Backing::Owned(data), None, limits)
+}
+
+fn open_backing(file: Backing, dir: Option<&Path>, limits: &Limits) -> Result<Legacy> {
+    let data = file.as_ref();
+    let file_size = to_u64(data.len());
+    let (stream, compression, zf) = match sniff::kind(data) {
+        Kind::Zip => return Err(LegacyError::AmberFile),
+        Kind::Npy => {
+            return Err(LegacyError::Unrecognised {
+                what: sniff::describe(data),
+            });
+        }
+        Kind::JoblibZf => (
+            Backing::Owned(read_zfile(data, limits.max_decompressed)?),
+            None,
+            true,
+        ),
+        _ => match Codec::sniff(data) {
+            Some(codec) => (
+                Backing::Owned(decompress(codec, data, limits.max_decompressed)?),
+                Some(codec),
+                false,
+            ),
+            None => (file, None, false),
+        },
+    };
+    let parsed = parse(stream.as_ref(), limits)?;
+    let companions = match dir {
+        Some(dir) => companion::open_all(dir, &parsed.companion_names, limits)?,
+        None => match parsed.companion_names.first() {
+            Some(name) => {
+                return Err(LegacyError::CompanionNeedsDirectory { name: name.clone() });
+            }
+            None => Vec::new(),
+        },
+    };
+    let arrays = parsed
+        .arrays
+        .into_iter()
+        .map(|a| companion::resolve(a, &companions))
+        .collect::<Result<Vec<_>>>()?;
+    let multi_file = !companions.is_empty();
+    let kind = if zf {
+        LegacyKind::JoblibZf
+    } else if multi_file {
+        LegacyKind::JoblibMultiFile
+    } else if compression.is_some() || !arrays.is_empty() {
+        LegacyKind::Joblib { compression }
+    } else {
+        LegacyKind::Pickle {
+            protocol: parsed.protocol,
+        }
+    };
+    Ok(Legacy {
+        stream,
+        load_stream: parsed.load_stream,
+        arrays,
+        companions,
+        kind,
+        protocol: parsed.protocol,
+        py2: parsed.py2,
+        file_size,
+    })
+}
+
+/// An array as found by the parse, before companions are opened.
+#[derive(Debug)]
+pub(crate) enum Found {
+    Inline {
+        offset: u64,
+        len: u64,
+    },
+    Nested {
+        offset: u64,
+        len: u64,
+    },
+    /// Index into the companion names.
+    Npy(usize),
+    Zfile(usize),
+}
+
+struct Parsed {
+    arrays: Vec<Found>,
+    companion_names: Vec<String>,
+    load_stream: Option<Vec<u8>>,
+    protocol: u8,
+    py2: bool,
+}
+
+const ND_WRAPPERS: &[&str] = &[
+    "joblib.numpy_pickle.NDArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.NDArrayWrapper",
+];
+const ZND_WRAPPERS: &[&str] = &[
+    "joblib.numpy_pickle.ZNDArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle.ZNDArrayWrapper",
+];
+
+/// What follows a wrapper's `BUILD`.
+#[derive(Debug)]
+enum Cut {
+    /// Raw bytes (padding included) up to `end`.
+    Data { at: u64, data: u64, end: u64 },
+    /// A nested pickle starting at `at`; its end is known after the parse.
+    Nested { at: u64 },
+    /// Nothing (the data is in a companion file).
+    Companion {
+        at: u64,
+        name: Result<String, &'static str>,
+        zfile: bool,
+    },
+}
+
+/// [`JoblibHook`] plus pre-0.10 wrappers and a size check.
+struct LegacyHook {
+    joblib: JoblibHook,
+    cuts: Vec<Cut>,
+    size_error: Option<LegacyError>,
+}
+
+impl Hook for LegacyHook {
+    fn after_build(&mut self, ctx: &BuildContext<'_, '_>) -> amber_pickle::Result<HookAction> {
+        let action = self.joblib.after_build(ctx)?;
+        match action {
+            HookAction::Data { padding, len } => {
+                let data = ctx.position.saturating_add(padding);
+                let available = to_u64(ctx.input.len()).saturating_sub(data);
+                if len > available {
+                    self.size_error = Some(LegacyError::ArraySize {
+                        index: self.cuts.len(),
+                        offset: data,
+                        declared: len,
+                        available,
+                    });
+                    return Err(PickleError::hook(
+                        ctx.position,
+                        "array data runs past the end",
+                    ));
+                }
+                self.cuts.push(Cut::Data {
+                    at: ctx.position,
+                    data,
+                    end: data.saturating_add(len),
+                });
+            }
+            HookAction::NestedPickle => self.cuts.push(Cut::Nested { at: ctx.position }),
+            _ => {
+                if ctx.nested_depth > 0 {
+                    return Ok(action);
+                }
+                let Some(class) = class_name(ctx.graph, ctx.target) else {
+                    return Ok(action);
+                };
+                let zfile = ZND_WRAPPERS.contains(&class.as_str());
+                if zfile || ND_WRAPPERS.contains(&class.as_str()) {
+                    self.cuts.push(Cut::Companion {
+                        at: ctx.position,
+                        name: state_filename(ctx),
+                        zfile,
+                    });
+                }
+            }
+        }
+        Ok(action)
+    }
+}
+
+fn state_filename(ctx: &BuildContext<'_, '_>) -> Result<String, &'static str> {
+    let graph = ctx.graph;
+    let Some(NodeKind::Dict(pairs)) = graph.kind(ctx.state) else {
+        return Err("the wrapper's state is not a dict");
+    };
+    let value = pairs
+        .iter()
+        .rev()
+        .find(|&&(k, _)| str_of(graph, k) == Some("filename"))
+        .map(|&(_, v)| v)
+        .ok_or("the wrapper's state has no `filename`")?;
+    str_of(graph, value)
+        .map(str::to_owned)
+        .ok_or("`filename` is not ASCII text")
+}
+
+fn parse(stream: &[u8], limits: &Limits) -> Result<Parsed> {
+    let mut hook = LegacyHook {
+        joblib: JoblibHook::new(),
+        cuts: Vec::new(),
+        size_error: None,
+    };
+    let result = Parser::new(stream)
+        .limits(limits.pickle)
+        .hook(&mut hook)
+        .parse();
+    let pickle = match result {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(size) = hook.size_error.take() {
+                return Err(size);
+            }
+            if matches!(sniff::kind(stream), Kind::Unknown) {
+                return Err(LegacyError::Unrecognised {
+                    what: format!("{}; read as a pickle: {e}", sniff::describe(stream)),
+                });
+            }
+            return Err(e.into());
+        }
+    };
+    let stats = pickle.stats();
+    let py2 = [Opcode::STRING, Opcode::BINSTRING, Opcode::SHORT_BINSTRING]
+        .iter()
+        .any(|&op| stats.count(op) > 0);
+    let implied = (0..=255u8)
+        .filter_map(Opcode::from_byte)
+        .filter(|&op| stats.count(op) > 0)
+        .map(Opcode::protocol)
+        .max()
+        .unwrap_or(0);
+    let protocol = pickle.highest_protocol().unwrap_or(0).max(implied);
+
+    // Nested pickles: start -> end.
+    let nested: std::collections::HashMap<u64, u64> = pickle
+        .graph()
+        .iter()
+        .filter_map(|(_, node)| match node.kind() {
+            NodeKind::NestedPickle { start, end, .. } => Some((*start, *end)),
+            _ => None,
+        })
+        .collect();
+
+    let mut arrays = Vec::with_capacity(hook.cuts.len());
+    let mut companion_names: Vec<String> = Vec::new();
+    let mut spans = Vec::with_capacity(hook.cuts.len());
+    for cut in hook.cuts {
+        match cut {
+            Cut::Data { at, data, end } => {
+                arrays.push(Found::Inline {
+                    offset: data,
+                    len: end.saturating_sub(data),
+                });
+                spans.push((at, end));
+            }
+            Cut::Nested { at } => {
+                let end = *nested.get(&at).ok_or(PickleError::Internal {
+                    offset: at,
+                    what: "nested pickle not found in the graph",
+                })?;
+                arrays.push(Found::Nested {
+                    offset: at,
+                    len: end.saturating_sub(at),
+                });
+                spans.push((at, end));
+            }
+            Cut::Companion { at, name, zfile } => {
+                let name = name.map_err(|reason| LegacyError::CompanionName {
+                    name: String::new(),
+                    reason,
+                })?;
+                let index = companion_names.len();
+                if index >= limits.max_companions {
+                    return Err(LegacyError::CompanionName {
+                        name,
+                        reason: "more companion files than the limit allows",
+                    });
+                }
+                companion_names.push(name);
+                arrays.push(if zfile {
+                    Found::Zfile(index)
+                } else {
+                    Found::Npy(index)
+                });
+                spans.push((at, at));
+            }
+        }
+    }
+    let load_stream = if spans.is_empty() {
+        None
+    } else {
+        Some(rewrite::rewrite(
+            stream,
+            pickle.end(),
+            &spans,
+            limits.pickle,
+        )?)
+    };
+    Ok(Parsed {
+        arrays,
+        companion_names,
+        load_stream,
+        protocol,
+        py2,
+    })
+}

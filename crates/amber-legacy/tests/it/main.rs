@@ -1,0 +1,321 @@
+//! Integration tests of amber-legacy: joblib 1.6 fixtures shipped in
+//! `data/` (protocols 2/4/5, aligned arrays, object and Fortran arrays,
+//! every compressor), joblib's own test data when the venv has it, lz4
+//! frames written here, hand-made pre-0.10 dumps and damaged inputs.
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use amber_legacy::{ArraySource, Codec, Legacy, LegacyKind, Limits, open_bytes, open_path};
+use amber_pickle::{NodeKind, Opcode, Parser};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/data")
+        .join(name)
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+/// The rewritten stream is a plain pickle: no frames, one persistent id per
+/// array, and the same number of opcodes otherwise.
+fn check_load_stream(l: &Legacy) {
+    let p = Parser::new(l.load_stream()).parse().unwrap();
+    assert_eq!(p.stats().frames, 0);
+    assert_eq!(p.stats().count(Opcode::BINPERSID), l.arrays().len() as u64);
+    assert_eq!(p.stats().inline_data_bytes, 0);
+}
+
+/// The small fixture: {"a": arange(5) i8, "f": F-order 2x3 f8, "o": object array, "s": "text"}.
+fn check_small(l: &Legacy) {
+    let arrays = l.arrays();
+    assert_eq!(arrays.len(), 3, "{l:?}");
+    let a = l.array_bytes(0).unwrap();
+    let want: Vec<u8> = (0..5i64).flat_map(i64::to_le_bytes).collect();
+    assert_eq!(a, want.as_slice());
+    // Fortran data is written in Fortran order: column by column.
+    let f = l.array_bytes(1).unwrap();
+    let want: Vec<u8> = [0.0f64, 3.0, 1.0, 4.0, 2.0, 5.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    assert_eq!(f, want.as_slice());
+    assert!(arrays[2].is_pickle());
+    let nested = amber_pickle::parse(l.array_bytes(2).unwrap()).unwrap();
+    assert!(matches!(
+        nested.graph().kind(nested.root()),
+        Some(NodeKind::Reduce { .. })
+    ));
+    check_load_stream(l);
+    assert!(!l.py2());
+}
+
+#[test]
+fn joblib_16_fixtures_every_protocol_and_codec() {
+    for (name, kind) in [
+        ("small_p2.joblib", LegacyKind::Joblib { compression: None }),
+        ("small_p4.joblib", LegacyKind::Joblib { compression: None }),
+        ("small_p5.joblib", LegacyKind::Joblib { compression: None }),
+        (
+            "small.joblib.z",
+            LegacyKind::Joblib {
+                compression: Some(Codec::Zlib),
+            },
+        ),
+        (
+            "small.joblib.gz",
+            LegacyKind::Joblib {
+                compression: Some(Codec::Gzip),
+            },
+        ),
+        (
+            "small.joblib.bz2",
+            LegacyKind::Joblib {
+                compression: Some(Codec::Bz2),
+            },
+        ),
+        (
+            "small.joblib.xz",
+            LegacyKind::Joblib {
+                compression: Some(Codec::Xz),
+            },
+        ),
+        (
+            "small.joblib.lzma",
+            LegacyKind::Joblib {
+                compression: Some(Codec::Lzma),
+            },
+        ),
+    ] {
+        let l = open_path(&data(name), &limits()).unwrap();
+        assert_eq!(l.kind(), kind, "{name}");
+        check_small(&l);
+        // Aligned data (joblib >= 1.2): 16-byte boundaries of the uncompressed stream.
+        for s in l.arrays() {
+            if let ArraySource::Inline { offset, .. } = s {
+                assert_eq!(offset % 16, 0, "{name}");
+            }
+        }
+        let bytes = std::fs::read(data(name)).unwrap();
+        let m = open_bytes(bytes, &limits()).unwrap();
+        assert_eq!(m.load_stream(), l.load_stream(), "{name}");
+        assert_eq!(
+            l.array_is_mapped(0),
+            kind == LegacyKind::Joblib { compression: None }
+        );
+    }
+}
+
+fn lz4(data: &[u8]) -> Vec<u8> {
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn lz4_frames() {
+    let raw = std::fs::read(data("small_p4.joblib")).unwrap();
+    let packed = lz4(&raw);
+    let l = open_bytes(packed.clone(), &limits()).unwrap();
+    assert_eq!(
+        l.kind(),
+        LegacyKind::Joblib {
+            compression: Some(Codec::Lz4)
+        }
+    );
+    assert_eq!(l.stream(), raw.as_slice());
+    check_small(&l);
+    for cut in [1, 5, packed.len() / 2] {
+        let e = open_bytes(packed[..packed.len() - cut].to_vec(), &limits()).unwrap_err();
+        assert_eq!(e.code(), "legacy.truncated", "{cut}: {e}");
+    }
+}
+
+#[test]
+fn truncated_and_corrupt_compressed_streams_are_refused() {
+    for name in [
+        "small.joblib.z",
+        "small.joblib.gz",
+        "small.joblib.bz2",
+        "small.joblib.xz",
+    ] {
+        let bytes = std::fs::read(data(name)).unwrap();
+        for cut in [1, 4, 8, bytes.len() / 2] {
+            let e = open_bytes(bytes[..bytes.len() - cut].to_vec(), &limits()).unwrap_err();
+            assert!(
+                matches!(e.code(), "legacy.truncated" | "legacy.corrupt"),
+                "{name} cut {cut}: {e}"
+            );
+        }
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0xa5;
+        bad[n / 2 + 1] ^= 0x5a;
+        let e = open_bytes(bad, &limits()).unwrap_err();
+        assert!(
+            matches!(
+                e.code(),
+                "legacy.truncated" | "legacy.corrupt" | "legacy.pickle"
+            ),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn decompression_is_bounded() {
+    let l = Limits::default().with_max_decompressed(100);
+    for name in [
+        "small.joblib.z",
+        "small.joblib.gz",
+        "small.joblib.bz2",
+        "small.joblib.xz",
+    ] {
+        let e = open_path(&data(name), &l).unwrap_err();
+        assert_eq!(e.code(), "legacy.too_large", "{name}: {e}");
+    }
+}
+
+#[test]
+fn wrong_declared_array_size_is_refused() {
+    let mut bytes = std::fs::read(data("small_p4.joblib")).unwrap();
+    // The shape (5,) of "a" is `K\x05\x85` (BININT1 5, TUPLE1): claim 500 elements.
+    let at = bytes.windows(3).position(|w| w == b"K\x05\x85").unwrap();
+    bytes[at] = b'M';
+    bytes.insert(at + 2, 0x01);
+    bytes[at + 1] = 0xf4;
+    let e = open_bytes(bytes, &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.array_size", "{e}");
+    assert!(e.to_string().contains("declares 4000 bytes of data"), "{e}");
+}
+
+#[test]
+fn plain_pickles_are_unchanged() {
+    // pickle.dumps({"a": [1, 2]}, protocol=4)
+    let p = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94]\x94(K\x01K\x02es.";
+    let l = open_bytes(p.to_vec(), &limits()).unwrap();
+    assert_eq!(l.kind(), LegacyKind::Pickle { protocol: 4 });
+    assert!(!l.is_rewritten());
+    assert_eq!(l.load_stream(), p.as_slice());
+    // Protocol 0 with a Python 2 str: py2.
+    let l = open_bytes(b"(dp0\nS'a'\np1\nI1\ns.".to_vec(), &limits()).unwrap();
+    assert_eq!(l.kind(), LegacyKind::Pickle { protocol: 0 });
+    assert!(l.py2());
+    let e = open_bytes(b"hello world".to_vec(), &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.unrecognised");
+    let e = open_bytes(b"PK\x03\x04rest".to_vec(), &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.amber_file");
+}
+
+/// A protocol-2 pickle of one `NDArrayWrapper` naming `filename`.
+fn nd_pickle(filename: &str) -> Vec<u8> {
+    let mut p =
+        b"\x80\x02cjoblib.numpy_pickle\nNDArrayWrapper\n)\x81}(X\x08\x00\x00\x00filename".to_vec();
+    p.push(b'X');
+    p.extend((filename.len() as u32).to_le_bytes());
+    p.extend(filename.as_bytes());
+    p.extend(b"ub.");
+    p
+}
+
+fn npy_i8(values: &[i64]) -> Vec<u8> {
+    let header = format!(
+        "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    let mut h = header.into_bytes();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((h.len() as u16).to_le_bytes());
+    out.extend(h);
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+#[test]
+fn companion_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("m.pkl");
+    std::fs::write(&main, nd_pickle("m.pkl_01.npy")).unwrap();
+    std::fs::write(dir.path().join("m.pkl_01.npy"), npy_i8(&[1, 2, 3])).unwrap();
+    let l = open_path(&main, &limits()).unwrap();
+    assert_eq!(l.kind(), LegacyKind::JoblibMultiFile);
+    let ArraySource::Npy { shape, descr, .. } = &l.arrays()[0] else {
+        panic!("{:?}", l.arrays());
+    };
+    assert_eq!((shape.as_slice(), descr.as_str()), (&[3u64][..], "<i8"));
+    assert_eq!(l.array_bytes(0).unwrap().len(), 24);
+    assert!(l.array_is_mapped(0));
+    check_load_stream(&l);
+
+    // From bytes there is no directory.
+    let e = open_bytes(nd_pickle("m.pkl_01.npy"), &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.companion_needs_directory");
+
+    for name in ["../m.pkl_01.npy", "/etc/passwd", "sub/x.npy", "..", "a\\b"] {
+        std::fs::write(&main, nd_pickle(name)).unwrap();
+        let e = open_path(&main, &limits()).unwrap_err();
+        assert_eq!(e.code(), "legacy.companion_name", "{name}: {e}");
+    }
+    std::fs::write(&main, nd_pickle("missing.npy")).unwrap();
+    let e = open_path(&main, &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.companion_missing");
+
+    // A symbolic link out of the directory is refused; one inside is followed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.npy"), npy_i8(&[7])).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("x.npy"), dir.path().join("out.npy")).unwrap();
+    std::fs::write(&main, nd_pickle("out.npy")).unwrap();
+    let e = open_path(&main, &limits()).unwrap_err();
+    assert_eq!(e.code(), "legacy.companion_name", "{e}");
+    std::os::unix::fs::symlink(dir.path().join("m.pkl_01.npy"), dir.path().join("in.npy")).unwrap();
+    std::fs::write(&main, nd_pickle("in.npy")).unwrap();
+    assert!(open_path(&main, &limits()).is_ok());
+}
+
+fn joblib_test_data() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    let python = std::fs::read_dir(venv).ok()?.flatten().next()?.path();
+    let d = python.join("site-packages/joblib/test/data");
+    d.is_dir().then_some(d)
+}
+
+#[test]
+fn joblib_shipped_test_data() {
+    let Some(dir) = joblib_test_data() else {
+        eprintln!("joblib is not installed in .venv: skipped");
+        return;
+    };
+    let mut opened = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("joblib_") || name.contains(".npy") {
+            continue;
+        }
+        let l = open_path(&path, &limits()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(l.py2(), name.contains("py27"), "{name}");
+        let expected = match l.kind() {
+            LegacyKind::JoblibZf if name.contains("cache_size") => 3,
+            LegacyKind::JoblibZf => 0,
+            _ => 4,
+        };
+        assert_eq!(l.arrays().len(), expected, "{name}");
+        if l.is_rewritten() {
+            check_load_stream(&l);
+        }
+        opened += 1;
+    }
+    assert_eq!(opened, 42);
+}

@@ -1,0 +1,301 @@
+//! `Legacy`: the Python face of `amber_legacy` (pickle and joblib files).
+//!
+//! Opening (decompression, parsing, companion files) runs without the GIL.
+//! The original stream, the rewritten load stream and each array's bytes are
+//! handed out as zero-copy `Region`s of memory the opened file keeps alive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use amber_legacy::{ArraySource, LegacyError, LegacyKind, Limits};
+use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::buffer::{Borrowed, Region};
+use crate::errors;
+
+pyo3::create_exception!(
+    amber,
+    LegacyFormatError,
+    errors::FormatError,
+    "A pickle or joblib file that cannot be opened: not a pickle, malformed, or inconsistent."
+);
+pyo3::create_exception!(
+    amber,
+    CompressedStreamError,
+    LegacyFormatError,
+    "A compressed pickle or joblib file is truncated or corrupt."
+);
+pyo3::create_exception!(
+    amber,
+    CompanionFileError,
+    LegacyFormatError,
+    "A companion file of a pre-0.10 joblib dump is missing, refused or malformed."
+);
+
+/// Converts an `amber_legacy` error into the matching Python exception.
+fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
+    let message = err.to_string();
+    let code = err.code();
+    let entry = err.entry().map(str::to_owned);
+    let offset = err.offset();
+    let pyerr = match &err {
+        LegacyError::Io { path, source, .. } => {
+            let errno = source.raw_os_error().unwrap_or(5);
+            return PyOSError::new_err((
+                errno,
+                format!("{message}: {source}"),
+                path.display().to_string(),
+            ));
+        }
+        LegacyError::Truncated { .. }
+        | LegacyError::Corrupt { .. }
+        | LegacyError::ZfHeader { .. } => CompressedStreamError::new_err(message),
+        LegacyError::TooLarge { .. } => errors::LimitExceededError::new_err(message),
+        LegacyError::Pickle { source } if source.code() == "pickle.limit" => {
+            errors::LimitExceededError::new_err(message)
+        }
+        LegacyError::CompanionName { .. }
+        | LegacyError::CompanionMissing { .. }
+        | LegacyError::CompanionNeedsDirectory { .. }
+        | LegacyError::Companion { .. } => CompanionFileError::new_err(message),
+        _ => LegacyFormatError::new_err(message),
+    };
+    let value = pyerr.value(py);
+    let _ = value.setattr("code", code);
+    let _ = value.setattr("entry", entry);
+    let _ = value.setattr("offset", offset);
+    let _ = value.setattr("chunk", py.None());
+    pyerr
+}
+
+/// An opened pickle or joblib file.
+#[pyclass(frozen, module = "amber._amber")]
+pub struct Legacy {
+    inner: Arc<amber_legacy::Legacy>,
+}
+
+fn limits(max_decompressed: Option<u64>) -> Limits {
+    match max_decompressed {
+        Some(max) => Limits::default().with_max_decompressed(max),
+        None => Limits::default(),
+    }
+}
+
+impl Legacy {
+    fn region(&self, bytes: &[u8]) -> Region {
+        Region::new(self.inner.clone(), bytes.as_ptr(), bytes.len(), false)
+    }
+
+    fn source(&self, k: usize) -> PyResult<&ArraySource> {
+        self.inner
+            .arrays()
+            .get(k)
+            .ok_or_else(|| PyIndexError::new_err(format!("no array {k}")))
+    }
+
+    fn bytes(&self, k: usize) -> PyResult<&[u8]> {
+        self.inner
+            .array_bytes(k)
+            .ok_or_else(|| PyIndexError::new_err(format!("no bytes for array {k}")))
+    }
+}
+
+#[pymethods]
+impl Legacy {
+    /// Opens the file at `path` (mapped when uncompressed).
+    #[staticmethod]
+    #[pyo3(signature = (path, max_decompressed=None))]
+    fn open(py: Python<'_>, path: PathBuf, max_decompressed: Option<u64>) -> PyResult<Self> {
+        let limits = limits(max_decompressed);
+        let inner = py
+            .detach(|| amber_legacy::open_path(&path, &limits))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Opens a file's bytes (copied once).
+    #[staticmethod]
+    #[pyo3(signature = (data, max_decompressed=None))]
+    fn from_bytes(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        max_decompressed: Option<u64>,
+    ) -> PyResult<Self> {
+        let owned = Borrowed::get(data, false)?.bytes().to_vec();
+        let limits = limits(max_decompressed);
+        let inner = py
+            .detach(|| amber_legacy::open_bytes(owned, &limits))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// `"pickle"`, `"joblib"`, `"joblib-zf"` or `"joblib-multifile"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match self.inner.kind() {
+            LegacyKind::Pickle { .. } => "pickle",
+            LegacyKind::JoblibZf => "joblib-zf",
+            LegacyKind::JoblibMultiFile => "joblib-multifile",
+            _ => "joblib",
+        }
+    }
+
+    /// The whole-file compressor (`"zlib"`, …, `"zf"`), or `None`.
+    #[getter]
+    fn compression(&self) -> Option<&'static str> {
+        match self.inner.kind() {
+            LegacyKind::Joblib { compression } => compression.map(amber_legacy::Codec::name),
+            LegacyKind::JoblibZf => Some("zf"),
+            _ => None,
+        }
+    }
+
+    /// Highest pickle protocol used.
+    #[getter]
+    fn protocol(&self) -> u8 {
+        self.inner.protocol()
+    }
+
+    /// Written by Python 2: unpickle with `encoding="latin1"`.
+    #[getter]
+    fn py2(&self) -> bool {
+        self.inner.py2()
+    }
+
+    /// Size of the file as opened.
+    #[getter]
+    fn file_size(&self) -> u64 {
+        self.inner.file_size()
+    }
+
+    /// Whether `load_stream` differs from `stream`.
+    #[getter]
+    fn rewritten(&self) -> bool {
+        self.inner.is_rewritten()
+    }
+
+    /// The original (decompressed) pickle stream: what the safety analysis reads.
+    fn stream(&self) -> Region {
+        self.region(self.inner.stream())
+    }
+
+    /// The stream for CPython's unpickler.
+    fn load_stream(&self) -> Region {
+        self.region(self.inner.load_stream())
+    }
+
+    /// Number of arrays (`persistent_load` ids run from 0 to this minus one).
+    fn array_count(&self) -> usize {
+        self.inner.arrays().len()
+    }
+
+    /// Array `k`: `(source, wrapper, nbytes, mapped, npy)` where `source` is
+    /// `"inline"`, `"pickle"`, `"npy"`, `"npy-pickle"` or `"zfile"`, `wrapper` the
+    /// wrapper class name, and `npy` is `(descr, shape, fortran_order)` for `.npy` companions.
+    #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
+    fn array_info(
+        &self,
+        k: usize,
+    ) -> PyResult<(
+        &'static str,
+        &'static str,
+        usize,
+        bool,
+        Option<(String, Vec<u64>, bool)>,
+    )> {
+        let source = self.source(k)?;
+        let (name, npy) = match source {
+            ArraySource::Inline { .. } => ("inline", None),
+            ArraySource::NestedPickle { .. } => ("pickle", None),
+            ArraySource::Npy {
+                descr,
+                shape,
+                fortran_order,
+                ..
+            } => ("npy", Some((descr.clone(), shape.clone(), *fortran_order))),
+            ArraySource::NpyPickle { .. } => ("npy-pickle", None),
+            ArraySource::Zfile { .. } => ("zfile", None),
+            _ => return Err(PyValueError::new_err("unknown array source")),
+        };
+        let wrapper = match source.wrapper() {
+            amber_legacy::WrapperClass::NdArrayWrapper => "NDArrayWrapper",
+            amber_legacy::WrapperClass::ZndArrayWrapper => "ZNDArrayWrapper",
+            _ => "NumpyArrayWrapper",
+        };
+        Ok((
+            name,
+            wrapper,
+            self.bytes(k)?.len(),
+            self.inner.array_is_mapped(k),
+            npy,
+        ))
+    }
+
+    /// Array `k`'s bytes (raw data or a pickle) as a zero-copy read-only region.
+    fn array_region(&self, k: usize) -> PyResult<Region> {
+        Ok(self.region(self.bytes(k)?))
+    }
+
+    /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
+    fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let src = self.bytes(k)?;
+        let dst = Borrowed::get(out, true)?;
+        let target = dst.bytes_mut();
+        if target.len() != src.len() {
+            return Err(PyValueError::new_err(format!(
+                "array {k} has {} bytes, the buffer {}",
+                src.len(),
+                target.len()
+            )));
+        }
+        py.detach(|| target.copy_from_slice(src));
+        Ok(())
+    }
+
+    /// Companion files: `[(name, size)]`.
+    fn companions(&self) -> Vec<(String, usize)> {
+        self.inner
+            .companions()
+            .iter()
+            .map(|c| (c.name().to_owned(), c.bytes().len()))
+            .collect()
+    }
+}
+
+/// Whether bytes starting with `head` (and, for protocol 0/1 pickles, ending
+/// with the last byte of `head`) are a pickle or a joblib file's content:
+/// a `PROTO` pickle, a protocol 0/1 pickle, joblib's compressors or `ZF`.
+#[pyfunction]
+pub fn is_legacy(head: &[u8]) -> bool {
+    use amber_format::sniff::Kind;
+    matches!(
+        amber_format::sniff::kind(head),
+        Kind::Pickle(_)
+            | Kind::OldPickle
+            | Kind::Zlib
+            | Kind::Gzip
+            | Kind::Bzip2
+            | Kind::Xz
+            | Kind::Lzma
+            | Kind::Lz4
+            | Kind::JoblibZf
+    )
+}
+
+/// Registers the class and its exceptions.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("LegacyFormatError", py.get_type::<LegacyFormatError>())?;
+    m.add(
+        "CompressedStreamError",
+        py.get_type::<CompressedStreamError>(),
+    )?;
+    m.add("CompanionFileError", py.get_type::<CompanionFileError>())?;
+    m.add_function(wrap_pyfunction!(is_legacy, m)?)?;
+    m.add_class::<Legacy>()
+}

@@ -1,0 +1,282 @@
+"""Loading pickle and joblib files that amber did not write.
+
+The Rust side (``amber._amber.Legacy``) recognises the file by content,
+decompresses it, parses it once without executing anything, finds every
+array's bytes and rewrites the stream for CPython's C unpickler: frames are
+dropped and each joblib array wrapper is followed by ``persistent_load((wrapper,
+k))``. Here that call builds array ``k`` from the wrapper's own (already
+unpickled) ``dtype``/``shape``/``order``/``subclass`` and the ``k``-th data
+region: a view of the mapped file with ``mmap_mode`` where alignment allows,
+otherwise a copy. joblib's wrapper classes are replaced by small stand-ins
+defined here, so joblib need not be installed and none of its code runs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from amber import _amber
+from amber._pickling import Unpickler
+
+#: Modules joblib's wrapper classes were pickled from (joblib itself and
+#: scikit-learn's vendored copy, removed in scikit-learn 0.23).
+_WRAPPER_MODULES = frozenset(
+    {
+        "joblib.numpy_pickle",
+        "joblib.numpy_pickle_compat",
+        "sklearn.externals.joblib.numpy_pickle",
+        "sklearn.externals.joblib.numpy_pickle_compat",
+    }
+)
+
+_NATIVE = "<" if np.little_endian else ">"
+
+
+def _error(cls: type, code: str, message: str) -> Exception:
+    err = cls(message)
+    err.code = code
+    err.entry = None
+    err.offset = None
+    err.chunk = None
+    return err
+
+
+def _refuse(message: str) -> Exception:
+    return _error(_amber.LegacyFormatError, "legacy.bad_wrapper", message)
+
+
+class _Wrapper:
+    """Stand-in for a joblib array wrapper: only holds its pickled state."""
+
+    __slots__ = ("state",)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise _refuse(f"{type(self).__name__} state is not a dict with str keys")
+        self.state = state
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"amber's stand-in for joblib's {type(self).__name__} cannot be pickled")
+
+
+class NumpyArrayWrapper(_Wrapper):
+    """Stand-in for ``joblib.numpy_pickle.NumpyArrayWrapper`` (joblib >= 0.10)."""
+
+    __slots__ = ()
+
+
+class NDArrayWrapper(_Wrapper):
+    """Stand-in for ``joblib.numpy_pickle.NDArrayWrapper`` (companion ``.npy``)."""
+
+    __slots__ = ()
+
+
+class ZNDArrayWrapper(_Wrapper):
+    """Stand-in for ``joblib.numpy_pickle.ZNDArrayWrapper`` (companion ``ZF`` file)."""
+
+    __slots__ = ()
+
+
+_STANDINS = {cls.__name__: cls for cls in (NumpyArrayWrapper, NDArrayWrapper, ZNDArrayWrapper)}
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """joblib's ``ensure_native_byte_order``: byte-swap whole non-native arrays."""
+    dt = array.dtype
+    other = ">" if np.little_endian else "<"
+    if dt.byteorder == other or (
+        dt.byteorder == "|" and dt.fields and all(f[0].byteorder == other for f in dt.fields.values())
+    ):
+        return array.byteswap().view(dt.newbyteorder("="))
+    return array
+
+
+def _subclass(array: np.ndarray, subclass: Any) -> np.ndarray:
+    if subclass is None or subclass is np.ndarray or subclass is np.memmap:
+        return array
+    if not (isinstance(subclass, type) and issubclass(subclass, np.ndarray)):
+        raise _refuse(f"array subclass {subclass!r} is not an ndarray subclass")
+    return array.view(subclass)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(isinstance(d, int) and d >= 0 for d in value):
+        raise _refuse(f"array shape {value!r} is not a tuple of non-negative ints")
+    return value
+
+
+class LegacyUnpickler(Unpickler):
+    """amber's unpickler plus joblib's wrappers, resolved through ``persistent_load``."""
+
+    def __init__(self, file: Any, legacy: Any, mmap_mode: str | None, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._legacy = legacy
+        self._mmap_mode = mmap_mode
+        self._kwargs = kwargs
+        self._count = legacy.array_count()
+        self._used = bytearray(self._count)
+        self.copied: list[int] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _WRAPPER_MODULES and name in _STANDINS:
+            return _STANDINS[name]
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        # Persistent ids only come from amber's rewrite (the analysis refuses
+        # them in original streams); check anyway.
+        if not (isinstance(pid, tuple) and len(pid) == 2 and isinstance(pid[0], _Wrapper)):
+            raise _refuse(f"unexpected persistent id {type(pid).__name__}")
+        wrapper, k = pid
+        if type(k) is not int or not 0 <= k < self._count:
+            raise _refuse(f"persistent id names array {k!r} of {self._count}")
+        if self._used[k]:
+            raise _refuse(f"array {k} is referenced twice")
+        self._used[k] = 1
+        source, wrapper_name, nbytes, mapped, npy = self._legacy.array_info(k)
+        if type(wrapper).__name__ != wrapper_name or not hasattr(wrapper, "state"):
+            raise _refuse(f"array {k} belongs to a {wrapper_name}, not a {type(wrapper).__name__}")
+        state = wrapper.state
+        if source == "inline":
+            array = self._raw(k, state["dtype"], _shape(state["shape"]), state.get("order", "C") == "F",
+                              nbytes, mapped)
+        elif source == "pickle" or source == "npy-pickle":
+            array = self._nested(k)
+        elif source == "npy":
+            descr, shape, fortran = npy
+            array = self._raw(k, np.dtype(descr), tuple(shape), fortran, nbytes, mapped)
+        else:  # zfile: ZNDArrayWrapper keeps ndarray.__setstate__'s arguments but the data
+            init_args, setstate = state.get("init_args"), state.get("state")
+            if not (isinstance(setstate, tuple) and len(setstate) == 4 and isinstance(init_args, tuple)):
+                raise _refuse(f"ZNDArrayWrapper {k} has no (version, shape, dtype, fortran) state")
+            _, shape, dtype, fortran = setstate
+            array = self._raw(k, dtype, _shape(shape), bool(fortran), nbytes, False)
+            return _subclass(array, init_args[0] if init_args else None)
+        return _subclass(array, state.get("subclass"))
+
+    def _raw(self, k: int, dtype: Any, shape: tuple[int, ...], fortran: bool, nbytes: int, mapped: bool) -> Any:
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
+        count = math.prod(shape)
+        if count * dtype.itemsize != nbytes:
+            raise _error(
+                _amber.LegacyFormatError,
+                "legacy.array_size",
+                f"array {k}: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, the file holds {nbytes}",
+            )
+        array = None
+        if self._mmap_mode == "r" and mapped:
+            view = np.frombuffer(self._legacy.array_region(k), dtype=dtype, count=count)
+            if view.flags.aligned:
+                array = view
+        if array is None:
+            if self._mmap_mode is not None:
+                self.copied.append(k)
+            array = np.empty(count, dtype=dtype)
+            self._legacy.copy_array_into(k, array.view(np.uint8))
+            array = _native(array)
+        if fortran:
+            return array.reshape(shape[::-1]).transpose()
+        return array.reshape(shape)
+
+    def _nested(self, k: int) -> Any:
+        data = self._legacy.array_region(k)
+        return Unpickler(io.BytesIO(data), **self._kwargs).load()
+
+
+def _open(source: Any) -> Any:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _amber.Legacy.from_bytes(source)
+    return _amber.Legacy.open(os.fspath(source))
+
+
+def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None) -> Any:
+    """Unpickles an opened :class:`amber._amber.Legacy` file."""
+    # ---- SAFETY ANALYSIS: the one place to insert it --------------------------------------------
+    # Nothing above has unpickled anything; everything below does. Analyse in Rust first, and
+    # raise amber.UnsafeModelError unless ``trusted`` allows it:
+    #   legacy.stream()          the ORIGINAL (decompressed) pickle stream, what the file holds;
+    #                            legacy.kind is "pickle" | "joblib" | "joblib-zf" | "joblib-multifile"
+    #   for k in range(legacy.array_count()):
+    #       legacy.array_info(k)[0] in ("pickle", "npy-pickle")  ->  legacy.array_region(k) is a
+    #       nested pickle (object array) that must be analysed too; "inline" regions are raw bytes
+    #       at legacy.array_info(k) / legacy.array_region(k) (content validators may read them).
+    # legacy.load_stream() (what is unpickled below) differs from stream() only by dropped FRAMEs
+    # and the BININT k, TUPLE2, BINPERSID triples amber inserted after each array wrapper's BUILD.
+    # ----------------------------------------------------------------------------------------------
+    del trusted
+    if mmap_mode is not None and legacy.compression is not None:
+        warnings.warn(
+            f"mmap_mode={mmap_mode!r} cannot map a compressed file ({legacy.compression}); "
+            "its arrays are loaded into memory",
+            UserWarning,
+            stacklevel=3,
+        )
+        mmap_mode = None
+    kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
+    unpickler = LegacyUnpickler(io.BytesIO(legacy.load_stream()), legacy, mmap_mode, **kwargs)
+    value = unpickler.load()
+    if unpickler.copied:
+        warnings.warn(
+            f"mmap_mode={mmap_mode!r}: {len(unpickler.copied)} array(s) are not aligned in the file "
+            "(written by joblib < 1.2) or not mappable, and were copied into memory",
+            UserWarning,
+            stacklevel=3,
+        )
+    return value
+
+
+def load(source: Any, mmap_mode: str | None = None, trusted: Any = None) -> Any:
+    """Loads a pickle or joblib file (a path or its bytes)."""
+    return unpickle(_open(source), mmap_mode, trusted)
+
+
+def info(source: Any) -> dict[str, Any]:
+    """What a pickle or joblib file holds, read without unpickling anything."""
+    legacy = _open(source)
+    kinds = [legacy.array_info(k) for k in range(legacy.array_count())]
+    return {
+        "format": legacy.kind,
+        "protocol": legacy.protocol,
+        "compression": legacy.compression,
+        "python2": legacy.py2,
+        "file_size": legacy.file_size,
+        "stream_size": len(legacy.stream()),
+        "arrays": len(kinds),
+        "object_arrays": sum(1 for a in kinds if a[0] in ("pickle", "npy-pickle")),
+        "array_bytes": sum(a[2] for a in kinds if a[0] not in ("pickle", "npy-pickle")),
+        "companions": [name for name, _ in legacy.companions()],
+    }
+
+
+def is_legacy(source: Any) -> bool:
+    """Whether ``source`` (a path or bytes) holds a pickle or a joblib file,
+    judged by its first bytes (and last byte, for protocol 0/1 pickles).
+    Anything else, amber files included, goes to the amber reader, which
+    names what it found."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source)
+        if len(view) == 0:
+            return False
+        head = bytes(view[:16]) + bytes(view[-1:])
+    elif isinstance(source, str):
+        try:
+            with open(source, "rb") as f:
+                head = f.read(16)
+                if head:
+                    f.seek(-1, os.SEEK_END)
+                    head += f.read(1)
+        except OSError:
+            return False
+    else:
+        return False
+    return bool(head) and _amber.is_legacy(head)
+
+
+__all__ = ["LegacyUnpickler", "NDArrayWrapper", "NumpyArrayWrapper", "ZNDArrayWrapper", "info", "is_legacy", "load"]
