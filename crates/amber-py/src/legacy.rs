@@ -34,7 +34,7 @@ pyo3::create_exception!(
 );
 
 /// Converts an `amber_legacy` error into the matching Python exception.
-fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
+pub fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
     let message = err.to_string();
     let code = err.code();
     let entry = err.entry().map(str::to_owned);
@@ -182,6 +182,18 @@ impl Legacy {
     /// The original (decompressed) pickle stream: what the safety analysis reads.
     fn stream(&self) -> Region {
         self.region(self.inner.stream())
+    }
+
+    /// The JSON report of the safety analysis of the original stream (and of
+    /// object-array pickles held in companion files) under the default policy
+    /// plus `trusted`. `load_stream` differs from what was analysed only by
+    /// dropped `FRAME`s and the persistent-id triples amber itself inserted.
+    fn scan(&self, py: Python<'_>, trusted: Vec<String>) -> PyResult<String> {
+        let policy = amber::policy(&trusted).map_err(|e| crate::scan::to_py(py, e))?;
+        let inner = &self.inner;
+        let report =
+            py.detach(|| amber::scan_legacy(inner, &policy, &amber::Limits::default()));
+        crate::scan::report_json(&report, amber::legacy_label(inner.kind()))
     }
 
     /// The stream for CPython's unpickler.

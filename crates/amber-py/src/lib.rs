@@ -10,6 +10,7 @@ mod buffer;
 mod errors;
 mod legacy;
 mod reader;
+mod scan;
 mod threads;
 mod writer;
 
@@ -36,6 +37,8 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan_path, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan_bytes, m)?)?;
     legacy::register(m)?;
     Ok(())
 }

@@ -9,46 +9,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use amber_format::{Container, MapMode, Mapping};
+use amber_format::{Container, MapMode};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::buffer::{Borrowed, Region};
 use crate::errors::IntoPyResult;
+use crate::scan;
 use crate::threads::Threads;
 
-/// Bytes a container is parsed from.
-enum Backing {
-    Map(Mapping),
-    Owned(Vec<u8>),
-}
-
-impl AsRef<[u8]> for Backing {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Self::Map(m) => m.as_ref(),
-            Self::Owned(v) => v,
-        }
-    }
-}
-
-impl amber_format::Source for Backing {
-    fn release(&self, offset: usize, len: usize) {
-        if let Self::Map(m) = self {
-            m.release(offset, len);
-        }
-    }
-}
-
-/// The pickle stream once checked: a range of the file, or decompressed bytes.
-enum Stream {
-    Mapped { start: usize, len: usize },
-    Owned(Vec<u8>),
-}
-
-/// Pages of the stream behind the reading position are released in steps of this size.
-const RELEASE_STEP: usize = 8 << 20;
+use amber::Backing;
 
 /// An open amber file.
 #[pyclass(frozen, module = "amber._amber")]
@@ -56,7 +27,6 @@ pub struct Reader {
     container: Arc<Container<Backing>>,
     writable_arrays: bool,
     threads: Threads,
-    stream: std::sync::Mutex<Option<(Stream, usize)>>,
 }
 
 impl Reader {
@@ -72,7 +42,6 @@ impl Reader {
             container: Arc::new(container),
             writable_arrays,
             threads,
-            stream: std::sync::Mutex::new(None),
         })
     }
 
@@ -134,77 +103,30 @@ impl Reader {
         PyBytes::new(py, self.container.manifest_bytes())
     }
 
-    /// Checks (and decompresses) the pickle stream for reading with
-    /// `read_pickle`; returns its length.
-    fn open_pickle(&self, py: Python<'_>) -> PyResult<usize> {
-        let container = &self.container;
-        let threads = &self.threads;
-        let base = container.bytes().as_ptr() as usize;
-        let stream = py
-            .detach(|| {
-                threads.run(|| {
-                    container.pickle().map(|d| match d {
-                        std::borrow::Cow::Borrowed(b) => Stream::Mapped {
-                            start: b.as_ptr() as usize - base,
-                            len: b.len(),
-                        },
-                        std::borrow::Cow::Owned(v) => Stream::Owned(v),
-                    })
-                })
-            })
-            .py(py)?;
-        let len = match &stream {
-            Stream::Mapped { len, .. } => *len,
-            Stream::Owned(v) => v.len(),
-        };
-        *self
-            .stream
-            .lock()
-            .map_err(|_| PyValueError::new_err("reader lock poisoned"))? = Some((stream, 0));
-        Ok(len)
-    }
-
-    /// Up to `n` bytes of the pickle stream from `pos` (all the rest if `n` < 0).
-    /// Pages of the file behind `pos` are released as reading goes on.
-    fn read_pickle<'py>(
+    /// The pickle stream as `bytes` (CRC checked, decompressed if needed)
+    /// and, unless `trusted` is `None` (`trusted=True`: no policy), the JSON
+    /// report of its analysis under the default policy plus `trusted`. The
+    /// analysis reads the very `bytes` object returned, so what is unpickled
+    /// is exactly what was analysed.
+    fn checked_pickle<'py>(
         &self,
         py: Python<'py>,
-        pos: usize,
-        n: isize,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut guard = self
-            .stream
-            .lock()
-            .map_err(|_| PyValueError::new_err("reader lock poisoned"))?;
-        let (stream, released) = guard
-            .as_mut()
-            .ok_or_else(|| PyValueError::new_err("call open_pickle first"))?;
-        let data: &[u8] = match stream {
-            Stream::Mapped { start, len } => self
-                .container
-                .bytes()
-                .get(*start..*start + *len)
-                .unwrap_or_default(),
-            Stream::Owned(v) => v,
+        trusted: Option<Vec<String>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<String>)> {
+        let container = &self.container;
+        let threads = &self.threads;
+        let stream = py.detach(|| threads.run(|| container.pickle())).py(py)?;
+        let bytes = PyBytes::new(py, &stream);
+        drop(stream);
+        let Some(names) = trusted else {
+            return Ok((bytes, None));
         };
-        let from = pos.min(data.len());
-        let to = if n < 0 {
-            data.len()
-        } else {
-            from.saturating_add(n.unsigned_abs()).min(data.len())
-        };
-        let out = PyBytes::new(py, data.get(from..to).unwrap_or_default());
-        if let Stream::Mapped { start, .. } = stream
-            && to >= *released + RELEASE_STEP
-        {
-            amber_format::Source::release(
-                self.container.source(),
-                *start + *released,
-                to - *released,
-            );
-            *released = to;
-        }
-        Ok(out)
+        let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
+        let data = bytes.as_bytes();
+        let report = py.detach(|| {
+            amber::scan_container(container, data, &policy, &amber::Limits::default())
+        });
+        Ok((bytes, Some(scan::report_json(&report, "amber")?)))
     }
 
     /// Zero-copy regions of every array's data, in buffer order; `None` for

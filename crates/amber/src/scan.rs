@@ -1,0 +1,188 @@
+//! Opening a file by content and scanning whatever it holds.
+
+use std::path::Path;
+
+use amber_format::sniff::{self, Kind};
+use amber_format::{Container, MapMode, Mapping, Source};
+use amber_legacy::{Legacy, LegacyKind};
+use amber_scan::{GlobalCount, Limits, Policy, Report, StreamKind, Verdict, scan};
+
+use crate::arrays::{ContainerArrays, LegacyArrays, outside_pickles};
+use crate::error::Result;
+
+/// The bytes behind an opened amber container.
+pub enum Backing {
+    /// A read-only map of the file.
+    Map(Mapping),
+    /// A copy held in memory.
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m.as_ref(),
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+impl Source for Backing {
+    fn release(&self, offset: usize, len: usize) {
+        if let Backing::Map(m) = self {
+            m.release(offset, len);
+        }
+    }
+}
+
+/// A model file, opened by what its bytes are.
+pub enum Opened {
+    /// An amber file (a zip archive).
+    Amber(Container<Backing>),
+    /// A plain pickle or a joblib file of any version.
+    Legacy(Legacy),
+}
+
+/// Opens `path`: an amber container if it is a zip archive, otherwise a
+/// pickle or joblib file (companion files of old joblib dumps are looked up
+/// beside it).
+///
+/// # Errors
+/// The container's or the legacy reader's error.
+pub fn open_path(path: &Path, limits: &amber_legacy::Limits) -> Result<Opened> {
+    let map = amber_format::map_file(path, MapMode::ReadOnly)?;
+    if sniff::kind(map.as_ref()) == Kind::Zip {
+        return Ok(Opened::Amber(Container::parse(Backing::Map(map))?));
+    }
+    drop(map);
+    Ok(Opened::Legacy(amber_legacy::open_path(path, limits)?))
+}
+
+/// Opens a file held in memory (see [`open_path`]).
+///
+/// # Errors
+/// The container's or the legacy reader's error.
+pub fn open_bytes(data: Vec<u8>, limits: &amber_legacy::Limits) -> Result<Opened> {
+    if sniff::kind(&data) == Kind::Zip {
+        return Ok(Opened::Amber(Container::parse(Backing::Owned(data))?));
+    }
+    Ok(Opened::Legacy(amber_legacy::open_bytes(data, limits)?))
+}
+
+impl Opened {
+    /// What the file is: `amber`, `pickle`, `joblib`, `joblib-zf` or `joblib-multifile`.
+    #[must_use]
+    pub fn format(&self) -> &'static str {
+        match self {
+            Opened::Amber(_) => "amber",
+            Opened::Legacy(l) => legacy_label(l.kind()),
+        }
+    }
+
+    /// Analyses the file's pickle stream (and, for legacy files, nested
+    /// pickles held outside it).
+    ///
+    /// # Errors
+    /// A damaged amber pickle entry (its CRC is checked before analysis).
+    pub fn scan(&self, policy: &Policy, limits: &Limits) -> Result<Report> {
+        match self {
+            Opened::Amber(c) => {
+                let stream = c.pickle()?;
+                Ok(scan_container(c, &stream, policy, limits))
+            }
+            Opened::Legacy(l) => Ok(scan_legacy(l, policy, limits)),
+        }
+    }
+}
+
+/// The label of a legacy file's kind.
+#[must_use]
+pub fn legacy_label(kind: LegacyKind) -> &'static str {
+    match kind {
+        LegacyKind::Pickle { .. } => "pickle",
+        LegacyKind::JoblibZf => "joblib-zf",
+        LegacyKind::JoblibMultiFile => "joblib-multifile",
+        _ => "joblib",
+    }
+}
+
+/// A policy: the default allowlist plus the exact names in `trusted`.
+///
+/// # Errors
+/// A name that is not an exact dotted `module.qualname`.
+pub fn policy(trusted: &[String]) -> Result<Policy> {
+    let mut policy = Policy::default_policy();
+    for name in trusted {
+        policy.trust(name)?;
+    }
+    Ok(policy)
+}
+
+/// Analyses `stream`, the pickle entry of `container` (the caller passes the
+/// exact bytes it will unpickle), with the container's arrays as its
+/// out-of-band buffers.
+#[must_use]
+pub fn scan_container<B: Source>(
+    container: &Container<B>,
+    stream: &[u8],
+    policy: &Policy,
+    limits: &Limits,
+) -> Report {
+    let arrays = ContainerArrays::new(container);
+    let kind = StreamKind::Amber {
+        buffers: arrays.len(),
+    };
+    scan(stream, kind, &arrays, policy, limits)
+}
+
+/// Analyses a legacy file: its (decompressed) stream, parsed the way joblib
+/// reads it when it is a joblib file, and every object-array pickle kept in a
+/// companion file.
+#[must_use]
+pub fn scan_legacy(legacy: &Legacy, policy: &Policy, limits: &Limits) -> Report {
+    let kind = match legacy.kind() {
+        LegacyKind::Pickle { .. } => StreamKind::Pickle,
+        _ => StreamKind::Joblib,
+    };
+    let mut report = scan(
+        legacy.stream(),
+        kind,
+        &LegacyArrays(legacy),
+        policy,
+        limits,
+    );
+    for (k, nested) in outside_pickles(legacy) {
+        let sub = scan(
+            nested,
+            StreamKind::Pickle,
+            &amber_scan::NoArrays,
+            policy,
+            limits,
+        );
+        merge(&mut report, sub, k);
+    }
+    report
+}
+
+/// Folds the report of companion pickle `k` into `report`.
+fn merge(report: &mut Report, sub: Report, k: usize) {
+    report.verdict = match (report.verdict, sub.verdict) {
+        (Verdict::Malformed, _) | (_, Verdict::Malformed) => Verdict::Malformed,
+        (Verdict::Unsafe, _) | (_, Verdict::Unsafe) => Verdict::Unsafe,
+        _ => Verdict::Safe,
+    };
+    for mut finding in sub.findings {
+        finding.message = format!("in the object array of companion file {k}: {}", finding.message);
+        report.findings.push(finding);
+    }
+    for g in sub.globals {
+        match report.globals.iter_mut().find(|o| o.name == g.name) {
+            Some(o) => {
+                o.count = o.count.saturating_add(g.count);
+                o.allowed &= g.allowed;
+            }
+            None => report.globals.push(GlobalCount { ..g }),
+        }
+    }
+    report.opcodes = report.opcodes.saturating_add(sub.opcodes);
+}
