@@ -8,20 +8,25 @@
 ``joblib.load``, so ``import amber as joblib`` keeps joblib scripts working.
 """
 
-from amber._api import __version__, dump, dumps, info, load, loads, verify
+from amber._api import __version__, dump, dumps, info, load, loads, scan, verify
+from amber._safety import Finding, ScanReport
 from amber.exceptions import (
     AmberError,
     ChecksumError,
     FormatError,
     LimitExceededError,
+    UnsafeModelError,
     UnsupportedError,
 )
 
 __all__ = [
     "AmberError",
     "ChecksumError",
+    "Finding",
     "FormatError",
     "LimitExceededError",
+    "ScanReport",
+    "UnsafeModelError",
     "UnsupportedError",
     "__version__",
     "dump",
@@ -29,5 +34,6 @@ __all__ = [
     "info",
     "load",
     "loads",
+    "scan",
     "verify",
 ]
