@@ -8,8 +8,9 @@
 ``joblib.load``, so ``import amber as joblib`` keeps joblib scripts working.
 """
 
-from amber._api import __version__, dump, dumps, info, load, loads, verify
+from amber._api import __version__, dump, dumps, info, load, loads, scan, verify
 from amber._convert import convert
+from amber._safety import Finding, ScanReport
 from amber.exceptions import (
     AmberError,
     ChecksumError,
@@ -18,6 +19,7 @@ from amber.exceptions import (
     FormatError,
     LegacyFormatError,
     LimitExceededError,
+    UnsafeModelError,
     UnsupportedError,
 )
 
@@ -26,9 +28,12 @@ __all__ = [
     "ChecksumError",
     "CompanionFileError",
     "CompressedStreamError",
+    "Finding",
     "FormatError",
     "LegacyFormatError",
     "LimitExceededError",
+    "ScanReport",
+    "UnsafeModelError",
     "UnsupportedError",
     "__version__",
     "convert",
@@ -37,5 +42,6 @@ __all__ = [
     "info",
     "load",
     "loads",
+    "scan",
     "verify",
 ]

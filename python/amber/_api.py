@@ -6,6 +6,7 @@ drive the Rust writer and reader; the file format itself lives in Rust.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -13,7 +14,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from amber import _amber, _compress, _legacy, _manifest
+from amber import _amber, _compress, _legacy, _manifest, _safety
 from amber._npy import header_bytes
 from amber._pickling import Pickler, Unpickler, package_versions
 
@@ -204,7 +205,16 @@ def _arrays_on_demand(reader: Any) -> Any:
         yield buffer
 
 
-def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
+def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:
+    names = _safety.trusted_names(trusted)
+    # The analysed bytes are the loaded bytes: Rust copies the stream out of the
+    # file once, analyses that copy, and the unpickler reads the same object.
+    stream, report_json = reader.checked_pickle(names)
+    allowed, compat = None, False
+    if names is not None:
+        report = _safety.report_from_json(report_json, source)
+        allowed = _safety.check(report)
+        compat = (report.protocol or 0) < 3
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader)
     else:
@@ -216,54 +226,21 @@ def _unpickle(reader: Any, mmap_mode: str | None) -> Any:
             for i in unmappable:
                 copies[i] = buffers[i] = np.empty(entries[i][1], dtype=np.uint8)
             reader.copy_arrays_into(copies)
-            names = ", ".join(entries[i][0] for i in unmappable)
+            names_ = ", ".join(entries[i][0] for i in unmappable)
             warnings.warn(
                 f"mmap_mode={mmap_mode!r} cannot map compressed arrays; "
-                f"{len(unmappable)} loaded into memory instead: {names}",
+                f"{len(unmappable)} loaded into memory instead: {names_}",
                 UserWarning,
                 stacklevel=3,
             )
-    return Unpickler(_StreamReader(reader), buffers=buffers).load()
+    return Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed, compat=compat).load()
 
 
-class _StreamReader:
-    """The pickle stream as the file object the unpickler reads frames from.
-
-    Bytes are copied out of the mapped file one frame at a time and pages
-    behind the reading position are released, so unpickling never holds a
-    second copy of the stream (nor the whole mapped stream) in memory.
-    """
-
-    __slots__ = ("_length", "_pos", "_reader")
-
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
-        self._length = reader.open_pickle()
-        self._pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._reader.read_pickle(self._pos, -1 if n is None else n)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def readline(self) -> bytes:
-        # Protocol 0/1 opcodes end in a newline; amber writes protocol 5, which does not use this path.
-        line = bytearray()
-        while self._pos < self._length:
-            chunk = self.read(256)
-            cut = chunk.find(b"\n")
-            if cut >= 0:
-                line += chunk[: cut + 1]
-                self._pos -= len(chunk) - cut - 1
-                break
-            line += chunk
-        return bytes(line)
+def _source_name(source: Any) -> str:
+    if _is_path(source):
+        return _fspath(source)
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<bytes>"
 
 
 def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = None) -> Any:
@@ -279,7 +256,13 @@ def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = Non
     )
 
 
-def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None = None) -> Any:
+def load(
+    filename: Target,
+    mmap_mode: str | None = None,
+    *,
+    trusted: Any = None,
+    threads: int | None = None,
+) -> Any:
     """Loads the object saved in an amber file.
 
     ``filename`` is a path or a binary file object opened for reading.
@@ -295,6 +278,16 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
     ``mmap_mode`` they are decompressed into memory, with a warning naming
     them. Decompression runs on every core (``threads=`` caps it).
 
+    Loading is safe by default: before any object is built, Rust reads the
+    whole pickle stream without executing or importing anything, and refuses
+    the file with :class:`amber.UnsafeModelError` (listing each finding, its
+    byte offset and why) if it references anything outside the trusted policy,
+    which covers scikit-learn, NumPy and SciPy models and plain Python data.
+    The unpickler then runs on the very bytes that were analysed and resolves
+    only the names the analyser accepted. ``trusted=["pkg.mod.Name", ...]``
+    (names, classes or functions) adds exact names to the policy;
+    ``trusted=True`` turns it off (plain pickle: only for files you made).
+
     Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
     damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
     the other :class:`OSError` subclasses on I/O problems.
@@ -309,8 +302,8 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
         mmap_mode = None
     source = _legacy_source(filename)
     if _legacy.is_legacy(source):
-        return _legacy.load(source, mmap_mode)
-    return _unpickle(_reader(source, mmap_mode, threads), mmap_mode)
+        return _legacy.load(source, mmap_mode, trusted, _source_name(filename))
+    return _unpickle(_reader(source, mmap_mode, threads), mmap_mode, trusted, _source_name(filename))
 
 
 def _legacy_source(source: Any) -> Any:
@@ -325,13 +318,18 @@ def _legacy_source(source: Any) -> Any:
     return source
 
 
-def loads(data: bytes | bytearray | memoryview, *, threads: int | None = None) -> Any:
+def loads(
+    data: bytes | bytearray | memoryview,
+    *,
+    trusted: Any = None,
+    threads: int | None = None,
+) -> Any:
     """Loads an object from the bytes of an amber file (see :func:`load`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
     if _legacy.is_legacy(data):
-        return _legacy.load(data)
-    return _unpickle(_reader(data, None, threads), None)
+        return _legacy.load(data, None, trusted, "<bytes>")
+    return _unpickle(_reader(data, None, threads), None, trusted, "<bytes>")
 
 
 def info(source: Target | bytes) -> dict[str, Any]:
@@ -360,3 +358,30 @@ def verify(source: Target | bytes) -> None:
     :class:`amber.FormatError` if its structure is broken).
     """
     _reader(source).verify()
+
+
+def scan(source: Target | bytes, *, trusted: Any = None) -> _safety.ScanReport:
+    """Analyses a file without loading it, and says whether :func:`load` would.
+
+    Works on amber files, plain pickles (protocols 0-5) and joblib files,
+    told apart by their content. Nothing in the file is executed or imported:
+    the Rust analyser reads the pickle stream (skipping array bytes) and
+    checks every global, call and state against the trusted policy.
+    ``trusted`` adds exact names, as for :func:`load`.
+
+    Returns a :class:`amber.ScanReport`: ``verdict`` (``"safe"``,
+    ``"unsafe"`` or ``"malformed"``), ``findings`` with stable codes,
+    severities and byte offsets, and ``globals``, every global with its count.
+    """
+    names = _safety.trusted_names(trusted)
+    if names is None:
+        raise ValueError("scan(trusted=True) would check nothing; pass None or a list of names")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        text = _amber.scan_bytes(source, names)
+    elif _is_path(source):
+        text = _amber.scan_path(_fspath(source), names)
+    elif hasattr(source, "read"):
+        text = _amber.scan_bytes(source.read(), names)
+    else:
+        raise TypeError(f"expected a path, a binary file object or bytes, not {type(source).__name__}")
+    return _safety.report_from_json(text, _source_name(source))

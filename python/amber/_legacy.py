@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from amber import _amber
+from amber import _amber, _safety
 from amber._pickling import Unpickler
 
 #: Modules joblib's wrapper classes were pickled from (joblib itself and
@@ -196,21 +196,16 @@ def _open(source: Any) -> Any:
     return _amber.Legacy.open(os.fspath(source))
 
 
-def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None) -> Any:
+def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, source: str = "") -> Any:
     """Unpickles an opened :class:`amber._amber.Legacy` file."""
-    # ---- SAFETY ANALYSIS: the one place to insert it --------------------------------------------
-    # Nothing above has unpickled anything; everything below does. Analyse in Rust first, and
-    # raise amber.UnsafeModelError unless ``trusted`` allows it:
-    #   legacy.stream()          the ORIGINAL (decompressed) pickle stream, what the file holds;
-    #                            legacy.kind is "pickle" | "joblib" | "joblib-zf" | "joblib-multifile"
-    #   for k in range(legacy.array_count()):
-    #       legacy.array_info(k)[0] in ("pickle", "npy-pickle")  ->  legacy.array_region(k) is a
-    #       nested pickle (object array) that must be analysed too; "inline" regions are raw bytes
-    #       at legacy.array_info(k) / legacy.array_region(k) (content validators may read them).
-    # legacy.load_stream() (what is unpickled below) differs from stream() only by dropped FRAMEs
-    # and the BININT k, TUPLE2, BINPERSID triples amber inserted after each array wrapper's BUILD.
-    # ----------------------------------------------------------------------------------------------
-    del trusted
+    # Nothing has been unpickled yet. Rust analyses the original stream (and
+    # object-array pickles kept in companion files); the load stream differs
+    # from it only by dropped FRAMEs and the persistent-id triples amber inserted.
+    names = _safety.trusted_names(trusted)
+    guard: dict[str, Any] = {}
+    if names is not None:
+        report = _safety.report_from_json(legacy.scan(names), source)
+        guard = {"allowed": _safety.check(report), "compat": (report.protocol or 0) < 3}
     if mmap_mode is not None and legacy.compression is not None:
         warnings.warn(
             f"mmap_mode={mmap_mode!r} cannot map a compressed file ({legacy.compression}); "
@@ -220,6 +215,7 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None) -> 
         )
         mmap_mode = None
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
+    kwargs.update(guard)
     unpickler = LegacyUnpickler(io.BytesIO(legacy.load_stream()), legacy, mmap_mode, **kwargs)
     value = unpickler.load()
     if unpickler.copied:
@@ -232,9 +228,9 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None) -> 
     return value
 
 
-def load(source: Any, mmap_mode: str | None = None, trusted: Any = None) -> Any:
-    """Loads a pickle or joblib file (a path or its bytes)."""
-    return unpickle(_open(source), mmap_mode, trusted)
+def load(source: Any, mmap_mode: str | None = None, trusted: Any = None, name: str = "") -> Any:
+    """Loads a pickle or joblib file (a path or its bytes), safely unless ``trusted=True``."""
+    return unpickle(_open(source), mmap_mode, trusted, name)
 
 
 def info(source: Any) -> dict[str, Any]:

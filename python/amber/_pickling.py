@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from amber import _safety
+
 #: Arrays smaller than this stay inside the pickle stream: for tiny arrays a
 #: separate entry costs more than it saves (see docs/FORMAT.md, rule F-21).
 ARRAY_THRESHOLD = 64 * 1024
@@ -110,15 +112,46 @@ class Pickler(pickle.Pickler):
             )
 
 
-class Unpickler(pickle.Unpickler):
-    """The unpickler that runs on a stream amber has already checked.
+#: NumPy 2 moved ``numpy.core`` to ``numpy._core``; files name whichever wrote them.
+_NUMPY2 = int(np.__version__.split(".")[0]) >= 2
 
-    ``find_class`` is the second wall of the safety policy; until the policy
-    lands it behaves like pickle's own.
+
+def running_numpy_module(module: str) -> str:
+    """The module a pickled NumPy name lives in under the running NumPy, so a
+    model saved under NumPy 2 loads under NumPy 1.x and the reverse (and
+    NumPy 2 never warns about the deprecated ``numpy.core`` alias)."""
+    old, new = ("numpy.core", "numpy._core") if _NUMPY2 else ("numpy._core", "numpy.core")
+    if module == old or module.startswith(old + "."):
+        return new + module[len(old) :]
+    return module
+
+
+class Unpickler(pickle.Unpickler):
+    """The unpickler that runs on a stream amber has already analysed.
+
+    ``allowed`` is the second wall: the exact names the Rust analyser accepted
+    in this stream (``None`` only for ``trusted=True``). ``find_class``
+    resolves those and nothing else, importing only their modules and walking
+    only their exact dotted names; ``compat`` applies CPython's Python 2
+    renaming, as ``find_class`` does for protocols 0-2.
     """
 
+    def __init__(self, file: Any, *, allowed: frozenset[str] | None = None, compat: bool = False, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._allowed = allowed
+        self._compat = compat
+
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(module, name)
+        if self._allowed is None:
+            return super().find_class(running_numpy_module(module), name)
+        if not _safety.allowed_name(module, name, self._allowed, self._compat):
+            raise _safety.second_wall_error(f"{module}.{name}")
+        module, name = _safety.canonical(module, name, self._compat)
+        __import__(running_numpy_module(module))
+        obj: Any = sys.modules[running_numpy_module(module)]
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
 
 
 def package_versions(modules: set[str]) -> dict[str, str]:

@@ -16,6 +16,10 @@ offset). Operating-system problems are the builtin :class:`OSError` subclasses
 format.not_amber
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from amber._amber import (
     AmberError,
     ChecksumError,
@@ -27,6 +31,37 @@ from amber._amber import (
     UnsupportedError,
 )
 
+
+class UnsafeModelError(AmberError):
+    """The file references something outside the trusted policy, so it was
+    not loaded: nothing in it ran and nothing it names was imported.
+
+    ``findings`` lists what was refused (each with a stable ``code``, the byte
+    ``offset`` and the global or opcode); ``report`` is the whole
+    :class:`amber.ScanReport`. The message says how to trust a name when the
+    file comes from someone you trust: ``amber.load(path, trusted=["pkg.Name"])``.
+    """
+
+    code = "scan.unsafe"
+    entry = None
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.findings = tuple(report.findings)
+        self.offset = self.findings[0].offset if self.findings else None
+        names = sorted({f.global_name for f in self.findings if f.global_name})
+        lines = [f"{report.source or 'the file'} was not loaded: its pickle stream is outside amber's trusted policy"]
+        lines += [f"  {f}" for f in self.findings[:20]]
+        if len(self.findings) > 20:
+            lines.append(f"  ... and {len(self.findings) - 20} more findings (see .findings)")
+        if names:
+            lines.append(
+                f"If you trust whoever made this file, load it with trusted={names!r}; "
+                "trusted=True turns the policy off (plain pickle: only for files you made)."
+            )
+        super().__init__("\n".join(lines))
+
+
 __all__ = [
     "AmberError",
     "ChecksumError",
@@ -35,5 +70,6 @@ __all__ = [
     "FormatError",
     "LegacyFormatError",
     "LimitExceededError",
+    "UnsafeModelError",
     "UnsupportedError",
 ]
