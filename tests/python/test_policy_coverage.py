@@ -28,7 +28,9 @@ def _fit(cls: type) -> Any:
     X = rng.random((60, 4))
     y = np.tile([0, 1, 2], 20)
     try:
-        est = cls()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated estimators warn when built
+            est = cls()
     except TypeError:
         return None
     for args in ((X, y), (X,), (X, rng.random(60)), (np.abs(X), y)):
@@ -65,6 +67,17 @@ def _outputs(model: Any, X: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _drop_random_outputs(outputs: dict[str, Any], model: Any, X: np.ndarray) -> None:
+    """Drops outputs that differ between two calls on the same model (e.g.
+    BernoulliRBM.score_samples draws from NumPy's global random state)."""
+    again = _outputs(model, X)
+    for method in list(outputs):
+        try:
+            _assert_same(outputs[method], again[method], method)
+        except AssertionError:
+            del outputs[method]
+
+
 def _assert_same(a: Any, b: Any, what: str) -> None:
     if isinstance(a, type):
         assert a is b, what
@@ -89,15 +102,22 @@ def test_every_estimator_loads_safely_with_identical_outputs() -> None:
         except Exception:
             skipped.append(name)  # not picklable at all: nothing to load
             continue
+        # Saved before any output is computed: some outputs draw from the
+        # model's own random state, which the copy must start from too.
+        data = amber.dumps(model)
         before = _outputs(model, X)
+        _drop_random_outputs(before, model, X)
         try:
-            back = amber.loads(amber.dumps(model))
+            with warnings.catch_warnings():
+                # Deprecated estimators warn in __new__, under plain pickle too.
+                warnings.simplefilter("ignore", FutureWarning)
+                back = amber.loads(data)
         except amber.UnsafeModelError as exc:
             refused.append(f"{name}: {exc}")
             continue
         assert type(back) is cls
         after = _outputs(back, X)
-        assert after.keys() == before.keys(), name
+        assert after.keys() >= before.keys(), name
         for method, value in before.items():
             _assert_same(value, after[method], f"{name}.{method}")
         loaded.append(name)
@@ -132,6 +152,12 @@ def test_compositions(fitted_models, classification_data) -> None:
         np.testing.assert_array_equal(back.predict(data), model.predict(data), err_msg=name)
 
 
+def _matrix() -> np.matrix:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix([[1, 2], [3, 4]])
+
+
 def test_plain_data_loads_safely() -> None:
     value = {
         "list": [1, 2.5, "x", b"y", None, True],
@@ -153,7 +179,7 @@ def test_plain_data_loads_safely() -> None:
         "np_scalars": [np.float64(1.5), np.int32(3), np.bool_(True), np.float32(2.0)],
         "dtypes": [np.dtype("f8"), np.dtype([("a", "<i4"), ("b", "<f8")]), np.dtype(">u2")],
         "arrays": [np.arange(5), np.zeros((3, 3), order="F"), np.array(["a", "bc"]), np.arange(10**5)],
-        "matrix": np.matrix([[1, 2], [3, 4]]),
+        "matrix": _matrix(),
         "rng": np.random.RandomState(0),
         "generator": np.random.default_rng(0),
         "csr": sp.csr_matrix(np.eye(3)),
