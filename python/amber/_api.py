@@ -210,11 +210,9 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
     stream, report_json = reader.checked_pickle(names)
-    allowed, compat = None, False
+    allowed = None
     if names is not None:
-        report = _safety.report_from_json(report_json, source)
-        allowed = _safety.check(report)
-        compat = (report.protocol or 0) < 3
+        allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader)
     else:
@@ -233,7 +231,7 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
                 UserWarning,
                 stacklevel=3,
             )
-    return Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed, compat=compat).load()
+    return Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed).load()
 
 
 def _source_name(source: Any) -> str:

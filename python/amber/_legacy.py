@@ -205,7 +205,7 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     guard: dict[str, Any] = {}
     if names is not None:
         report = _safety.report_from_json(legacy.scan(names), source)
-        guard = {"allowed": _safety.check(report), "compat": (report.protocol or 0) < 3}
+        guard = {"allowed": _safety.check(report)}
     if mmap_mode is not None and legacy.compression is not None:
         warnings.warn(
             f"mmap_mode={mmap_mode!r} cannot map a compressed file ({legacy.compression}); "

@@ -67,6 +67,10 @@ class Pickler(pickle.Pickler):
             self._saw_array = True
             if obj.nbytes >= self.threshold and not obj.dtype.hasobject:
                 return self._out_of_band(obj)
+            if cls is _memmap:
+                # A memmap loads as a plain array anyway (its file is not
+                # saved); pickled as one, it needs no subclass in the policy.
+                return obj.view(_ndarray).__reduce_ex__(5)
             return NotImplemented
         # Classes and functions are pickled by reference: note their package once.
         key = obj if cls in _CALLABLE_TYPES else cls
@@ -132,14 +136,16 @@ class Unpickler(pickle.Unpickler):
     ``allowed`` is the second wall: the exact names the Rust analyser accepted
     in this stream (``None`` only for ``trusted=True``). ``find_class``
     resolves those and nothing else, importing only their modules and walking
-    only their exact dotted names; ``compat`` applies CPython's Python 2
-    renaming, as ``find_class`` does for protocols 0-2.
+    only their exact dotted names. Python 2 names (``copy_reg``,
+    ``__builtin__``) are renamed as CPython does for protocols 0-2; the
+    analyser reports names after that renaming, so a name it read otherwise
+    simply fails to match and is refused.
     """
 
-    def __init__(self, file: Any, *, allowed: frozenset[str] | None = None, compat: bool = False, **kwargs: Any) -> None:
+    def __init__(self, file: Any, *, allowed: frozenset[str] | None = None, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self._allowed = allowed
-        self._compat = compat
+        self._compat = True
 
     def find_class(self, module: str, name: str) -> Any:
         if self._allowed is None:

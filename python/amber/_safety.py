@@ -167,9 +167,11 @@ def canonical(module: str, name: str, compat: bool) -> tuple[str, str]:
 
 
 def allowed_name(module: str, name: str, allowed: frozenset[str], compat: bool) -> bool:
-    """Whether the second wall lets ``module.name`` through."""
+    """Whether the second wall lets ``module.name`` through: the analyser
+    accepted it as written (it reads Python 2 names the way ``find_class``
+    will resolve them, with ``compat``), or under its canonical name."""
     m, n = canonical(module, name, compat)
-    return _normal(f"{m}.{n}") in allowed
+    return _normal(f"{module}.{name}") in allowed or _normal(f"{m}.{n}") in allowed
 
 
 def second_wall_error(name: str) -> UnsafeModelError:

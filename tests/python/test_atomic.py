@@ -192,7 +192,7 @@ class Slow:
         self.i = i
     def __reduce__(self):
         time.sleep(0.01)
-        return (int, (self.i,))
+        return (complex, (self.i, 0.0))
 
 arrays = [np.full(1_250_000, i, dtype=np.float64) for i in range(16)]  # 16 x 10 MB
 new = {"marker": "new", "slow": [Slow(i) for i in range(20)], "arrays": arrays}
