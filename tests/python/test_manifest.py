@@ -73,8 +73,10 @@ class RefusesToLoad:
 def test_info_does_not_unpickle(tmp_path) -> None:
     path = tmp_path / "refuses.amber"
     amber.dump(RefusesToLoad(), path, metadata={"k": 1})
+    with pytest.raises(amber.UnsafeModelError):
+        amber.load(path)  # not in the policy: refused before anything runs
     with pytest.raises(RuntimeError, match="__setstate__ ran"):
-        amber.load(path)  # proves the class really cannot be loaded
+        amber.load(path, trusted=True)  # proves the class really cannot be loaded
     manifest = amber.info(path)
     assert manifest["metadata"] == {"k": 1}
     assert [e["kind"] for e in manifest["entries"]] == ["pickle", "array"]
@@ -104,7 +106,7 @@ def test_info_in_a_process_that_cannot_import_the_class(tmp_path, monkeypatch) -
         info = amber.info({str(path)!r})
         amber.verify({str(path)!r})
         try:
-            amber.load({str(path)!r})
+            amber.load({str(path)!r}, trusted=["ghostmod_amber_test.Ghost"])
         except ModuleNotFoundError as e:
             error = "ModuleNotFoundError: " + e.name
         else:
