@@ -9,16 +9,45 @@
 """
 
 from amber._api import __version__, dump, dumps, info, load, loads, verify
+from amber._store import ModelRef, Store
+from amber._versions import VersionMismatch
 from amber.exceptions import (
+    AliasInUseError,
     AmberError,
     ChecksumError,
     FormatError,
+    InvalidNameError,
+    InvalidVersionError,
     LimitExceededError,
+    NoHistoryError,
+    StoreCorruptError,
+    StoreError,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownVersionError,
     UnsupportedError,
+    VersionExistsError,
+    VersionMismatchError,
+    VersionMismatchWarning,
 )
 
 __all__ = [
+    "AliasInUseError",
     "AmberError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "ModelRef",
+    "NoHistoryError",
+    "Store",
+    "StoreCorruptError",
+    "StoreError",
+    "UnknownAliasError",
+    "UnknownModelError",
+    "UnknownVersionError",
+    "VersionExistsError",
+    "VersionMismatch",
+    "VersionMismatchError",
+    "VersionMismatchWarning",
     "ChecksumError",
     "FormatError",
     "LimitExceededError",

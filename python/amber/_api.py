@@ -13,9 +13,9 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from amber import _amber, _compress, _manifest
+from amber import _amber, _compress, _manifest, _versions
 from amber._npy import header_bytes
-from amber._pickling import Pickler, Unpickler, package_versions
+from amber._pickling import Pickler, Unpickler
 
 PathLike = Union[str, "os.PathLike[str]"]
 Target = Union[PathLike, IO[bytes]]
@@ -70,9 +70,10 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str
             records,
             pickler.arrays,
             headers,
-            package_versions(pickler.modules),
+            _versions.capture(pickler.modules),
             metadata,
             __version__,
+            writer.content_hash(),
         )
         return writer.finish(manifest)
     except BaseException:
@@ -99,7 +100,13 @@ def dump(
     error, a Ctrl-C or a crash leaves either the old file or the new one.
 
     ``metadata`` is a dict of JSON values stored in the manifest (readable
-    with :func:`info` without unpickling). ``overwrite=False`` raises
+    with :func:`info` without unpickling). ``datetime``/``date`` become ISO
+    8601 strings, ``pathlib.Path`` a string, NumPy scalars Python numbers and
+    numeric NumPy arrays of at most 1,000 elements lists; any other value
+    raises :class:`TypeError` naming its key path (``metadata['metrics']['auc']``).
+    The manifest also records, without asking, the creation time (UTC), the
+    amber, Python and platform versions, the version and distribution of
+    every package the pickle references, and a BLAKE3 content hash. ``overwrite=False`` raises
     :class:`FileExistsError` if the path exists. ``sync=True`` flushes the
     file and its directory to disk before returning, so the file survives a
     power cut (slower). ``protocol`` is accepted for joblib compatibility;
@@ -279,7 +286,13 @@ def _reader(source: Any, mmap_mode: str | None = None, threads: int | None = Non
     )
 
 
-def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None = None) -> Any:
+def load(
+    filename: Target,
+    mmap_mode: str | None = None,
+    *,
+    threads: int | None = None,
+    strict_versions: bool = False,
+) -> Any:
     """Loads the object saved in an amber file.
 
     ``filename`` is a path or a binary file object opened for reading.
@@ -295,6 +308,12 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
     ``mmap_mode`` they are decompressed into memory, with a warning naming
     them. Decompression runs on every core (``threads=`` caps it).
 
+    Before unpickling, the versions the file records for the packages its
+    pickle references (and Python's major.minor) are compared with the
+    running ones: any difference gives one :class:`amber.VersionMismatchWarning`
+    listing each (package, saved, running), or, with ``strict_versions=True``,
+    raises :class:`amber.VersionMismatchError` instead.
+
     Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
     damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
     the other :class:`OSError` subclasses on I/O problems.
@@ -307,22 +326,31 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
             stacklevel=2,
         )
         mmap_mode = None
-    return _unpickle(_reader(filename, mmap_mode, threads), mmap_mode)
+    reader = _reader(filename, mmap_mode, threads)
+    _versions.check(reader.manifest(), strict_versions, filename)
+    return _unpickle(reader, mmap_mode)
 
 
-def loads(data: bytes | bytearray | memoryview, *, threads: int | None = None) -> Any:
+def loads(
+    data: bytes | bytearray | memoryview, *, threads: int | None = None, strict_versions: bool = False
+) -> Any:
     """Loads an object from the bytes of an amber file (see :func:`load`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
-    return _unpickle(_reader(data, None, threads), None)
+    reader = _reader(data, None, threads)
+    _versions.check(reader.manifest(), strict_versions, None)
+    return _unpickle(reader, None)
 
 
 def info(source: Target | bytes) -> dict[str, Any]:
     """The manifest of an amber file, read without unpickling anything.
 
     It holds the format version, creation time, the amber, Python and package
-    versions that wrote the file, the user's ``metadata``, and the list of
-    entries (name, kind, size, CRC-32; dtype, shape and order for arrays).
+    versions that wrote the file (``environment``: ``packages`` by import name,
+    ``distributions`` with each one's distribution name and version), the
+    ``content_hash`` (``blake3:<hex>``, checked by :func:`verify`), the user's
+    ``metadata``, and the list of entries (name, kind, size, CRC-32; dtype,
+    shape and order for arrays). Files written before a field existed lack it.
     """
     reader = _reader(source)
     manifest: dict[str, Any] = json.loads(reader.manifest())
@@ -332,6 +360,9 @@ def info(source: Target | bytes) -> dict[str, Any]:
 
 def verify(source: Target | bytes) -> None:
     """Checks the checksum of every entry of an amber file.
+
+    Also recomputes the content hash the manifest records (when it does) and
+    compares it (error code ``format.content_hash``).
 
     Returns ``None`` when the file is intact; raises
     :class:`amber.ChecksumError` naming the damaged entry otherwise (or

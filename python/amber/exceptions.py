@@ -24,7 +24,33 @@ from amber._amber import (
     UnsupportedError,
 )
 
+from amber._store import (
+    AliasInUseError,
+    InvalidNameError,
+    InvalidVersionError,
+    NoHistoryError,
+    StoreCorruptError,
+    StoreError,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownVersionError,
+    VersionExistsError,
+)
+from amber._versions import VersionMismatchError, VersionMismatchWarning
+
 __all__ = [
+    "AliasInUseError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "NoHistoryError",
+    "StoreCorruptError",
+    "StoreError",
+    "UnknownAliasError",
+    "UnknownModelError",
+    "UnknownVersionError",
+    "VersionExistsError",
+    "VersionMismatchError",
+    "VersionMismatchWarning",
     "AmberError",
     "ChecksumError",
     "FormatError",

@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     ArrayInfo, EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MAX_MANIFEST_BYTES,
-    MIMETYPE, MIMETYPE_ENTRY, Manifest,
+    MIMETYPE, MIMETYPE_ENTRY, Manifest, content_hash_text,
 };
 use crate::npy;
 use crate::sniff;
@@ -496,19 +496,56 @@ impl<B: Source> Container<B> {
     /// Checks the CRC of every entry, calling `progress` with byte counts as it goes.
     ///
     /// Reports the first damaged entry in file order.
+    ///
+    /// When the manifest records a `content_hash` (F-16), it is recomputed at the
+    /// same time, on its own thread, and checked once every CRC has matched.
     pub fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let bytes = self.data.as_ref();
-        let results: Vec<Result<()>> = self
-            .zip_entries
-            .par_iter()
-            .map(|entry| {
-                check_crc_parallel(slice(bytes, entry), entry, &|c| {
-                    self.data.release(offset_in(bytes, c), c.len());
-                    progress(c.len() as u64);
+        let crcs = || -> Result<()> {
+            let results: Vec<Result<()>> = self
+                .zip_entries
+                .par_iter()
+                .map(|entry| {
+                    check_crc_parallel(slice(bytes, entry), entry, &|c| {
+                        self.data.release(offset_in(bytes, c), c.len());
+                        progress(c.len() as u64);
+                    })
                 })
+                .collect();
+            results.into_iter().collect()
+        };
+        let Some(expected) = self.manifest.content_hash() else {
+            return crcs();
+        };
+        let (crcs, actual) = rayon::join(crcs, || self.content_hash());
+        crcs?;
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(FormatError::ContentHash {
+                expected: expected.to_owned(),
+                actual,
             })
-            .collect();
-        results.into_iter().collect()
+        }
+    }
+
+    /// The content hash (F-16) of this file's entries, computed from their bytes:
+    /// BLAKE3 over the stored bytes of every entry the manifest lists, in order.
+    #[must_use]
+    pub fn content_hash(&self) -> String {
+        let bytes = self.data.as_ref();
+        let mut hasher = blake3::Hasher::new();
+        let listed = self
+            .zip_entries
+            .get(1..self.zip_entries.len().saturating_sub(1))
+            .unwrap_or_default();
+        for entry in listed {
+            for chunk in slice(bytes, entry).chunks(CHUNK) {
+                hasher.update(chunk);
+                self.data.release(offset_in(bytes, chunk), chunk.len());
+            }
+        }
+        content_hash_text(&hasher.finalize())
     }
 
     /// Gives the bytes back.

@@ -9,6 +9,7 @@
 mod buffer;
 mod errors;
 mod reader;
+mod store;
 mod threads;
 mod writer;
 
@@ -34,6 +35,7 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::Region>()?;
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
+    m.add_class::<store::StoreCore>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
     Ok(())
 }
