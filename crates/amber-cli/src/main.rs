@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
+mod diff;
 mod render;
+mod store;
 
 const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
 
@@ -55,10 +57,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What differs between two model files: content, entries, metadata, environment.
+    /// Exit 0 if the model content is identical, 1 if it differs, 2 on error.
+    Diff(diff::DiffArgs),
+    /// Look into and manage a model store (a directory written by `amber.Store`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// How a command ended, mapped to the documented exit codes.
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Invalid,
     Error,
@@ -74,6 +82,8 @@ fn main() -> ExitCode {
             entry,
             output,
         } => extract(&file, &entry, &output),
+        Command::Diff(args) => diff::run(&args),
+        Command::Store(command) => store::run(command),
     };
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,
@@ -82,11 +92,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(path: &Path) -> Result<Container<Mapping>, FormatError> {
+pub(crate) fn open(path: &Path) -> Result<Container<Mapping>, FormatError> {
     Container::parse(amber_format::map_file(path, MapMode::ReadOnly)?)
 }
 
-fn failure(path: &Path, err: &FormatError) -> Outcome {
+pub(crate) fn failure(path: &Path, err: &FormatError) -> Outcome {
     eprintln!("error: {}: {err}", path.display());
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
