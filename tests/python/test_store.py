@@ -241,9 +241,10 @@ import amber
 
 store = amber.Store(sys.argv[1])
 rng = np.random.default_rng(int(sys.argv[2]))
-sys.stdout.write("ready\\n"); sys.stdout.flush()
 i = 0
 while True:
+    if i == 1:  # one save done (and warm): from now on the parent may kill at any moment
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
     size = int(rng.integers(1_000, 400_000))
     store.save({"w": np.full(size, i, dtype=np.float64), "i": i}, "churn", alias="prod" if i % 2 else None,
                compress="lz4" if i % 3 == 0 else None)
@@ -270,7 +271,8 @@ def test_kill_9_during_saves_leaves_a_consistent_store(tmp_path) -> None:
     for run in range(runs):
         proc = subprocess.Popen([sys.executable, str(script), str(root), str(run)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline() == "ready\n"
-        time.sleep(rng.uniform(0.0, 0.12))  # lands anywhere in prepare, dump, fsync, commit or alias writes
+        # Saves take 10-40 ms here: the kill lands anywhere in prepare, dump, fsync, commit or alias writes.
+        time.sleep(rng.uniform(0.0, 0.1))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
@@ -286,8 +288,7 @@ def test_kill_9_during_saves_leaves_a_consistent_store(tmp_path) -> None:
         for alias, entry in (store.aliases("churn") if "churn" in store.list() else {}).items():
             assert entry["version"] in loaded, alias
             json.dumps(entry)
-    # The saves were interrupted at different points: many versions made it, some did not.
-    assert len(loaded) >= runs
+    assert len(loaded) >= runs  # every run completed its first save before the kill
     # Leftovers of killed saves are hidden temporary files, never listed as versions.
     hidden = [n for n in os.listdir(root / "churn") if n.startswith(".") and n != ".lock"]
     assert len(hidden) == total_leftovers
