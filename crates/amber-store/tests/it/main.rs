@@ -1,11 +1,7 @@
 //! Integration tests of the store: layout, versions, aliases, deletion, the
 //! consistency check and concurrent writers (threads here; processes in the
 //! Python suite). Version files are copies of a real amber file (a spec vector).
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests"
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
 use std::path::{Path, PathBuf};
 
