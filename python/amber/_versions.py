@@ -82,6 +82,11 @@ def _providers() -> dict[str, list[str]]:
 
 
 def _distribution_of(name: str) -> str | None:
+    # Fast path: a distribution named like the package (numpy, scipy) needs no scan.
+    try:
+        return importlib.metadata.distribution(name).metadata["Name"] or name
+    except importlib.metadata.PackageNotFoundError:
+        pass
     dists = _providers().get(name)
     if not dists:
         return None
