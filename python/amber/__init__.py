@@ -9,6 +9,7 @@
 """
 
 from amber._api import __version__, dump, dumps, info, load, loads, verify
+from amber._diff import diff
 from amber._store import ModelRef, Store
 from amber._versions import VersionMismatch
 from amber.exceptions import (
@@ -53,6 +54,7 @@ __all__ = [
     "LimitExceededError",
     "UnsupportedError",
     "__version__",
+    "diff",
     "dump",
     "dumps",
     "info",

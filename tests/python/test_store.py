@@ -365,3 +365,23 @@ def test_cli_diff(tmp_path, model) -> None:
     assert "added        arrays/000002.npy" in text and "data changed" in text
     missing = subprocess.run([AMBER, "diff", a, str(tmp_path / "missing.amber")], capture_output=True, text=True)
     assert missing.returncode == 2 and "missing.amber" in missing.stderr
+
+
+def test_python_diff_matches_the_cli(tmp_path) -> None:
+    a = amber.dump({"w": np.arange(40_000), "k": 1}, tmp_path / "a.amber", metadata={"run": 1, "tag": "x"})
+    b = amber.dump({"w": np.arange(40_000), "k": 2}, tmp_path / "b.amber", metadata={"run": 2}, compress="lz4")
+    report = amber.diff(a, b)
+    assert report["identical_content"] is False and report["pickle_changed"] is True
+    assert report["entries"]["changed"] == [
+        {"name": "arrays/000000.npy", "data_changed": False, "changes": [{"key": "codec", "a": "none", "b": "lz4"}]}
+    ]
+    assert report["metadata"] == [{"key": "run", "a": 1, "b": 2}, {"key": "tag", "a": "x", "b": None}]
+    assert amber.diff(a, a)["identical_content"] is True
+    with pytest.raises(FileNotFoundError):
+        amber.diff(a, tmp_path / "missing.amber")
+    if AMBER:
+        done = subprocess.run([AMBER, "diff", "--json", a, b], capture_output=True, text=True)
+        assert done.returncode == 1
+        cli = json.loads(done.stdout)
+        assert (cli.pop("a"), cli.pop("b")) == (a, b)
+        assert cli == report

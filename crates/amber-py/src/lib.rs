@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+mod compare;
 mod errors;
 mod reader;
 mod store;
@@ -37,5 +38,6 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::Reader>()?;
     m.add_class::<store::StoreCore>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
+    m.add_function(wrap_pyfunction!(compare::diff, m)?)?;
     Ok(())
 }
