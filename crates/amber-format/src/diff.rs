@@ -34,6 +34,8 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
                 flatten(&key, v, out);
             }
         }
+        // An empty object at the top has no leaves (`metadata: {}`).
+        Value::Object(_) if prefix.is_empty() => {}
         other => {
             out.insert(prefix.to_owned(), other.clone());
         }

@@ -183,3 +183,29 @@ fn content_hash_is_blake3_of_the_listed_entries() {
     }
     assert!(checked >= 3);
 }
+
+/// `diff::compare` pairs entries by name and compares content, not storage.
+#[test]
+fn diff_compares_content_not_storage() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/valid");
+    let open = |name: &str| Container::parse(std::fs::read(root.join(name)).unwrap()).unwrap();
+    let (arrays, legacy, small) = (
+        open("arrays.amber"),
+        open("legacy-no-content-hash.amber"),
+        open("no-arrays.amber"),
+    );
+    let same = amber_format::diff::compare(&arrays, &legacy).unwrap();
+    assert_eq!(same["identical_content"], true, "{same:#}");
+    assert_eq!(same["metadata"], serde_json::json!([]));
+    let other = amber_format::diff::compare(&small, &arrays).unwrap();
+    assert_eq!(other["identical_content"], false);
+    assert_eq!(other["pickle_changed"], true);
+    assert_eq!(other["entries"]["added"].as_array().unwrap().len(), 6);
+    assert_eq!(other["metadata"][0]["key"], "purpose");
+    // Compressed and uncompressed copies of one model: only the codecs differ.
+    let zstd = open("compressed-zstd.amber");
+    let lz4 = open("compressed-lz4.amber");
+    let codecs = amber_format::diff::compare(&zstd, &lz4).unwrap();
+    assert_eq!(codecs["identical_content"], true, "{codecs:#}");
+    assert!(!codecs["entries"]["changed"].as_array().unwrap().is_empty());
+}
