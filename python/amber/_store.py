@@ -22,6 +22,7 @@ Rust to register it. On disk::
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import json
 import os
@@ -184,11 +185,11 @@ class Store:
         """The :class:`ModelRef` that :meth:`load` would read."""
         return ModelRef._from(_call(self._core.resolve, name, version, alias))
 
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         """The names of the models in the store, sorted."""
         return _call(self._core.models)
 
-    def versions(self, name: str) -> list[ModelRef]:
+    def versions(self, name: str) -> builtins.list[ModelRef]:
         """Every version of ``name``, lowest first (semantic version order)."""
         return [ModelRef._from(r) for r in _call(self._core.versions, name)]
 
