@@ -32,6 +32,9 @@ from typing import Any, NamedTuple
 
 from amber._amber import AmberError
 
+#: At most this many recorded packages are compared (a manifest is untrusted input).
+MAX_CHECKED = 1_000
+
 #: What the ``running`` field says for a package that is not installed.
 NOT_INSTALLED = "not installed"
 
@@ -156,8 +159,10 @@ def mismatches(manifest: dict[str, Any]) -> list[VersionMismatch]:
     dists = dists if isinstance(dists, dict) else {}
     if not isinstance(packages, dict):
         return found
-    for name, saved in sorted(packages.items()):
-        if not isinstance(name, str) or not isinstance(saved, str):
+    # The manifest is untrusted input: only plain top-level names are looked up
+    # (a dotted name would make find_spec import its parent), and only so many.
+    for name, saved in sorted(packages.items())[:MAX_CHECKED]:
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(saved, str):
             continue
         recorded = dists.get(name) if isinstance(dists.get(name), dict) else None
         running, kind = _running(name, recorded)

@@ -180,3 +180,21 @@ def test_files_without_distributions_still_load() -> None:
     found = _versions.mismatches(manifest)
     assert [(m.package, m.saved, m.running) for m in found] == [("numpy", "0.1", np.__version__)]
     assert _versions.mismatches({}) == [] and _versions.mismatches({"environment": "junk"}) == []
+
+
+def test_hostile_package_names_are_not_looked_up(tmp_path) -> None:
+    """A dotted name in a crafted manifest must not make the check import its parent."""
+    parent = tmp_path / "evilparent"
+    parent.mkdir()
+    (parent / "__init__.py").write_text("import sys\nsys.stdout.write('IMPORTED\\n')\n")
+    manifest = {"environment": {"packages": {"evilparent.child": "1.0", "../x": "1.0", "": "1", "evilparent": "2.0"}}}
+    code = f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from amber import _versions
+        print([tuple(m[:3]) for m in _versions.mismatches({manifest!r})])
+    """
+    out = run_python(code).stdout
+    assert "IMPORTED" not in out
+    # The plain name is found on the path (not imported): its version is unknown, so it is skipped.
+    assert out.strip() == "[]"
