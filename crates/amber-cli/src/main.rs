@@ -1,9 +1,12 @@
-//! `amber`: look into, check and (later) scan and convert model files, without Python.
+//! `amber`: look into, check, compare and (later) scan and convert model files, and
+//! manage model stores, without Python.
 //!
 //! Exit codes (also in `amber --help`):
 //! - 0: success (for `verify`: every file is intact)
-//! - 1: a file was read and found damaged or invalid
-//! - 2: a file could not be checked (missing, unreadable), or the command line is wrong
+//! - 1: a file was read and found damaged or invalid (`diff`: the model content
+//!   differs; `store check`: problems found)
+//! - 2: a file could not be checked (missing, unreadable), a store name, version or
+//!   alias is wrong, or the command line is wrong
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ mod diff;
 mod render;
 mod store;
 
-const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
+const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for diff: same model content)\n  1  a file was read and found damaged or invalid (for diff: the content differs;\n     for store check: problems found)\n  2  a file or store could not be read, a name, version or alias is wrong, or the\n     command line is wrong";
 
 /// Inspect and verify amber model files.
 #[derive(Parser)]
