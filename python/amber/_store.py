@@ -235,6 +235,12 @@ class Store:
         target, or is removed if it had none."""
         _call(self._core.delete, name, version, force)
 
+    def prune(self, older_than: float = 3600.0) -> builtins.list[str]:
+        """Removes the hidden temporary files that interrupted saves left behind
+        (see :meth:`check`'s ``leftovers``), if last modified more than
+        ``older_than`` seconds ago; returns their paths."""
+        return [os.fspath(p) for p in _call(self._core.prune, float(older_than))]
+
     def check(self) -> dict[str, Any]:
         """The full consistency check: ``{"models", "versions", "aliases",
         "leftovers", "problems"}``; a consistent store has no ``problems``."""

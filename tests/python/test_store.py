@@ -292,6 +292,10 @@ def test_kill_9_during_saves_leaves_a_consistent_store(tmp_path) -> None:
     # Leftovers of killed saves are hidden temporary files, never listed as versions.
     hidden = [n for n in os.listdir(root / "churn") if n.startswith(".") and n != ".lock"]
     assert len(hidden) == total_leftovers
+    assert len(store.prune(older_than=3600)) == 0  # all recent: kept, they could be saves in progress
+    assert len(store.prune(older_than=0)) == total_leftovers
+    report = assert_consistent(store)
+    assert report["leftovers"] == [] and len(store.versions("churn")) == len(loaded)
 
 
 @pytest.mark.skipif(AMBER is None, reason="the amber CLI is not on PATH")
@@ -325,6 +329,10 @@ def test_cli_store_commands(tmp_path) -> None:
     cli("rollback", str(tmp_path), "churn", "nope", code=2)
     cli("show", str(tmp_path), "../x", code=2)
     assert json.loads(cli("check", str(tmp_path), "--json"))["ok"] is True
+    leftover = tmp_path / "churn" / ".pending-1-x.amber"
+    leftover.write_bytes(b"partial")
+    assert json.loads(cli("prune", str(tmp_path), "--json"))["removed"] == []
+    assert json.loads(cli("prune", str(tmp_path), "--older-than-minutes", "0", "--json"))["removed"] == [str(leftover)]
     damaged = Path(store.ref("churn", "1.0.0").path)
     damaged.chmod(0o644)
     data = bytearray(damaged.read_bytes())

@@ -60,6 +60,17 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the temporary files that interrupted saves left behind.
+    Prune {
+        /// The store's root directory.
+        root: PathBuf,
+        /// Only files last modified more than this many minutes ago.
+        #[arg(long, default_value_t = 60)]
+        older_than_minutes: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the whole store: every version file intact, every alias valid.
     Check {
         /// The store's root directory.
@@ -111,6 +122,20 @@ pub fn run(command: StoreCommand) -> Outcome {
             }),
         ),
         StoreCommand::Check { root, json } => (json, check(root)),
+        StoreCommand::Prune {
+            root,
+            older_than_minutes,
+            json,
+        } => (
+            json,
+            Store::open(root)
+                .and_then(|s| s.prune(std::time::Duration::from_secs(older_than_minutes.saturating_mul(60))))
+                .map(|removed| {
+                    let text: String = removed.iter().map(|p| format!("removed {}\n", p.display())).collect();
+                    let text = format!("{text}{} leftover files removed", removed.len());
+                    (json!({"removed": removed}), text, Outcome::Ok)
+                }),
+        ),
     };
     match result {
         Ok((value, text, outcome)) => {

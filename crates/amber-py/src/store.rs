@@ -166,6 +166,13 @@ impl StoreCore {
         py.detach(|| self.inner.delete(name, version, force)).py()
     }
 
+    /// Removes leftover temporary files older than `older_than` seconds; returns them.
+    fn prune(&self, py: Python<'_>, older_than: f64) -> PyResult<Vec<PathBuf>> {
+        let age = std::time::Duration::try_from_secs_f64(older_than.max(0.0))
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        py.detach(|| self.inner.prune(age)).py()
+    }
+
     /// The full consistency check, as JSON text.
     fn check(&self, py: Python<'_>) -> PyResult<String> {
         let report = py.detach(|| self.inner.check()).py()?;

@@ -56,20 +56,9 @@ impl Store {
     /// Checks every model of the store (see the module docs).
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
-        let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-        for entry in crate::read_dir(self.root())? {
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if path.is_dir() && layout::check_name("model", &name).is_ok() {
-                dirs.push((name, path));
-            }
-        }
-        dirs.sort();
-        for (name, dir) in dirs {
+        for name in self.model_names()? {
             report.models += 1;
-            check_model(&name, &dir, &mut report)?;
+            check_model(&name, &self.root().join(&name), &mut report)?;
         }
         Ok(report)
     }

@@ -79,18 +79,11 @@ impl Store {
     /// The names of the models that have at least one version, sorted.
     pub fn models(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in read_dir(&self.root)? {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if check_name("model", &name).is_err() || !entry.path().is_dir() {
-                continue;
-            }
+        for name in self.model_names()? {
             if !self.versions_in(&self.root.join(&name), &name)?.is_empty() {
                 names.push(name);
             }
         }
-        names.sort();
         Ok(names)
     }
 
@@ -300,6 +293,49 @@ impl Store {
             .map_err(|e| StoreError::io("remove", &target.path, e))?;
         sync_dir(&dir)?;
         Ok(removed)
+    }
+
+    /// Removes the hidden temporary files that interrupted saves left behind, if
+    /// they were last modified more than `older_than` ago (a save in progress
+    /// keeps writing its file, so a generous age never touches one). Returns
+    /// the files removed.
+    pub fn prune(&self, older_than: std::time::Duration) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for name in self.model_names()? {
+            let dir = self.root.join(&name);
+            let _lock = self.lock(&dir)?;
+            for entry in read_dir(&dir)? {
+                let file = entry.file_name();
+                let is_temporary = file
+                    .to_str()
+                    .is_some_and(|f| f.starts_with('.') && f != LOCK_FILE);
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if is_temporary && age.is_some_and(|a| a > older_than) {
+                    let path = entry.path();
+                    std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+                    removed.push(path);
+                }
+            }
+            sync_dir(&dir)?;
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// The directories under the root named like models, with or without versions.
+    pub(crate) fn model_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = read_dir(&self.root)?
+            .into_iter()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| check_name("model", n).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn lock_existing(&self, name: &str, dir: &Path) -> Result<Lock> {

@@ -377,3 +377,33 @@ fn open_refuses_a_missing_root() {
     let err = Store::open(dir.path().join("missing")).unwrap_err();
     assert_eq!(err.code(), "io");
 }
+
+#[test]
+fn prune_removes_only_old_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    save(&store, "m", None, Some("prod")).unwrap();
+    let old = dir.path().join("m/.pending-1-old.amber");
+    let fresh = dir.path().join("m/..pending-2-fresh.amber.x.amber-tmp");
+    std::fs::write(&old, b"partial").unwrap();
+    std::fs::write(&fresh, b"partial").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let removed = store.prune(std::time::Duration::from_secs(3600)).unwrap();
+    assert_eq!(removed, std::slice::from_ref(&old));
+    assert!(!old.exists() && fresh.exists());
+    assert_eq!(
+        store.prune(std::time::Duration::ZERO).unwrap(),
+        std::slice::from_ref(&fresh)
+    );
+    // The lock, the registry and the versions stay.
+    let report = store.check().unwrap();
+    assert!(report.ok() && report.leftovers.is_empty(), "{report:?}");
+    assert_eq!(report.versions, 1);
+    assert!(dir.path().join("m/.lock").exists() && dir.path().join("m/store.json").exists());
+}
