@@ -14,9 +14,9 @@ from typing import IO, Any, Union
 
 import numpy as np
 
-from amber import _amber, _compress, _legacy, _manifest, _safety
+from amber import _amber, _compress, _legacy, _manifest, _safety, _versions
 from amber._npy import header_bytes
-from amber._pickling import Pickler, Unpickler, package_versions
+from amber._pickling import Pickler, Unpickler
 
 PathLike = Union[str, "os.PathLike[str]"]
 Target = Union[PathLike, IO[bytes]]
@@ -71,9 +71,10 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str
             records,
             pickler.arrays,
             headers,
-            package_versions(pickler.modules),
+            _versions.capture(pickler.modules),
             metadata,
             __version__,
+            writer.content_hash(),
         )
         return writer.finish(manifest)
     except BaseException:
@@ -100,7 +101,13 @@ def dump(
     error, a Ctrl-C or a crash leaves either the old file or the new one.
 
     ``metadata`` is a dict of JSON values stored in the manifest (readable
-    with :func:`info` without unpickling). ``overwrite=False`` raises
+    with :func:`info` without unpickling). ``datetime``/``date`` become ISO
+    8601 strings, ``pathlib.Path`` a string, NumPy scalars Python numbers and
+    numeric NumPy arrays of at most 1,000 elements lists; any other value
+    raises :class:`TypeError` naming its key path (``metadata['metrics']['auc']``).
+    The manifest also records, without asking, the creation time (UTC), the
+    amber, Python and platform versions, the version and distribution of
+    every package the pickle references, and a BLAKE3 content hash. ``overwrite=False`` raises
     :class:`FileExistsError` if the path exists. ``sync=True`` flushes the
     file and its directory to disk before returning, so the file survives a
     power cut (slower). ``protocol`` is accepted for joblib compatibility;
@@ -260,6 +267,7 @@ def load(
     *,
     trusted: Any = None,
     threads: int | None = None,
+    strict_versions: bool = False,
 ) -> Any:
     """Loads the object saved in an amber file.
 
@@ -286,6 +294,12 @@ def load(
     (names, classes or functions) adds exact names to the policy;
     ``trusted=True`` turns it off (plain pickle: only for files you made).
 
+    Before unpickling, the versions the file records for the packages its
+    pickle references (and Python's major.minor) are compared with the
+    running ones: any difference gives one :class:`amber.VersionMismatchWarning`
+    listing each (package, saved, running), or, with ``strict_versions=True``,
+    raises :class:`amber.VersionMismatchError` instead.
+
     Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
     damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
     the other :class:`OSError` subclasses on I/O problems.
@@ -301,7 +315,9 @@ def load(
     source = _legacy_source(filename)
     if _legacy.is_legacy(source):
         return _legacy.load(source, mmap_mode, trusted, _source_name(filename))
-    return _unpickle(_reader(source, mmap_mode, threads), mmap_mode, trusted, _source_name(filename))
+    reader = _reader(source, mmap_mode, threads)
+    _versions.check(reader.manifest(), strict_versions, filename)
+    return _unpickle(reader, mmap_mode, trusted, _source_name(filename))
 
 
 def _legacy_source(source: Any) -> Any:
@@ -321,21 +337,27 @@ def loads(
     *,
     trusted: Any = None,
     threads: int | None = None,
+    strict_versions: bool = False,
 ) -> Any:
     """Loads an object from the bytes of an amber file (see :func:`load`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
     if _legacy.is_legacy(data):
         return _legacy.load(data, None, trusted, "<bytes>")
-    return _unpickle(_reader(data, None, threads), None, trusted, "<bytes>")
+    reader = _reader(data, None, threads)
+    _versions.check(reader.manifest(), strict_versions, None)
+    return _unpickle(reader, None, trusted, "<bytes>")
 
 
 def info(source: Target | bytes) -> dict[str, Any]:
     """The manifest of an amber file, read without unpickling anything.
 
     It holds the format version, creation time, the amber, Python and package
-    versions that wrote the file, the user's ``metadata``, and the list of
-    entries (name, kind, size, CRC-32; dtype, shape and order for arrays).
+    versions that wrote the file (``environment``: ``packages`` by import name,
+    ``distributions`` with each one's distribution name and version), the
+    ``content_hash`` (``blake3:<hex>``, checked by :func:`verify`), the user's
+    ``metadata``, and the list of entries (name, kind, size, CRC-32; dtype,
+    shape and order for arrays). Files written before a field existed lack it.
     For a pickle or joblib file it describes that file instead: ``format``,
     ``protocol``, ``compression``, sizes and the number of arrays.
     """
@@ -350,6 +372,9 @@ def info(source: Target | bytes) -> dict[str, Any]:
 
 def verify(source: Target | bytes) -> None:
     """Checks the checksum of every entry of an amber file.
+
+    Also recomputes the content hash the manifest records (when it does) and
+    compares it (error code ``format.content_hash``).
 
     Returns ``None`` when the file is intact; raises
     :class:`amber.ChecksumError` naming the damaged entry otherwise (or

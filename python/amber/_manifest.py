@@ -32,7 +32,12 @@ def array_entry_name(index: int, compressed: bool = False) -> str:
     return f"arrays/{index:06d}.npy{'c' if compressed else ''}"
 
 
-def environment(packages: dict[str, str]) -> dict[str, Any]:
+#: Arrays in metadata are converted to lists up to this many elements; larger
+#: ones belong in the model, not the manifest.
+MAX_METADATA_ARRAY = 1_000
+
+
+def environment(packages: dict[str, str], distributions: dict[str, dict[str, str]]) -> dict[str, Any]:
     """What wrote the file: Python, platform and the versions of the packages used."""
     return {
         "python": platform.python_version(),
@@ -41,6 +46,7 @@ def environment(packages: dict[str, str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "byteorder": sys.byteorder,
         "packages": packages,
+        "distributions": distributions,
     }
 
 
@@ -51,13 +57,20 @@ def _jsonable(value: Any, path: str) -> Any:
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise TypeError(f"metadata[{path}] is {value!r}, which JSON cannot represent")
-        return value
+            raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
+        return float(value)
     if isinstance(value, np.generic):
+        if isinstance(value, (np.datetime64, np.timedelta64, np.void)) or value.dtype.hasobject:
+            raise TypeError(f"{path} is a NumPy {value.dtype} scalar, which is not JSON-serialisable")
         return _jsonable(value.item(), path)
     if isinstance(value, np.ndarray):
-        if value.size > 10_000:
-            raise TypeError(f"metadata[{path}] is an array of {value.size} elements; store large arrays in the model")
+        if value.size > MAX_METADATA_ARRAY:
+            raise TypeError(
+                f"{path} is an array of {value.size} elements (metadata takes arrays of at most "
+                f"{MAX_METADATA_ARRAY:,}); store large arrays in the model"
+            )
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{path} is an array of dtype {value.dtype}; metadata takes numeric arrays only")
         return _jsonable(value.tolist(), path)
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
@@ -67,26 +80,29 @@ def _jsonable(value: Any, path: str) -> Any:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(f"metadata[{path}] has a key {key!r} that is not a string")
-            out[key] = _jsonable(item, f"{path}.{key}" if path else repr(key))
+                raise TypeError(f"{path} has a key {key!r} that is not a string")
+            out[key] = _jsonable(item, f"{path}[{key!r}]")
         return out
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"metadata[{path}] is a {type(value).__name__}, which is not JSON-serialisable")
+    raise TypeError(f"{path} is a {type(value).__name__}, which is not JSON-serialisable")
 
 
 def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Checks and converts user metadata to JSON values.
 
-    Accepted: JSON types, NumPy scalars and small arrays (as lists), dates and
-    times (ISO 8601 strings) and paths (strings). Anything else raises
-    :class:`TypeError` naming the key.
+    Accepted: JSON types (dicts with string keys, lists, tuples, strings,
+    finite numbers, booleans, ``None``); NumPy scalars (as Python numbers);
+    numeric NumPy arrays of at most 1,000 elements (as nested lists);
+    ``datetime``/``date``/``time`` (ISO 8601 strings); ``os.PathLike`` such
+    as ``pathlib.Path`` (strings). Anything else raises :class:`TypeError`
+    naming its key path, e.g. ``metadata['metrics']['auc']``.
     """
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    converted = _jsonable(metadata, "")
+    converted = _jsonable(metadata, "metadata")
     assert isinstance(converted, dict)
     return converted
 
@@ -96,9 +112,10 @@ def build(
     array_records: list[dict[str, Any]],
     arrays: list[OutOfBandArray],
     headers: list[bytes],
-    packages: dict[str, str],
+    packages: tuple[dict[str, str], dict[str, dict[str, str]]],
     metadata: dict[str, Any],
     version: str,
+    content_hash: str,
 ) -> bytes:
     """The manifest JSON for a file with these entries."""
     pickle_entry: dict[str, Any] = {
@@ -141,7 +158,8 @@ def build(
         "format_version": _amber.FORMAT_VERSION,
         "created": now.isoformat().replace("+00:00", "Z"),
         "producer": {"name": "amber", "version": version},
-        "environment": environment(packages),
+        "environment": environment(*packages),
+        "content_hash": content_hash,
         "metadata": metadata,
         "entries": entries,
     }

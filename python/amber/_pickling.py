@@ -158,16 +158,3 @@ class Unpickler(pickle.Unpickler):
         for part in name.split("."):
             obj = getattr(obj, part)
         return obj
-
-
-def package_versions(modules: set[str]) -> dict[str, str]:
-    """Versions of the imported, non-stdlib top-level packages in ``modules``."""
-    versions: dict[str, str] = {}
-    for name in sorted(modules):
-        if name in sys.stdlib_module_names or name in ("builtins", "__main__"):
-            continue
-        module = sys.modules.get(name)
-        version = getattr(module, "__version__", None)
-        if isinstance(version, str):
-            versions[name] = version
-    return versions

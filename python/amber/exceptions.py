@@ -61,8 +61,33 @@ class UnsafeModelError(AmberError):
             )
         super().__init__("\n".join(lines))
 
+from amber._store import (
+    AliasInUseError,
+    InvalidNameError,
+    InvalidVersionError,
+    NoHistoryError,
+    StoreCorruptError,
+    StoreError,
+    UnknownAliasError,
+    UnknownModelError,
+    UnknownVersionError,
+    VersionExistsError,
+)
+from amber._versions import VersionMismatchError, VersionMismatchWarning
 
 __all__ = [
+    "AliasInUseError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "NoHistoryError",
+    "StoreCorruptError",
+    "StoreError",
+    "UnknownAliasError",
+    "UnknownModelError",
+    "UnknownVersionError",
+    "VersionExistsError",
+    "VersionMismatchError",
+    "VersionMismatchWarning",
     "AmberError",
     "ChecksumError",
     "CompanionFileError",

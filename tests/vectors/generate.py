@@ -34,6 +34,10 @@ from canon import canon  # noqa: E402
 
 OK = "ok"
 
+#: Files kept as they are when regenerating: written by an older amber, they
+#: cannot be regenerated (F-17: readers take manifests without the newer fields).
+KEPT = {"legacy-no-content-hash.amber"}
+
 
 def write(kind: str, name: str, data: bytes, rules: list[str], outcomes: dict, value=None, note: str = "") -> None:
     path = HERE / kind / name
@@ -72,6 +76,51 @@ def patch(data: bytes, name: str, at: int, new: bytes, fix_crc: bool) -> bytes:
     return bytes(out)
 
 
+def keep_crc(data: bytes, name: str, at: int, new: bytes) -> bytes:
+    """Overwrites bytes at `at` of an entry and 4 more right after them, chosen so
+    the entry's CRC-32 is unchanged (CRC-32 is linear over GF(2))."""
+    _, start, _ = entry_offsets(data, name)
+    size = zipfile.ZipFile(io.BytesIO(data)).getinfo(name).file_size
+    body = data[start : start + size]
+    zero = zlib.crc32(bytes(size))
+
+    def lin(delta: bytes) -> int:
+        return zlib.crc32(delta) ^ zero
+
+    delta = bytearray(size)
+    for i, b in enumerate(new):
+        delta[at + i] = body[at + i] ^ b
+    target = lin(bytes(delta))
+    fix_at = at + len(new)
+    # One basis vector per bit of the 4 bytes after the change; solve sum(basis) == target.
+    rows = []
+    for bit in range(32):
+        d = bytearray(size)
+        d[fix_at + bit // 8] = 1 << (bit % 8)
+        rows.append((lin(bytes(d)), 1 << bit))
+    pivots: list[tuple[int, int]] = []
+    for value, mask in rows:
+        for pv, pm in pivots:
+            if value ^ pv < value:
+                value, mask = value ^ pv, mask ^ pm
+        if value:
+            pivots.append((value, mask))
+            pivots.sort(reverse=True)
+    value, mask = target, 0
+    for pv, pm in pivots:
+        if value ^ pv < value:
+            value, mask = value ^ pv, mask ^ pm
+    assert value == 0, "no CRC-preserving fix"
+    for bit in range(32):
+        if mask >> bit & 1:
+            delta[fix_at + bit // 8] ^= 1 << (bit % 8)
+    out = bytearray(data)
+    for i in range(at, fix_at + 4):
+        out[start + i] ^= delta[i]
+    assert zlib.crc32(out[start : start + size]) == zlib.crc32(body)
+    return bytes(out)
+
+
 def replace_in_manifest(data: bytes, old: bytes, new: bytes) -> bytes:
     assert len(old) == len(new)
     manifest = zipfile.ZipFile(io.BytesIO(data)).read("manifest.json")
@@ -82,7 +131,8 @@ def replace_in_manifest(data: bytes, old: bytes, new: bytes) -> bytes:
 def main() -> None:
     for kind in ("valid", "invalid"):
         for old in (HERE / kind).glob("*"):
-            old.unlink()
+            if old.name not in KEPT:
+                old.unlink()
     all_ok = {"open": OK, "load": OK, "load_mmap": OK, "verify": OK}
 
     # --- valid -------------------------------------------------------------------
@@ -103,6 +153,11 @@ def main() -> None:
           ["F-4", "F-12", "F-13", "F-20", "F-21", "F-22", "F-23"], all_ok, arrays,
           "C, F, big-endian, datetime, structured and strided arrays; one array referenced twice")
 
+    # Written by amber before `content_hash` and `distributions` existed (kept, not regenerated).
+    legacy = HERE / "valid" / "legacy-no-content-hash.amber"
+    write("valid", legacy.name, legacy.read_bytes(), ["F-15", "F-16", "F-17"], all_ok, arrays,
+          "the arrays vector as amber wrote it before the content hash: no `content_hash`, no `distributions`")
+
     # The damaged files start from one small valid file: one array entry just
     # above the out-of-band threshold and one F-order array.
     base = amber.dumps({"w": np.arange(8192, dtype="<f8"), "f": np.asfortranarray(np.ones((128, 64), "<f8")), "n": 3})
@@ -116,7 +171,7 @@ def main() -> None:
           note="a plain pickle named .amber: opened by content as a pickle (issue 5); verify is for amber files only")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("hello.txt", "hi")
+        z.writestr(zipfile.ZipInfo("hello.txt", date_time=(2026, 1, 1, 0, 0, 0)), "hi")
     write("invalid", "other-zip.amber", buf.getvalue(), ["F-2"], {"open": "format.not_amber", "load": "format.not_amber",
           "load_mmap": "format.not_amber", "verify": "format.not_amber"}, note="a zip archive of something else")
     bad = {"open": "format.corrupt", "load": "format.corrupt", "load_mmap": "format.corrupt", "verify": "format.corrupt"}
@@ -167,6 +222,10 @@ def main() -> None:
     renamed[local + 30 : local + 30 + 9] = b"model.pkX"
     write("invalid", "header-disagrees.amber", bytes(renamed), ["F-7"], bad,
           note="local header names a different entry than the central directory")
+    tampered = keep_crc(base, "arrays/000000.npy", 5000, b"\x00\x01")
+    write("invalid", "content-hash.amber", tampered, ["F-16"],
+          {"open": OK, "load": OK, "load_mmap": OK, "verify": "format.content_hash"},
+          note="array bytes changed so that the CRC-32 stays the same: only the content hash (checked by verify) sees it")
     # --- compression (F-40 .. F-44) ---------------------------------------------------
     packed = {"ints": np.arange(40000, dtype="<i4") // 7, "floats": np.linspace(0, 1, 9000), "text": "abc" * 1000}
     for codec in ("zstd", "lz4"):

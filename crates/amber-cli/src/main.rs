@@ -1,9 +1,12 @@
-//! `amber`: look into, check and (later) scan and convert model files, without Python.
+//! `amber`: look into, check, compare and (later) scan and convert model files, and
+//! manage model stores, without Python.
 //!
 //! Exit codes (also in `amber --help`):
 //! - 0: success (for `verify`: every file is intact)
-//! - 1: a file was read and found damaged or invalid
-//! - 2: a file could not be checked (missing, unreadable), or the command line is wrong
+//! - 1: a file was read and found damaged or invalid (`diff`: the model content
+//!   differs; `store check`: problems found)
+//! - 2: a file could not be checked (missing, unreadable), a store name, version or
+//!   alias is wrong, or the command line is wrong
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,13 +14,15 @@ use std::process::ExitCode;
 use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
-mod inspect;
 mod convert;
+mod diff;
+mod inspect;
 mod render;
 mod scan;
 mod source;
+mod store;
 
-const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for scan: every file is safe)\n  1  a file was read and found damaged or invalid (for scan: unsafe or malformed)\n  2  a file could not be read, or the command line is wrong";
+const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for scan: every file is safe;\n     for diff: same model content)\n  1  a file was read and found damaged or invalid (for scan: unsafe or malformed;\n     for diff: the content differs; for store check: problems found)\n  2  a file or store could not be read, a name, version or alias is wrong, or the\n     command line is wrong";
 
 /// Inspect and verify amber model files.
 #[derive(Parser)]
@@ -99,11 +104,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What differs between two model files: content, entries, metadata, environment.
+    /// Exit 0 if the model content is identical, 1 if it differs, 2 on error.
+    Diff(diff::DiffArgs),
+    /// Look into and manage a model store (a directory written by `amber.Store`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// How a command ended, mapped to the documented exit codes (worst last).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Invalid,
     Error,
@@ -132,6 +143,8 @@ fn main() -> ExitCode {
             entry,
             output,
         } => extract(&file, &entry, &output),
+        Command::Diff(args) => diff::run(&args),
+        Command::Store(command) => store::run(command),
     };
     match outcome {
         Outcome::Ok => ExitCode::SUCCESS,
@@ -140,11 +153,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(path: &Path) -> Result<Container<Mapping>, FormatError> {
+pub(crate) fn open(path: &Path) -> Result<Container<Mapping>, FormatError> {
     Container::parse(amber_format::map_file(path, MapMode::ReadOnly)?)
 }
 
-fn failure(path: &Path, err: &FormatError) -> Outcome {
+pub(crate) fn failure(path: &Path, err: &FormatError) -> Outcome {
     eprintln!("error: {}: {err}", path.display());
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {

@@ -63,10 +63,28 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
         text(field(&raw, &["environment", "implementation"])),
         text(field(&raw, &["environment", "platform"]))
     );
+    let _ = writeln!(
+        out,
+        "machine    {}, {}-endian",
+        text(field(&raw, &["environment", "machine"])),
+        text(field(&raw, &["environment", "byteorder"]))
+    );
     if let Some(Value::Object(packages)) = field(&raw, &["environment", "packages"]) {
+        let dists = field(&raw, &["environment", "distributions"]);
         let list: Vec<String> = packages
             .iter()
-            .map(|(k, v)| format!("{k} {}", text(Some(v))))
+            .map(|(k, v)| {
+                // `sklearn 1.9.1 (scikit-learn)`: the distribution name when it differs.
+                let dist = dists
+                    .and_then(|d| d.get(k))
+                    .and_then(|d| d.get("name"))
+                    .and_then(Value::as_str)
+                    .filter(|d| d != k);
+                match dist {
+                    Some(d) => format!("{k} {} ({d})", text(Some(v))),
+                    None => format!("{k} {}", text(Some(v))),
+                }
+            })
             .collect();
         let _ = writeln!(
             out,
@@ -78,6 +96,13 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "content    {}",
+        manifest
+            .content_hash()
+            .unwrap_or("- (no content hash recorded)")
+    );
     match field(&raw, &["metadata"]) {
         Some(Value::Object(m)) if !m.is_empty() => {
             let _ = writeln!(out, "metadata   {}", Value::Object(m.clone()));

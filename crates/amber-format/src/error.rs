@@ -75,6 +75,17 @@ pub enum FormatError {
         actual: u32,
     },
 
+    /// The entries' bytes do not hash to the manifest's `content_hash` (F-16),
+    /// although each entry's CRC-32 matches: the content was changed and the
+    /// CRCs recomputed, or the manifest was edited.
+    #[error("content hash is {actual}, the manifest records {expected}")]
+    ContentHash {
+        /// The hash the manifest records.
+        expected: String,
+        /// The hash of the bytes found.
+        actual: String,
+    },
+
     /// A valid file that uses a feature or version this reader does not have.
     #[error("unsupported: {what}")]
     Unsupported {
@@ -124,6 +135,7 @@ impl FormatError {
             Self::Manifest { .. } => "format.manifest",
             Self::Mismatch { .. } => "format.mismatch",
             Self::Checksum { .. } => "format.checksum",
+            Self::ContentHash { .. } => "format.content_hash",
             Self::Unsupported { .. } => "format.unsupported",
             Self::Limit { .. } => "format.limit",
             Self::Usage { .. } => "format.usage",

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod diff;
 pub mod error;
 pub mod file;
 pub mod manifest;

@@ -36,6 +36,23 @@ pub struct Manifest {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Prefix of the manifest's `content_hash` value (F-16).
+pub const CONTENT_HASH_PREFIX: &str = "blake3:";
+
+/// Formats a BLAKE3 digest as a manifest `content_hash` value.
+#[must_use]
+pub fn content_hash_text(hash: &blake3::Hash) -> String {
+    format!("{CONTENT_HASH_PREFIX}{}", hash.to_hex())
+}
+
+impl Manifest {
+    /// The recorded `content_hash` (F-16), absent in files written before it existed.
+    #[must_use]
+    pub fn content_hash(&self) -> Option<&str> {
+        self.extra.get("content_hash").and_then(|v| v.as_str())
+    }
+}
+
 /// One entry of the archive as the manifest describes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]

@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     ArrayInfo, EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MAX_MANIFEST_BYTES,
-    MIMETYPE, MIMETYPE_ENTRY, Manifest,
+    MIMETYPE, MIMETYPE_ENTRY, Manifest, content_hash_text,
 };
 use crate::npy;
 use crate::sniff;
@@ -32,6 +32,8 @@ const MIMETYPE_DATA_OFFSET: usize = 64;
 
 /// Chunk size for parallel copying and checksumming.
 const CHUNK: usize = 4 << 20;
+/// Bytes of an entry hashed at a time for the content hash (then released).
+const HASH_PIECE: usize = 64 << 20;
 
 /// Bytes a container can be read from.
 ///
@@ -495,8 +497,49 @@ impl<B: Source> Container<B> {
 
     /// Checks the CRC of every entry, calling `progress` with byte counts as it goes.
     ///
-    /// Reports the first damaged entry in file order.
+    /// Reports the first damaged entry in file order. When the manifest records
+    /// a `content_hash` (F-16), it is recomputed in the same pass (each piece of
+    /// an entry is hashed while its CRC is computed, then its pages are
+    /// released) and checked once every CRC has matched.
     pub fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
+        let Some(expected) = self.manifest.content_hash() else {
+            return self.verify_crcs(progress);
+        };
+        let bytes = self.data.as_ref();
+        let mut hasher = blake3::Hasher::new();
+        let last = self.zip_entries.len().saturating_sub(1);
+        for (index, entry) in self.zip_entries.iter().enumerate() {
+            let listed = index > 0 && index < last;
+            let mut crc = crc32fast::Hasher::new();
+            for piece in slice(bytes, entry).chunks(HASH_PIECE) {
+                let part = if listed {
+                    rayon::join(
+                        || crc_parallel(piece, &|_| {}),
+                        || hash_piece(&mut hasher, piece),
+                    )
+                    .0
+                } else {
+                    crc_parallel(piece, &|_| {})
+                };
+                crc.combine(&part);
+                self.data.release(offset_in(bytes, piece), piece.len());
+                progress(piece.len() as u64);
+            }
+            expect_crc(crc.finalize(), entry)?;
+        }
+        let actual = content_hash_text(&hasher.finalize());
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(FormatError::ContentHash {
+                expected: expected.to_owned(),
+                actual,
+            })
+        }
+    }
+
+    /// [`Container::verify`] for files without a content hash: every entry's CRC, entries in parallel.
+    fn verify_crcs(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let bytes = self.data.as_ref();
         let results: Vec<Result<()>> = self
             .zip_entries
@@ -509,6 +552,25 @@ impl<B: Source> Container<B> {
             })
             .collect();
         results.into_iter().collect()
+    }
+
+    /// The content hash (F-16) of this file's entries, computed from their bytes:
+    /// BLAKE3 over the stored bytes of every entry the manifest lists, in order.
+    #[must_use]
+    pub fn content_hash(&self) -> String {
+        let bytes = self.data.as_ref();
+        let mut hasher = blake3::Hasher::new();
+        let listed = self
+            .zip_entries
+            .get(1..self.zip_entries.len().saturating_sub(1))
+            .unwrap_or_default();
+        for entry in listed {
+            for piece in slice(bytes, entry).chunks(HASH_PIECE) {
+                hash_piece(&mut hasher, piece);
+                self.data.release(offset_in(bytes, piece), piece.len());
+            }
+        }
+        content_hash_text(&hasher.finalize())
     }
 
     /// Gives the bytes back.
@@ -550,14 +612,9 @@ fn check_codec(
     Ok(())
 }
 
-/// Checks an entry's CRC using every thread of the current pool; `done` is
+/// The CRC-32 state of `data`, computed on every thread of the pool; `done` is
 /// told about each chunk once it has been read.
-fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Sync)) -> Result<()> {
-    if data.len() < CHUNK {
-        let checked = check_crc(data, entry);
-        done(data);
-        return checked;
-    }
+fn crc_parallel(data: &[u8], done: &(dyn Fn(&[u8]) + Sync)) -> crc32fast::Hasher {
     let parts: Vec<crc32fast::Hasher> = data
         .par_chunks(CHUNK)
         .map(|c| {
@@ -571,7 +628,27 @@ fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Syn
     for part in &parts {
         hasher.combine(part);
     }
-    expect_crc(hasher.finalize(), entry)
+    hasher
+}
+
+/// Feeds `piece` to the content hash: on every thread of the pool when it is large.
+fn hash_piece(hasher: &mut blake3::Hasher, piece: &[u8]) {
+    if piece.len() >= CHUNK {
+        hasher.update_rayon(piece);
+    } else {
+        hasher.update(piece);
+    }
+}
+
+/// Checks an entry's CRC using every thread of the current pool; `done` is
+/// told about each chunk once it has been read.
+fn check_crc_parallel(data: &[u8], entry: &ZipEntry, done: &(dyn Fn(&[u8]) + Sync)) -> Result<()> {
+    if data.len() < CHUNK {
+        let checked = check_crc(data, entry);
+        done(data);
+        return checked;
+    }
+    expect_crc(crc_parallel(data, done).finalize(), entry)
 }
 
 fn check_crc(data: &[u8], entry: &ZipEntry) -> Result<()> {

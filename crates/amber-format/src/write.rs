@@ -18,6 +18,7 @@ const SMALL_GROUP_BYTES: usize = 32 << 20;
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
+    content_hash_text,
 };
 use crate::zip::{ZipEntry, ZipWriter};
 
@@ -44,6 +45,7 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
             .zip
             .add_entry(MIMETYPE_ENTRY, &[MIMETYPE])
             .map_err(|e| io_error(&writer.label, e))?;
+        writer.zip.start_content_hash();
         Ok(writer)
     }
 
@@ -207,6 +209,16 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         self.last_summary.take()
     }
 
+    /// The content hash (F-16) of the entries written so far, as the manifest
+    /// records it (`blake3:<hex>`).
+    #[must_use]
+    pub fn content_hash(&self) -> String {
+        self.zip
+            .content_hash()
+            .map(|h| content_hash_text(&h))
+            .unwrap_or_default()
+    }
+
     /// The entries written so far after `mimetype`.
     pub fn entries(&self) -> &[ZipEntry] {
         self.zip.entries().get(1..).unwrap_or_default()
@@ -235,6 +247,14 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
             return bad(format!(
                 "manifest must say format `{FORMAT_NAME}` version {FORMAT_VERSION}"
             ));
+        }
+        if let Some(recorded) = manifest.content_hash() {
+            let actual = self.content_hash();
+            if recorded != actual {
+                return bad(format!(
+                    "manifest content hash {recorded} differs from {actual}, the hash of what was written"
+                ));
+            }
         }
         let written = self.entries();
         if written.len() != manifest.entries.len() {

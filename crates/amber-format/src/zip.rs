@@ -102,6 +102,8 @@ pub struct ZipWriter<W: Write + Seek> {
     pos: u64,
     entries: Vec<ZipEntry>,
     open: Option<OpenEntry>,
+    /// BLAKE3 of every entry's bytes since [`Self::start_content_hash`], in order.
+    content: Option<blake3::Hasher>,
 }
 
 impl<W: Write + Seek> ZipWriter<W> {
@@ -112,7 +114,20 @@ impl<W: Write + Seek> ZipWriter<W> {
             pos: 0,
             entries: Vec::new(),
             open: None,
+            content: None,
         }
+    }
+
+    /// From now on, every entry's bytes also feed one BLAKE3 hash, in write order
+    /// (the content hash of F-16, computed while writing: no second pass).
+    pub fn start_content_hash(&mut self) {
+        self.content = Some(blake3::Hasher::new());
+    }
+
+    /// The BLAKE3 hash of the entry bytes written since [`Self::start_content_hash`].
+    #[must_use]
+    pub fn content_hash(&self) -> Option<blake3::Hash> {
+        self.content.as_ref().map(blake3::Hasher::finalize)
     }
 
     /// The entries written so far, in order.
@@ -144,6 +159,9 @@ impl<W: Write + Seek> ZipWriter<W> {
         };
         self.sink.write_all(data)?;
         open.hasher.update(data);
+        if let Some(content) = self.content.as_mut() {
+            content.update(data);
+        }
         open.size += data.len() as u64;
         self.pos += data.len() as u64;
         Ok(())
@@ -187,12 +205,25 @@ impl<W: Write + Seek> ZipWriter<W> {
             // Large: write while another thread computes the CRC, then patch the header.
             let data_offset = self.write_local_header(name, 0, size, size >= U32_MAX)?;
             let sink = &mut self.sink;
+            let content = self.content.as_mut();
             let crc32 = std::thread::scope(|scope| {
                 let crc = scope.spawn(|| crc_of(parts));
+                let hashed = content.map(|h| {
+                    scope.spawn(move || {
+                        for p in parts {
+                            h.update(p);
+                        }
+                    })
+                });
                 let written: std::io::Result<()> = parts.iter().try_for_each(|p| sink.write_all(p));
                 let crc = crc
                     .join()
                     .map_err(|_| std::io::Error::other("checksum thread failed"))?;
+                if let Some(hashed) = hashed {
+                    hashed
+                        .join()
+                        .map_err(|_| std::io::Error::other("content hash thread failed"))?;
+                }
                 written.map(|()| crc)
             })?;
             self.pos += size;
@@ -206,6 +237,11 @@ impl<W: Write + Seek> ZipWriter<W> {
             let crc32 = crc_of(parts);
             let data_offset = self.write_local_header(name, crc32, size, size >= U32_MAX)?;
             parts.iter().try_for_each(|p| self.sink.write_all(p))?;
+            if let Some(content) = self.content.as_mut() {
+                for p in parts {
+                    content.update(p);
+                }
+            }
             self.pos += size;
             (crc32, data_offset)
         };

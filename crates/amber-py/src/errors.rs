@@ -54,7 +54,7 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
             // OSError picks the subclass (FileNotFoundError, …) from errno.
             return PyOSError::new_err((errno, text, filename));
         }
-        Core::Checksum { .. } => ChecksumError::new_err(message),
+        Core::Checksum { .. } | Core::ContentHash { .. } => ChecksumError::new_err(message),
         Core::Unsupported { .. } => UnsupportedError::new_err(message),
         Core::Limit { .. } => LimitExceededError::new_err(message),
         Core::Usage { .. } => return PyValueError::new_err(message),
@@ -72,7 +72,7 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
 
 /// The OS error number, looking through wrappers (tempfile adds the path to
 /// write errors and keeps the original as its source).
-fn os_errno(err: &std::io::Error) -> Option<i32> {
+pub(crate) fn os_errno(err: &std::io::Error) -> Option<i32> {
     if let Some(code) = err.raw_os_error() {
         return Some(code);
     }
@@ -89,7 +89,7 @@ fn os_errno(err: &std::io::Error) -> Option<i32> {
     None
 }
 
-fn errno_for(kind: std::io::ErrorKind) -> i32 {
+pub(crate) fn errno_for(kind: std::io::ErrorKind) -> i32 {
     use std::io::ErrorKind as K;
     match kind {
         K::NotFound => 2,

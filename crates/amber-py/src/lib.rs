@@ -7,10 +7,12 @@
 #![deny(missing_docs)]
 
 mod buffer;
+mod compare;
 mod errors;
 mod legacy;
 mod reader;
 mod scan;
+mod store;
 mod threads;
 mod writer;
 
@@ -36,9 +38,11 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::Region>()?;
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
+    m.add_class::<store::StoreCore>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_path, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_bytes, m)?)?;
     legacy::register(m)?;
+    m.add_function(wrap_pyfunction!(compare::diff, m)?)?;
     Ok(())
 }

@@ -192,6 +192,11 @@ impl Writer {
             .collect()
     }
 
+    /// The content hash of the entries written so far (`blake3:<hex>`), for the manifest.
+    fn content_hash(&mut self) -> PyResult<String> {
+        Ok(self.active()?.content_hash())
+    }
+
     /// Writes the manifest and the zip directory and makes the file visible.
     /// Returns the path (path writers), the bytes (memory writers) or a
     /// `Region` over the temporary file (temporary writers).

@@ -138,3 +138,66 @@ fn info_on_non_amber_input_says_what_it_is() {
     assert_eq!(code, 1);
     assert!(stderr.contains("upgrade amber"), "{stderr}");
 }
+
+#[test]
+fn diff_exit_codes_and_report() {
+    let arrays = vector("valid", "arrays.amber");
+    let legacy = vector("valid", "legacy-no-content-hash.amber");
+    let small = vector("valid", "no-arrays.amber");
+    // Same model written by an older amber: identical content, other environment fields.
+    let (code, stdout, stderr) = amber(&[
+        "diff",
+        "--json",
+        arrays.to_str().unwrap(),
+        legacy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["identical_content"], true);
+    assert!(report["content_hash"]["b"].is_null());
+    let keys: Vec<&str> = report["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"distributions.numpy.name"), "{keys:?}");
+    let (code, stdout, _) = amber(&["diff", small.to_str().unwrap(), arrays.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("content      differs")
+            && stdout.contains("added        arrays/000005.npy"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pickle       stream changed"), "{stdout}");
+    let (code, _, stderr) = amber(&["diff", small.to_str().unwrap(), "/nonexistent.amber"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.amber"), "{stderr}");
+}
+
+#[test]
+fn store_commands_on_a_missing_or_empty_store() {
+    let (code, _, stderr) = amber(&["store", "ls", "/nonexistent/store"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/store"), "{stderr}");
+    let dir = std::env::temp_dir().join(format!("amber-cli-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = dir.to_str().unwrap();
+    let (code, stdout, _) = amber(&["store", "ls", root, "--json"]);
+    assert_eq!(code, 0);
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value["models"], serde_json::json!([]));
+    let (code, stdout, _) = amber(&["store", "show", root, "churn", "--json"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["code"],
+        "store.unknown_model"
+    );
+    let (code, _, stderr) = amber(&["store", "alias", root, "../x", "prod", "1.0.0"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("invalid model name"), "{stderr}");
+    let (code, stdout, _) = amber(&["store", "check", root]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("0 models, 0 versions"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
