@@ -489,7 +489,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                             .to_owned(),
                     ));
                 }
-                self.instantiable(cls)
+                self.instantiable(cls, true)
             }
             ArgCheck::NdarrayReconstruct => match (arg(0), arg(1), arg(2)) {
                 (Some(cls), Some(shape), Some(code))
@@ -602,7 +602,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                             .and_then(|c| c.rsplit_once('.'))
                             .is_some_and(|(m, _)| m == module);
                         if same_module {
-                            self.instantiable(cls)
+                            self.instantiable(cls, false)
                         } else {
                             tramp(&format!("the class is not one of `{module}`"))
                         }
@@ -629,20 +629,23 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
-    /// A global that names a listed class `BUILD` may then fill.
-    fn instantiable(&self, cls: NodeId) -> Result<(), (&'static str, String)> {
+    /// A global naming a listed class the call may instantiate: with
+    /// `object.__new__` (`new`, plain Python classes) or with its own
+    /// `__new__` (`build`, compiled types made by `newObj`).
+    fn instantiable(&self, cls: NodeId, by_object_new: bool) -> Result<(), (&'static str, String)> {
         match self.global(cls) {
-            Some(Resolved {
-                entry: Some(e),
-                name,
-            }) if e.new || e.build.is_some() => {
-                let _ = name;
+            Some(Resolved { entry: Some(e), .. })
+                if (by_object_new && e.new) || (!by_object_new && e.build.is_some()) =>
+            {
                 Ok(())
             }
             Some(Resolved { entry: None, .. }) => Ok(()), // reported as not allowed
             Some(r) => Err((
                 "trampoline",
-                format!("`{}` is not a class the stream may instantiate", r.name),
+                format!(
+                    "`{}` is not a class the stream may instantiate this way",
+                    r.name
+                ),
             )),
             None => Err((
                 "trampoline",

@@ -964,3 +964,25 @@ fn crafted_trees_and_indices_are_refused() {
         );
     }
 }
+
+#[test]
+fn reconstructor_only_for_plain_classes() {
+    // `object.__new__` on a compiled type: refused before NumPy would raise.
+    refused(
+        &reconstructor(("sklearn.tree._tree", "Tree"), ("builtins", "object")),
+        "trampoline",
+    );
+    // `newObj(cls)` only for the compiled classes of its own module.
+    let data = P::proto(4)
+        .sg("sklearn.neighbors._kd_tree", "newObj")
+        .sg("sklearn.neighbors._ball_tree", "BallTree")
+        .call(1)
+        .stop();
+    refused(&data, "trampoline");
+    let data = P::proto(4)
+        .sg("sklearn.metrics._dist_metrics", "newObj")
+        .sg("sklearn.metrics._dist_metrics", "PyFuncDistance64")
+        .call(1)
+        .stop();
+    refused(&data, "global.not_allowed");
+}
