@@ -160,8 +160,8 @@ impl Analyser<'_, '_, '_> {
                 run.globals.insert(id, Resolved { name, entry });
             }
         }
-        for (id, node) in graph.iter() {
-            run.node(id, node);
+        for (_, node) in graph.iter() {
+            run.node(node);
         }
         for event in graph.events() {
             match &event.kind {
@@ -229,7 +229,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         self.global(id).map(|r| r.name.as_str())
     }
 
-    fn node(&mut self, id: NodeId, node: &Node<'_>) {
+    fn node(&mut self, node: &Node<'_>) {
         match node.kind() {
             NodeKind::Obj { .. } | NodeKind::Inst { .. } => self.refused(
                 node,
@@ -252,7 +252,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 kwargs: Some(_), ..
             } => self.refused(node, "calls `cls.__new__` with keyword arguments"),
             NodeKind::NewObj { cls, args, .. } => self.newobj(node, *cls, *args),
-            NodeKind::Reduce { callable, args } => self.reduce(id, node, *callable, *args),
+            NodeKind::Reduce { callable, args } => self.reduce(node, *callable, *args),
             _ => {}
         }
     }
@@ -312,7 +312,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
-    fn reduce(&mut self, _id: NodeId, node: &Node<'_>, callable: NodeId, args: NodeId) {
+    fn reduce(&mut self, node: &Node<'_>, callable: NodeId, args: NodeId) {
         let Some(resolved) = self.global(callable) else {
             let kind = self.kind_name(callable);
             self.push(
