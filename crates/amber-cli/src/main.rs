@@ -62,6 +62,12 @@ enum Command {
         #[arg(long = "trust", value_name = "NAME")]
         trusted: Vec<String>,
     },
+    /// List the names the default safety policy accepts, with their roles.
+    Policy {
+        /// Print the policy as JSON (every name with its role, call and state checks).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a file holds (classes, attributes, arrays, containers),
     /// read from the pickle stream without Python.
     Inspect {
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
             trusted,
         } => scan::run(&files, json, &trusted),
         Command::Inspect { file, json } => inspect::run(&file, json),
+        Command::Policy { json } => scan::policy(json),
         Command::Extract {
             file,
             entry,

@@ -133,3 +133,17 @@ fn text(path: &Path, format: &str, report: &Report) -> String {
     }
     out
 }
+
+/// `amber policy [--json]`.
+pub fn policy(json: bool) -> Outcome {
+    let policy = Policy::default_policy();
+    if json {
+        println!("{}", policy.to_json());
+    } else {
+        for (name, role) in policy.names() {
+            let role = serde_json::to_value(role).unwrap_or_default();
+            println!("{name} {}", role.as_str().unwrap_or("?"));
+        }
+    }
+    Outcome::Ok
+}

@@ -3,7 +3,7 @@
     /path/to/venv/bin/python crates/amber-scan/tools/check_coverage.py target/release/amber
 
 Fits the same estimators, composites and plain data as collect_policy.py,
-writes each as pickles (protocols 0, 2, 4, 5), an uncompressed joblib file and
+writes each as pickles (protocols 0 to 5), an uncompressed joblib file and
 an amber file into a temporary directory, runs `amber scan --json` on all of
 them and prints every file that is not `safe`, with its findings.
 """
@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         files = []
         for name, obj in objs:
-            for proto in (0, 2, 4, 5):
+            for proto in range(6):
                 try:
                     data = pickle.dumps(obj, protocol=proto)
                 except Exception:

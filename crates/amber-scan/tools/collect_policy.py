@@ -224,8 +224,8 @@ def composites() -> list[object]:
     metas.append((ensemble.GradientBoostingRegressor(loss="huber", n_estimators=3), X, y))
     metas.append((linear_model.LogisticRegression(solver="liblinear"), X, y % 2))
     from sklearn.gaussian_process import GaussianProcessRegressor, kernels
-    k = kernels.Matern() + kernels.WhiteKernel() + kernels.DotProduct() * kernels.ExpSineSquared() + kernels.RationalQuadratic()
-    metas.append((GaussianProcessRegressor(kernel=k, alpha=1.0), X, y))
+    for k in (kernels.Matern() + kernels.WhiteKernel(), kernels.DotProduct() * kernels.RationalQuadratic(), kernels.ExpSineSquared() ** 2):
+        metas.append((GaussianProcessRegressor(kernel=k, alpha=1.0), X, y))
     for est, a, b in metas:
         try:
             out.append(est if a is None else est.fit(a, b))
