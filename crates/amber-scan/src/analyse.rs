@@ -57,6 +57,12 @@ const DEFAULTDICT_FACTORIES: &[&str] = &[
     "collections.Counter",
 ];
 
+/// Functions `functools.partial` may wrap (HistGradientBoosting keeps
+/// `partial(check_array, ...)`). A partial is called later with the caller's
+/// data plus arguments the file chose, so only functions safe with any
+/// arguments belong here.
+const PARTIAL_FUNCTIONS: &[&str] = &["sklearn.utils.validation.check_array"];
+
 /// `NumpyArrayWrapper` state keys (joblib 1.6).
 const WRAPPER_KEYS: &[&str] = &[
     "subclass",
@@ -623,8 +629,11 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 _ => bad("expected () or (factory,)"),
             },
             ArgCheck::Partial => match arg(0) {
-                Some(f) if n == 1 && self.is_reference(f) => Ok(()),
-                _ => tramp("`functools.partial` wraps only a listed reference function"),
+                Some(f) if n == 1 && self.global_in(f, PARTIAL_FUNCTIONS) => Ok(()),
+                _ => tramp(&format!(
+                    "`functools.partial` may wrap only {}",
+                    PARTIAL_FUNCTIONS.join(", ")
+                )),
             },
         }
     }
@@ -652,13 +661,6 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 "the class argument is not a global".to_owned(),
             )),
         }
-    }
-
-    fn is_reference(&self, id: NodeId) -> bool {
-        self.global(id).is_some_and(|r| {
-            r.entry
-                .is_some_and(|e| matches!(e.role, Role::Reference | Role::Trusted))
-        })
     }
 
     fn is_bit_generator(&self, id: NodeId) -> bool {
@@ -834,7 +836,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             StateCheck::Partial => {
                 let ok = self.tuple(state).is_some_and(|items| {
                     items.len() == 4
-                        && items.first().is_some_and(|&f| self.is_reference(f))
+                        && items.first().is_some_and(|&f| self.global_in(f, PARTIAL_FUNCTIONS))
                         && items.get(1).is_some_and(|&a| self.plain_args(a))
                         && items.get(2..).is_some_and(|rest| {
                             rest.iter().all(|&d| {
@@ -848,7 +850,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                     Err((
                         "trampoline",
                         Severity::Critical,
-                        "`functools.partial` state must wrap a listed reference function with plain arguments"
+                        "`functools.partial` state must wrap a listed function with plain arguments"
                             .to_owned(),
                     ))
                 }

@@ -92,7 +92,8 @@ pub enum ArgCheck {
     /// `collections.defaultdict()` or `(factory,)` with a plain container or
     /// number type as factory.
     DefaultDict,
-    /// `functools.partial(f)` with `f` a listed reference.
+    /// `functools.partial(f)` with `f` one of the few functions that are
+    /// safe with any arguments (`sklearn.utils.validation.check_array`).
     Partial,
 }
 
@@ -149,8 +150,8 @@ pub enum StateCheck {
     /// joblib's legacy `NDArrayWrapper` / `ZNDArrayWrapper` state: known
     /// keys, `filename` a bare file name.
     JoblibLegacy,
-    /// `functools.partial` state `(f, args, kwargs, dict)` with `f` a listed
-    /// reference and plain arguments.
+    /// `functools.partial` state `(f, args, kwargs, dict)` with `f` as for
+    /// [`ArgCheck::Partial`] and plain arguments.
     Partial,
 }
 
