@@ -769,6 +769,29 @@ impl<'x> Run<'_, 'x, '_, '_> {
         let high = |why: String| Err(("build.state", Severity::High, why));
         match check {
             StateCheck::Any | StateCheck::Data => Ok(()),
+            StateCheck::FunctionTransformer => {
+                self.check_state(StateCheck::Attrs, state)?;
+                let Some(NodeKind::Dict(pairs)) = self.get(state) else {
+                    return Ok(());
+                };
+                for &(k, v) in pairs {
+                    if !matches!(self.str_of(k), Some("func" | "inverse_func")) {
+                        continue;
+                    }
+                    let numpy = self
+                        .global_name(v)
+                        .is_some_and(|n| n.starts_with("numpy."));
+                    if !(numpy || self.is_none(v) || self.is_call_of(v, "functools.partial")) {
+                        return Err((
+                            "trampoline",
+                            Severity::Critical,
+                            "FunctionTransformer calls `func`/`inverse_func` on your data with arguments the file chose: only NumPy functions are accepted there"
+                                .to_owned(),
+                        ));
+                    }
+                }
+                Ok(())
+            }
             StateCheck::Attrs => match self.get(state) {
                 Some(NodeKind::Dict(pairs)) => {
                     for &(k, _) in pairs {

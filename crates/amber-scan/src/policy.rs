@@ -150,6 +150,10 @@ pub enum StateCheck {
     /// joblib's legacy `NDArrayWrapper` / `ZNDArrayWrapper` state: known
     /// keys, `filename` a bare file name.
     JoblibLegacy,
+    /// [`StateCheck::Attrs`], and `func` / `inverse_func` (called later on
+    /// the caller's data with `kw_args` the file chose) are `None`, NumPy
+    /// functions or a listed `functools.partial`.
+    FunctionTransformer,
     /// `functools.partial` state `(f, args, kwargs, dict)` with `f` as for
     /// [`ArgCheck::Partial`] and plain arguments.
     Partial,
@@ -163,6 +167,7 @@ impl StateCheck {
             "joblib_wrapper" => StateCheck::JoblibWrapper,
             "joblib_legacy" => StateCheck::JoblibLegacy,
             "partial" => StateCheck::Partial,
+            "function_transformer" => StateCheck::FunctionTransformer,
             _ => return None,
         })
     }

@@ -224,7 +224,7 @@ def composites() -> list[object]:
     metas.append((ensemble.GradientBoostingRegressor(loss="huber", n_estimators=3), X, y))
     metas.append((linear_model.LogisticRegression(solver="liblinear"), X, y % 2))
     from sklearn.gaussian_process import GaussianProcessRegressor, kernels
-    for k in (kernels.Matern() + kernels.WhiteKernel(), kernels.DotProduct() * kernels.RationalQuadratic(), kernels.ExpSineSquared() ** 2 + kernels.WhiteKernel()):
+    for k in (kernels.Matern() + kernels.WhiteKernel(), kernels.DotProduct() * kernels.RationalQuadratic(), kernels.RBF() ** 2):
         metas.append((GaussianProcessRegressor(kernel=k, alpha=1.0), X, y))
     for est, a, b in metas:
         try:

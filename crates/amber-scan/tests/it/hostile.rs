@@ -991,3 +991,28 @@ fn reconstructor_only_for_plain_classes() {
         .stop();
     refused(&data, "global.not_allowed");
 }
+
+#[test]
+fn function_transformer_calls_only_numpy_functions() {
+    let ft = |f: (&str, &str)| {
+        P::proto(4)
+            .sg(
+                "sklearn.preprocessing._function_transformer",
+                "FunctionTransformer",
+            )
+            .new0()
+            .op(op::EMPTY_DICT)
+            .s("func")
+            .sg(f.0, f.1)
+            .op(op::SETITEM)
+            .op(op::BUILD)
+            .stop()
+    };
+    // A listed Cython helper that trusts its array shapes, called with kw_args from the file.
+    refused(
+        &ft(("sklearn.cluster._kmeans", "_kmeans_single_lloyd")),
+        "trampoline",
+    );
+    refused(&ft(("builtins", "list")), "trampoline");
+    assert!(scan_pickle(&ft(("numpy", "log1p"))).is_safe());
+}
