@@ -1,8 +1,8 @@
-//! `amber`: look into, check and (later) scan and convert model files, without Python.
+//! `amber`: look into, check, scan for safety and (later) convert model files, without Python.
 //!
 //! Exit codes (also in `amber --help`):
-//! - 0: success (for `verify`: every file is intact)
-//! - 1: a file was read and found damaged or invalid
+//! - 0: success (for `verify`: every file is intact; for `scan`: every file is safe)
+//! - 1: a file was read and found damaged or invalid (for `scan`: unsafe or malformed)
 //! - 2: a file could not be checked (missing, unreadable), or the command line is wrong
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ mod source;
 
 const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for scan: every file is safe)\n  1  a file was read and found damaged or invalid (for scan: unsafe or malformed)\n  2  a file could not be read, or the command line is wrong";
 
-/// Inspect and verify amber model files.
+/// Inspect, verify and scan model files.
 #[derive(Parser)]
 #[command(name = "amber", version, about, after_help = EXIT_HELP)]
 struct Cli {
