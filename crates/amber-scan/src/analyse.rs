@@ -478,13 +478,14 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 }
                 // Protocols 0-1 spell a dict subclass (`dok_matrix`, `Bunch`) as
                 // `_reconstructor(cls, builtins.dict, {...})`: `dict.__init__`
-                // only copies the literal's items. Accepted for container classes.
+                // only copies the literal's items. Accepted for plain Python container
+                // subclasses (not for C types such as OrderedDict).
                 let container_base = self.global_in(base, &["builtins.dict", "builtins.list"])
                     && matches!(self.get(state), Some(NodeKind::Dict(_) | NodeKind::List(_)))
                     && self
                         .global(cls)
                         .and_then(|r| r.entry)
-                        .is_some_and(|e| e.items);
+                        .is_some_and(|e| e.items && e.new);
                 if container_base {
                     return Ok(());
                 }

@@ -1016,3 +1016,19 @@ fn function_transformer_calls_only_numpy_functions() {
     refused(&ft(("builtins", "list")), "trampoline");
     assert!(scan_pickle(&ft(("numpy", "log1p"))).is_safe());
 }
+
+#[test]
+fn reconstructor_with_a_dict_base_only_for_python_dict_subclasses() {
+    let recon = |cls: (&str, &str)| {
+        P::proto(2)
+            .global("copy_reg", "_reconstructor")
+            .global(cls.0, cls.1)
+            .global("__builtin__", "dict")
+            .op(op::EMPTY_DICT)
+            .call(3)
+            .stop()
+    };
+    assert!(scan_pickle(&recon(("sklearn.utils._bunch", "Bunch"))).is_safe());
+    refused(&recon(("collections", "OrderedDict")), "reconstructor.base");
+    refused(&recon(LOGREG), "reconstructor.base");
+}
