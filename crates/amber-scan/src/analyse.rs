@@ -11,7 +11,7 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Opcode};
 
@@ -147,6 +147,8 @@ struct Resolved<'x> {
 struct Run<'r, 'x, 'g, 'a> {
     an: &'r mut Analyser<'x, 'g, 'a>,
     globals: HashMap<NodeId, Resolved<'x>>,
+    /// Objects that already received a `BUILD`.
+    built: HashSet<NodeId>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -155,6 +157,7 @@ impl Analyser<'_, '_, '_> {
         let mut run = Run {
             an: self,
             globals: HashMap::new(),
+            built: HashSet::new(),
         };
         for (id, node) in graph.iter() {
             if let NodeKind::Global(g) = node.kind() {
@@ -693,6 +696,40 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn build(&mut self, target: NodeId, state: NodeId, offset: u64) {
+        // The graph holds each object's and each dict's final contents; a
+        // second BUILD, or a state dict whose key repeats, would let what was
+        // validated differ from what `__setstate__` saw at that point.
+        if !self.built.insert(target) {
+            let global = self.made_from(target).map(|(c, _)| c.to_owned());
+            self.push(
+                "build.repeated",
+                Severity::Critical,
+                offset,
+                Opcode::BUILD,
+                global.as_deref(),
+                "a second BUILD on the same object (pickles build each object once)".to_owned(),
+            );
+            return;
+        }
+        if let Some(NodeKind::Dict(pairs)) = self.get(state) {
+            let mut keys = HashSet::new();
+            let repeated = pairs.iter().find_map(|&(k, _)| {
+                let key = self.str_of(k)?;
+                (!keys.insert(key)).then(|| key.to_owned())
+            });
+            if let Some(key) = repeated {
+                let global = self.made_from(target).map(|(c, _)| c.to_owned());
+                self.push(
+                    "build.state",
+                    Severity::High,
+                    offset,
+                    Opcode::BUILD,
+                    global.as_deref(),
+                    format!("BUILD state sets attribute `{key}` more than once"),
+                );
+                return;
+            }
+        }
         let Some((class, entry)) = self.made_from(target) else {
             let kind = self.kind_name(target);
             let what = if self.global(target).is_some() {

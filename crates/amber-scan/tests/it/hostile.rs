@@ -1032,3 +1032,26 @@ fn reconstructor_with_a_dict_base_only_for_python_dict_subclasses() {
     refused(&recon(("collections", "OrderedDict")), "reconstructor.base");
     refused(&recon(LOGREG), "reconstructor.base");
 }
+
+#[test]
+fn what_is_validated_is_what_setstate_sees() {
+    // A second BUILD would replace a validated state.
+    let data = new_logreg(P::proto(4))
+        .build_attr("C", 1)
+        .build_attr("C", 2)
+        .stop();
+    refused(&data, "build.repeated");
+    // A state dict set twice: the graph keeps both pairs, `__setstate__` saw
+    // whichever was set before the BUILD.
+    let data = new_logreg(P::proto(4))
+        .op(op::EMPTY_DICT)
+        .s("C")
+        .int(1)
+        .op(op::SETITEM)
+        .s("C")
+        .int(2)
+        .op(op::SETITEM)
+        .op(op::BUILD)
+        .stop();
+    refused(&data, "build.state");
+}
