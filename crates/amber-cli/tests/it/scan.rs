@@ -44,6 +44,10 @@ fn scan_exit_codes() {
         "{stdout}"
     );
     assert!(stdout.contains(r#"trusted=["os.system"]"#), "{stdout}");
+    assert!(
+        stdout.contains("names not in the policy: os.system"),
+        "{stdout}"
+    );
 
     let truncated = write(&dir, "cut.pkl", &EVIL[..EVIL.len() - 3]);
     let (code, stdout, _) = amber(&["scan", s(&truncated)]);

@@ -54,6 +54,15 @@ fn os_system_protocol_0() {
     );
     assert_eq!(r.verdict, Verdict::Unsafe);
     assert!(r.allowed_globals().is_empty());
+    let text = r.render_findings();
+    assert!(
+        text.contains("critical global.not_allowed at byte 0x0 (GLOBAL)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("names not in the policy: os.system"),
+        "{text}"
+    );
 }
 
 #[test]
