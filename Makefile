@@ -8,7 +8,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build demo test test-rust test-python bench lint fmt clean
+.PHONY: help venv build demo test test-rust test-python bench lint fmt clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench: build ## Benchmark against pickle, joblib, skops and the machine's limits
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fuzz: ## Run every fuzz target for FUZZ_SECONDS each (default 60; needs the nightly toolchain)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all

@@ -1,10 +1,10 @@
-//! `amber`: look into, check, compare and (later) scan and convert model files, and
-//! manage model stores, without Python.
+//! `amber`: look into, check, scan for safety, compare and convert model files,
+//! and manage model stores, without Python (`convert` alone runs Python).
 //!
 //! Exit codes (also in `amber --help`):
-//! - 0: success (for `verify`: every file is intact)
-//! - 1: a file was read and found damaged or invalid (`diff`: the model content
-//!   differs; `store check`: problems found)
+//! - 0: success (for `verify`: every file is intact; for `scan`: every file is safe)
+//! - 1: a file was read and found damaged or invalid (`scan`: unsafe or malformed;
+//!   `diff`: the model content differs; `store check`: problems found)
 //! - 2: a file could not be checked (missing, unreadable), a store name, version or
 //!   alias is wrong, or the command line is wrong
 
@@ -24,7 +24,7 @@ mod store;
 
 const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact; for scan: every file is safe;\n     for diff: same model content)\n  1  a file was read and found damaged or invalid (for scan: unsafe or malformed;\n     for diff: the content differs; for store check: problems found)\n  2  a file or store could not be read, a name, version or alias is wrong, or the\n     command line is wrong";
 
-/// Inspect and verify amber model files.
+/// Inspect, verify and scan model files.
 #[derive(Parser)]
 #[command(name = "amber", version, about, after_help = EXIT_HELP)]
 struct Cli {
@@ -67,6 +67,12 @@ enum Command {
         /// Also accept this exact `module.qualname` (repeatable).
         #[arg(long = "trust", value_name = "NAME")]
         trusted: Vec<String>,
+    },
+    /// List the names the default safety policy accepts, with their roles.
+    Policy {
+        /// Print the policy as JSON (every name with its role, call and state checks).
+        #[arg(long)]
+        json: bool,
     },
     /// Show what a file holds (classes, attributes, arrays, containers),
     /// read from the pickle stream without Python.
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             check,
             trusted,
         } => convert::convert(&input, &output, compress.as_deref(), check, trusted),
+        Command::Policy { json } => scan::policy(json),
         Command::Extract {
             file,
             entry,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use amber_scan::{Limits, Policy, Report, Verdict};
+use amber_scan::{Limits, Policy, Report};
 
 use crate::Outcome;
 use crate::source;
@@ -107,29 +107,20 @@ fn text(path: &Path, format: &str, report: &Report) -> String {
             String::new()
         }
     );
-    for f in &report.findings {
-        let at = f
-            .offset
-            .map_or_else(String::new, |o| format!(" at byte {o:#x}"));
-        let op = f.opcode.map_or_else(String::new, |o| format!(" ({o})"));
-        let times = if f.count > 1 {
-            format!(" [{} times]", f.count)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "  {:8} {}{at}{op}{times}: {}",
-            f.severity.as_str(),
-            f.code,
-            f.message
-        );
-    }
-    if report.verdict == Verdict::Unsafe && report.globals.iter().any(|g| !g.allowed) {
-        let _ = writeln!(
-            out,
-            "  (names you trust can be allowed with `amber scan --trust NAME` or `amber.load(..., trusted=[NAME])`)"
-        );
-    }
+    out.push_str(&report.render_findings());
     out
+}
+
+/// `amber policy [--json]`.
+pub fn policy(json: bool) -> Outcome {
+    let policy = Policy::default_policy();
+    if json {
+        println!("{}", policy.to_json());
+    } else {
+        for (name, role) in policy.names() {
+            let role = serde_json::to_value(role).unwrap_or_default();
+            println!("{name} {}", role.as_str().unwrap_or("?"));
+        }
+    }
+    Outcome::Ok
 }

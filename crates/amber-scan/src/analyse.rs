@@ -11,7 +11,7 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Opcode};
 
@@ -56,6 +56,12 @@ const DEFAULTDICT_FACTORIES: &[&str] = &[
     "collections.OrderedDict",
     "collections.Counter",
 ];
+
+/// Functions `functools.partial` may wrap (HistGradientBoosting keeps
+/// `partial(check_array, ...)`). A partial is called later with the caller's
+/// data plus arguments the file chose, so only functions safe with any
+/// arguments belong here.
+const PARTIAL_FUNCTIONS: &[&str] = &["sklearn.utils.validation.check_array"];
 
 /// `NumpyArrayWrapper` state keys (joblib 1.6).
 const WRAPPER_KEYS: &[&str] = &[
@@ -141,6 +147,8 @@ struct Resolved<'x> {
 struct Run<'r, 'x, 'g, 'a> {
     an: &'r mut Analyser<'x, 'g, 'a>,
     globals: HashMap<NodeId, Resolved<'x>>,
+    /// Objects that already received a `BUILD`.
+    built: HashSet<NodeId>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -149,6 +157,7 @@ impl Analyser<'_, '_, '_> {
         let mut run = Run {
             an: self,
             globals: HashMap::new(),
+            built: HashSet::new(),
         };
         for (id, node) in graph.iter() {
             if let NodeKind::Global(g) = node.kind() {
@@ -160,8 +169,8 @@ impl Analyser<'_, '_, '_> {
                 run.globals.insert(id, Resolved { name, entry });
             }
         }
-        for (id, node) in graph.iter() {
-            run.node(id, node);
+        for (_, node) in graph.iter() {
+            run.node(node);
         }
         for event in graph.events() {
             match &event.kind {
@@ -229,7 +238,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         self.global(id).map(|r| r.name.as_str())
     }
 
-    fn node(&mut self, id: NodeId, node: &Node<'_>) {
+    fn node(&mut self, node: &Node<'_>) {
         match node.kind() {
             NodeKind::Obj { .. } | NodeKind::Inst { .. } => self.refused(
                 node,
@@ -252,7 +261,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 kwargs: Some(_), ..
             } => self.refused(node, "calls `cls.__new__` with keyword arguments"),
             NodeKind::NewObj { cls, args, .. } => self.newobj(node, *cls, *args),
-            NodeKind::Reduce { callable, args } => self.reduce(id, node, *callable, *args),
+            NodeKind::Reduce { callable, args } => self.reduce(node, *callable, *args),
             _ => {}
         }
     }
@@ -312,7 +321,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
-    fn reduce(&mut self, _id: NodeId, node: &Node<'_>, callable: NodeId, args: NodeId) {
+    fn reduce(&mut self, node: &Node<'_>, callable: NodeId, args: NodeId) {
         let Some(resolved) = self.global(callable) else {
             let kind = self.kind_name(callable);
             self.push(
@@ -472,13 +481,14 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 }
                 // Protocols 0-1 spell a dict subclass (`dok_matrix`, `Bunch`) as
                 // `_reconstructor(cls, builtins.dict, {...})`: `dict.__init__`
-                // only copies the literal's items. Accepted for container classes.
+                // only copies the literal's items. Accepted for plain Python container
+                // subclasses (not for C types such as OrderedDict).
                 let container_base = self.global_in(base, &["builtins.dict", "builtins.list"])
                     && matches!(self.get(state), Some(NodeKind::Dict(_) | NodeKind::List(_)))
                     && self
                         .global(cls)
                         .and_then(|r| r.entry)
-                        .is_some_and(|e| e.items);
+                        .is_some_and(|e| e.items && e.new);
                 if container_base {
                     return Ok(());
                 }
@@ -489,7 +499,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                             .to_owned(),
                     ));
                 }
-                self.instantiable(cls)
+                self.instantiable(cls, true)
             }
             ArgCheck::NdarrayReconstruct => match (arg(0), arg(1), arg(2)) {
                 (Some(cls), Some(shape), Some(code))
@@ -602,7 +612,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                             .and_then(|c| c.rsplit_once('.'))
                             .is_some_and(|(m, _)| m == module);
                         if same_module {
-                            self.instantiable(cls)
+                            self.instantiable(cls, false)
                         } else {
                             tramp(&format!("the class is not one of `{module}`"))
                         }
@@ -623,39 +633,38 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 _ => bad("expected () or (factory,)"),
             },
             ArgCheck::Partial => match arg(0) {
-                Some(f) if n == 1 && self.is_reference(f) => Ok(()),
-                _ => tramp("`functools.partial` wraps only a listed reference function"),
+                Some(f) if n == 1 && self.global_in(f, PARTIAL_FUNCTIONS) => Ok(()),
+                _ => tramp(&format!(
+                    "`functools.partial` may wrap only {}",
+                    PARTIAL_FUNCTIONS.join(", ")
+                )),
             },
         }
     }
 
-    /// A global that names a listed class `BUILD` may then fill.
-    fn instantiable(&self, cls: NodeId) -> Result<(), (&'static str, String)> {
+    /// A global naming a listed class the call may instantiate: with
+    /// `object.__new__` (`new`, plain Python classes) or with its own
+    /// `__new__` (`build`, compiled types made by `newObj`).
+    fn instantiable(&self, cls: NodeId, by_object_new: bool) -> Result<(), (&'static str, String)> {
         match self.global(cls) {
-            Some(Resolved {
-                entry: Some(e),
-                name,
-            }) if e.new || e.build.is_some() => {
-                let _ = name;
+            Some(Resolved { entry: Some(e), .. })
+                if (by_object_new && e.new) || (!by_object_new && e.build.is_some()) =>
+            {
                 Ok(())
             }
             Some(Resolved { entry: None, .. }) => Ok(()), // reported as not allowed
             Some(r) => Err((
                 "trampoline",
-                format!("`{}` is not a class the stream may instantiate", r.name),
+                format!(
+                    "`{}` is not a class the stream may instantiate this way",
+                    r.name
+                ),
             )),
             None => Err((
                 "trampoline",
                 "the class argument is not a global".to_owned(),
             )),
         }
-    }
-
-    fn is_reference(&self, id: NodeId) -> bool {
-        self.global(id).is_some_and(|r| {
-            r.entry
-                .is_some_and(|e| matches!(e.role, Role::Reference | Role::Trusted))
-        })
     }
 
     fn is_bit_generator(&self, id: NodeId) -> bool {
@@ -687,6 +696,40 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn build(&mut self, target: NodeId, state: NodeId, offset: u64) {
+        // The graph holds each object's and each dict's final contents; a
+        // second BUILD, or a state dict whose key repeats, would let what was
+        // validated differ from what `__setstate__` saw at that point.
+        if !self.built.insert(target) {
+            let global = self.made_from(target).map(|(c, _)| c.to_owned());
+            self.push(
+                "build.repeated",
+                Severity::Critical,
+                offset,
+                Opcode::BUILD,
+                global.as_deref(),
+                "a second BUILD on the same object (pickles build each object once)".to_owned(),
+            );
+            return;
+        }
+        if let Some(NodeKind::Dict(pairs)) = self.get(state) {
+            let mut keys = HashSet::new();
+            let repeated = pairs.iter().find_map(|&(k, _)| {
+                let key = self.str_of(k)?;
+                (!keys.insert(key)).then(|| key.to_owned())
+            });
+            if let Some(key) = repeated {
+                let global = self.made_from(target).map(|(c, _)| c.to_owned());
+                self.push(
+                    "build.state",
+                    Severity::High,
+                    offset,
+                    Opcode::BUILD,
+                    global.as_deref(),
+                    format!("BUILD state sets attribute `{key}` more than once"),
+                );
+                return;
+            }
+        }
         let Some((class, entry)) = self.made_from(target) else {
             let kind = self.kind_name(target);
             let what = if self.global(target).is_some() {
@@ -764,6 +807,29 @@ impl<'x> Run<'_, 'x, '_, '_> {
         let high = |why: String| Err(("build.state", Severity::High, why));
         match check {
             StateCheck::Any | StateCheck::Data => Ok(()),
+            StateCheck::FunctionTransformer => {
+                self.check_state(StateCheck::Attrs, state)?;
+                let Some(NodeKind::Dict(pairs)) = self.get(state) else {
+                    return Ok(());
+                };
+                for &(k, v) in pairs {
+                    if !matches!(self.str_of(k), Some("func" | "inverse_func")) {
+                        continue;
+                    }
+                    let numpy = self
+                        .global_name(v)
+                        .is_some_and(|n| n.starts_with("numpy."));
+                    if !(numpy || self.is_none(v) || self.is_call_of(v, "functools.partial")) {
+                        return Err((
+                            "trampoline",
+                            Severity::Critical,
+                            "FunctionTransformer calls `func`/`inverse_func` on your data with arguments the file chose: only NumPy functions are accepted there"
+                                .to_owned(),
+                        ));
+                    }
+                }
+                Ok(())
+            }
             StateCheck::Attrs => match self.get(state) {
                 Some(NodeKind::Dict(pairs)) => {
                     for &(k, _) in pairs {
@@ -831,7 +897,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             StateCheck::Partial => {
                 let ok = self.tuple(state).is_some_and(|items| {
                     items.len() == 4
-                        && items.first().is_some_and(|&f| self.is_reference(f))
+                        && items.first().is_some_and(|&f| self.global_in(f, PARTIAL_FUNCTIONS))
                         && items.get(1).is_some_and(|&a| self.plain_args(a))
                         && items.get(2..).is_some_and(|rest| {
                             rest.iter().all(|&d| {
@@ -845,7 +911,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                     Err((
                         "trampoline",
                         Severity::Critical,
-                        "`functools.partial` state must wrap a listed reference function with plain arguments"
+                        "`functools.partial` state must wrap a listed function with plain arguments"
                             .to_owned(),
                     ))
                 }

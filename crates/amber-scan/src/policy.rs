@@ -92,7 +92,8 @@ pub enum ArgCheck {
     /// `collections.defaultdict()` or `(factory,)` with a plain container or
     /// number type as factory.
     DefaultDict,
-    /// `functools.partial(f)` with `f` a listed reference.
+    /// `functools.partial(f)` with `f` one of the few functions that are
+    /// safe with any arguments (`sklearn.utils.validation.check_array`).
     Partial,
 }
 
@@ -149,8 +150,12 @@ pub enum StateCheck {
     /// joblib's legacy `NDArrayWrapper` / `ZNDArrayWrapper` state: known
     /// keys, `filename` a bare file name.
     JoblibLegacy,
-    /// `functools.partial` state `(f, args, kwargs, dict)` with `f` a listed
-    /// reference and plain arguments.
+    /// [`StateCheck::Attrs`], and `func` / `inverse_func` (called later on
+    /// the caller's data with `kw_args` the file chose) are `None`, NumPy
+    /// functions or a listed `functools.partial`.
+    FunctionTransformer,
+    /// `functools.partial` state `(f, args, kwargs, dict)` with `f` as for
+    /// [`ArgCheck::Partial`] and plain arguments.
     Partial,
 }
 
@@ -162,6 +167,7 @@ impl StateCheck {
             "joblib_wrapper" => StateCheck::JoblibWrapper,
             "joblib_legacy" => StateCheck::JoblibLegacy,
             "partial" => StateCheck::Partial,
+            "function_transformer" => StateCheck::FunctionTransformer,
             _ => return None,
         })
     }

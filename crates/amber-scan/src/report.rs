@@ -137,6 +137,47 @@ impl Report {
         self.findings.iter().any(|f| f.code == code)
     }
 
+    /// One line per finding (severity, code, offset, opcode, count, message),
+    /// then a hint on trusting names if some global was refused: the text of
+    /// `amber scan` and of the loader's `UnsafeModelError`.
+    #[must_use]
+    pub fn render_findings(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for f in &self.findings {
+            let at = f
+                .offset
+                .map_or_else(String::new, |o| format!(" at byte {o:#x}"));
+            let op = f.opcode.map_or_else(String::new, |o| format!(" ({o})"));
+            let times = if f.count > 1 {
+                format!(" [{} times]", f.count)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  {:8} {}{at}{op}{times}: {}",
+                f.severity.as_str(),
+                f.code,
+                f.message
+            );
+        }
+        let refused: Vec<&str> = self
+            .globals
+            .iter()
+            .filter(|g| !g.allowed)
+            .map(|g| g.name.as_str())
+            .collect();
+        if !refused.is_empty() {
+            let _ = writeln!(
+                out,
+                "  names not in the policy: {}; if you trust this file's source, allow them with trusted=[...] (CLI: --trust NAME)",
+                refused.join(", ")
+            );
+        }
+        out
+    }
+
     /// The report as one JSON object.
     #[must_use]
     pub fn to_json(&self) -> String {

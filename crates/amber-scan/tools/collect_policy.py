@@ -222,10 +222,10 @@ def composites() -> list[object]:
     metas.append((ensemble.HistGradientBoostingRegressor(loss="poisson", max_iter=3), X, np.abs(y) + 1.0))
     metas.append((ensemble.GradientBoostingClassifier(n_estimators=3), X, y % 2))
     metas.append((ensemble.GradientBoostingRegressor(loss="huber", n_estimators=3), X, y))
-    metas.append((linear_model.LogisticRegression(solver="liblinear"), X, y))
+    metas.append((linear_model.LogisticRegression(solver="liblinear"), X, y % 2))
     from sklearn.gaussian_process import GaussianProcessRegressor, kernels
-    k = kernels.Matern() + kernels.WhiteKernel() + kernels.DotProduct() * kernels.ExpSineSquared() + kernels.RationalQuadratic()
-    metas.append((GaussianProcessRegressor(kernel=k), X, y))
+    for k in (kernels.Matern() + kernels.WhiteKernel(), kernels.DotProduct() * kernels.RationalQuadratic(), kernels.RBF() ** 2):
+        metas.append((GaussianProcessRegressor(kernel=k, alpha=1.0), X, y))
     for est, a, b in metas:
         try:
             out.append(est if a is None else est.fit(a, b))

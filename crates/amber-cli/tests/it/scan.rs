@@ -44,6 +44,10 @@ fn scan_exit_codes() {
         "{stdout}"
     );
     assert!(stdout.contains(r#"trusted=["os.system"]"#), "{stdout}");
+    assert!(
+        stdout.contains("names not in the policy: os.system"),
+        "{stdout}"
+    );
 
     let truncated = write(&dir, "cut.pkl", &EVIL[..EVIL.len() - 3]);
     let (code, stdout, _) = amber(&["scan", s(&truncated)]);
@@ -167,4 +171,25 @@ fn inspect_errors() {
     assert!(stderr.contains("not a valid pickle stream"), "{stderr}");
     let (code, _, _) = amber(&["inspect", "/nonexistent/x.pkl"]);
     assert_eq!(code, 2);
+}
+
+#[test]
+fn policy_listing() {
+    let (code, stdout, _) = amber(&["policy"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.lines().any(|l| l == "copyreg._reconstructor call"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l == "numpy.log1p reference"));
+    assert!(!stdout.contains("os.system"));
+    let (code, stdout, _) = amber(&["policy", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["names"]["sklearn.tree._tree.Tree"]["build"], "data");
+    assert_eq!(
+        v["names"]["numpy._core.numeric._frombuffer"]["call"],
+        "frombuffer"
+    );
+    assert!(v["joblib"]["joblib.numpy_pickle.NumpyArrayWrapper"].is_object());
 }

@@ -54,6 +54,15 @@ fn os_system_protocol_0() {
     );
     assert_eq!(r.verdict, Verdict::Unsafe);
     assert!(r.allowed_globals().is_empty());
+    let text = r.render_findings();
+    assert!(
+        text.contains("critical global.not_allowed at byte 0x0 (GLOBAL)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("names not in the policy: os.system"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -482,6 +491,11 @@ fn reconstructor_with_a_non_object_base() {
 fn functools_partial_wraps_only_references() {
     let partial = |f: (&str, &str)| P::proto(4).sg("functools", "partial").sg(f.0, f.1).call(1);
     refused(&partial(LOGREG).stop(), "trampoline");
+    // A listed reference is not enough: the partial's arguments are the file's.
+    refused(
+        &partial(("sklearn.cluster._kmeans", "_kmeans_single_lloyd")).stop(),
+        "trampoline",
+    );
     // The state swaps the function for a class.
     let data = logreg(partial(("numpy", "log1p")).op(op::MARK))
         .op(op::EMPTY_TUPLE)
@@ -962,4 +976,90 @@ fn crafted_trees_and_indices_are_refused() {
             r.findings
         );
     }
+}
+
+#[test]
+fn reconstructor_only_for_plain_classes() {
+    // `object.__new__` on a compiled type: refused before NumPy would raise.
+    refused(
+        &reconstructor(("sklearn.tree._tree", "Tree"), ("builtins", "object")),
+        "trampoline",
+    );
+    // `newObj(cls)` only for the compiled classes of its own module.
+    let data = P::proto(4)
+        .sg("sklearn.neighbors._kd_tree", "newObj")
+        .sg("sklearn.neighbors._ball_tree", "BallTree")
+        .call(1)
+        .stop();
+    refused(&data, "trampoline");
+    let data = P::proto(4)
+        .sg("sklearn.metrics._dist_metrics", "newObj")
+        .sg("sklearn.metrics._dist_metrics", "PyFuncDistance64")
+        .call(1)
+        .stop();
+    refused(&data, "global.not_allowed");
+}
+
+#[test]
+fn function_transformer_calls_only_numpy_functions() {
+    let ft = |f: (&str, &str)| {
+        P::proto(4)
+            .sg(
+                "sklearn.preprocessing._function_transformer",
+                "FunctionTransformer",
+            )
+            .new0()
+            .op(op::EMPTY_DICT)
+            .s("func")
+            .sg(f.0, f.1)
+            .op(op::SETITEM)
+            .op(op::BUILD)
+            .stop()
+    };
+    // A listed Cython helper that trusts its array shapes, called with kw_args from the file.
+    refused(
+        &ft(("sklearn.cluster._kmeans", "_kmeans_single_lloyd")),
+        "trampoline",
+    );
+    refused(&ft(("builtins", "list")), "trampoline");
+    assert!(scan_pickle(&ft(("numpy", "log1p"))).is_safe());
+}
+
+#[test]
+fn reconstructor_with_a_dict_base_only_for_python_dict_subclasses() {
+    let recon = |cls: (&str, &str)| {
+        P::proto(2)
+            .global("copy_reg", "_reconstructor")
+            .global(cls.0, cls.1)
+            .global("__builtin__", "dict")
+            .op(op::EMPTY_DICT)
+            .call(3)
+            .stop()
+    };
+    assert!(scan_pickle(&recon(("sklearn.utils._bunch", "Bunch"))).is_safe());
+    refused(&recon(("collections", "OrderedDict")), "reconstructor.base");
+    refused(&recon(LOGREG), "reconstructor.base");
+}
+
+#[test]
+fn what_is_validated_is_what_setstate_sees() {
+    // A second BUILD would replace a validated state.
+    let data = new_logreg(P::proto(4))
+        .build_attr("C", 1)
+        .build_attr("C", 2)
+        .stop();
+    refused(&data, "build.repeated");
+    // A state dict set twice: the graph keeps both pairs, `__setstate__` saw
+    // whichever was set before the BUILD.
+    let data = new_logreg(P::proto(4))
+        .op(op::EMPTY_DICT)
+        .s("C")
+        .int(1)
+        .op(op::SETITEM)
+        .s("C")
+        .int(2)
+        .op(op::SETITEM)
+        .op(op::BUILD)
+        .stop();
+    refused(&data, "build.state");
 }
