@@ -104,7 +104,7 @@ pub(crate) fn check_gradient_boosting(view: &View<'_, '_>, state: NodeId) -> Out
         return Ok(Vec::new());
     };
     let expected = features_in(view, &d, "estimators_")?;
-    let items = ndarray::object_items(view.graph, estimators, view.before)
+    let items = ndarray::object_items(view.graph, estimators, view.builds)
         .map_err(|e| Issue::undecodable(e.offset(), format!("`estimators_`: {e}")))?;
     let mut found = Found::default();
     for &estimator in items {

@@ -26,9 +26,9 @@
 
 use std::collections::HashMap;
 
-use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
+use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
-use crate::ndarray::{self, ArrayBytes, ArrayError, NdArray};
+use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, NdArray};
 
 pub mod estimators;
 pub mod hist;
@@ -95,20 +95,54 @@ pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 /// [`validated_classes`] give no issues.
 #[must_use]
 pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-    let sparse = sparse::format_of(class);
+    validate(ctx, Builds::scan(), class, object, state)
+}
+
+/// [`check`], finding `BUILD`s in `index` (`ctx.graph.event_index()`, built
+/// once): exact and O(1) per lookup, where [`check`] scans a bounded number
+/// of events after each object. Use it when validating many objects.
+#[must_use]
+pub fn check_indexed(
+    ctx: &Ctx<'_, '_>,
+    index: &EventIndex,
+    class: &str,
+    object: NodeId,
+    state: NodeId,
+) -> Vec<Issue> {
+    validate(ctx, Builds::indexed(index), class, object, state)
+}
+
+fn validate(
+    ctx: &Ctx<'_, '_>,
+    builds: Builds<'_>,
+    class: &str,
+    object: NodeId,
+    state: NodeId,
+) -> Vec<Issue> {
     if !VALIDATED.contains(&class) {
         return Vec::new();
     }
-    let Some(before) = build_offset(ctx.graph, object, state) else {
-        return vec![Issue::undecodable(
-            ctx.graph.get(state).map_or(0, Node::offset),
-            "no BUILD of this object with this state follows the state",
-        )];
+    let sparse = sparse::format_of(class);
+    // Ensembles hold Python references to their trees, so `predict` sees
+    // each tree's (single) state whenever it was built; every other type
+    // copies or wraps its arrays when built, so it is read as of its BUILD.
+    let ensemble = estimators::GRADIENT_BOOSTING.contains(&class)
+        || estimators::HIST_GRADIENT_BOOSTING.contains(&class);
+    let builds = if ensemble {
+        builds
+    } else {
+        let Some(at) = build_offset(ctx.graph, builds, object, state) else {
+            return vec![Issue::undecodable(
+                ctx.graph.get(state).map_or(0, Node::offset),
+                "no BUILD of this object with this state follows the state",
+            )];
+        };
+        builds.before(at)
     };
     let view = View {
         graph: ctx.graph,
         arrays: ctx.arrays,
-        before,
+        builds,
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
@@ -169,17 +203,31 @@ static VALIDATED: &[&str] = &[
 /// A validator's result: its issues, or the one issue that stopped it.
 pub(crate) type Outcome = Result<Vec<Issue>, Issue>;
 
-/// Offset of the `BUILD` that gives `state` to `object`: it follows the
-/// state's own nodes and events closely.
-fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64> {
-    let at = graph.get(state)?.offset();
+/// Offset of the `BUILD` that gives `state` to `object`: in the index, or
+/// closely after the state's own nodes and events.
+fn build_offset(
+    graph: &Graph<'_>,
+    builds: Builds<'_>,
+    object: NodeId,
+    state: NodeId,
+) -> Option<u64> {
     let events = graph.events();
+    let is_it = |e: &&Event| e.target == object && e.kind == EventKind::Build { state };
+    if let Some(index) = builds.index() {
+        return index
+            .of(object)
+            .iter()
+            .filter_map(|&i| events.get(usize::try_from(i).ok()?))
+            .find(is_it)
+            .map(|e| e.offset);
+    }
+    let at = graph.get(state)?.offset();
     let first = events.partition_point(|e| e.offset < at);
     events
         .get(first..)?
         .iter()
         .take(ndarray::MAX_BUILD_SCAN)
-        .find(|e| e.target == object && e.kind == EventKind::Build { state })
+        .find(is_it)
         .map(|e| e.offset)
 }
 
@@ -188,7 +236,7 @@ fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64>
 pub(crate) struct View<'g, 'a> {
     pub(crate) graph: &'g Graph<'a>,
     arrays: &'g dyn ArrayBytes,
-    before: u64,
+    builds: Builds<'g>,
 }
 
 impl<'g> View<'g, '_> {
@@ -210,12 +258,12 @@ impl<'g> View<'g, '_> {
 
     /// The state of the first `BUILD` on `id`, if it ran before the validated one.
     pub(crate) fn build_state(&self, id: NodeId) -> Option<NodeId> {
-        ndarray::build_state(self.graph, id, self.before)
+        self.builds.state(self.graph, id)
     }
 
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
-        ndarray::decode_before(self.graph, id, self.arrays, self.before)
+        ndarray::decode_with(self.graph, id, self.arrays, self.builds)
             .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
     }
 

@@ -48,7 +48,7 @@ pub fn format_of(class: &str) -> Option<Format> {
 }
 
 fn sizes(ctx: &View<'_, '_>, d: &StateDict<'_>) -> Result<Vec<i64>, Issue> {
-    let id = d.get("_shape").map_or_else(|| d.require("shape"), Ok)?;
+    let id = d.require("_shape")?;
     let dims = ctx
         .tuple(id)
         .filter(|t| (1..=64).contains(&t.len()))

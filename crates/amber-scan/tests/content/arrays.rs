@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use amber_pickle::{Graph, Node, NodeId, NodeKind};
-use amber_scan::ndarray::{self, ByteOrder, Kind, NdArray, Order};
+use amber_scan::ndarray::{self, Builds, ByteOrder, Kind, NdArray, Order};
 
 use crate::{Loaded, manifest};
 
@@ -175,10 +175,13 @@ fn an_array_is_read_as_it_is_when_used() {
             .find(|e| e.target == id)
             .unwrap()
             .offset;
-        assert!(ndarray::decode_before(graph, id, bytes, build + 1).is_ok());
-        let e = ndarray::decode_before(graph, id, bytes, build).unwrap_err();
-        assert_eq!(e.code(), "ndarray.malformed");
-        assert!(e.to_string().contains("not built before it is used"), "{e}");
-        assert_eq!(e.offset(), node.offset());
+        let index = graph.event_index();
+        for builds in [Builds::scan(), Builds::indexed(&index)] {
+            assert!(ndarray::decode_with(graph, id, bytes, builds.before(build + 1)).is_ok());
+            let e = ndarray::decode_with(graph, id, bytes, builds.before(build)).unwrap_err();
+            assert_eq!(e.code(), "ndarray.malformed");
+            assert!(e.to_string().contains("not built before it is used"), "{e}");
+            assert_eq!(e.offset(), node.offset());
+        }
     });
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use amber_scan::content::{Ctx, check, validated_classes};
+use amber_scan::content::{Ctx, check, check_indexed, validated_classes};
 use amber_scan::ndarray::NoArrays;
 
 use crate::{Loaded, class_of, manifest, validate, validate_graph};
@@ -168,4 +168,52 @@ fn forest_timing() {
             "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, validate {validated:?}"
         );
     }
+}
+
+#[test]
+fn far_builds_are_bounded_by_scanning_and_exact_by_index() {
+    // N csr objects and their state dicts are made first, their BUILDs come
+    // after all of them: object k's BUILD is k events after its state.
+    const N: u32 = 5000;
+    let mut data = b"\x80\x04".to_vec();
+    for _ in 0..N {
+        data.extend_from_slice(b"cscipy.sparse._csr\ncsr_matrix\n)\x81\x940}\x940");
+    }
+    for k in 0..N {
+        data.push(b'j');
+        data.extend_from_slice(&(2 * k).to_le_bytes());
+        data.push(b'j');
+        data.extend_from_slice(&(2 * k + 1).to_le_bytes());
+        data.extend_from_slice(b"b0");
+    }
+    data.extend_from_slice(b"N.");
+    let pickle = amber_pickle::parse(&data).unwrap();
+    let graph = pickle.graph();
+    let ctx = Ctx {
+        graph,
+        arrays: &NoArrays,
+    };
+    let index = graph.event_index();
+    let class = "scipy.sparse._csr.csr_matrix";
+    let (mut near, mut far) = (0, 0);
+    for event in graph.events() {
+        let amber_pickle::EventKind::Build { state } = event.kind else {
+            panic!("only builds");
+        };
+        let scanned = check(&ctx, class, event.target, state);
+        let indexed = check_indexed(&ctx, &index, class, event.target, state);
+        assert_eq!(indexed.len(), 1);
+        assert!(
+            indexed[0].message.contains("state has no `_shape`"),
+            "{indexed:?}"
+        );
+        assert_eq!(scanned[0].code, "content.undecodable");
+        if scanned == indexed {
+            near += 1;
+        } else {
+            assert!(scanned[0].message.contains("no BUILD"), "{scanned:?}");
+            far += 1;
+        }
+    }
+    assert_eq!((near, far), (4096, N - 4096));
 }
