@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use amber_scan::content::{Ctx, check, check_indexed, validated_classes};
 use amber_scan::ndarray::NoArrays;
 
-use crate::{Loaded, class_of, manifest, validate, validate_graph};
+use crate::{Loaded, class_of, manifest, validate};
 
 #[test]
 fn every_real_fixture_passes_and_holds_its_objects() {
@@ -152,20 +152,48 @@ fn forest_timing() {
         let pickle = loaded.parse();
         let parsed = t.elapsed();
         drop(pickle);
-        let (trees, nodes, validated) = loaded.with_graph(|graph, arrays| {
-            let mut best = std::time::Duration::MAX;
-            let mut results = Vec::new();
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                results = validate_graph(graph, arrays);
-                best = best.min(t.elapsed());
-            }
-            assert!(results.iter().all(|(_, i)| i.is_empty()));
-            (results.len(), graph.len(), best)
+        let (trees, nodes, scanned, indexed) = loaded.with_graph(|graph, arrays| {
+            let ctx = Ctx { graph, arrays };
+            let builds: Vec<_> = graph
+                .events()
+                .iter()
+                .filter_map(|e| match e.kind {
+                    amber_pickle::EventKind::Build { state } => {
+                        let class = class_of(graph, e.target)?;
+                        validated_classes()
+                            .contains(&class.as_str())
+                            .then_some((class, e.target, state))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let time = |f: &dyn Fn() -> usize| {
+                let mut best = std::time::Duration::MAX;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    assert_eq!(f(), 0);
+                    best = best.min(t.elapsed());
+                }
+                best
+            };
+            let scanned = time(&|| {
+                builds
+                    .iter()
+                    .map(|(c, o, s)| check(&ctx, c, *o, *s).len())
+                    .sum()
+            });
+            let indexed = time(&|| {
+                let index = graph.event_index();
+                builds
+                    .iter()
+                    .map(|(c, o, s)| check_indexed(&ctx, &index, c, *o, *s).len())
+                    .sum()
+            });
+            (builds.len(), graph.len(), scanned, indexed)
         });
         let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
         println!(
-            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, validate {validated:?}"
+            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, check {scanned:?}, index + check_indexed {indexed:?}"
         );
     }
 }
