@@ -17,6 +17,17 @@
 //! `n_features_in_` is what bounds their trees' feature indices at
 //! `predict`). Each walks its arrays once.
 //!
+//! Issue codes (stable): `tree.child_out_of_range`, `tree.cycle`,
+//! `tree.shared_node`, `tree.feature_out_of_range`, `tree.max_depth`,
+//! `tree.node_count`, `tree.value_shape`, `tree.n_classes`,
+//! `tree.n_outputs`, `tree.n_features`; `hist.node_out_of_range`,
+//! `hist.cycle`, `hist.feature_out_of_range`, `hist.bitset_out_of_range`,
+//! `hist.bitset_shape`; `neighbors.index_out_of_range`,
+//! `neighbors.node_data`, `neighbors.node_count`, `neighbors.node_bounds`,
+//! `neighbors.data_shape`, `neighbors.sample_weight`; `sparse.indptr`,
+//! `sparse.indices`, `sparse.coords`, `sparse.data`, `sparse.shape`,
+//! `sparse.blocksize`; `content.duplicate_key`, `content.undecodable`.
+//!
 //! Everything is read as it is when the validated object's `BUILD` runs: a
 //! `BUILD` of an array or dtype after it has not happened yet. Each object's
 //! *first* `BUILD` is the one read, so the analyser must refuse a stream
