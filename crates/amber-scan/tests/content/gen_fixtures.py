@@ -36,6 +36,7 @@ from sklearn.ensemble import (
 )
 from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 from sklearn.neighbors import BallTree, KDTree, KNeighborsClassifier
+from sklearn.neighbors._ball_tree import newObj as ball_new_obj
 from sklearn.neighbors._kd_tree import newObj as kd_new_obj
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.tree._tree import Tree
@@ -351,6 +352,16 @@ def crafted_kd():
         return a
 
     crafted("kdtree_idx_array", variant(1, idx), "neighbors.index_out_of_range", count)
+    ball = BallTree(X, leaf_size=4)
+    state = list(ball.__getstate__())
+    state[3] = np.zeros((2,) + state[3].shape[1:])  # a KD tree's two bound planes
+
+    class CraftedBall:
+        def __reduce__(self):
+            return (ball_new_obj, (BallTree,), tuple(state))
+
+    crafted("balltree_node_bounds", CraftedBall(), "neighbors.node_bounds",
+            {"sklearn.neighbors._ball_tree.BallTree": 1})
     crafted("kdtree_node_data", variant(2, node_end), "neighbors.node_data", count)
     crafted("kdtree_node_bounds", variant(3, lambda b: b[:, :-1].copy()),
             "neighbors.node_bounds", count)
@@ -377,6 +388,9 @@ def crafted_sparse():
     c = sp.csc_matrix(m)
     c.indices[-1] = c.shape[0] + 2
     crafted("csc_indices", c, "sparse.indices", {"scipy.sparse._csc.csc_matrix": 1})
+    b = sp.bsr_array(sp.random(6, 8, density=0.5, random_state=1), blocksize=(2, 2))
+    b.indices[0] = 4  # 8 columns are 4 blocks
+    crafted("bsr_indices", b, "sparse.indices", {"scipy.sparse._bsr.bsr_array": 1})
     coo = sp.coo_array(m)
     coo.coords = (coo.coords[0].copy(), coo.coords[1].copy())
     coo.coords[0][1] = 99
