@@ -35,6 +35,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
@@ -467,6 +468,8 @@ const MAX_DIMS: usize = 64;
 const MAX_DTYPE_DEPTH: u32 = 8;
 /// Fields of one structured dtype.
 const MAX_FIELDS: usize = 4096;
+/// Dtypes reached while decoding one dtype, by default.
+const MAX_DTYPES: u32 = 16_384;
 /// Events scanned after a node to find its `BUILD`: in a real pickle the
 /// `BUILD` follows its object after only the builds of nested dtypes.
 pub(crate) const MAX_BUILD_SCAN: usize = 4096;
@@ -509,6 +512,8 @@ fn offset_of(graph: &Graph<'_>, id: NodeId) -> u64 {
 pub struct Builds<'i> {
     index: Option<&'i EventIndex>,
     before: u64,
+    budget: Option<&'i Cell<usize>>,
+    max_dtypes: u32,
 }
 
 impl Default for Builds<'_> {
@@ -524,6 +529,8 @@ impl<'i> Builds<'i> {
         Builds {
             index: None,
             before: u64::MAX,
+            budget: None,
+            max_dtypes: MAX_DTYPES,
         }
     }
 
@@ -532,7 +539,7 @@ impl<'i> Builds<'i> {
     pub const fn indexed(index: &'i EventIndex) -> Self {
         Builds {
             index: Some(index),
-            before: u64::MAX,
+            ..Builds::scan()
         }
     }
 
@@ -540,8 +547,28 @@ impl<'i> Builds<'i> {
     #[must_use]
     pub const fn before(self, offset: u64) -> Self {
         Builds {
-            index: self.index,
             before: offset,
+            ..self
+        }
+    }
+
+    /// When scanning, take the events looked at from `budget`, shared by
+    /// every lookup made with these settings; none are found once it is spent.
+    #[must_use]
+    pub const fn scan_budget(self, budget: &'i Cell<usize>) -> Self {
+        Builds {
+            budget: Some(budget),
+            ..self
+        }
+    }
+
+    /// Refuse a dtype made of more than `n` dtypes (fields and subarrays,
+    /// counted each time they are reached: shared parts count again).
+    #[must_use]
+    pub const fn max_dtypes(self, n: u32) -> Self {
+        Builds {
+            max_dtypes: n,
+            ..self
         }
     }
 
@@ -564,11 +591,16 @@ impl<'i> Builds<'i> {
         }
         let at = graph.get(id)?.offset();
         let first = events.partition_point(|e| e.offset <= at);
-        events
-            .get(first..)?
-            .iter()
-            .take(MAX_BUILD_SCAN)
-            .find_map(build)
+        let limit = MAX_BUILD_SCAN.min(self.budget.map_or(usize::MAX, Cell::get));
+        let mut scanned = 0usize;
+        let found = events.get(first..)?.iter().take(limit).find_map(|e| {
+            scanned += 1;
+            build(e)
+        });
+        if let Some(budget) = self.budget {
+            budget.set(budget.get().saturating_sub(scanned));
+        }
+        found
     }
 
     /// The state of the first `BUILD` on `id`, if it counts.
@@ -771,7 +803,7 @@ fn from_buffer<'g>(
         }
         _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
-    let dtype = dtype_at(graph, dtype, 0, builds)?;
+    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
     let order = match text_of(graph, order) {
@@ -822,7 +854,7 @@ fn reconstruct<'g>(
         .map_err(|_| malformed("state is not (version, shape, dtype, is_fortran, data)"))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let dtype = dtype_at(graph, dtype, 0, builds)?;
+    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
     }
@@ -919,6 +951,7 @@ fn joblib_wrapper(
         get("dtype").ok_or_else(|| malformed("has no dtype"))?,
         0,
         builds,
+        &Cell::new(builds.max_dtypes),
     )?;
     let order = match get("order").and_then(|o| text_of(graph, o)) {
         Some("C") => Order::C,
@@ -946,15 +979,25 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
 /// version 3 or 4 state this module can read, or its sizes and offsets do
 /// not fit together.
 pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
-    dtype_at(graph, id, 0, Builds::scan())
+    dtype_at(graph, id, 0, Builds::scan(), &Cell::new(MAX_DTYPES))
 }
 
-fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, builds: Builds<'_>) -> Result<DType> {
+fn dtype_at(
+    graph: &Graph<'_>,
+    id: NodeId,
+    depth: u32,
+    builds: Builds<'_>,
+    left: &Cell<u32>,
+) -> Result<DType> {
     let offset = offset_of(graph, id);
     let fail = |reason: String| ArrayError::DType { offset, reason };
     if depth > MAX_DTYPE_DEPTH {
         return Err(fail("structured dtypes nest too deeply".to_owned()));
     }
+    let Some(n) = left.get().checked_sub(1) else {
+        return Err(fail("the dtype has too many fields".to_owned()));
+    };
+    left.set(n);
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     };
@@ -1039,7 +1082,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, builds: Builds<'_>) -> Re
         let [base, shape] = tuple(graph, *subarray)
             .and_then(|t| <[NodeId; 2]>::try_from(t).ok())
             .ok_or_else(|| fail("subarray is not (dtype, shape)".to_owned()))?;
-        let base = dtype_at(graph, base, depth + 1, builds)?;
+        let base = dtype_at(graph, base, depth + 1, builds, left)?;
         let shape = read_shape(graph, shape)
             .ok_or_else(|| fail("subarray shape is not a tuple of sizes".to_owned()))?;
         let total = shape
@@ -1053,7 +1096,8 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, builds: Builds<'_>) -> Re
         Some((Box::new(base), shape))
     };
 
-    let fields = read_fields(graph, *names, *fields, itemsize, depth, builds).map_err(fail)?;
+    let fields =
+        read_fields(graph, *names, *fields, itemsize, depth, builds, left).map_err(fail)?;
     if kind != Kind::Void && !fields.is_empty() {
         return Err(fail(format!("`{descr}` cannot have fields")));
     }
@@ -1073,6 +1117,7 @@ fn read_fields(
     itemsize: u64,
     depth: u32,
     builds: Builds<'_>,
+    left: &Cell<u32>,
 ) -> std::result::Result<Vec<Field>, String> {
     match (is_none(graph, names), is_none(graph, fields)) {
         (true, true) => return Ok(Vec::new()),
@@ -1107,7 +1152,7 @@ fn read_fields(
             [dt, off] | [dt, off, _] => (*dt, *off),
             _ => return Err(format!("field `{name}` is not (dtype, offset[, title])")),
         };
-        let dtype = dtype_at(graph, dt, depth + 1, builds).map_err(|e| e.to_string())?;
+        let dtype = dtype_at(graph, dt, depth + 1, builds, left).map_err(|e| e.to_string())?;
         let offset = int(graph, off)
             .and_then(|o| u64::try_from(o).ok())
             .ok_or_else(|| format!("field `{name}` offset is not a size"))?;

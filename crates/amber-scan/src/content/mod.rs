@@ -35,6 +35,7 @@
 //! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
 //! `bytearray` rewrites array bytes after they were read here).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
@@ -94,6 +95,11 @@ impl From<ArrayError> for Issue {
     }
 }
 
+/// Events one check may scan to find BUILDs (without an index).
+const SCAN_BUDGET: usize = 2048;
+/// Dtypes one array's dtype may be made of (`Tree` nodes: 9).
+const MAX_DTYPES: u32 = 64;
+
 /// The code for a validated object whose state or arrays cannot be read.
 pub const UNDECODABLE: &str = "content.undecodable";
 /// The code for a state dict that sets one key twice.
@@ -139,6 +145,11 @@ fn validate(
     // copies or wraps its arrays when built, so it is read as of its BUILD.
     let ensemble = estimators::GRADIENT_BOOSTING.contains(&class)
         || estimators::HIST_GRADIENT_BOOSTING.contains(&class);
+    // Bound the work one check does on a hostile stream: events scanned to
+    // find BUILDs, and dtypes reached per array (real states need a few
+    // dozen of each). Ensembles look up one BUILD per tree.
+    let budget = Cell::new(if ensemble { usize::MAX } else { SCAN_BUDGET });
+    let builds = builds.scan_budget(&budget).max_dtypes(MAX_DTYPES);
     let builds = if ensemble {
         builds
     } else {

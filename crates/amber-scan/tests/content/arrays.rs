@@ -185,3 +185,20 @@ fn an_array_is_read_as_it_is_when_used() {
         }
     });
 }
+
+#[test]
+fn a_dtype_that_fans_out_through_shared_parts_is_bounded() {
+    let loaded = Loaded::read("dtype_fanout.p4.pkl");
+    let pickle = loaded.parse();
+    let graph = pickle.graph();
+    let e = ndarray::decode(graph, pickle.root(), &ndarray::NoArrays).unwrap_err();
+    assert_eq!(e.code(), "ndarray.dtype");
+    assert!(e.to_string().contains("too many fields"), "{e}");
+    let roomy = Builds::scan().max_dtypes(27_931);
+    let a = ndarray::decode_with(graph, pickle.root(), &ndarray::NoArrays, roomy).unwrap();
+    assert_eq!(a.dtype.itemsize, 27_000);
+    assert_eq!(a.dtype.fields.len(), 30);
+    assert_eq!(a.dtype.fields[29].offset, 29 * 900);
+    let tight = Builds::scan().max_dtypes(27_930);
+    assert!(ndarray::decode_with(graph, pickle.root(), &ndarray::NoArrays, tight).is_err());
+}

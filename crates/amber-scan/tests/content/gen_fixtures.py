@@ -423,6 +423,17 @@ def py2_array():
     write("py2_ndarray.p1.pkl", data, "array", {})
 
 
+def dtype_fanout():
+    """A small pickle whose dtype reaches 27,931 dtypes: 30 fields of 30
+    fields of 30 bytes, each level one memoized dtype shared by its fields."""
+    inner = np.dtype([(f"b{i}", "u1") for i in range(30)])
+    mid = np.dtype([(f"m{i}", inner) for i in range(30)])
+    outer = np.dtype([(f"o{i}", mid) for i in range(30)])
+    data = pickle.dumps(np.zeros(0, outer), protocol=4)
+    assert len(data) < 4096, len(data)
+    write("dtype_fanout.p4.pkl", data, "array", {})
+
+
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -437,6 +448,7 @@ def main():
     crafted_kd()
     crafted_sparse()
     py2_array()
+    dtype_fanout()
     (OUT / "MANIFEST.txt").write_text("\n".join(manifest) + "\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"{len(manifest)} fixtures, {total} bytes", file=sys.stderr)
