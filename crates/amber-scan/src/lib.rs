@@ -10,5 +10,5 @@
 pub mod content;
 pub mod ndarray;
 
-pub use content::{Ctx, Issue, check, check_indexed, validated_classes};
+pub use content::{Checker, Ctx, Issue, check, check_indexed, validated_classes};
 pub use ndarray::{ArrayBytes, ArrayError, NoArrays};

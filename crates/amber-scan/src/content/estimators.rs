@@ -17,7 +17,7 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at, int_column, tree};
+use super::{Found, Issue, Outcome, StateDict, View, at, tree};
 use crate::ndarray::{self, global_name};
 
 /// Tree estimators: one `tree_` each.
@@ -139,8 +139,8 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         for &predictor in list(stage)? {
             let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
             let nodes = view.array(nodes_id, "nodes")?;
-            let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
-            let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
+            let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
+            let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
             for i in 0..nodes.len() {
                 if at(&is_leaf, i, "is_leaf", nodes.offset)? != 0 {
                     continue;

@@ -26,7 +26,8 @@
 //! `neighbors.node_data`, `neighbors.node_count`, `neighbors.node_bounds`,
 //! `neighbors.data_shape`, `neighbors.sample_weight`; `sparse.indptr`,
 //! `sparse.indices`, `sparse.coords`, `sparse.data`, `sparse.shape`,
-//! `sparse.blocksize`; `content.duplicate_key`, `content.undecodable`.
+//! `sparse.blocksize`; `content.duplicate_key`, `content.undecodable`,
+//! `content.budget` ([`Checker`] only).
 //!
 //! Everything is read as it is when the validated object's `BUILD` runs: a
 //! `BUILD` of an array or dtype after it has not happened yet. Each object's
@@ -49,6 +50,7 @@ pub mod sparse;
 pub mod tree;
 
 /// What a validator sees: the graph and the bytes of its arrays.
+#[derive(Clone, Copy)]
 pub struct Ctx<'g, 'a> {
     /// The parsed pickle.
     pub graph: &'g amber_pickle::Graph<'a>,
@@ -102,6 +104,8 @@ const MAX_DTYPES: u32 = 64;
 
 /// The code for a validated object whose state or arrays cannot be read.
 pub const UNDECODABLE: &str = "content.undecodable";
+/// The code for a check refused because the file's validation budget is spent.
+pub const BUDGET: &str = "content.budget";
 /// The code for a state dict that sets one key twice.
 pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 
@@ -112,7 +116,14 @@ pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 /// [`validated_classes`] give no issues.
 #[must_use]
 pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-    validate(ctx, Builds::scan(), class, object, state)
+    validate(
+        ctx,
+        Builds::scan(),
+        &Cell::new(u64::MAX),
+        class,
+        object,
+        state,
+    )
 }
 
 /// [`check`], finding `BUILD`s in `index` (`ctx.graph.event_index()`, built
@@ -126,12 +137,69 @@ pub fn check_indexed(
     object: NodeId,
     state: NodeId,
 ) -> Vec<Issue> {
-    validate(ctx, Builds::indexed(index), class, object, state)
+    validate(
+        ctx,
+        Builds::indexed(index),
+        &Cell::new(u64::MAX),
+        class,
+        object,
+        state,
+    )
+}
+
+/// Validates many objects of one graph: [`check_indexed`] with one
+/// [`EventIndex`], and one budget of array elements read, shared by every
+/// check. Each check reads its own arrays once, but a hostile stream can
+/// make thousands of validated objects share one large array through the
+/// memo, so the work is bounded over the whole graph: once the budget is
+/// spent, a check that must read more gives `content.budget`.
+///
+/// A budget of twice the elements the file's arrays hold (about its bytes)
+/// passes every real model: each array is read by at most two validators.
+pub struct Checker<'g, 'a> {
+    ctx: Ctx<'g, 'a>,
+    index: EventIndex,
+    left: Cell<u64>,
+}
+
+impl std::fmt::Debug for Checker<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("left", &self.left.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'g, 'a> Checker<'g, 'a> {
+    /// Index `ctx.graph` (one pass over its events) with a budget of `elements`.
+    #[must_use]
+    pub fn new(ctx: Ctx<'g, 'a>, elements: u64) -> Self {
+        let index = ctx.graph.event_index();
+        Checker {
+            ctx,
+            index,
+            left: Cell::new(elements),
+        }
+    }
+
+    /// [`check`] for one object.
+    #[must_use]
+    pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
+        let builds = Builds::indexed(&self.index);
+        validate(&self.ctx, builds, &self.left, class, object, state)
+    }
+
+    /// Array elements the remaining checks may still read.
+    #[must_use]
+    pub fn remaining(&self) -> u64 {
+        self.left.get()
+    }
 }
 
 fn validate(
     ctx: &Ctx<'_, '_>,
     builds: Builds<'_>,
+    work: &Cell<u64>,
     class: &str,
     object: NodeId,
     state: NodeId,
@@ -165,6 +233,7 @@ fn validate(
         graph: ctx.graph,
         arrays: ctx.arrays,
         builds,
+        work,
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
@@ -259,6 +328,8 @@ pub(crate) struct View<'g, 'a> {
     pub(crate) graph: &'g Graph<'a>,
     arrays: &'g dyn ArrayBytes,
     builds: Builds<'g>,
+    /// Array elements this and later checks may still read.
+    work: &'g Cell<u64>,
 }
 
 impl<'g> View<'g, '_> {
@@ -287,6 +358,29 @@ impl<'g> View<'g, '_> {
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
         ndarray::decode_with(self.graph, id, self.arrays, self.builds)
             .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
+    }
+
+    /// One integer field (or the elements) of an array, charged to the work budget.
+    pub(crate) fn int_column<'d>(
+        &self,
+        array: &'d NdArray<'_>,
+        field: Option<&str>,
+        what: &str,
+    ) -> Result<ndarray::Column<'d>, Issue> {
+        let col = int_column(array, field, what)?;
+        let cost = u64::try_from(col.len()).unwrap_or(u64::MAX);
+        let Some(left) = self.work.get().checked_sub(cost) else {
+            self.work.set(0);
+            return Err(Issue::new(
+                BUDGET,
+                array.offset,
+                format!(
+                    "reading `{what}` ({cost} elements) exceeds the budget for validating this file"
+                ),
+            ));
+        };
+        self.work.set(left);
+        Ok(col)
     }
 
     /// An int the state must hold.
@@ -338,7 +432,7 @@ impl<'g> StateDict<'g> {
 }
 
 /// One integer field (or the elements) of an array, read as `i64`s one at a time.
-pub(crate) fn int_column<'d>(
+fn int_column<'d>(
     array: &'d NdArray<'_>,
     field: Option<&str>,
     what: &str,

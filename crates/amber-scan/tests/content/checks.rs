@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use amber_scan::content::{Ctx, check, check_indexed, validated_classes};
+use amber_pickle::NodeId;
+use amber_scan::content::{Checker, Ctx, check, check_indexed, validated_classes};
 use amber_scan::ndarray::NoArrays;
 
 use crate::{Loaded, class_of, manifest, validate};
@@ -154,19 +155,7 @@ fn forest_timing() {
         drop(pickle);
         let (trees, nodes, scanned, indexed) = loaded.with_graph(|graph, arrays| {
             let ctx = Ctx { graph, arrays };
-            let builds: Vec<_> = graph
-                .events()
-                .iter()
-                .filter_map(|e| match e.kind {
-                    amber_pickle::EventKind::Build { state } => {
-                        let class = class_of(graph, e.target)?;
-                        validated_classes()
-                            .contains(&class.as_str())
-                            .then_some((class, e.target, state))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let builds = validated_builds(graph);
             let time = |f: &dyn Fn() -> usize| {
                 let mut best = std::time::Duration::MAX;
                 for _ in 0..5 {
@@ -244,4 +233,64 @@ fn far_builds_are_bounded_by_scanning_and_exact_by_index() {
         }
     }
     assert_eq!((near, far), (4096, N - 4096));
+}
+
+/// `(class, object, state)` of every validated BUILD.
+fn validated_builds(graph: &amber_pickle::Graph<'_>) -> Vec<(String, NodeId, NodeId)> {
+    graph
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            amber_pickle::EventKind::Build { state } => {
+                let class = class_of(graph, e.target)?;
+                validated_classes()
+                    .contains(&class.as_str())
+                    .then_some((class, e.target, state))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_checker_budget_bounds_work_over_the_whole_file() {
+    for entry in manifest().iter().filter(|e| e.expected == "ok") {
+        let loaded = Loaded::read(&entry.name);
+        loaded.with_graph(|graph, arrays| {
+            let ctx = Ctx { graph, arrays };
+            let builds = validated_builds(graph);
+            let unlimited = Checker::new(ctx, u64::MAX);
+            for (c, o, s) in &builds {
+                assert!(unlimited.check(c, *o, *s).is_empty());
+            }
+            let used = u64::MAX - unlimited.remaining();
+            // Twice the file's bytes covers every real model.
+            let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
+            assert!(
+                used <= 2 * bytes as u64,
+                "{}: {used} > 2 x {bytes}",
+                entry.name
+            );
+            if used == 0 {
+                return;
+            }
+            let exact = Checker::new(ctx, used);
+            assert!(
+                builds
+                    .iter()
+                    .all(|(c, o, s)| exact.check(c, *o, *s).is_empty())
+            );
+            assert_eq!(exact.remaining(), 0);
+            let short = Checker::new(ctx, used - 1);
+            let refused: Vec<_> = builds
+                .iter()
+                .flat_map(|(c, o, s)| short.check(c, *o, *s))
+                .collect();
+            assert!(!refused.is_empty(), "{}", entry.name);
+            assert!(
+                refused.iter().all(|i| i.code == "content.budget"),
+                "{refused:?}"
+            );
+        });
+    }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use amber_pickle::joblib::JoblibHook;
 use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Parser, Pickle};
-use amber_scan::content::{Ctx, Issue, check, check_indexed, validated_classes};
+use amber_scan::content::{Checker, Ctx, Issue, check, check_indexed, validated_classes};
 use amber_scan::ndarray::SliceArrays;
 
 /// The fixture directory.
@@ -182,6 +182,7 @@ pub(crate) fn validate_graph(
 ) -> Vec<(String, Vec<Issue>)> {
     let ctx = Ctx { graph, arrays };
     let index = graph.event_index();
+    let checker = Checker::new(ctx, u64::MAX);
     let mut out = Vec::new();
     for event in graph.events() {
         let EventKind::Build { state } = event.kind else {
@@ -197,6 +198,7 @@ pub(crate) fn validate_graph(
                 issues,
                 check_indexed(&ctx, &index, &class, event.target, state)
             );
+            assert_eq!(issues, checker.check(&class, event.target, state));
             out.push((class, issues));
         }
     }
