@@ -292,6 +292,12 @@ impl NdArray<'_> {
         self.len == 0
     }
 
+    /// Whether the bytes were converted from text (`_codecs.encode`), not borrowed.
+    #[must_use]
+    pub fn is_converted(&self) -> bool {
+        matches!(self.data, Cow::Owned(_))
+    }
+
     /// The raw bytes (`len() * itemsize` of them).
     #[must_use]
     pub fn data(&self) -> &[u8] {

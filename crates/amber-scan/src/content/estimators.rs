@@ -106,6 +106,7 @@ pub(crate) fn check_gradient_boosting(view: &View<'_, '_>, state: NodeId) -> Out
     let expected = features_in(view, &d, "estimators_")?;
     let items = ndarray::object_items(view.graph, estimators, view.builds)
         .map_err(|e| Issue::undecodable(e.offset(), format!("`estimators_`: {e}")))?;
+    view.charge(items.len(), view.offset(estimators), "estimators_")?;
     let mut found = Found::default();
     for &estimator in items {
         let tree_id = estimator_state(view, estimator)?.require("tree_")?;
@@ -135,8 +136,12 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         )),
     };
     let mut found = Found::default();
-    for &stage in list(predictors)? {
-        for &predictor in list(stage)? {
+    let stages = list(predictors)?;
+    view.charge(stages.len(), view.offset(predictors), "_predictors")?;
+    for &stage in stages {
+        let stage_predictors = list(stage)?;
+        view.charge(stage_predictors.len(), view.offset(stage), "_predictors")?;
+        for &predictor in stage_predictors {
             let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;

@@ -356,8 +356,13 @@ impl<'g> View<'g, '_> {
 
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
-        ndarray::decode_with(self.graph, id, self.arrays, self.builds)
-            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
+        let array = ndarray::decode_with(self.graph, id, self.arrays, self.builds)
+            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))?;
+        // Text data (protocols 0-2) is converted on every decode.
+        if array.is_converted() {
+            self.charge(array.len(), array.offset, what)?;
+        }
+        Ok(array)
     }
 
     /// One integer field (or the elements) of an array, charged to the work budget.
@@ -368,19 +373,25 @@ impl<'g> View<'g, '_> {
         what: &str,
     ) -> Result<ndarray::Column<'d>, Issue> {
         let col = int_column(array, field, what)?;
-        let cost = u64::try_from(col.len()).unwrap_or(u64::MAX);
+        self.charge(col.len(), array.offset, what)?;
+        Ok(col)
+    }
+
+    /// Take `elements` from the work budget.
+    pub(crate) fn charge(&self, elements: usize, offset: u64, what: &str) -> Result<(), Issue> {
+        let cost = u64::try_from(elements).unwrap_or(u64::MAX);
         let Some(left) = self.work.get().checked_sub(cost) else {
             self.work.set(0);
             return Err(Issue::new(
                 BUDGET,
-                array.offset,
+                offset,
                 format!(
                     "reading `{what}` ({cost} elements) exceeds the budget for validating this file"
                 ),
             ));
         };
         self.work.set(left);
-        Ok(col)
+        Ok(())
     }
 
     /// An int the state must hold.
