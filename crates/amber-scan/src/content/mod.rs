@@ -30,7 +30,12 @@
 //! `content.budget` ([`Checker`] only).
 //!
 //! Everything is read as it is when the validated object's `BUILD` runs: a
-//! `BUILD` of an array or dtype after it has not happened yet. Each object's
+//! `BUILD` of an array or dtype after it has not happened yet (ensembles,
+//! which keep references to their trees, read each tree's state whenever
+//! it was built). [`check`] finds `BUILD`s by a bounded scan,
+//! [`check_indexed`] in an [`EventIndex`]; [`Checker`] adds one work budget
+//! for the whole file, so arrays shared through the memo by thousands of
+//! validated objects cannot multiply the work. Each object's
 //! *first* `BUILD` is the one read, so the analyser must refuse a stream
 //! that builds one object twice, and must refuse `APPEND`/`SETITEM`-style
 //! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
