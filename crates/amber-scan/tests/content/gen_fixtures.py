@@ -6,9 +6,12 @@ Run from the repository root with the project venv:
 
 It rewrites `fixtures/` beside this file and `fixtures/MANIFEST.txt`, one line
 per file: `name<TAB>expected<TAB>class=count,...` where `expected` is `ok` for
-a real pickle (every validated object must pass) or the one issue code a
-crafted file must be refused with. Models are tiny and seeded, so the files
-are small and the same on every run of the pinned versions.
+a real pickle (every validated object must pass), the one issue code a
+crafted file must be refused with, or `array` for a file the array decoder
+tests read directly. Models are tiny and seeded (and `Tree` padding bytes
+zeroed), so the files are small and byte-for-byte the same on every run of
+the pinned versions. `--forest PATH` writes a 200-tree forest for timing
+instead (see `forest_timing` in checks.rs).
 
 File forms: `.pkl` is a plain pickle (protocol in the name); `.oob` is a
 protocol 5 pickle with out-of-band buffers, stored as `OOB1`, a u32 count,
