@@ -35,9 +35,10 @@
 //! ```
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 
-use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
+use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
 /// Where the bytes that are not in the graph come from.
 pub trait ArrayBytes {
@@ -291,6 +292,12 @@ impl NdArray<'_> {
         self.len == 0
     }
 
+    /// Whether the bytes were converted from text (`_codecs.encode`), not borrowed.
+    #[must_use]
+    pub fn is_converted(&self) -> bool {
+        matches!(self.data, Cow::Owned(_))
+    }
+
     /// The raw bytes (`len() * itemsize` of them).
     #[must_use]
     pub fn data(&self) -> &[u8] {
@@ -467,6 +474,8 @@ const MAX_DIMS: usize = 64;
 const MAX_DTYPE_DEPTH: u32 = 8;
 /// Fields of one structured dtype.
 const MAX_FIELDS: usize = 4096;
+/// Dtypes reached while decoding one dtype, by default.
+const MAX_DTYPES: u32 = 16_384;
 /// Events scanned after a node to find its `BUILD`: in a real pickle the
 /// `BUILD` follows its object after only the builds of nested dtypes.
 pub(crate) const MAX_BUILD_SCAN: usize = 4096;
@@ -495,26 +504,117 @@ fn offset_of(graph: &Graph<'_>, id: NodeId) -> u64 {
     graph.get(id).map_or(0, Node::offset)
 }
 
-/// The first `BUILD` on `id` (its offset and state), if one follows it closely.
-pub(crate) fn first_build(graph: &Graph<'_>, id: NodeId) -> Option<(u64, NodeId)> {
-    let at = graph.get(id)?.offset();
-    let events = graph.events();
-    let first = events.partition_point(|e| e.offset <= at);
-    events
-        .get(first..)?
-        .iter()
-        .take(MAX_BUILD_SCAN)
-        .find_map(|e| match e.kind {
-            EventKind::Build { state } if e.target == id => Some((e.offset, state)),
-            _ => None,
-        })
+/// How the first `BUILD` of an object is found, and which `BUILD`s count.
+///
+/// [`Builds::scan`] (the default) looks at the events that follow the
+/// object, at most a fixed number of them: no set-up, and enough for every
+/// real pickle, where an object's `BUILD` follows it after only the builds
+/// of its own nested dtypes. [`Builds::indexed`] looks the object up in a
+/// [`Graph::event_index`] built once per graph: exact and O(1) per object,
+/// for callers that validate many objects. [`Builds::before`] makes a
+/// `BUILD` at or after an offset not count (it has not run yet when the
+/// opcode at that offset runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Builds<'i> {
+    index: Option<&'i EventIndex>,
+    before: u64,
+    budget: Option<&'i Cell<usize>>,
+    max_dtypes: u32,
 }
 
-/// The state of the first `BUILD` on `id` if it ran before offset `before`.
-pub(crate) fn build_state(graph: &Graph<'_>, id: NodeId, before: u64) -> Option<NodeId> {
-    first_build(graph, id)
-        .filter(|&(at, _)| at < before)
-        .map(|(_, state)| state)
+impl Default for Builds<'_> {
+    fn default() -> Self {
+        Builds::scan()
+    }
+}
+
+impl<'i> Builds<'i> {
+    /// Scan the events after each object (bounded).
+    #[must_use]
+    pub const fn scan() -> Self {
+        Builds {
+            index: None,
+            before: u64::MAX,
+            budget: None,
+            max_dtypes: MAX_DTYPES,
+        }
+    }
+
+    /// Look `BUILD`s up in `index`, made by [`Graph::event_index`] of the same graph.
+    #[must_use]
+    pub const fn indexed(index: &'i EventIndex) -> Self {
+        Builds {
+            index: Some(index),
+            ..Builds::scan()
+        }
+    }
+
+    /// Count only `BUILD`s at offsets below `offset`.
+    #[must_use]
+    pub const fn before(self, offset: u64) -> Self {
+        Builds {
+            before: offset,
+            ..self
+        }
+    }
+
+    /// When scanning, take the events looked at from `budget`, shared by
+    /// every lookup made with these settings; none are found once it is spent.
+    #[must_use]
+    pub const fn scan_budget(self, budget: &'i Cell<usize>) -> Self {
+        Builds {
+            budget: Some(budget),
+            ..self
+        }
+    }
+
+    /// Refuse a dtype made of more than `n` dtypes (fields and subarrays,
+    /// counted each time they are reached: shared parts count again).
+    #[must_use]
+    pub const fn max_dtypes(self, n: u32) -> Self {
+        Builds {
+            max_dtypes: n,
+            ..self
+        }
+    }
+
+    pub(crate) const fn index(&self) -> Option<&'i EventIndex> {
+        self.index
+    }
+
+    /// The first `BUILD` on `id`: its offset and state.
+    pub(crate) fn first(&self, graph: &Graph<'_>, id: NodeId) -> Option<(u64, NodeId)> {
+        let events = graph.events();
+        let build = |e: &Event| match e.kind {
+            EventKind::Build { state } if e.target == id => Some((e.offset, state)),
+            _ => None,
+        };
+        if let Some(index) = self.index {
+            return index
+                .of(id)
+                .iter()
+                .find_map(|&i| events.get(usize::try_from(i).ok()?).and_then(build));
+        }
+        let at = graph.get(id)?.offset();
+        let first = events.partition_point(|e| e.offset <= at);
+        let limit = MAX_BUILD_SCAN.min(self.budget.map_or(usize::MAX, Cell::get));
+        let mut scanned = 0usize;
+        let found = events.get(first..)?.iter().take(limit).find_map(|e| {
+            scanned += 1;
+            build(e)
+        });
+        if let Some(budget) = self.budget {
+            budget.set(budget.get().saturating_sub(scanned));
+        }
+        found
+    }
+
+    /// The state of the first `BUILD` on `id`, if it counts.
+    pub(crate) fn state(&self, graph: &Graph<'_>, id: NodeId) -> Option<NodeId> {
+        self.first(graph, id)
+            .filter(|&(at, _)| at < self.before)
+            .map(|(_, state)| state)
+    }
 }
 
 fn tuple<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g [NodeId]> {
@@ -529,7 +629,8 @@ fn is_none(graph: &Graph<'_>, id: NodeId) -> bool {
     matches!(graph.kind(id), Some(NodeKind::None))
 }
 
-/// Decode the array made by node `id`, with every `BUILD` in the stream.
+/// Decode the array made by node `id`, with every `BUILD` in the stream
+/// ([`Builds::scan`]).
 ///
 /// # Errors
 /// Any [`ArrayError`]: not an array form, an unreadable dtype, malformed
@@ -539,23 +640,23 @@ pub fn decode<'g>(
     id: NodeId,
     arrays: &'g dyn ArrayBytes,
 ) -> Result<NdArray<'g>> {
-    decode_before(graph, id, arrays, u64::MAX)
+    decode_with(graph, id, arrays, Builds::scan())
 }
 
-/// Decode the array made by node `id` as it is when the opcode at offset
-/// `before` runs: a `BUILD` of the array or of a dtype at or after `before`
-/// has not happened yet (so an array built only later is an error).
+/// Decode the array made by node `id`, finding `BUILD`s as `builds` says:
+/// with [`Builds::before`], as the array is when that opcode runs (an
+/// array or dtype built only later is an error or unbuilt).
 ///
-/// This reads the first `BUILD` of each object; a stream that builds one
-/// object twice must be refused by the caller.
+/// Each object's *first* `BUILD` is read; a stream that builds one object
+/// twice must be refused by the caller.
 ///
 /// # Errors
 /// As [`decode`].
-pub fn decode_before<'g>(
+pub fn decode_with<'g>(
     graph: &'g Graph<'_>,
     id: NodeId,
     arrays: &'g dyn ArrayBytes,
-    before: u64,
+    builds: Builds<'_>,
 ) -> Result<NdArray<'g>> {
     let offset = offset_of(graph, id);
     let not_array = |reason: String| ArrayError::NotAnArray { offset, reason };
@@ -571,9 +672,9 @@ pub fn decode_before<'g>(
             let name = global_name(graph, *callable)
                 .ok_or_else(|| not_array("a call of something that is not a global".to_owned()))?;
             if FROMBUFFER.contains(&name.as_str()) {
-                from_buffer(graph, *args, arrays, offset, before)?
+                from_buffer(graph, *args, arrays, offset, builds)?
             } else if RECONSTRUCT.contains(&name.as_str()) {
-                reconstruct(graph, id, *args, offset, before)?
+                reconstruct(graph, id, *args, offset, builds)?
             } else {
                 return Err(not_array(format!("a call of `{name}`")));
             }
@@ -583,7 +684,7 @@ pub fn decode_before<'g>(
             offset: at,
             len,
         } => {
-            let (dtype, shape, order) = joblib_wrapper(graph, *wrapper, offset, before)?;
+            let (dtype, shape, order) = joblib_wrapper(graph, *wrapper, offset, builds)?;
             let data = arrays
                 .inline(*at, *len)
                 .ok_or_else(|| ArrayError::MissingBytes {
@@ -629,13 +730,17 @@ pub fn decode_before<'g>(
 
 type Parts<'g> = (DType, Vec<u64>, Order, Cow<'g, [u8]>);
 
-/// The items of an object array (`dtype=object`) made by node `id`, as of
-/// the opcode at `before`: `_reconstruct` whose `BUILD` state holds a list,
+/// The items of an object array (`dtype=object`) made by node `id`, its
+/// `BUILD` found as `builds` says: `_reconstruct` whose `BUILD` state holds a list,
 /// or a joblib wrapper followed by a nested pickle of such an array.
 ///
 /// # Errors
 /// [`ArrayError::NotAnArray`] or [`ArrayError::Malformed`] for anything else.
-pub fn object_items<'g>(graph: &'g Graph<'_>, id: NodeId, before: u64) -> Result<&'g [NodeId]> {
+pub fn object_items<'g>(
+    graph: &'g Graph<'_>,
+    id: NodeId,
+    builds: Builds<'_>,
+) -> Result<&'g [NodeId]> {
     let offset = offset_of(graph, id);
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -661,7 +766,8 @@ pub fn object_items<'g>(graph: &'g Graph<'_>, id: NodeId, before: u64) -> Result
             reason: format!("a call of `{name}`"),
         });
     }
-    let state = build_state(graph, id, before)
+    let state = builds
+        .state(graph, id)
         .ok_or_else(|| malformed("the array is not built before it is used"))?;
     let raw = tuple(graph, state)
         .and_then(|t| t.last().copied())
@@ -678,7 +784,7 @@ fn from_buffer<'g>(
     args: NodeId,
     arrays: &'g dyn ArrayBytes,
     offset: u64,
-    before: u64,
+    builds: Builds<'_>,
 ) -> Result<Parts<'g>> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -703,7 +809,7 @@ fn from_buffer<'g>(
         }
         _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
-    let dtype = dtype_at(graph, dtype, 0, before)?;
+    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
     let order = match text_of(graph, order) {
@@ -720,7 +826,7 @@ fn reconstruct<'g>(
     id: NodeId,
     args: NodeId,
     offset: u64,
-    before: u64,
+    builds: Builds<'_>,
 ) -> Result<Parts<'g>> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -732,7 +838,8 @@ fn reconstruct<'g>(
     if global_name(graph, cls).as_deref() != Some("numpy.ndarray") {
         return Err(malformed("`_reconstruct` does not make a `numpy.ndarray`"));
     }
-    let state = build_state(graph, id, before)
+    let state = builds
+        .state(graph, id)
         .ok_or_else(|| malformed("the array is not built before it is used"))?;
     let items = tuple(graph, state).ok_or_else(|| malformed("state is not a tuple"))?;
     let items = match items {
@@ -753,7 +860,7 @@ fn reconstruct<'g>(
         .map_err(|_| malformed("state is not (version, shape, dtype, is_fortran, data)"))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let dtype = dtype_at(graph, dtype, 0, before)?;
+    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
     }
@@ -813,7 +920,7 @@ fn joblib_wrapper(
     graph: &Graph<'_>,
     wrapper: NodeId,
     offset: u64,
-    before: u64,
+    builds: Builds<'_>,
 ) -> Result<(DType, Vec<u64>, Order)> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
@@ -829,7 +936,8 @@ fn joblib_wrapper(
     if !class.is_some_and(|c| JOBLIB_WRAPPERS.contains(&c.as_str())) {
         return Err(malformed("is not a `NumpyArrayWrapper`"));
     }
-    let state = build_state(graph, wrapper, before)
+    let state = builds
+        .state(graph, wrapper)
         .ok_or_else(|| malformed("is not built before it is used"))?;
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err(malformed("state is not a dict"));
@@ -848,7 +956,8 @@ fn joblib_wrapper(
         graph,
         get("dtype").ok_or_else(|| malformed("has no dtype"))?,
         0,
-        before,
+        builds,
+        &Cell::new(builds.max_dtypes),
     )?;
     let order = match get("order").and_then(|o| text_of(graph, o)) {
         Some("C") => Order::C,
@@ -876,15 +985,25 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
 /// version 3 or 4 state this module can read, or its sizes and offsets do
 /// not fit together.
 pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
-    dtype_at(graph, id, 0, u64::MAX)
+    dtype_at(graph, id, 0, Builds::scan(), &Cell::new(MAX_DTYPES))
 }
 
-fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, before: u64) -> Result<DType> {
+fn dtype_at(
+    graph: &Graph<'_>,
+    id: NodeId,
+    depth: u32,
+    builds: Builds<'_>,
+    left: &Cell<u32>,
+) -> Result<DType> {
     let offset = offset_of(graph, id);
     let fail = |reason: String| ArrayError::DType { offset, reason };
     if depth > MAX_DTYPE_DEPTH {
         return Err(fail("structured dtypes nest too deeply".to_owned()));
     }
+    let Some(n) = left.get().checked_sub(1) else {
+        return Err(fail("the dtype has too many fields".to_owned()));
+    };
+    left.set(n);
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     };
@@ -899,7 +1018,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, before: u64) -> Result<DT
     let (kind, descr_size) =
         parse_descr(descr).ok_or_else(|| fail(format!("unknown descr `{descr}`")))?;
 
-    let Some(state) = build_state(graph, id, before) else {
+    let Some(state) = builds.state(graph, id) else {
         // An unbuilt builtin dtype is native-endian with its descr's size.
         let byte_order = if descr_size <= 1 || matches!(kind, Kind::Void | Kind::Bytes) {
             ByteOrder::NotApplicable
@@ -969,7 +1088,7 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, before: u64) -> Result<DT
         let [base, shape] = tuple(graph, *subarray)
             .and_then(|t| <[NodeId; 2]>::try_from(t).ok())
             .ok_or_else(|| fail("subarray is not (dtype, shape)".to_owned()))?;
-        let base = dtype_at(graph, base, depth + 1, before)?;
+        let base = dtype_at(graph, base, depth + 1, builds, left)?;
         let shape = read_shape(graph, shape)
             .ok_or_else(|| fail("subarray shape is not a tuple of sizes".to_owned()))?;
         let total = shape
@@ -983,7 +1102,8 @@ fn dtype_at(graph: &Graph<'_>, id: NodeId, depth: u32, before: u64) -> Result<DT
         Some((Box::new(base), shape))
     };
 
-    let fields = read_fields(graph, *names, *fields, itemsize, depth, before).map_err(fail)?;
+    let fields =
+        read_fields(graph, *names, *fields, itemsize, depth, builds, left).map_err(fail)?;
     if kind != Kind::Void && !fields.is_empty() {
         return Err(fail(format!("`{descr}` cannot have fields")));
     }
@@ -1002,7 +1122,8 @@ fn read_fields(
     fields: NodeId,
     itemsize: u64,
     depth: u32,
-    before: u64,
+    builds: Builds<'_>,
+    left: &Cell<u32>,
 ) -> std::result::Result<Vec<Field>, String> {
     match (is_none(graph, names), is_none(graph, fields)) {
         (true, true) => return Ok(Vec::new()),
@@ -1037,7 +1158,7 @@ fn read_fields(
             [dt, off] | [dt, off, _] => (*dt, *off),
             _ => return Err(format!("field `{name}` is not (dtype, offset[, title])")),
         };
-        let dtype = dtype_at(graph, dt, depth + 1, before).map_err(|e| e.to_string())?;
+        let dtype = dtype_at(graph, dt, depth + 1, builds, left).map_err(|e| e.to_string())?;
         let offset = int(graph, off)
             .and_then(|o| u64::try_from(o).ok())
             .ok_or_else(|| format!("field `{name}` offset is not a size"))?;

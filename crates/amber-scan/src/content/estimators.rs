@@ -17,7 +17,7 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at, int_column, tree};
+use super::{Found, Issue, Outcome, StateDict, View, at, tree};
 use crate::ndarray::{self, global_name};
 
 /// Tree estimators: one `tree_` each.
@@ -104,8 +104,9 @@ pub(crate) fn check_gradient_boosting(view: &View<'_, '_>, state: NodeId) -> Out
         return Ok(Vec::new());
     };
     let expected = features_in(view, &d, "estimators_")?;
-    let items = ndarray::object_items(view.graph, estimators, view.before)
+    let items = ndarray::object_items(view.graph, estimators, view.builds)
         .map_err(|e| Issue::undecodable(e.offset(), format!("`estimators_`: {e}")))?;
+    view.charge(items.len(), view.offset(estimators), "estimators_")?;
     let mut found = Found::default();
     for &estimator in items {
         let tree_id = estimator_state(view, estimator)?.require("tree_")?;
@@ -135,12 +136,16 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         )),
     };
     let mut found = Found::default();
-    for &stage in list(predictors)? {
-        for &predictor in list(stage)? {
+    let stages = list(predictors)?;
+    view.charge(stages.len(), view.offset(predictors), "_predictors")?;
+    for &stage in stages {
+        let stage_predictors = list(stage)?;
+        view.charge(stage_predictors.len(), view.offset(stage), "_predictors")?;
+        for &predictor in stage_predictors {
             let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
             let nodes = view.array(nodes_id, "nodes")?;
-            let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
-            let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
+            let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
+            let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
             for i in 0..nodes.len() {
                 if at(&is_leaf, i, "is_leaf", nodes.offset)? != 0 {
                     continue;

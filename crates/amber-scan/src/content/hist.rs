@@ -13,7 +13,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at};
 use crate::ndarray::NdArray;
 
 /// The class validated here.
@@ -61,12 +61,12 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
             "the predictor has no nodes".to_owned()
         });
     }
-    let left = int_column(&nodes, Some("left"), "nodes")?;
-    let right = int_column(&nodes, Some("right"), "nodes")?;
-    let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
-    let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
-    let categorical = int_column(&nodes, Some("is_categorical"), "nodes")?;
-    let bitset_idx = int_column(&nodes, Some("bitset_idx"), "nodes")?;
+    let left = ctx.int_column(&nodes, Some("left"), "nodes")?;
+    let right = ctx.int_column(&nodes, Some("right"), "nodes")?;
+    let feature = ctx.int_column(&nodes, Some("feature_idx"), "nodes")?;
+    let is_leaf = ctx.int_column(&nodes, Some("is_leaf"), "nodes")?;
+    let categorical = ctx.int_column(&nodes, Some("is_categorical"), "nodes")?;
+    let bitset_idx = ctx.int_column(&nodes, Some("bitset_idx"), "nodes")?;
     let count = i64::try_from(n).unwrap_or(i64::MAX);
     for i in 0..n {
         if at(&is_leaf, i, "is_leaf", at_nodes)? != 0 {

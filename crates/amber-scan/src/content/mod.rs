@@ -17,18 +17,36 @@
 //! `n_features_in_` is what bounds their trees' feature indices at
 //! `predict`). Each walks its arrays once.
 //!
+//! Issue codes (stable): `tree.child_out_of_range`, `tree.cycle`,
+//! `tree.shared_node`, `tree.feature_out_of_range`, `tree.max_depth`,
+//! `tree.node_count`, `tree.value_shape`, `tree.n_classes`,
+//! `tree.n_outputs`, `tree.n_features`; `hist.node_out_of_range`,
+//! `hist.cycle`, `hist.feature_out_of_range`, `hist.bitset_out_of_range`,
+//! `hist.bitset_shape`; `neighbors.index_out_of_range`,
+//! `neighbors.node_data`, `neighbors.node_count`, `neighbors.node_bounds`,
+//! `neighbors.data_shape`, `neighbors.sample_weight`; `sparse.indptr`,
+//! `sparse.indices`, `sparse.coords`, `sparse.data`, `sparse.shape`,
+//! `sparse.blocksize`; `content.duplicate_key`, `content.undecodable`,
+//! `content.budget` ([`Checker`] only).
+//!
 //! Everything is read as it is when the validated object's `BUILD` runs: a
-//! `BUILD` of an array or dtype after it has not happened yet. Each object's
+//! `BUILD` of an array or dtype after it has not happened yet (ensembles,
+//! which keep references to their trees, read each tree's state whenever
+//! it was built). [`check`] finds `BUILD`s by a bounded scan,
+//! [`check_indexed`] in an [`EventIndex`]; [`Checker`] adds one work budget
+//! for the whole file, so arrays shared through the memo by thousands of
+//! validated objects cannot multiply the work. Each object's
 //! *first* `BUILD` is the one read, so the analyser must refuse a stream
 //! that builds one object twice, and must refuse `APPEND`/`SETITEM`-style
 //! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
 //! `bytearray` rewrites array bytes after they were read here).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
-use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind};
+use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
-use crate::ndarray::{self, ArrayBytes, ArrayError, NdArray};
+use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, NdArray};
 
 pub mod estimators;
 pub mod hist;
@@ -37,6 +55,7 @@ pub mod sparse;
 pub mod tree;
 
 /// What a validator sees: the graph and the bytes of its arrays.
+#[derive(Clone, Copy)]
 pub struct Ctx<'g, 'a> {
     /// The parsed pickle.
     pub graph: &'g amber_pickle::Graph<'a>,
@@ -83,8 +102,15 @@ impl From<ArrayError> for Issue {
     }
 }
 
+/// Events one check may scan to find BUILDs (without an index).
+const SCAN_BUDGET: usize = 2048;
+/// Dtypes one array's dtype may be made of (`Tree` nodes: 9).
+const MAX_DTYPES: u32 = 64;
+
 /// The code for a validated object whose state or arrays cannot be read.
 pub const UNDECODABLE: &str = "content.undecodable";
+/// The code for a check refused because the file's validation budget is spent.
+pub const BUDGET: &str = "content.budget";
 /// The code for a state dict that sets one key twice.
 pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 
@@ -95,20 +121,124 @@ pub const DUPLICATE_KEY: &str = "content.duplicate_key";
 /// [`validated_classes`] give no issues.
 #[must_use]
 pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-    let sparse = sparse::format_of(class);
+    validate(
+        ctx,
+        Builds::scan(),
+        &Cell::new(u64::MAX),
+        class,
+        object,
+        state,
+    )
+}
+
+/// [`check`], finding `BUILD`s in `index` (`ctx.graph.event_index()`, built
+/// once): exact and O(1) per lookup, where [`check`] scans a bounded number
+/// of events after each object. Use it when validating many objects.
+#[must_use]
+pub fn check_indexed(
+    ctx: &Ctx<'_, '_>,
+    index: &EventIndex,
+    class: &str,
+    object: NodeId,
+    state: NodeId,
+) -> Vec<Issue> {
+    validate(
+        ctx,
+        Builds::indexed(index),
+        &Cell::new(u64::MAX),
+        class,
+        object,
+        state,
+    )
+}
+
+/// Validates many objects of one graph: [`check_indexed`] with one
+/// [`EventIndex`], and one budget of array elements read, shared by every
+/// check. Each check reads its own arrays once, but a hostile stream can
+/// make thousands of validated objects share one large array through the
+/// memo, so the work is bounded over the whole graph: once the budget is
+/// spent, a check that must read more gives `content.budget`.
+///
+/// A budget of twice the elements the file's arrays hold (about its bytes)
+/// passes every real model: each array is read by at most two validators.
+pub struct Checker<'g, 'a> {
+    ctx: Ctx<'g, 'a>,
+    index: EventIndex,
+    left: Cell<u64>,
+}
+
+impl std::fmt::Debug for Checker<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("left", &self.left.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'g, 'a> Checker<'g, 'a> {
+    /// Index `ctx.graph` (one pass over its events) with a budget of `elements`.
+    #[must_use]
+    pub fn new(ctx: Ctx<'g, 'a>, elements: u64) -> Self {
+        let index = ctx.graph.event_index();
+        Checker {
+            ctx,
+            index,
+            left: Cell::new(elements),
+        }
+    }
+
+    /// [`check`] for one object.
+    #[must_use]
+    pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
+        let builds = Builds::indexed(&self.index);
+        validate(&self.ctx, builds, &self.left, class, object, state)
+    }
+
+    /// Array elements the remaining checks may still read.
+    #[must_use]
+    pub fn remaining(&self) -> u64 {
+        self.left.get()
+    }
+}
+
+fn validate(
+    ctx: &Ctx<'_, '_>,
+    builds: Builds<'_>,
+    work: &Cell<u64>,
+    class: &str,
+    object: NodeId,
+    state: NodeId,
+) -> Vec<Issue> {
     if !VALIDATED.contains(&class) {
         return Vec::new();
     }
-    let Some(before) = build_offset(ctx.graph, object, state) else {
-        return vec![Issue::undecodable(
-            ctx.graph.get(state).map_or(0, Node::offset),
-            "no BUILD of this object with this state follows the state",
-        )];
+    let sparse = sparse::format_of(class);
+    // Ensembles hold Python references to their trees, so `predict` sees
+    // each tree's (single) state whenever it was built; every other type
+    // copies or wraps its arrays when built, so it is read as of its BUILD.
+    let ensemble = estimators::GRADIENT_BOOSTING.contains(&class)
+        || estimators::HIST_GRADIENT_BOOSTING.contains(&class);
+    // Bound the work one check does on a hostile stream: events scanned to
+    // find BUILDs, and dtypes reached per array (real states need a few
+    // dozen of each). Ensembles look up one BUILD per tree.
+    let budget = Cell::new(if ensemble { usize::MAX } else { SCAN_BUDGET });
+    let builds = builds.scan_budget(&budget).max_dtypes(MAX_DTYPES);
+    let builds = if ensemble {
+        builds
+    } else {
+        let Some(at) = build_offset(ctx.graph, builds, object, state) else {
+            return vec![Issue::undecodable(
+                ctx.graph.get(state).map_or(0, Node::offset),
+                "no BUILD of this object with this state follows the state",
+            )];
+        };
+        builds.before(at)
     };
     let view = View {
         graph: ctx.graph,
         arrays: ctx.arrays,
-        before,
+        builds,
+        work,
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
@@ -169,17 +299,31 @@ static VALIDATED: &[&str] = &[
 /// A validator's result: its issues, or the one issue that stopped it.
 pub(crate) type Outcome = Result<Vec<Issue>, Issue>;
 
-/// Offset of the `BUILD` that gives `state` to `object`: it follows the
-/// state's own nodes and events closely.
-fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64> {
-    let at = graph.get(state)?.offset();
+/// Offset of the `BUILD` that gives `state` to `object`: in the index, or
+/// closely after the state's own nodes and events.
+fn build_offset(
+    graph: &Graph<'_>,
+    builds: Builds<'_>,
+    object: NodeId,
+    state: NodeId,
+) -> Option<u64> {
     let events = graph.events();
+    let is_it = |e: &&Event| e.target == object && e.kind == EventKind::Build { state };
+    if let Some(index) = builds.index() {
+        return index
+            .of(object)
+            .iter()
+            .filter_map(|&i| events.get(usize::try_from(i).ok()?))
+            .find(is_it)
+            .map(|e| e.offset);
+    }
+    let at = graph.get(state)?.offset();
     let first = events.partition_point(|e| e.offset < at);
     events
         .get(first..)?
         .iter()
         .take(ndarray::MAX_BUILD_SCAN)
-        .find(|e| e.target == object && e.kind == EventKind::Build { state })
+        .find(is_it)
         .map(|e| e.offset)
 }
 
@@ -188,7 +332,9 @@ fn build_offset(graph: &Graph<'_>, object: NodeId, state: NodeId) -> Option<u64>
 pub(crate) struct View<'g, 'a> {
     pub(crate) graph: &'g Graph<'a>,
     arrays: &'g dyn ArrayBytes,
-    before: u64,
+    builds: Builds<'g>,
+    /// Array elements this and later checks may still read.
+    work: &'g Cell<u64>,
 }
 
 impl<'g> View<'g, '_> {
@@ -210,13 +356,47 @@ impl<'g> View<'g, '_> {
 
     /// The state of the first `BUILD` on `id`, if it ran before the validated one.
     pub(crate) fn build_state(&self, id: NodeId) -> Option<NodeId> {
-        ndarray::build_state(self.graph, id, self.before)
+        self.builds.state(self.graph, id)
     }
 
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
-        ndarray::decode_before(self.graph, id, self.arrays, self.before)
-            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
+        let array = ndarray::decode_with(self.graph, id, self.arrays, self.builds)
+            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))?;
+        // Text data (protocols 0-2) is converted on every decode.
+        if array.is_converted() {
+            self.charge(array.len(), array.offset, what)?;
+        }
+        Ok(array)
+    }
+
+    /// One integer field (or the elements) of an array, charged to the work budget.
+    pub(crate) fn int_column<'d>(
+        &self,
+        array: &'d NdArray<'_>,
+        field: Option<&str>,
+        what: &str,
+    ) -> Result<ndarray::Column<'d>, Issue> {
+        let col = int_column(array, field, what)?;
+        self.charge(col.len(), array.offset, what)?;
+        Ok(col)
+    }
+
+    /// Take `elements` from the work budget.
+    pub(crate) fn charge(&self, elements: usize, offset: u64, what: &str) -> Result<(), Issue> {
+        let cost = u64::try_from(elements).unwrap_or(u64::MAX);
+        let Some(left) = self.work.get().checked_sub(cost) else {
+            self.work.set(0);
+            return Err(Issue::new(
+                BUDGET,
+                offset,
+                format!(
+                    "reading `{what}` ({cost} elements) exceeds the budget for validating this file"
+                ),
+            ));
+        };
+        self.work.set(left);
+        Ok(())
     }
 
     /// An int the state must hold.
@@ -268,7 +448,7 @@ impl<'g> StateDict<'g> {
 }
 
 /// One integer field (or the elements) of an array, read as `i64`s one at a time.
-pub(crate) fn int_column<'d>(
+fn int_column<'d>(
     array: &'d NdArray<'_>,
     field: Option<&str>,
     what: &str,

@@ -16,7 +16,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Found, Issue, Outcome, View, at, int_column};
+use super::{Found, Issue, Outcome, View, at};
 
 /// The classes validated here (KD trees first).
 pub const CLASSES: [&str; 4] = [
@@ -62,7 +62,7 @@ pub(crate) fn check(ctx: &View<'_, '_>, class: &str, state: NodeId) -> Outcome {
         });
     }
     let samples = i64::try_from(n_samples).unwrap_or(i64::MAX);
-    let idx = int_column(&idx_array, None, "idx_array")?;
+    let idx = ctx.int_column(&idx_array, None, "idx_array")?;
     for k in 0..idx.len() {
         let v = at(&idx, k, "idx_array", idx_array.offset)?;
         if !(0..samples).contains(&v) {
@@ -81,9 +81,9 @@ pub(crate) fn check(ctx: &View<'_, '_>, class: &str, state: NodeId) -> Outcome {
             )
         });
     }
-    let start = int_column(&node_data, Some("idx_start"), "node_data")?;
-    let end = int_column(&node_data, Some("idx_end"), "node_data")?;
-    let is_leaf = int_column(&node_data, Some("is_leaf"), "node_data")?;
+    let start = ctx.int_column(&node_data, Some("idx_start"), "node_data")?;
+    let end = ctx.int_column(&node_data, Some("idx_end"), "node_data")?;
+    let is_leaf = ctx.int_column(&node_data, Some("is_leaf"), "node_data")?;
     let count = i64::try_from(nodes).unwrap_or(i64::MAX);
     let at_nodes = node_data.offset;
     for i in 0..nodes {

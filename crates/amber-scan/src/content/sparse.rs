@@ -13,7 +13,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at};
 use crate::ndarray::NdArray;
 
 /// The storage layout a class uses.
@@ -48,7 +48,7 @@ pub fn format_of(class: &str) -> Option<Format> {
 }
 
 fn sizes(ctx: &View<'_, '_>, d: &StateDict<'_>) -> Result<Vec<i64>, Issue> {
-    let id = d.get("_shape").map_or_else(|| d.require("shape"), Ok)?;
+    let id = d.require("_shape")?;
     let dims = ctx
         .tuple(id)
         .filter(|t| (1..=64).contains(&t.len()))
@@ -67,13 +67,14 @@ fn sizes(ctx: &View<'_, '_>, d: &StateDict<'_>) -> Result<Vec<i64>, Issue> {
 
 /// Every value of a 1-D int array in `[0, bound)`.
 fn in_range(
+    ctx: &View<'_, '_>,
     found: &mut Found,
     array: &NdArray<'_>,
     bound: i64,
     code: &'static str,
     what: &str,
 ) -> Result<(), Issue> {
-    let col = int_column(array, None, what)?;
+    let col = ctx.int_column(array, None, what)?;
     for k in 0..col.len() {
         let v = at(&col, k, what, array.offset)?;
         if !(0..bound).contains(&v) {
@@ -151,7 +152,7 @@ pub(crate) fn check(ctx: &View<'_, '_>, format: Format, state: NodeId) -> Outcom
             )
         });
     }
-    let ptr = int_column(&indptr, None, "indptr")?;
+    let ptr = ctx.int_column(&indptr, None, "indptr")?;
     if indptr.shape.len() != 1 || i64::try_from(ptr.len()).ok() != major.checked_add(1) {
         found.push("sparse.indptr", indptr.offset, || {
             format!(
@@ -176,7 +177,14 @@ pub(crate) fn check(ctx: &View<'_, '_>, format: Format, state: NodeId) -> Outcom
             format!("`indptr` ends at {previous} but there are {nnz} entries")
         });
     }
-    in_range(&mut found, &indices, minor, "sparse.indices", "indices")?;
+    in_range(
+        ctx,
+        &mut found,
+        &indices,
+        minor,
+        "sparse.indices",
+        "indices",
+    )?;
     Ok(found.finish())
 }
 
@@ -218,7 +226,7 @@ fn coo(
                 )
             });
         }
-        in_range(found, &array, bound, "sparse.coords", &what)?;
+        in_range(ctx, found, &array, bound, "sparse.coords", &what)?;
     }
     Ok(())
 }

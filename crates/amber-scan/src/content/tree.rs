@@ -17,7 +17,7 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at, int_column};
+use super::{Found, Issue, Outcome, StateDict, View, at};
 use crate::ndarray::Kind;
 
 /// The class validated here.
@@ -64,7 +64,7 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
             ),
         ));
     }
-    let classes = int_column(&n_classes, None, "n_classes")?;
+    let classes = ctx.int_column(&n_classes, None, "n_classes")?;
     let mut max_n_classes = 0i64;
     for k in 0..classes.len() {
         let c = at(&classes, k, "n_classes", n_classes.offset)?;
@@ -114,9 +114,9 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         });
     }
 
-    let left = int_column(&nodes, Some("left_child"), "nodes")?;
-    let right = int_column(&nodes, Some("right_child"), "nodes")?;
-    let feature = int_column(&nodes, Some("feature"), "nodes")?;
+    let left = ctx.int_column(&nodes, Some("left_child"), "nodes")?;
+    let right = ctx.int_column(&nodes, Some("right_child"), "nodes")?;
+    let feature = ctx.int_column(&nodes, Some("feature"), "nodes")?;
     let at_nodes = nodes.offset;
     let count = i64::try_from(n).unwrap_or(i64::MAX);
     let mut depth = vec![0i64; n];

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use amber_pickle::{Graph, Node, NodeId, NodeKind};
-use amber_scan::ndarray::{self, ByteOrder, Kind, NdArray, Order};
+use amber_scan::ndarray::{self, Builds, ByteOrder, Kind, NdArray, Order};
 
 use crate::{Loaded, manifest};
 
@@ -175,10 +175,30 @@ fn an_array_is_read_as_it_is_when_used() {
             .find(|e| e.target == id)
             .unwrap()
             .offset;
-        assert!(ndarray::decode_before(graph, id, bytes, build + 1).is_ok());
-        let e = ndarray::decode_before(graph, id, bytes, build).unwrap_err();
-        assert_eq!(e.code(), "ndarray.malformed");
-        assert!(e.to_string().contains("not built before it is used"), "{e}");
-        assert_eq!(e.offset(), node.offset());
+        let index = graph.event_index();
+        for builds in [Builds::scan(), Builds::indexed(&index)] {
+            assert!(ndarray::decode_with(graph, id, bytes, builds.before(build + 1)).is_ok());
+            let e = ndarray::decode_with(graph, id, bytes, builds.before(build)).unwrap_err();
+            assert_eq!(e.code(), "ndarray.malformed");
+            assert!(e.to_string().contains("not built before it is used"), "{e}");
+            assert_eq!(e.offset(), node.offset());
+        }
     });
+}
+
+#[test]
+fn a_dtype_that_fans_out_through_shared_parts_is_bounded() {
+    let loaded = Loaded::read("dtype_fanout.p4.pkl");
+    let pickle = loaded.parse();
+    let graph = pickle.graph();
+    let e = ndarray::decode(graph, pickle.root(), &ndarray::NoArrays).unwrap_err();
+    assert_eq!(e.code(), "ndarray.dtype");
+    assert!(e.to_string().contains("too many fields"), "{e}");
+    let roomy = Builds::scan().max_dtypes(27_931);
+    let a = ndarray::decode_with(graph, pickle.root(), &ndarray::NoArrays, roomy).unwrap();
+    assert_eq!(a.dtype.itemsize, 27_000);
+    assert_eq!(a.dtype.fields.len(), 30);
+    assert_eq!(a.dtype.fields[29].offset, 29 * 900);
+    let tight = Builds::scan().max_dtypes(27_930);
+    assert!(ndarray::decode_with(graph, pickle.root(), &ndarray::NoArrays, tight).is_err());
 }

@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use amber_scan::content::{Ctx, check, validated_classes};
+use amber_pickle::NodeId;
+use amber_scan::content::{Checker, Ctx, check, check_indexed, validated_classes};
 use amber_scan::ndarray::NoArrays;
 
-use crate::{Loaded, class_of, manifest, validate, validate_graph};
+use crate::{Loaded, class_of, manifest, validate};
 
 #[test]
 fn every_real_fixture_passes_and_holds_its_objects() {
@@ -152,20 +153,144 @@ fn forest_timing() {
         let pickle = loaded.parse();
         let parsed = t.elapsed();
         drop(pickle);
-        let (trees, nodes, validated) = loaded.with_graph(|graph, arrays| {
-            let mut best = std::time::Duration::MAX;
-            let mut results = Vec::new();
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                results = validate_graph(graph, arrays);
-                best = best.min(t.elapsed());
-            }
-            assert!(results.iter().all(|(_, i)| i.is_empty()));
-            (results.len(), graph.len(), best)
+        let (trees, nodes, scanned, indexed) = loaded.with_graph(|graph, arrays| {
+            let ctx = Ctx { graph, arrays };
+            let builds = validated_builds(graph);
+            let time = |f: &dyn Fn() -> usize| {
+                let mut best = std::time::Duration::MAX;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    assert_eq!(f(), 0);
+                    best = best.min(t.elapsed());
+                }
+                best
+            };
+            let scanned = time(&|| {
+                builds
+                    .iter()
+                    .map(|(c, o, s)| check(&ctx, c, *o, *s).len())
+                    .sum()
+            });
+            let indexed = time(&|| {
+                let index = graph.event_index();
+                builds
+                    .iter()
+                    .map(|(c, o, s)| check_indexed(&ctx, &index, c, *o, *s).len())
+                    .sum()
+            });
+            (builds.len(), graph.len(), scanned, indexed)
         });
         let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
         println!(
-            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, validate {validated:?}"
+            "{path} ({bytes} bytes, {nodes} graph nodes): {trees} validated objects; parse {parsed:?}, check {scanned:?}, index + check_indexed {indexed:?}"
         );
+    }
+}
+
+#[test]
+fn far_builds_are_bounded_by_scanning_and_exact_by_index() {
+    // N csr objects and their state dicts are made first, their BUILDs come
+    // after all of them: object k's BUILD is k events after its state.
+    const N: u32 = 5000;
+    let mut data = b"\x80\x04".to_vec();
+    for _ in 0..N {
+        data.extend_from_slice(b"cscipy.sparse._csr\ncsr_matrix\n)\x81\x940}\x940");
+    }
+    for k in 0..N {
+        data.push(b'j');
+        data.extend_from_slice(&(2 * k).to_le_bytes());
+        data.push(b'j');
+        data.extend_from_slice(&(2 * k + 1).to_le_bytes());
+        data.extend_from_slice(b"b0");
+    }
+    data.extend_from_slice(b"N.");
+    let pickle = amber_pickle::parse(&data).unwrap();
+    let graph = pickle.graph();
+    let ctx = Ctx {
+        graph,
+        arrays: &NoArrays,
+    };
+    let index = graph.event_index();
+    let class = "scipy.sparse._csr.csr_matrix";
+    let (mut near, mut far) = (0, 0);
+    for event in graph.events() {
+        let amber_pickle::EventKind::Build { state } = event.kind else {
+            panic!("only builds");
+        };
+        let scanned = check(&ctx, class, event.target, state);
+        let indexed = check_indexed(&ctx, &index, class, event.target, state);
+        assert_eq!(indexed.len(), 1);
+        assert!(
+            indexed[0].message.contains("state has no `_shape`"),
+            "{indexed:?}"
+        );
+        assert_eq!(scanned[0].code, "content.undecodable");
+        if scanned == indexed {
+            near += 1;
+        } else {
+            assert!(scanned[0].message.contains("no BUILD"), "{scanned:?}");
+            far += 1;
+        }
+    }
+    assert_eq!((near, far), (4096, N - 4096));
+}
+
+/// `(class, object, state)` of every validated BUILD.
+fn validated_builds(graph: &amber_pickle::Graph<'_>) -> Vec<(String, NodeId, NodeId)> {
+    graph
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            amber_pickle::EventKind::Build { state } => {
+                let class = class_of(graph, e.target)?;
+                validated_classes()
+                    .contains(&class.as_str())
+                    .then_some((class, e.target, state))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_checker_budget_bounds_work_over_the_whole_file() {
+    for entry in manifest().iter().filter(|e| e.expected == "ok") {
+        let loaded = Loaded::read(&entry.name);
+        loaded.with_graph(|graph, arrays| {
+            let ctx = Ctx { graph, arrays };
+            let builds = validated_builds(graph);
+            let unlimited = Checker::new(ctx, u64::MAX);
+            for (c, o, s) in &builds {
+                assert!(unlimited.check(c, *o, *s).is_empty());
+            }
+            let used = u64::MAX - unlimited.remaining();
+            // Twice the file's bytes covers every real model.
+            let bytes = loaded.pickle.len() + loaded.buffers.iter().map(Vec::len).sum::<usize>();
+            assert!(
+                used <= 2 * bytes as u64,
+                "{}: {used} > 2 x {bytes}",
+                entry.name
+            );
+            if used == 0 {
+                return;
+            }
+            let exact = Checker::new(ctx, used);
+            assert!(
+                builds
+                    .iter()
+                    .all(|(c, o, s)| exact.check(c, *o, *s).is_empty())
+            );
+            assert_eq!(exact.remaining(), 0);
+            let short = Checker::new(ctx, used - 1);
+            let refused: Vec<_> = builds
+                .iter()
+                .flat_map(|(c, o, s)| short.check(c, *o, *s))
+                .collect();
+            assert!(!refused.is_empty(), "{}", entry.name);
+            assert!(
+                refused.iter().all(|i| i.code == "content.budget"),
+                "{refused:?}"
+            );
+        });
     }
 }

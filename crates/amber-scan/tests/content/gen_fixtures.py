@@ -6,9 +6,12 @@ Run from the repository root with the project venv:
 
 It rewrites `fixtures/` beside this file and `fixtures/MANIFEST.txt`, one line
 per file: `name<TAB>expected<TAB>class=count,...` where `expected` is `ok` for
-a real pickle (every validated object must pass) or the one issue code a
-crafted file must be refused with. Models are tiny and seeded, so the files
-are small and the same on every run of the pinned versions.
+a real pickle (every validated object must pass), the one issue code a
+crafted file must be refused with, or `array` for a file the array decoder
+tests read directly. Models are tiny and seeded (and `Tree` padding bytes
+zeroed), so the files are small and byte-for-byte the same on every run of
+the pinned versions. `--forest PATH` writes a 200-tree forest for timing
+instead (see `forest_timing` in checks.rs).
 
 File forms: `.pkl` is a plain pickle (protocol in the name); `.oob` is a
 protocol 5 pickle with out-of-band buffers, stored as `OOB1`, a u32 count,
@@ -36,6 +39,7 @@ from sklearn.ensemble import (
 )
 from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 from sklearn.neighbors import BallTree, KDTree, KNeighborsClassifier
+from sklearn.neighbors._ball_tree import newObj as ball_new_obj
 from sklearn.neighbors._kd_tree import newObj as kd_new_obj
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.tree._tree import Tree
@@ -351,6 +355,16 @@ def crafted_kd():
         return a
 
     crafted("kdtree_idx_array", variant(1, idx), "neighbors.index_out_of_range", count)
+    ball = BallTree(X, leaf_size=4)
+    state = list(ball.__getstate__())
+    state[3] = np.zeros((2,) + state[3].shape[1:])  # a KD tree's two bound planes
+
+    class CraftedBall:
+        def __reduce__(self):
+            return (ball_new_obj, (BallTree,), tuple(state))
+
+    crafted("balltree_node_bounds", CraftedBall(), "neighbors.node_bounds",
+            {"sklearn.neighbors._ball_tree.BallTree": 1})
     crafted("kdtree_node_data", variant(2, node_end), "neighbors.node_data", count)
     crafted("kdtree_node_bounds", variant(3, lambda b: b[:, :-1].copy()),
             "neighbors.node_bounds", count)
@@ -377,6 +391,9 @@ def crafted_sparse():
     c = sp.csc_matrix(m)
     c.indices[-1] = c.shape[0] + 2
     crafted("csc_indices", c, "sparse.indices", {"scipy.sparse._csc.csc_matrix": 1})
+    b = sp.bsr_array(sp.random(6, 8, density=0.5, random_state=1), blocksize=(2, 2))
+    b.indices[0] = 4  # 8 columns are 4 blocks
+    crafted("bsr_indices", b, "sparse.indices", {"scipy.sparse._bsr.bsr_array": 1})
     coo = sp.coo_array(m)
     coo.coords = (coo.coords[0].copy(), coo.coords[1].copy())
     coo.coords[0][1] = 99
@@ -409,6 +426,17 @@ def py2_array():
     write("py2_ndarray.p1.pkl", data, "array", {})
 
 
+def dtype_fanout():
+    """A small pickle whose dtype reaches 27,931 dtypes: 30 fields of 30
+    fields of 30 bytes, each level one memoized dtype shared by its fields."""
+    inner = np.dtype([(f"b{i}", "u1") for i in range(30)])
+    mid = np.dtype([(f"m{i}", inner) for i in range(30)])
+    outer = np.dtype([(f"o{i}", mid) for i in range(30)])
+    data = pickle.dumps(np.zeros(0, outer), protocol=4)
+    assert len(data) < 4096, len(data)
+    write("dtype_fanout.p4.pkl", data, "array", {})
+
+
 def main():
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -423,6 +451,7 @@ def main():
     crafted_kd()
     crafted_sparse()
     py2_array()
+    dtype_fanout()
     (OUT / "MANIFEST.txt").write_text("\n".join(manifest) + "\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"{len(manifest)} fixtures, {total} bytes", file=sys.stderr)

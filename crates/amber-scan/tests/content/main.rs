@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use amber_pickle::joblib::JoblibHook;
 use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Parser, Pickle};
-use amber_scan::content::{Ctx, Issue, check, validated_classes};
+use amber_scan::content::{Checker, Ctx, Issue, check, check_indexed, validated_classes};
 use amber_scan::ndarray::SliceArrays;
 
 /// The fixture directory.
@@ -181,6 +181,8 @@ pub(crate) fn validate_graph(
     arrays: &SliceArrays<'_>,
 ) -> Vec<(String, Vec<Issue>)> {
     let ctx = Ctx { graph, arrays };
+    let index = graph.event_index();
+    let checker = Checker::new(ctx, u64::MAX);
     let mut out = Vec::new();
     for event in graph.events() {
         let EventKind::Build { state } = event.kind else {
@@ -191,6 +193,12 @@ pub(crate) fn validate_graph(
         };
         if validated_classes().contains(&class.as_str()) {
             let issues = check(&ctx, &class, event.target, state);
+            // Scanning and the index find the same BUILDs.
+            assert_eq!(
+                issues,
+                check_indexed(&ctx, &index, &class, event.target, state)
+            );
+            assert_eq!(issues, checker.check(&class, event.target, state));
             out.push((class, issues));
         }
     }
