@@ -367,7 +367,17 @@ impl<'a> Graph<'a> {
         let id = u32::try_from(self.len).ok().filter(|&i| i != u32::MAX)?;
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(node),
-            _ => self.chunks.push(vec![node]),
+            last => {
+                // The first chunk grows (small pickles stay small); later
+                // ones are allocated whole, so they never reallocate.
+                let mut chunk = if last.is_none() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(CHUNK)
+                };
+                chunk.push(node);
+                self.chunks.push(chunk);
+            }
         }
         self.len += 1;
         Some(NodeId(id))

@@ -293,7 +293,7 @@ impl<'a> Run<'a, '_> {
                 opcode,
                 depth,
             })
-            .ok_or(PickleError::Limit {
+            .ok_or_else(|| PickleError::Limit {
                 offset,
                 limit: LimitKind::Nodes,
                 value: count,

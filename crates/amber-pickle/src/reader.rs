@@ -151,6 +151,16 @@ impl<'a> Reader<'a> {
             });
         };
         let opcode = Opcode::from_byte(byte).ok_or(PickleError::BadOpcode { offset, byte })?;
+        let at = start.saturating_add(1);
+        if let Some((arg, next)) = self.fast_arg(opcode, at) {
+            self.pos = next;
+            return Ok(Instruction {
+                offset,
+                end: to_u64(next),
+                opcode,
+                arg,
+            });
+        }
         if opcode == Opcode::FRAME
             && let Some(frame_end) = self.frame_end
         {
@@ -196,6 +206,92 @@ impl<'a> Reader<'a> {
             opcode,
             arg,
         })
+    }
+
+    /// The argument of a common binary opcode when it lies wholly inside
+    /// the input (and the open frame) and is within the limits, with the
+    /// position after it. `None` sends everything else, every error
+    /// included, to the general decoder ([`Cursor::read_arg`]), which
+    /// re-reads from the same position.
+    #[inline]
+    fn fast_arg(&self, opcode: Opcode, at: usize) -> Option<(Arg<'a>, usize)> {
+        let limit = self.frame_end.unwrap_or(self.data.len());
+        let window = self.data.get(at..limit)?;
+        let fixed = |n: usize| window.get(..n).map(|b| (b, at.saturating_add(n)));
+        match opcode.arg() {
+            ArgKind::None => Some((Arg::None, at)),
+            ArgKind::U8 => {
+                let &b = window.first()?;
+                Some((Arg::Uint(u64::from(b)), at.saturating_add(1)))
+            }
+            ArgKind::U16 => {
+                let (b, next) = fixed(2)?;
+                let v = u16::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Uint(u64::from(v)), next))
+            }
+            ArgKind::U32 => {
+                let (b, next) = fixed(4)?;
+                let v = u32::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Uint(u64::from(v)), next))
+            }
+            ArgKind::I32 => {
+                let (b, next) = fixed(4)?;
+                let v = i32::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Int(i64::from(v)), next))
+            }
+            ArgKind::F64 => {
+                let (b, next) = fixed(8)?;
+                let v = f64::from_be_bytes(b.try_into().ok()?);
+                Some((Arg::Float(v), next))
+            }
+            ArgKind::Bytes1 => {
+                let &len = window.first()?;
+                self.fast_payload(opcode, window, 1, usize::from(len), at)
+            }
+            ArgKind::Bytes4 => {
+                let (b, _) = fixed(4)?;
+                let len = u32::from_le_bytes(b.try_into().ok()?);
+                self.fast_payload(opcode, window, 4, usize::try_from(len).ok()?, at)
+            }
+            ArgKind::Bytes8 => {
+                let (b, _) = fixed(8)?;
+                let len = u64::from_le_bytes(b.try_into().ok()?);
+                self.fast_payload(opcode, window, 8, usize::try_from(len).ok()?, at)
+            }
+            _ => None,
+        }
+    }
+
+    /// A length-prefixed payload for [`Reader::fast_arg`]: `head` length
+    /// bytes, then `len` bytes, all inside `window` (which starts at `at`).
+    #[inline]
+    fn fast_payload(
+        &self,
+        opcode: Opcode,
+        window: &'a [u8],
+        head: usize,
+        len: usize,
+        at: usize,
+    ) -> Option<(Arg<'a>, usize)> {
+        let end = head.checked_add(len)?;
+        let raw = window.get(head..end)?;
+        let next = at.checked_add(end)?;
+        let n = to_u64(len);
+        if matches!(
+            opcode,
+            Opcode::SHORT_BINUNICODE | Opcode::BINUNICODE | Opcode::BINUNICODE8
+        ) {
+            if n > self.limits.max_str_len {
+                return None;
+            }
+            let s = std::str::from_utf8(raw).ok()?;
+            Some((Arg::Str(Cow::Borrowed(s)), next))
+        } else {
+            if n > self.limits.max_bytes_len {
+                return None;
+            }
+            Some((Arg::Bytes(Cow::Borrowed(raw)), next))
+        }
     }
 
     /// Check the position after `STOP`: a frame that holds `STOP` must end
