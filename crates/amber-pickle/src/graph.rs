@@ -221,6 +221,7 @@ pub struct Node<'a> {
 impl<'a> Node<'a> {
     /// What the node is.
     #[must_use]
+    #[inline]
     pub fn kind(&self) -> &NodeKind<'a> {
         &self.kind
     }
@@ -241,6 +242,7 @@ impl<'a> Node<'a> {
     /// than its deepest child (updated when the node itself is mutated,
     /// not when a child is).
     #[must_use]
+    #[inline]
     pub fn depth(&self) -> u32 {
         self.depth
     }
@@ -352,6 +354,7 @@ pub struct Graph<'a> {
 impl<'a> Graph<'a> {
     /// Number of nodes.
     #[must_use]
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -363,6 +366,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Append a node; the caller has checked the node limit.
+    #[inline]
     pub(crate) fn push(&mut self, node: Node<'a>) -> Option<NodeId> {
         let id = u32::try_from(self.len).ok().filter(|&i| i != u32::MAX)?;
         match self.chunks.last_mut() {
@@ -383,6 +387,7 @@ impl<'a> Graph<'a> {
         Some(NodeId(id))
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Node<'a>> {
         let i = id.index();
         self.chunks
@@ -392,6 +397,7 @@ impl<'a> Graph<'a> {
 
     /// The node with this id, or `None` for an id from another graph.
     #[must_use]
+    #[inline]
     pub fn get(&self, id: NodeId) -> Option<&Node<'a>> {
         let i = id.index();
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
@@ -399,6 +405,7 @@ impl<'a> Graph<'a> {
 
     /// The kind of the node with this id.
     #[must_use]
+    #[inline]
     pub fn kind(&self, id: NodeId) -> Option<&NodeKind<'a>> {
         self.get(id).map(Node::kind)
     }

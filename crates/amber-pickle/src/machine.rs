@@ -45,6 +45,8 @@ pub(crate) struct Outcome<'a> {
     pub(crate) stats: Stats,
     pub(crate) highest_protocol: Option<u8>,
     pub(crate) listing: Option<Disassembly<'a>>,
+    /// The [`NodeKind::Global`] nodes, in creation order.
+    pub(crate) globals: Vec<NodeId>,
 }
 
 /// Parse one pickle (and any nested ones a hook asks for).
@@ -62,6 +64,7 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         suspended_depth: 0,
         listing: config.record.then(Disassembly::default),
         graph_bytes: 0,
+        globals: Vec::new(),
     };
     let mut cur = Machine::new(reader, None);
     let (root, end) = run.run(&mut cur)?;
@@ -78,6 +81,7 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         stats: run.stats,
         highest_protocol: run.highest_protocol,
         listing,
+        globals: run.globals,
     })
 }
 
@@ -202,6 +206,7 @@ struct Run<'a, 'h> {
     suspended_depth: u64,
     listing: Option<Disassembly<'a>>,
     graph_bytes: u64,
+    globals: Vec<NodeId>,
 }
 
 impl<'a> Run<'a, '_> {
@@ -286,7 +291,9 @@ impl<'a> Run<'a, '_> {
         let count = to_u64(self.graph.len()).saturating_add(1);
         self.limits.check(LimitKind::Nodes, count, offset)?;
         self.charge(node_bytes(&kind), offset)?;
-        self.graph
+        let global = matches!(kind, NodeKind::Global(_));
+        let id = self
+            .graph
             .push(Node {
                 kind,
                 offset,
@@ -298,7 +305,11 @@ impl<'a> Run<'a, '_> {
                 limit: LimitKind::Nodes,
                 value: count,
                 max: u64::from(NO_ENTRY),
-            })
+            })?;
+        if global {
+            self.globals.push(id);
+        }
+        Ok(id)
     }
 
     /// Account for `bytes` more of graph memory.
@@ -480,7 +491,10 @@ impl<'a> Run<'a, '_> {
             value: index,
             max: self.limits.max_memo_index,
         })?;
-        if idx >= cur.memo.len() {
+        if idx == cur.memo.len() {
+            // MEMOIZE, and PUTs numbered in order: grow by one.
+            cur.memo.push(NO_ENTRY);
+        } else if idx > cur.memo.len() {
             let new_len = idx.checked_add(1).ok_or(PickleError::Internal {
                 offset: ins.offset,
                 what: "memo index overflow",

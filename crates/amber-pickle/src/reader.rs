@@ -105,6 +105,7 @@ impl<'a> Reader<'a> {
 
     /// The offset of the next byte to read.
     #[must_use]
+    #[inline]
     pub fn position(&self) -> usize {
         self.pos
     }
@@ -117,6 +118,7 @@ impl<'a> Reader<'a> {
 
     /// Tell the reader how many graph bytes are in use, so that decoding
     /// protocol-0 text never allocates past [`Limits::max_graph_bytes`].
+    #[inline]
     pub fn set_graph_used(&mut self, used: u64) {
         self.graph_used = used;
     }
@@ -127,6 +129,7 @@ impl<'a> Reader<'a> {
         self.data
     }
 
+    #[inline]
     fn close_finished_frame(&mut self) {
         if self.frame_end == Some(self.pos) {
             self.frame_end = None;
