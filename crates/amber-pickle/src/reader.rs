@@ -754,6 +754,79 @@ mod tests {
         assert!(e.to_string().contains("surrogate"), "{e}");
     }
 
+    /// Lengths near the payload's actual size, so that length-prefixed
+    /// opcodes take the fast path often, and fall off it at the edges.
+    fn encoded_arg(kind: ArgKind, len: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = match kind {
+            ArgKind::Bytes1 => vec![u8::try_from(len % 256).unwrap()],
+            ArgKind::Bytes4 => u32::try_from(len).unwrap().to_le_bytes().to_vec(),
+            ArgKind::Bytes8 => len.to_le_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        out.extend_from_slice(payload);
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path decodes, the general decoder decodes the
+        /// same way, ending at the same position (so errors, which only the
+        /// general decoder reports, are unchanged).
+        #[test]
+        fn fast_path_agrees_with_the_general_decoder(
+            op in proptest::sample::select(Opcode::ALL.to_vec()),
+            raw in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..12),
+            payload in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', 0xc3, 0xa9, 0xed, 0xa0, 0xff]),
+                0..12,
+            ),
+            delta in -2i64..=2,
+            structured in proptest::arbitrary::any::<bool>(),
+            frame in proptest::option::of(1usize..24),
+            max_len in proptest::option::of(0u64..8),
+        ) {
+            use proptest::prop_assert_eq;
+            let len = u64::try_from(i64::try_from(payload.len()).unwrap() + delta).unwrap_or(0);
+            let mut data = vec![op.byte()];
+            if structured {
+                data.extend(encoded_arg(op.arg(), len, &payload));
+            } else {
+                data.extend(&raw);
+            }
+            let mut limits = Limits::default();
+            if let Some(m) = max_len {
+                limits = limits.with(LimitKind::StrLen, m).with(LimitKind::BytesLen, m);
+            }
+            let mut reader = Reader::new(&data, 0, limits).unwrap();
+            reader.frame_end = frame.map(|f| f.min(data.len()));
+            if let Some((arg, next)) = reader.fast_arg(op, 1) {
+                let mut cur = Cursor { reader: &reader, at: 1, offset: 0, opcode: op };
+                let slow = cur.read_arg().unwrap();
+                // Floats by bits: a NaN must decode to the same NaN.
+                let same = match (&slow, &arg) {
+                    (Arg::Float(a), Arg::Float(b)) => a.to_bits() == b.to_bits(),
+                    _ => slow == arg,
+                };
+                proptest::prop_assert!(same, "{slow:?} != {arg:?}");
+                prop_assert_eq!(cur.at, next);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_covers_the_common_opcodes() {
+        let data = b"K\x07\x8c\x02hi\x96\x01\x00\x00\x00\x00\x00\x00\x00x\x94.";
+        let r = Reader::new(data, 0, Limits::default()).unwrap();
+        assert_eq!(r.fast_arg(Opcode::BININT1, 1), Some((Arg::Uint(7), 2)));
+        let s = r.fast_arg(Opcode::SHORT_BINUNICODE, 3);
+        assert_eq!(s, Some((Arg::Str(Cow::Borrowed("hi")), 6)));
+        let b = r.fast_arg(Opcode::BYTEARRAY8, 7);
+        assert_eq!(b, Some((Arg::Bytes(Cow::Borrowed(b"x")), 16)));
+        assert_eq!(r.fast_arg(Opcode::MEMOIZE, 17), Some((Arg::None, 17)));
+        // Not on the fast path: text lines and frames.
+        assert_eq!(r.fast_arg(Opcode::GLOBAL, 1), None);
+        assert_eq!(r.fast_arg(Opcode::FRAME, 1), None);
+    }
+
     #[test]
     fn longs() {
         let ins =
