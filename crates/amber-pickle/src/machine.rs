@@ -12,6 +12,8 @@
 //! hook suspend the current machine on an explicit stack. Nothing recurses,
 //! so hostile nesting cannot overflow the Rust stack.
 
+mod fast;
+
 use std::borrow::Cow;
 
 use crate::disasm::{Disassembly, Line};
@@ -212,7 +214,12 @@ struct Run<'a, 'h> {
 impl<'a> Run<'a, '_> {
     /// Run until the top-level `STOP`; returns the root and the end offset.
     fn run(&mut self, cur: &mut Machine<'a>) -> Result<(NodeId, u64)> {
+        // Without a listing to record, common opcodes take the fast path.
+        let fast = self.listing.is_none();
         loop {
+            if fast && self.fast_step(cur) {
+                continue;
+            }
             cur.reader.set_graph_used(self.graph_bytes);
             let mut ins = cur.reader.next_instruction()?;
             self.stats.opcodes = self.stats.opcodes.saturating_add(1);
@@ -324,13 +331,18 @@ impl<'a> Run<'a, '_> {
     }
 
     /// Depth of a node holding `children`: one more than the deepest.
-    fn nest(&mut self, children: &[NodeId], offset: u64) -> Result<u32> {
+    fn holder_depth(&self, children: &[NodeId]) -> u32 {
         let deepest = children
             .iter()
             .map(|&c| self.depth_of(c))
             .max()
             .unwrap_or(0);
-        let depth = deepest.saturating_add(1);
+        deepest.saturating_add(1)
+    }
+
+    /// [`Run::holder_depth`], checked against the nesting limit.
+    fn nest(&mut self, children: &[NodeId], offset: u64) -> Result<u32> {
+        let depth = self.holder_depth(children);
         self.note_depth(depth, offset)?;
         Ok(depth)
     }

@@ -211,13 +211,29 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// For the machine's fast path: the bytes from the position to the end
+    /// of the open frame (or of the input), after closing a finished frame.
+    #[inline]
+    pub(crate) fn window(&mut self) -> &'a [u8] {
+        self.close_finished_frame();
+        let limit = self.frame_end.unwrap_or(self.data.len());
+        self.data.get(self.pos..limit).unwrap_or_default()
+    }
+
+    /// For the machine's fast path: move to `pos`, the end of an opcode
+    /// that [`Reader::window`] held whole.
+    #[inline]
+    pub(crate) fn advance_to(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// The argument of a common binary opcode when it lies wholly inside
     /// the input (and the open frame) and is within the limits, with the
     /// position after it. `None` sends everything else, every error
     /// included, to the general decoder ([`Cursor::read_arg`]), which
     /// re-reads from the same position.
     #[inline]
-    fn fast_arg(&self, opcode: Opcode, at: usize) -> Option<(Arg<'a>, usize)> {
+    pub(crate) fn fast_arg(&self, opcode: Opcode, at: usize) -> Option<(Arg<'a>, usize)> {
         let limit = self.frame_end.unwrap_or(self.data.len());
         let window = self.data.get(at..limit)?;
         let fixed = |n: usize| window.get(..n).map(|b| (b, at.saturating_add(n)));
