@@ -11,6 +11,11 @@
 //! The machine is a loop over instructions; nested pickles requested by a
 //! hook suspend the current machine on an explicit stack. Nothing recurses,
 //! so hostile nesting cannot overflow the Rust stack.
+//!
+//! Most opcodes of a real stream (memo traffic, marks, scalars, tuples,
+//! `REDUCE`) are run by the `fast` submodule straight from the input, but
+//! only when they are certain to succeed; everything else, and every error,
+//! goes through `Run::step`, which stays the reference semantics.
 
 mod fast;
 

@@ -11,6 +11,10 @@
 //! Every length is checked against the bytes that remain (and against
 //! [`Limits`]) before anything is sliced or decoded, so it never allocates
 //! more than a small multiple of the input it has actually seen.
+//!
+//! Binary arguments that lie wholly inside the input (and the open frame)
+//! and within the limits are decoded on a short fast path; anything else
+//! goes to the general decoder, which alone reports errors.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -7,7 +7,7 @@
 //! frame and the stack are checked *first*, and anything unusual (a limit
 //! that would be hit, a hole in the memo, a missing mark, an error of any
 //! kind) returns `false` before any state changes, so that the general
-//! path ([`Run::step`]) executes the same opcode from scratch and reports
+//! path (`Run::step`) executes the same opcode from scratch and reports
 //! exactly what it always did. The effects here mirror `step` one for one,
 //! statistics included; the parser's differential tests (listing on, which
 //! disables this path, against listing off) hold the two to that.
