@@ -365,6 +365,15 @@ impl<'a> Graph<'a> {
         self.len == 0
     }
 
+    /// Reserve room for about `nodes` nodes in the first chunk (at most a
+    /// chunk), so a mid-sized graph does not grow it by copying. Untouched
+    /// reserved memory costs no pages.
+    pub(crate) fn reserve_first(&mut self, nodes: usize) {
+        if self.chunks.is_empty() && nodes > 0 {
+            self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
+        }
+    }
+
     /// Append a node; the caller has checked the node limit.
     #[inline]
     pub(crate) fn push(&mut self, node: Node<'a>) -> Option<NodeId> {

@@ -73,6 +73,12 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         graph_bytes: 0,
         globals: Vec::new(),
     };
+    // Real streams hold a node per 10-20 bytes: reserve for one per 16
+    // (within the node limit; at most one arena chunk).
+    let expected = to_u64(config.data.len().saturating_sub(config.start) / 16);
+    let expected = expected.min(config.limits.max_nodes);
+    run.graph
+        .reserve_first(usize::try_from(expected).unwrap_or(0));
     let mut cur = Machine::new(reader, None);
     let (root, end) = run.run(&mut cur)?;
     run.stats.graph_bytes = run.graph_bytes;
