@@ -381,8 +381,8 @@ impl<'a> Graph<'a> {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(node),
             last => {
-                // The first chunk grows (small pickles stay small); later
-                // ones are allocated whole, so they never reallocate.
+                // An unreserved first chunk grows (small pickles stay
+                // small); later ones are allocated whole, never to move.
                 let mut chunk = if last.is_none() {
                     Vec::new()
                 } else {
