@@ -3,6 +3,8 @@
 //!
 //! The first byte selects a start offset (for `parse_prefix`), the rest is
 //! the input. Seed the corpus with `crates/amber-pickle/tests/data/*.pkl`.
+//! Parsing with and without a listing must agree exactly (a listing turns
+//! the machine's fast path off).
 
 #![no_main]
 
@@ -44,6 +46,24 @@ fuzz_target!(|input: &[u8]| {
             assert!(array.data_offset as usize <= data.len());
         }
     }
+
+    // The fast path (off while a listing is recorded) changes nothing.
+    let outcome = |listing: bool| {
+        Parser::new(data)
+            .allow_trailing(true)
+            .record_listing(listing)
+            .parse()
+            .map(|p| {
+                format!(
+                    "{:?} {:?} {:?} {}",
+                    p.graph(),
+                    p.stats(),
+                    p.globals(),
+                    p.root()
+                )
+            })
+    };
+    assert_eq!(outcome(false), outcome(true));
 
     // The stand-alone disassembler.
     let _ = disassemble(data, 0).to_string();

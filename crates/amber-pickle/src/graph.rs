@@ -221,6 +221,7 @@ pub struct Node<'a> {
 impl<'a> Node<'a> {
     /// What the node is.
     #[must_use]
+    #[inline]
     pub fn kind(&self) -> &NodeKind<'a> {
         &self.kind
     }
@@ -241,6 +242,7 @@ impl<'a> Node<'a> {
     /// than its deepest child (updated when the node itself is mutated,
     /// not when a child is).
     #[must_use]
+    #[inline]
     pub fn depth(&self) -> u32 {
         self.depth
     }
@@ -352,6 +354,7 @@ pub struct Graph<'a> {
 impl<'a> Graph<'a> {
     /// Number of nodes.
     #[must_use]
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -362,17 +365,38 @@ impl<'a> Graph<'a> {
         self.len == 0
     }
 
+    /// Reserve room for about `nodes` nodes in the first chunk (at most a
+    /// chunk), so a mid-sized graph does not grow it by copying. Untouched
+    /// reserved memory costs no pages.
+    pub(crate) fn reserve_first(&mut self, nodes: usize) {
+        if self.chunks.is_empty() && nodes > 0 {
+            self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
+        }
+    }
+
     /// Append a node; the caller has checked the node limit.
+    #[inline]
     pub(crate) fn push(&mut self, node: Node<'a>) -> Option<NodeId> {
         let id = u32::try_from(self.len).ok().filter(|&i| i != u32::MAX)?;
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(node),
-            _ => self.chunks.push(vec![node]),
+            last => {
+                // An unreserved first chunk grows (small pickles stay
+                // small); later ones are allocated whole, never to move.
+                let mut chunk = if last.is_none() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(CHUNK)
+                };
+                chunk.push(node);
+                self.chunks.push(chunk);
+            }
         }
         self.len += 1;
         Some(NodeId(id))
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Node<'a>> {
         let i = id.index();
         self.chunks
@@ -382,6 +406,7 @@ impl<'a> Graph<'a> {
 
     /// The node with this id, or `None` for an id from another graph.
     #[must_use]
+    #[inline]
     pub fn get(&self, id: NodeId) -> Option<&Node<'a>> {
         let i = id.index();
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
@@ -389,6 +414,7 @@ impl<'a> Graph<'a> {
 
     /// The kind of the node with this id.
     #[must_use]
+    #[inline]
     pub fn kind(&self, id: NodeId) -> Option<&NodeKind<'a>> {
         self.get(id).map(Node::kind)
     }

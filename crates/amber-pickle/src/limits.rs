@@ -89,6 +89,7 @@ impl Limits {
 
     /// The configured maximum for one limit.
     #[must_use]
+    #[inline]
     pub const fn get(&self, kind: LimitKind) -> u64 {
         match kind {
             LimitKind::Opcodes => self.max_opcodes,
@@ -139,6 +140,7 @@ impl Limits {
     }
 
     /// `Ok` if `value` is within the limit, else a [`PickleError::Limit`].
+    #[inline]
     pub(crate) fn check(
         &self,
         kind: LimitKind,

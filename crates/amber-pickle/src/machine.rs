@@ -11,6 +11,13 @@
 //! The machine is a loop over instructions; nested pickles requested by a
 //! hook suspend the current machine on an explicit stack. Nothing recurses,
 //! so hostile nesting cannot overflow the Rust stack.
+//!
+//! Most opcodes of a real stream (memo traffic, marks, scalars, tuples,
+//! `REDUCE`) are run by the `fast` submodule straight from the input, but
+//! only when they are certain to succeed; everything else, and every error,
+//! goes through `Run::step`, which stays the reference semantics.
+
+mod fast;
 
 use std::borrow::Cow;
 
@@ -45,6 +52,8 @@ pub(crate) struct Outcome<'a> {
     pub(crate) stats: Stats,
     pub(crate) highest_protocol: Option<u8>,
     pub(crate) listing: Option<Disassembly<'a>>,
+    /// The [`NodeKind::Global`] nodes, in creation order.
+    pub(crate) globals: Vec<NodeId>,
 }
 
 /// Parse one pickle (and any nested ones a hook asks for).
@@ -62,7 +71,14 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         suspended_depth: 0,
         listing: config.record.then(Disassembly::default),
         graph_bytes: 0,
+        globals: Vec::new(),
     };
+    // Real streams hold a node per 10-20 bytes: reserve for one per 16
+    // (within the node limit; at most one arena chunk).
+    let expected = to_u64(config.data.len().saturating_sub(config.start) / 16);
+    let expected = expected.min(config.limits.max_nodes);
+    run.graph
+        .reserve_first(usize::try_from(expected).unwrap_or(0));
     let mut cur = Machine::new(reader, None);
     let (root, end) = run.run(&mut cur)?;
     run.stats.graph_bytes = run.graph_bytes;
@@ -78,6 +94,7 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         stats: run.stats,
         highest_protocol: run.highest_protocol,
         listing,
+        globals: run.globals,
     })
 }
 
@@ -202,12 +219,18 @@ struct Run<'a, 'h> {
     suspended_depth: u64,
     listing: Option<Disassembly<'a>>,
     graph_bytes: u64,
+    globals: Vec<NodeId>,
 }
 
 impl<'a> Run<'a, '_> {
     /// Run until the top-level `STOP`; returns the root and the end offset.
     fn run(&mut self, cur: &mut Machine<'a>) -> Result<(NodeId, u64)> {
+        // Without a listing to record, common opcodes take the fast path.
+        let fast = self.listing.is_none();
         loop {
+            if fast && self.fast_step(cur) {
+                continue;
+            }
             cur.reader.set_graph_used(self.graph_bytes);
             let mut ins = cur.reader.next_instruction()?;
             self.stats.opcodes = self.stats.opcodes.saturating_add(1);
@@ -286,19 +309,25 @@ impl<'a> Run<'a, '_> {
         let count = to_u64(self.graph.len()).saturating_add(1);
         self.limits.check(LimitKind::Nodes, count, offset)?;
         self.charge(node_bytes(&kind), offset)?;
-        self.graph
+        let global = matches!(kind, NodeKind::Global(_));
+        let id = self
+            .graph
             .push(Node {
                 kind,
                 offset,
                 opcode,
                 depth,
             })
-            .ok_or(PickleError::Limit {
+            .ok_or_else(|| PickleError::Limit {
                 offset,
                 limit: LimitKind::Nodes,
                 value: count,
                 max: u64::from(NO_ENTRY),
-            })
+            })?;
+        if global {
+            self.globals.push(id);
+        }
+        Ok(id)
     }
 
     /// Account for `bytes` more of graph memory.
@@ -313,13 +342,18 @@ impl<'a> Run<'a, '_> {
     }
 
     /// Depth of a node holding `children`: one more than the deepest.
-    fn nest(&mut self, children: &[NodeId], offset: u64) -> Result<u32> {
+    fn holder_depth(&self, children: &[NodeId]) -> u32 {
         let deepest = children
             .iter()
             .map(|&c| self.depth_of(c))
             .max()
             .unwrap_or(0);
-        let depth = deepest.saturating_add(1);
+        deepest.saturating_add(1)
+    }
+
+    /// [`Run::holder_depth`], checked against the nesting limit.
+    fn nest(&mut self, children: &[NodeId], offset: u64) -> Result<u32> {
+        let depth = self.holder_depth(children);
         self.note_depth(depth, offset)?;
         Ok(depth)
     }
@@ -480,7 +514,10 @@ impl<'a> Run<'a, '_> {
             value: index,
             max: self.limits.max_memo_index,
         })?;
-        if idx >= cur.memo.len() {
+        if idx == cur.memo.len() {
+            // MEMOIZE, and PUTs numbered in order: grow by one.
+            cur.memo.push(NO_ENTRY);
+        } else if idx > cur.memo.len() {
             let new_len = idx.checked_add(1).ok_or(PickleError::Internal {
                 offset: ins.offset,
                 what: "memo index overflow",

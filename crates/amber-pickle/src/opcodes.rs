@@ -73,11 +73,11 @@ macro_rules! opcodes {
 
             /// The opcode for a byte, or `None` if the byte is not an opcode.
             #[must_use]
+            #[inline]
+            #[expect(clippy::indexing_slicing, reason = "a `u8` always indexes a 256-entry table")]
             pub const fn from_byte(byte: u8) -> Option<Opcode> {
-                match byte {
-                    $( $byte => Some(Opcode::$name), )*
-                    _ => None,
-                }
+                // A table lookup: this runs once per opcode of every stream.
+                BY_BYTE[byte as usize]
             }
 
             /// The name as CPython's `pickletools` spells it (`BINUNICODE`).
@@ -90,11 +90,30 @@ macro_rules! opcodes {
 
             /// How the inline argument is encoded.
             #[must_use]
+            #[inline]
+            #[expect(clippy::indexing_slicing, reason = "a `u8` always indexes a 256-entry table")]
             pub const fn arg(self) -> ArgKind {
-                match self {
-                    $( Opcode::$name => ArgKind::$arg, )*
-                }
+                ARG_BY_BYTE[self as usize]
             }
+        }
+
+        /// [`Opcode::from_byte`] as a table.
+        #[expect(clippy::indexing_slicing, reason = "constant indices, checked at compile time")]
+        const BY_BYTE: [Option<Opcode>; 256] = {
+            let mut table = [None; 256];
+            $( table[$byte as usize] = Some(Opcode::$name); )*
+            table
+        };
+
+        /// [`Opcode::arg`] as a table indexed by the opcode byte.
+        #[expect(clippy::indexing_slicing, reason = "constant indices, checked at compile time")]
+        const ARG_BY_BYTE: [ArgKind; 256] = {
+            let mut table = [ArgKind::None; 256];
+            $( table[$byte as usize] = ArgKind::$arg; )*
+            table
+        };
+
+        impl Opcode {
 
             /// The protocol that introduced this opcode.
             ///

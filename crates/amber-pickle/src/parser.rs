@@ -340,7 +340,7 @@ impl<'a, 'h> Parser<'a, 'h> {
                 remaining: to_u64(self.data.len().saturating_sub(out.end_pos)),
             });
         }
-        let globals = summarize_globals(&out.graph);
+        let globals = summarize_globals(&out.graph, &out.globals);
         let end = out.end;
         Ok(Pickle {
             graph: out.graph,
@@ -359,10 +359,14 @@ pub(crate) fn to_u64(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
-fn summarize_globals(graph: &Graph<'_>) -> Vec<GlobalUse> {
+/// Summarise the global nodes `ids` (in creation order) of `graph`.
+fn summarize_globals(graph: &Graph<'_>, ids: &[NodeId]) -> Vec<GlobalUse> {
     let mut out: Vec<GlobalUse> = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for (id, node) in graph.iter() {
+    for &id in ids {
+        let Some(node) = graph.get(id) else {
+            continue;
+        };
         let NodeKind::Global(g) = node.kind() else {
             continue;
         };

@@ -11,6 +11,10 @@
 //! Every length is checked against the bytes that remain (and against
 //! [`Limits`]) before anything is sliced or decoded, so it never allocates
 //! more than a small multiple of the input it has actually seen.
+//!
+//! Binary arguments that lie wholly inside the input (and the open frame)
+//! and within the limits are decoded on a short fast path; anything else
+//! goes to the general decoder, which alone reports errors.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -105,6 +109,7 @@ impl<'a> Reader<'a> {
 
     /// The offset of the next byte to read.
     #[must_use]
+    #[inline]
     pub fn position(&self) -> usize {
         self.pos
     }
@@ -117,6 +122,7 @@ impl<'a> Reader<'a> {
 
     /// Tell the reader how many graph bytes are in use, so that decoding
     /// protocol-0 text never allocates past [`Limits::max_graph_bytes`].
+    #[inline]
     pub fn set_graph_used(&mut self, used: u64) {
         self.graph_used = used;
     }
@@ -127,6 +133,7 @@ impl<'a> Reader<'a> {
         self.data
     }
 
+    #[inline]
     fn close_finished_frame(&mut self) {
         if self.frame_end == Some(self.pos) {
             self.frame_end = None;
@@ -151,6 +158,16 @@ impl<'a> Reader<'a> {
             });
         };
         let opcode = Opcode::from_byte(byte).ok_or(PickleError::BadOpcode { offset, byte })?;
+        let at = start.saturating_add(1);
+        if let Some((arg, next)) = self.fast_arg(opcode, at) {
+            self.pos = next;
+            return Ok(Instruction {
+                offset,
+                end: to_u64(next),
+                opcode,
+                arg,
+            });
+        }
         if opcode == Opcode::FRAME
             && let Some(frame_end) = self.frame_end
         {
@@ -196,6 +213,108 @@ impl<'a> Reader<'a> {
             opcode,
             arg,
         })
+    }
+
+    /// For the machine's fast path: the bytes from the position to the end
+    /// of the open frame (or of the input), after closing a finished frame.
+    #[inline]
+    pub(crate) fn window(&mut self) -> &'a [u8] {
+        self.close_finished_frame();
+        let limit = self.frame_end.unwrap_or(self.data.len());
+        self.data.get(self.pos..limit).unwrap_or_default()
+    }
+
+    /// For the machine's fast path: move to `pos`, the end of an opcode
+    /// that [`Reader::window`] held whole.
+    #[inline]
+    pub(crate) fn advance_to(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
+    /// The argument of a common binary opcode when it lies wholly inside
+    /// the input (and the open frame) and is within the limits, with the
+    /// position after it. `None` sends everything else, every error
+    /// included, to the general decoder ([`Cursor::read_arg`]), which
+    /// re-reads from the same position.
+    #[inline]
+    pub(crate) fn fast_arg(&self, opcode: Opcode, at: usize) -> Option<(Arg<'a>, usize)> {
+        let limit = self.frame_end.unwrap_or(self.data.len());
+        let window = self.data.get(at..limit)?;
+        let fixed = |n: usize| window.get(..n).map(|b| (b, at.saturating_add(n)));
+        match opcode.arg() {
+            ArgKind::None => Some((Arg::None, at)),
+            ArgKind::U8 => {
+                let &b = window.first()?;
+                Some((Arg::Uint(u64::from(b)), at.saturating_add(1)))
+            }
+            ArgKind::U16 => {
+                let (b, next) = fixed(2)?;
+                let v = u16::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Uint(u64::from(v)), next))
+            }
+            ArgKind::U32 => {
+                let (b, next) = fixed(4)?;
+                let v = u32::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Uint(u64::from(v)), next))
+            }
+            ArgKind::I32 => {
+                let (b, next) = fixed(4)?;
+                let v = i32::from_le_bytes(b.try_into().ok()?);
+                Some((Arg::Int(i64::from(v)), next))
+            }
+            ArgKind::F64 => {
+                let (b, next) = fixed(8)?;
+                let v = f64::from_be_bytes(b.try_into().ok()?);
+                Some((Arg::Float(v), next))
+            }
+            ArgKind::Bytes1 => {
+                let &len = window.first()?;
+                self.fast_payload(opcode, window, 1, usize::from(len), at)
+            }
+            ArgKind::Bytes4 => {
+                let (b, _) = fixed(4)?;
+                let len = u32::from_le_bytes(b.try_into().ok()?);
+                self.fast_payload(opcode, window, 4, usize::try_from(len).ok()?, at)
+            }
+            ArgKind::Bytes8 => {
+                let (b, _) = fixed(8)?;
+                let len = u64::from_le_bytes(b.try_into().ok()?);
+                self.fast_payload(opcode, window, 8, usize::try_from(len).ok()?, at)
+            }
+            _ => None,
+        }
+    }
+
+    /// A length-prefixed payload for [`Reader::fast_arg`]: `head` length
+    /// bytes, then `len` bytes, all inside `window` (which starts at `at`).
+    #[inline]
+    fn fast_payload(
+        &self,
+        opcode: Opcode,
+        window: &'a [u8],
+        head: usize,
+        len: usize,
+        at: usize,
+    ) -> Option<(Arg<'a>, usize)> {
+        let end = head.checked_add(len)?;
+        let raw = window.get(head..end)?;
+        let next = at.checked_add(end)?;
+        let n = to_u64(len);
+        if matches!(
+            opcode,
+            Opcode::SHORT_BINUNICODE | Opcode::BINUNICODE | Opcode::BINUNICODE8
+        ) {
+            if n > self.limits.max_str_len {
+                return None;
+            }
+            let s = std::str::from_utf8(raw).ok()?;
+            Some((Arg::Str(Cow::Borrowed(s)), next))
+        } else {
+            if n > self.limits.max_bytes_len {
+                return None;
+            }
+            Some((Arg::Bytes(Cow::Borrowed(raw)), next))
+        }
     }
 
     /// Check the position after `STOP`: a frame that holds `STOP` must end
@@ -653,6 +772,79 @@ mod tests {
         let e = read_all(b"X\x03\x00\x00\x00\xed\xa0\x80.").unwrap_err();
         assert_eq!(e.code(), "pickle.bad_encoding");
         assert!(e.to_string().contains("surrogate"), "{e}");
+    }
+
+    /// Lengths near the payload's actual size, so that length-prefixed
+    /// opcodes take the fast path often, and fall off it at the edges.
+    fn encoded_arg(kind: ArgKind, len: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = match kind {
+            ArgKind::Bytes1 => vec![u8::try_from(len % 256).unwrap()],
+            ArgKind::Bytes4 => u32::try_from(len).unwrap().to_le_bytes().to_vec(),
+            ArgKind::Bytes8 => len.to_le_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        out.extend_from_slice(payload);
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast path decodes, the general decoder decodes the
+        /// same way, ending at the same position (so errors, which only the
+        /// general decoder reports, are unchanged).
+        #[test]
+        fn fast_path_agrees_with_the_general_decoder(
+            op in proptest::sample::select(Opcode::ALL.to_vec()),
+            raw in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..12),
+            payload in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', 0xc3, 0xa9, 0xed, 0xa0, 0xff]),
+                0..12,
+            ),
+            delta in -2i64..=2,
+            structured in proptest::arbitrary::any::<bool>(),
+            frame in proptest::option::of(1usize..24),
+            max_len in proptest::option::of(0u64..8),
+        ) {
+            use proptest::prop_assert_eq;
+            let len = u64::try_from(i64::try_from(payload.len()).unwrap() + delta).unwrap_or(0);
+            let mut data = vec![op.byte()];
+            if structured {
+                data.extend(encoded_arg(op.arg(), len, &payload));
+            } else {
+                data.extend(&raw);
+            }
+            let mut limits = Limits::default();
+            if let Some(m) = max_len {
+                limits = limits.with(LimitKind::StrLen, m).with(LimitKind::BytesLen, m);
+            }
+            let mut reader = Reader::new(&data, 0, limits).unwrap();
+            reader.frame_end = frame.map(|f| f.min(data.len()));
+            if let Some((arg, next)) = reader.fast_arg(op, 1) {
+                let mut cur = Cursor { reader: &reader, at: 1, offset: 0, opcode: op };
+                let slow = cur.read_arg().unwrap();
+                // Floats by bits: a NaN must decode to the same NaN.
+                let same = match (&slow, &arg) {
+                    (Arg::Float(a), Arg::Float(b)) => a.to_bits() == b.to_bits(),
+                    _ => slow == arg,
+                };
+                proptest::prop_assert!(same, "{slow:?} != {arg:?}");
+                prop_assert_eq!(cur.at, next);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_covers_the_common_opcodes() {
+        let data = b"K\x07\x8c\x02hi\x96\x01\x00\x00\x00\x00\x00\x00\x00x\x94.";
+        let r = Reader::new(data, 0, Limits::default()).unwrap();
+        assert_eq!(r.fast_arg(Opcode::BININT1, 1), Some((Arg::Uint(7), 2)));
+        let s = r.fast_arg(Opcode::SHORT_BINUNICODE, 3);
+        assert_eq!(s, Some((Arg::Str(Cow::Borrowed("hi")), 6)));
+        let b = r.fast_arg(Opcode::BYTEARRAY8, 7);
+        assert_eq!(b, Some((Arg::Bytes(Cow::Borrowed(b"x")), 16)));
+        assert_eq!(r.fast_arg(Opcode::MEMOIZE, 17), Some((Arg::None, 17)));
+        // Not on the fast path: text lines and frames.
+        assert_eq!(r.fast_arg(Opcode::GLOBAL, 1), None);
+        assert_eq!(r.fast_arg(Opcode::FRAME, 1), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
     reason = "tests fail loudly on purpose"
 )]
 
+mod fastpath;
 mod fixtures;
 mod hooks;
 mod hostile;

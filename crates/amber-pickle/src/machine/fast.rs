@@ -1,0 +1,322 @@
+//! The machine's fast path: the common opcodes of object-heavy streams,
+//! executed straight from the input without building an [`Instruction`].
+//!
+//! Memo traffic, marks, scalars, short payloads, tuples and `REDUCE` make
+//! up almost every opcode of a typical NumPy or scikit-learn pickle. Here
+//! each is executed only when it is certain to succeed: every limit, the
+//! frame and the stack are checked *first*, and anything unusual (a limit
+//! that would be hit, a hole in the memo, a missing mark, an error of any
+//! kind) returns `false` before any state changes, so that the general
+//! path (`Run::step`) executes the same opcode from scratch and reports
+//! exactly what it always did. The effects here mirror `step` one for one,
+//! statistics included; the parser's differential tests (listing on, which
+//! disables this path, against listing off) hold the two to that.
+//!
+//! [`Instruction`]: crate::reader::Instruction
+
+use super::{Machine, NO_ENTRY, Run, node_bytes};
+use crate::graph::{Node, NodeId, NodeKind};
+use crate::opcodes::Opcode;
+use crate::parser::to_u64;
+use crate::reader::Arg;
+
+impl<'a> Run<'a, '_> {
+    /// Execute the next opcode if it is a common one that cannot fail;
+    /// `false` leaves everything untouched for the general path.
+    #[inline]
+    pub(super) fn fast_step(&mut self, cur: &mut Machine<'a>) -> bool {
+        if self.stats.opcodes >= self.limits.max_opcodes {
+            return false;
+        }
+        let pos = cur.reader.position();
+        let window = cur.reader.window();
+        let Some(&byte) = window.first() else {
+            return false;
+        };
+        let Some(opcode) = Opcode::from_byte(byte) else {
+            return false;
+        };
+        let at = pos.saturating_add(1);
+        let next = match opcode {
+            Opcode::MEMOIZE => self.fast_put(cur, cur.memo_len).then_some(at),
+            Opcode::BINPUT | Opcode::LONG_BINPUT | Opcode::BINGET | Opcode::LONG_BINGET => {
+                let Some((Arg::Uint(index), next)) = cur.reader.fast_arg(opcode, at) else {
+                    return false;
+                };
+                let done = if matches!(opcode, Opcode::BINPUT | Opcode::LONG_BINPUT) {
+                    self.fast_put(cur, index)
+                } else {
+                    self.fast_get(cur, index)
+                };
+                done.then_some(next)
+            }
+            Opcode::MARK => self.fast_mark(cur).then_some(at),
+            Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE => {
+                let n = match opcode {
+                    Opcode::TUPLE1 => 1,
+                    Opcode::TUPLE3 => 3,
+                    _ => 2,
+                };
+                let start = cur.stack.len().saturating_sub(n);
+                (cur.above_fence() >= n && self.fast_collect(cur, start, 0, pos, opcode))
+                    .then_some(at)
+            }
+            Opcode::TUPLE => {
+                let Some(&mark) = cur.marks.last() else {
+                    return false;
+                };
+                (mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode))
+                    .then_some(at)
+            }
+            _ => {
+                let Some((kind, depth, next)) = Self::fast_scalar(cur, opcode, at) else {
+                    return false;
+                };
+                self.fast_new(cur, kind, pos, opcode, depth).then_some(next)
+            }
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        cur.reader.advance_to(next);
+        self.stats.opcodes = self.stats.opcodes.saturating_add(1);
+        if let Some(c) = self.stats.op_counts.get_mut(usize::from(byte)) {
+            *c = c.saturating_add(1);
+        }
+        true
+    }
+
+    /// The node a scalar or empty-container opcode creates, its depth and
+    /// the position after the opcode (as `step` makes them).
+    #[inline]
+    fn fast_scalar(
+        cur: &Machine<'a>,
+        opcode: Opcode,
+        at: usize,
+    ) -> Option<(NodeKind<'a>, u32, usize)> {
+        use Opcode as O;
+        let (kind, depth) = match opcode {
+            O::NONE => (NodeKind::None, 0),
+            O::NEWTRUE | O::NEWFALSE => (NodeKind::Bool(opcode == O::NEWTRUE), 0),
+            O::EMPTY_LIST => (NodeKind::List(Vec::new()), 1),
+            O::EMPTY_DICT => (NodeKind::Dict(Vec::new()), 1),
+            O::EMPTY_TUPLE => (NodeKind::Tuple(Box::default()), 1),
+            O::EMPTY_SET => (NodeKind::Set(Vec::new()), 1),
+            O::BININT | O::BININT1 | O::BININT2 | O::BINFLOAT => {
+                let (arg, next) = cur.reader.fast_arg(opcode, at)?;
+                let kind = match arg {
+                    Arg::Uint(v) => NodeKind::Int(i64::try_from(v).ok()?),
+                    Arg::Int(v) => NodeKind::Int(v),
+                    Arg::Float(v) => NodeKind::Float(v),
+                    _ => return None,
+                };
+                return Some((kind, 0, next));
+            }
+            O::SHORT_BINUNICODE | O::BINUNICODE | O::BINUNICODE8 => {
+                let (Arg::Str(s), next) = cur.reader.fast_arg(opcode, at)? else {
+                    return None;
+                };
+                return Some((NodeKind::Str(s), 0, next));
+            }
+            O::SHORT_BINBYTES | O::BINBYTES | O::BINBYTES8 | O::BYTEARRAY8 | O::SHORT_BINSTRING => {
+                let (Arg::Bytes(b), next) = cur.reader.fast_arg(opcode, at)? else {
+                    return None;
+                };
+                let kind = match opcode {
+                    O::BYTEARRAY8 => NodeKind::ByteArray(b),
+                    O::SHORT_BINSTRING => NodeKind::LegacyStr(b),
+                    _ => NodeKind::Bytes(b),
+                };
+                return Some((kind, 0, next));
+            }
+            _ => return None,
+        };
+        Some((kind, depth, at))
+    }
+
+    /// The stack depth (all levels) after popping `popped` entries and
+    /// pushing `pushed`, if within the limit.
+    #[inline]
+    fn fast_room(&self, cur: &Machine<'a>, popped: usize, pushed: usize) -> Option<u64> {
+        let total = self
+            .suspended_depth
+            .saturating_add(cur.depth())
+            .saturating_sub(to_u64(popped))
+            .saturating_add(to_u64(pushed));
+        (total <= self.limits.max_stack_depth).then_some(total)
+    }
+
+    /// One more node of `bytes` (graph accounting) fits the node, id and
+    /// graph-bytes limits.
+    #[inline]
+    fn fast_fits(&self, bytes: u64) -> bool {
+        let len = self.graph.len();
+        u32::try_from(len).is_ok_and(|i| i != NO_ENTRY)
+            && to_u64(len).saturating_add(1) <= self.limits.max_nodes
+            && self.graph_bytes.saturating_add(bytes) <= self.limits.max_graph_bytes
+    }
+
+    /// Append a node whose limits were checked; `None` (never, after
+    /// [`Run::fast_fits`]) leaves the graph unchanged.
+    #[inline]
+    fn fast_add(
+        &mut self,
+        kind: NodeKind<'a>,
+        bytes: u64,
+        pos: usize,
+        opcode: Opcode,
+        depth: u32,
+    ) -> Option<NodeId> {
+        let id = self.graph.push(Node {
+            kind,
+            offset: to_u64(pos),
+            opcode,
+            depth,
+        })?;
+        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+        Some(id)
+    }
+
+    /// Push `id` (a new node), the stack reaching `total`.
+    #[inline]
+    fn fast_push(&mut self, cur: &mut Machine<'a>, id: NodeId, total: u64) {
+        cur.stack.push(id);
+        self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+    }
+
+    /// A scalar or empty container.
+    #[inline]
+    fn fast_new(
+        &mut self,
+        cur: &mut Machine<'a>,
+        kind: NodeKind<'a>,
+        pos: usize,
+        opcode: Opcode,
+        depth: u32,
+    ) -> bool {
+        let bytes = node_bytes(&kind);
+        let Some(total) = self.fast_room(cur, 0, 1) else {
+            return false;
+        };
+        if !self.fast_fits(bytes) {
+            return false;
+        }
+        let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
+            return false;
+        };
+        self.fast_push(cur, id, total);
+        true
+    }
+
+    /// One more than the deepest of `children`, if within the nesting limit.
+    #[inline]
+    fn fast_depth(&self, children: &[NodeId]) -> Option<u32> {
+        let depth = self.holder_depth(children);
+        (u64::from(depth) <= self.limits.max_nesting_depth).then_some(depth)
+    }
+
+    /// A node made of the stack items from `start` up (and, for `marks` =
+    /// 1, the innermost mark): tuples and `REDUCE`.
+    #[inline]
+    fn fast_collect(
+        &mut self,
+        cur: &mut Machine<'a>,
+        start: usize,
+        marks: usize,
+        pos: usize,
+        opcode: Opcode,
+    ) -> bool {
+        let Some(items) = cur.stack.get(start..) else {
+            return false;
+        };
+        let Some(depth) = self.fast_depth(items) else {
+            return false;
+        };
+        let n = items.len();
+        let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
+            return false;
+        };
+        let kind = match (opcode, items) {
+            (Opcode::REDUCE, &[callable, args]) => NodeKind::Reduce { callable, args },
+            (Opcode::REDUCE, _) => return false,
+            _ => NodeKind::Tuple(items.into()),
+        };
+        let bytes = node_bytes(&kind);
+        if !self.fast_fits(bytes) {
+            return false;
+        }
+        let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
+            return false;
+        };
+        cur.stack.truncate(start);
+        if marks > 0 {
+            cur.marks.pop();
+        }
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        self.fast_push(cur, id, total);
+        true
+    }
+
+    /// `MARK`.
+    #[inline]
+    fn fast_mark(&mut self, cur: &mut Machine<'a>) -> bool {
+        let Some(total) = self.fast_room(cur, 0, 1) else {
+            return false;
+        };
+        cur.marks.push(cur.stack.len());
+        self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+        true
+    }
+
+    /// `MEMOIZE` (at `memo_len`) and `BINPUT`/`LONG_BINPUT`: store the top
+    /// item in a slot that exists or comes right after the last one.
+    #[inline]
+    fn fast_put(&mut self, cur: &mut Machine<'a>, index: u64) -> bool {
+        if cur.above_fence() == 0 || index > self.limits.max_memo_index {
+            return false;
+        }
+        let (Some(&value), Ok(idx)) = (cur.stack.last(), usize::try_from(index)) else {
+            return false;
+        };
+        let filled = cur.memo.get(idx).is_some_and(|&v| v != NO_ENTRY);
+        if !filled {
+            let entries = cur.memo_len.saturating_add(1);
+            if idx > cur.memo.len() || entries > self.limits.max_memo_entries {
+                return false;
+            }
+            if idx == cur.memo.len() {
+                cur.memo.push(NO_ENTRY);
+            }
+            cur.memo_len = entries;
+            self.stats.max_memo_entries = self.stats.max_memo_entries.max(entries);
+        }
+        let Some(slot) = cur.memo.get_mut(idx) else {
+            return false;
+        };
+        *slot = value.0;
+        self.stats.memo_puts = self.stats.memo_puts.saturating_add(1);
+        true
+    }
+
+    /// `BINGET`/`LONG_BINGET` of a filled slot.
+    #[inline]
+    fn fast_get(&mut self, cur: &mut Machine<'a>, index: u64) -> bool {
+        let gets = self.stats.memo_gets.saturating_add(1);
+        if gets > self.limits.max_memo_gets {
+            return false;
+        }
+        let Ok(idx) = usize::try_from(index) else {
+            return false;
+        };
+        let Some(&v) = cur.memo.get(idx).filter(|&&v| v != NO_ENTRY) else {
+            return false;
+        };
+        let Some(total) = self.fast_room(cur, 0, 1) else {
+            return false;
+        };
+        self.stats.memo_gets = gets;
+        cur.stack.push(NodeId(v));
+        self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+        true
+    }
+}

@@ -1,0 +1,175 @@
+//! The machine's fast path (common opcodes executed without building an
+//! instruction) must be invisible: with a listing recorded it is off, so
+//! parsing with and without a listing must give the same graph, stats,
+//! globals and errors, on real fixtures and on generated streams pressed
+//! against every limit.
+
+use amber_pickle::joblib::JoblibHook;
+use amber_pickle::{LimitKind, Limits, Parser};
+use proptest::prelude::*;
+use proptest::test_runner::RngAlgorithm;
+
+use crate::{data_dir, fixture};
+
+/// Everything a parse reports, as text.
+fn outcome(data: &[u8], limits: Limits, listing: bool, joblib: bool) -> String {
+    let mut hook = JoblibHook::new();
+    let mut parser = Parser::new(data)
+        .limits(limits)
+        .allow_trailing(true)
+        .record_listing(listing);
+    if joblib {
+        parser = parser.hook(&mut hook);
+    }
+    match parser.parse() {
+        Ok(p) => format!(
+            "root {} end {} proto {:?}\n{:?}\n{:?}\n{:?}",
+            p.root(),
+            p.end(),
+            p.highest_protocol(),
+            p.stats(),
+            p.globals(),
+            p.graph()
+        ),
+        Err(e) => format!("error {e:?}"),
+    }
+}
+
+fn assert_same(data: &[u8], limits: Limits, joblib: bool) {
+    let general = outcome(data, limits, true, joblib);
+    let fast = outcome(data, limits, false, joblib);
+    assert!(
+        general == fast,
+        "fast path differs:\n{fast}\n---- general:\n{general}"
+    );
+}
+
+#[test]
+fn fixtures_parse_the_same_on_both_paths() {
+    let mut names: Vec<_> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".pkl") || n.ends_with(".joblib"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        let data = fixture(&name);
+        let joblib = name.ends_with(".joblib");
+        assert_same(&data, Limits::default(), joblib);
+        // Every truncation, so errors on both paths are compared too.
+        for end in (0..data.len()).step_by(7) {
+            assert_same(&data[..end], Limits::default(), joblib);
+        }
+    }
+}
+
+/// Fragments of the opcodes the fast path takes, and some it does not.
+fn fragment() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"\x80\x05".to_vec()),
+        Just(b"N".to_vec()),
+        Just(b"\x88".to_vec()),
+        Just(b"\x89".to_vec()),
+        Just(b"(".to_vec()),
+        Just(b"]".to_vec()),
+        Just(b"}".to_vec()),
+        Just(b")".to_vec()),
+        Just(b"\x8f".to_vec()),
+        Just(b"t".to_vec()),
+        Just(b"\x85".to_vec()),
+        Just(b"\x86".to_vec()),
+        Just(b"\x87".to_vec()),
+        Just(b"R".to_vec()),
+        Just(b"u".to_vec()),
+        Just(b"e".to_vec()),
+        Just(b"a".to_vec()),
+        Just(b"b".to_vec()),
+        Just(b"0".to_vec()),
+        Just(b"1".to_vec()),
+        Just(b"2".to_vec()),
+        Just(b"\x94".to_vec()),
+        Just(b"h\x00".to_vec()),
+        Just(b"h\x02".to_vec()),
+        Just(b"j\x01\x00\x00\x00".to_vec()),
+        Just(b"q\x00".to_vec()),
+        Just(b"q\x03".to_vec()),
+        Just(b"r\x01\x00\x00\x00".to_vec()),
+        Just(b"r\xff\xff\xff\x7f".to_vec()),
+        Just(b"K\x05".to_vec()),
+        Just(b"M\x01\x02".to_vec()),
+        Just(b"J\xff\xff\xff\xff".to_vec()),
+        Just(b"G?\xf8\x00\x00\x00\x00\x00\x00".to_vec()),
+        Just(b"\x8c\x01a".to_vec()),
+        Just(b"\x8c\x02\xc3\xa9".to_vec()),
+        Just(b"\x8c\x01\xff".to_vec()),
+        Just(b"X\x03\x00\x00\x00abc".to_vec()),
+        Just(b"C\x02hi".to_vec()),
+        Just(b"U\x01x".to_vec()),
+        Just(b"\x96\x03\x00\x00\x00\x00\x00\x00\x00abc".to_vec()),
+        Just(b"\x8e\x01\x00\x00\x00\x00\x00\x00\x00z".to_vec()),
+        Just(b"\x93".to_vec()),
+        Just(b"cmod\nname\n".to_vec()),
+        Just(b"\x95\x05\x00\x00\x00\x00\x00\x00\x00".to_vec()),
+        Just(b"\x95\x02\x00\x00\x00\x00\x00\x00\x00".to_vec()),
+        Just(b".".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..3),
+    ]
+}
+
+/// Limits small enough that generated streams hit each of them.
+fn limits() -> impl Strategy<Value = Limits> {
+    (
+        proptest::option::of(0u64..40),
+        proptest::option::of(0u64..20),
+        proptest::option::of(0u64..12),
+        proptest::option::of(0u64..6),
+        proptest::option::of(0u64..6),
+        proptest::option::of(0u64..6),
+        proptest::option::of(0u64..6),
+        proptest::option::of(0u64..1200),
+        proptest::option::of(0u64..3),
+    )
+        .prop_map(
+            |(ops, nodes, stack, nesting, entries, index, gets, bytes, len)| {
+                let mut l = Limits::default();
+                let set = [
+                    (LimitKind::Opcodes, ops),
+                    (LimitKind::Nodes, nodes),
+                    (LimitKind::StackDepth, stack),
+                    (LimitKind::NestingDepth, nesting),
+                    (LimitKind::MemoEntries, entries),
+                    (LimitKind::MemoIndex, index),
+                    (LimitKind::MemoGets, gets),
+                    (LimitKind::GraphBytes, bytes),
+                    (LimitKind::StrLen, len),
+                    (LimitKind::BytesLen, len),
+                ];
+                for (kind, value) in set {
+                    if let Some(v) = value {
+                        l.set(kind, v);
+                    }
+                }
+                l
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2048,
+        rng_algorithm: RngAlgorithm::XorShift,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn generated_streams_parse_the_same_on_both_paths(
+        parts in proptest::collection::vec(fragment(), 0..60),
+        limits in limits(),
+    ) {
+        let data: Vec<u8> = parts.concat();
+        let general = outcome(&data, limits, true, false);
+        let fast = outcome(&data, limits, false, false);
+        prop_assert_eq!(fast, general);
+    }
+}
