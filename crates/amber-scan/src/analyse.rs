@@ -136,6 +136,8 @@ pub(crate) struct Analyser<'x, 'g, 'a> {
     pub(crate) buffers_allowed: bool,
     pub(crate) arrays: &'x dyn ArrayBytes,
     pub(crate) findings: &'x mut Findings,
+    /// Array elements the content validators may read, over the whole stream.
+    pub(crate) content_budget: u64,
 }
 
 /// A resolved global node.
@@ -149,6 +151,9 @@ struct Run<'r, 'x, 'g, 'a> {
     globals: HashMap<NodeId, Resolved<'x>>,
     /// Objects that already received a `BUILD`.
     built: HashSet<NodeId>,
+    /// The content validators, made on the first object that needs them:
+    /// one event index and one work budget for the whole stream.
+    checker: Option<content::Checker<'r, 'a>>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -158,6 +163,7 @@ impl Analyser<'_, '_, '_> {
             an: self,
             globals: HashMap::new(),
             built: HashSet::new(),
+            checker: None,
         };
         for (id, node) in graph.iter() {
             if let NodeKind::Global(g) = node.kind() {
@@ -383,11 +389,17 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn is_str(&self, id: NodeId) -> bool {
-        matches!(self.get(id), Some(NodeKind::Str(_)))
+        self.str_of(id).is_some()
     }
 
+    /// A `str`, or a Python 2 `str` of ASCII text: amber unpickles Python 2
+    /// streams with `encoding="latin1"`, where both are the same `str`.
     fn str_of(&self, id: NodeId) -> Option<&str> {
-        self.an.graph.get(id).and_then(Node::as_str)
+        match self.get(id)? {
+            NodeKind::Str(s) => Some(s),
+            NodeKind::LegacyStr(b) if b.is_ascii() => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
     }
 
     fn is_none(&self, id: NodeId) -> bool {
@@ -781,11 +793,11 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
         let canonical = crate::policy::alias(&class).into_owned();
         if content::validated_classes().contains(&canonical.as_str()) {
-            let ctx = content::Ctx {
-                graph: self.an.graph,
-                arrays: self.an.arrays,
-            };
-            for issue in content::check(&ctx, &canonical, target, state) {
+            let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
+            let checker = self
+                .checker
+                .get_or_insert_with(|| content::Checker::new(content::Ctx { graph, arrays }, budget));
+            for issue in checker.check(&canonical, target, state) {
                 self.an.findings.push(Finding {
                     code: issue.code,
                     severity: Severity::Critical,

@@ -46,6 +46,11 @@ pub trait ArrayBytes {
     fn buffer(&self, index: u64) -> Option<&[u8]>;
     /// `len` bytes of the input at `offset` (joblib inline array data).
     fn inline(&self, offset: u64, len: u64) -> Option<&[u8]>;
+    /// Bytes all out-of-band buffers hold together (without reading them):
+    /// with the stream's length it sizes the validators' work budget.
+    fn total_len(&self) -> u64 {
+        0
+    }
 }
 
 /// No out-of-band or inline bytes: every array needing them is undecodable.

@@ -93,6 +93,11 @@ pub fn scan(
         buffers_allowed: matches!(kind, StreamKind::Amber { .. }),
         arrays: &arrays,
         findings: &mut findings,
+        // Each array is read by at most two validators in real models.
+        content_budget: stream_len
+            .saturating_add(arrays.total_len())
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
     }
     .run();
     let globals = pickle
@@ -134,6 +139,10 @@ struct InlineFromStream<'d> {
 impl ArrayBytes for InlineFromStream<'_> {
     fn buffer(&self, index: u64) -> Option<&[u8]> {
         self.arrays.buffer(index)
+    }
+
+    fn total_len(&self) -> u64 {
+        self.arrays.total_len()
     }
 
     fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {

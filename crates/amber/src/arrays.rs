@@ -69,6 +69,12 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
     fn inline(&self, _offset: u64, _len: u64) -> Option<&[u8]> {
         None
     }
+
+    fn total_len(&self) -> u64 {
+        self.locations
+            .iter()
+            .fold(0u64, |sum, &(_, len, _)| sum.saturating_add(len))
+    }
 }
 
 /// The arrays of a legacy file: inline data lies in its stream.
