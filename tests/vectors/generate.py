@@ -167,7 +167,7 @@ def main() -> None:
           "load_mmap": "format.not_amber", "verify": "format.not_amber"}, note="a zero-byte file")
     pkl = pickle.dumps({"a": 1}, protocol=5)
     write("invalid", "plain-pickle.amber", pkl, ["F-2"], {"open": "ok", "load": "ok", "load_mmap": "ok",
-          "verify": "format.not_amber"}, value={"a": 1},
+          "verify": "format.not_amber", "container": "format.not_amber"}, value={"a": 1},
           note="a plain pickle named .amber: opened by content as a pickle (issue 5); verify is for amber files only")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

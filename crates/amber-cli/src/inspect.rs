@@ -528,26 +528,29 @@ fn children(out: &mut String, items: Option<&Value>, depth: usize) {
     }
 }
 
+fn open_failed(e: &crate::source::OpenError) -> crate::Outcome {
+    eprintln!("error: {}", e.message);
+    if e.invalid {
+        crate::Outcome::Invalid
+    } else {
+        crate::Outcome::Error
+    }
+}
+
 /// `amber inspect FILE [--json]`.
 pub fn run(path: &std::path::Path, as_json: bool) -> crate::Outcome {
     use amber_pickle::{Parser, joblib::JoblibHook};
 
-    let backing = crate::source::open(path);
-    let opened = backing
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|b| b.stream(path));
-    let (format, stream, kind) = match opened {
-        Ok(o) => (o.format, o.stream, o.kind),
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            return if e.invalid {
-                crate::Outcome::Invalid
-            } else {
-                crate::Outcome::Error
-            };
-        }
+    let opened = match crate::source::open(path) {
+        Ok(o) => o,
+        Err(e) => return open_failed(&e),
     };
+    let format = opened.format();
+    let view = match opened.stream() {
+        Ok(v) => v,
+        Err(e) => return open_failed(&crate::source::OpenError::new(path, &e)),
+    };
+    let (stream, kind) = (view.stream, view.kind);
     let mut hook = JoblibHook::new();
     let mut parser = Parser::new(&stream).allow_trailing(true);
     match kind {

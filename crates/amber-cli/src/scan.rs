@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use amber_scan::{Limits, Policy, Report};
+use amber_scan::{Policy, Report};
 
 use crate::Outcome;
 use crate::source;
@@ -53,16 +53,9 @@ pub fn run(paths: &[PathBuf], json: bool, trusted: &[String]) -> Outcome {
 
 /// The format label and the report for one file.
 pub fn scan_one(path: &Path, policy: &Policy) -> Result<(&'static str, Report), source::OpenError> {
-    let backing = source::open(path)?;
-    let opened = backing.stream(path)?;
-    let report = amber_scan::scan(
-        &opened.stream,
-        opened.kind,
-        opened.arrays.as_ref(),
-        policy,
-        &Limits::default(),
-    );
-    Ok((format_label(opened.format, &report), report))
+    let (format, report) = amber::scan_path(path, policy, &amber_legacy::Limits::default())
+        .map_err(|e| source::OpenError::new(path, &e))?;
+    Ok((format_label(format, &report), report))
 }
 
 /// `pickle` files with joblib arrays (or wrapper classes) are `joblib`.

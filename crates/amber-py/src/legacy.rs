@@ -191,8 +191,7 @@ impl Legacy {
     fn scan(&self, py: Python<'_>, trusted: Vec<String>) -> PyResult<String> {
         let policy = amber::policy(&trusted).map_err(|e| crate::scan::to_py(py, e))?;
         let inner = &self.inner;
-        let report =
-            py.detach(|| amber::scan_legacy(inner, &policy, &amber::Limits::default()));
+        let report = py.detach(|| amber::scan_legacy(inner, &policy, &amber::Limits::default()));
         crate::scan::report_json(&report, amber::legacy_label(inner.kind()))
     }
 

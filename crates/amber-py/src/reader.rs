@@ -123,9 +123,8 @@ impl Reader {
         };
         let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
         let data = bytes.as_bytes();
-        let report = py.detach(|| {
-            amber::scan_container(container, data, &policy, &amber::Limits::default())
-        });
+        let report = py
+            .detach(|| amber::scan_container(container, data, &policy, &amber::Limits::default()));
         Ok((bytes, Some(scan::report_json(&report, "amber")?)))
     }
 

@@ -28,31 +28,32 @@ pub fn report_json(report: &amber::Report, format: &str) -> PyResult<String> {
     Ok(value.to_string())
 }
 
-fn scan_opened(
+fn finish(
     py: Python<'_>,
-    opened: amber::Result<amber::Opened>,
-    trusted: &[String],
+    scanned: amber::Result<(&'static str, amber::Report)>,
 ) -> PyResult<String> {
-    let policy = amber::policy(trusted).map_err(|e| to_py(py, e))?;
-    let opened = opened.map_err(|e| to_py(py, e))?;
-    let report = py
-        .detach(|| opened.scan(&policy, &amber::Limits::default()))
-        .map_err(|e| to_py(py, e))?;
-    report_json(&report, opened.format())
+    let (format, report) = scanned.map_err(|e| to_py(py, e))?;
+    report_json(&report, format)
 }
 
 /// Scans the file at `path` (amber, pickle or joblib, told apart by content)
 /// with the default policy plus `trusted`; returns the report as JSON.
 #[pyfunction]
 pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<String> {
-    let opened = py.detach(|| amber::open_path(&path, &amber_legacy::Limits::default()));
-    scan_opened(py, opened, &trusted)
+    let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
+    let scanned = py.detach(|| amber::scan_path(&path, &policy, &amber_legacy::Limits::default()));
+    finish(py, scanned)
 }
 
 /// Scans a file held in a bytes-like object (see `scan_path`).
 #[pyfunction]
-pub fn scan_bytes(py: Python<'_>, data: &Bound<'_, PyAny>, trusted: Vec<String>) -> PyResult<String> {
+pub fn scan_bytes(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    trusted: Vec<String>,
+) -> PyResult<String> {
+    let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
     let data = Borrowed::get(data, false)?.bytes().to_vec();
-    let opened = py.detach(|| amber::open_bytes(data, &amber_legacy::Limits::default()));
-    scan_opened(py, opened, &trusted)
+    let scanned = py.detach(|| amber::scan_bytes(data, &policy, &amber_legacy::Limits::default()));
+    finish(py, scanned)
 }

@@ -794,9 +794,9 @@ impl<'x> Run<'_, 'x, '_, '_> {
         let canonical = crate::policy::alias(&class).into_owned();
         if content::validated_classes().contains(&canonical.as_str()) {
             let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
-            let checker = self
-                .checker
-                .get_or_insert_with(|| content::Checker::new(content::Ctx { graph, arrays }, budget));
+            let checker = self.checker.get_or_insert_with(|| {
+                content::Checker::new(content::Ctx { graph, arrays }, budget)
+            });
             for issue in checker.check(&canonical, target, state) {
                 self.an.findings.push(Finding {
                     code: issue.code,

@@ -53,23 +53,7 @@ pub fn scan(
     let mut findings = Findings::default();
     let pickle = match parsed {
         Ok(p) => p,
-        Err(e) => {
-            let malformed = !matches!(e, PickleError::Limit { .. });
-            findings.push(error_finding(&e));
-            return Report {
-                verdict: if malformed {
-                    Verdict::Malformed
-                } else {
-                    Verdict::Unsafe
-                },
-                findings: findings.into_vec(),
-                globals: Vec::new(),
-                protocol: None,
-                opcodes: 0,
-                stream_len,
-                joblib_arrays: 0,
-            };
-        }
+        Err(e) => return refused(&e, stream_len),
     };
     if pickle.end() < stream_len {
         let remaining = stream_len - pickle.end();
@@ -126,6 +110,28 @@ pub fn scan(
         opcodes: pickle.stats().opcodes,
         stream_len,
         joblib_arrays: u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The report of a stream the parser refused: `malformed`, or `unsafe` when
+/// a limit stopped it. Also for callers that parsed the stream themselves
+/// (the reader of legacy files parses while opening).
+#[must_use]
+pub fn refused(e: &PickleError, stream_len: u64) -> Report {
+    let mut findings = Findings::default();
+    findings.push(error_finding(e));
+    Report {
+        verdict: if matches!(e, PickleError::Limit { .. }) {
+            Verdict::Unsafe
+        } else {
+            Verdict::Malformed
+        },
+        findings: findings.into_vec(),
+        globals: Vec::new(),
+        protocol: None,
+        opcodes: 0,
+        stream_len,
+        joblib_arrays: 0,
     }
 }
 

@@ -25,6 +25,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the file could not be read at all (missing, unreadable), as
+    /// opposed to read and found invalid.
+    #[must_use]
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            Error::Format(FormatError::Io { .. }) | Error::Legacy(LegacyError::Io { .. })
+        )
+    }
+
     /// The stable code of the underlying error.
     #[must_use]
     pub fn code(&self) -> &'static str {

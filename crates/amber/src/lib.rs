@@ -26,5 +26,6 @@ pub use amber_scan::{Finding, Limits, Policy, Report, Severity, Verdict};
 pub use arrays::{ContainerArrays, LegacyArrays};
 pub use error::{Error, Result};
 pub use scan::{
-    Backing, Opened, legacy_label, open_bytes, open_path, policy, scan_container, scan_legacy,
+    Backing, Opened, StreamView, legacy_label, open_bytes, open_path, policy, scan_bytes,
+    scan_container, scan_legacy, scan_path,
 };

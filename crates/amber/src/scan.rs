@@ -1,14 +1,17 @@
 //! Opening a file by content and scanning whatever it holds.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use amber_format::sniff::{self, Kind};
 use amber_format::{Container, MapMode, Mapping, Source};
-use amber_legacy::{Legacy, LegacyKind};
-use amber_scan::{GlobalCount, Limits, Policy, Report, StreamKind, Verdict, scan};
+use amber_legacy::{Legacy, LegacyError, LegacyKind};
+use amber_scan::{
+    ArrayBytes, GlobalCount, Limits, Policy, Report, StreamKind, Verdict, refused, scan,
+};
 
 use crate::arrays::{ContainerArrays, LegacyArrays, outside_pickles};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The bytes behind an opened amber container.
 pub enum Backing {
@@ -79,6 +82,31 @@ impl Opened {
         }
     }
 
+    /// The pickle stream (decoded, CRC checked), how to parse it, and the
+    /// bytes of the arrays it refers to: what `amber inspect` walks.
+    ///
+    /// # Errors
+    /// A damaged amber pickle entry.
+    pub fn stream(&self) -> Result<StreamView<'_>> {
+        Ok(match self {
+            Opened::Amber(c) => {
+                let arrays = ContainerArrays::new(c);
+                StreamView {
+                    stream: c.pickle()?,
+                    kind: StreamKind::Amber {
+                        buffers: arrays.len(),
+                    },
+                    arrays: Box::new(arrays),
+                }
+            }
+            Opened::Legacy(l) => StreamView {
+                stream: Cow::Borrowed(l.stream()),
+                kind: legacy_stream_kind(l),
+                arrays: Box::new(LegacyArrays(l)),
+            },
+        })
+    }
+
     /// Analyses the file's pickle stream (and, for legacy files, nested
     /// pickles held outside it).
     ///
@@ -92,6 +120,66 @@ impl Opened {
             }
             Opened::Legacy(l) => Ok(scan_legacy(l, policy, limits)),
         }
+    }
+}
+
+/// A file's pickle stream, ready to parse.
+pub struct StreamView<'o> {
+    /// The stream.
+    pub stream: Cow<'o, [u8]>,
+    /// How to parse it.
+    pub kind: StreamKind,
+    /// The arrays it refers to.
+    pub arrays: Box<dyn ArrayBytes + 'o>,
+}
+
+/// How a legacy file's stream is parsed: the way joblib reads it when it
+/// holds joblib's array wrappers, as a plain pickle otherwise.
+fn legacy_stream_kind(legacy: &Legacy) -> StreamKind {
+    match legacy.kind() {
+        LegacyKind::Pickle { .. } => StreamKind::Pickle,
+        _ => StreamKind::Joblib,
+    }
+}
+
+/// Opens and scans `path`: its format label and the report. A pickle the
+/// legacy reader could not parse is a `malformed` report, not an error.
+///
+/// # Errors
+/// The file cannot be read, or is a damaged amber container or compressed stream.
+pub fn scan_path(
+    path: &Path,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> Result<(&'static str, Report)> {
+    scan_opened(open_path(path, limits), policy, limits)
+}
+
+/// [`scan_path`] for a file held in memory.
+///
+/// # Errors
+/// As [`scan_path`].
+pub fn scan_bytes(
+    data: Vec<u8>,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> Result<(&'static str, Report)> {
+    let len = data.len() as u64;
+    match open_bytes(data, limits) {
+        Err(Error::Legacy(LegacyError::Pickle { source })) => Ok(("pickle", refused(&source, len))),
+        other => scan_opened(other, policy, limits),
+    }
+}
+
+fn scan_opened(
+    opened: Result<Opened>,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> Result<(&'static str, Report)> {
+    match opened {
+        Ok(o) => Ok((o.format(), o.scan(policy, &limits.pickle)?)),
+        Err(Error::Legacy(LegacyError::Pickle { source })) => Ok(("pickle", refused(&source, 0))),
+        Err(e) => Err(e),
     }
 }
 
@@ -140,13 +228,9 @@ pub fn scan_container<B: Source>(
 /// companion file.
 #[must_use]
 pub fn scan_legacy(legacy: &Legacy, policy: &Policy, limits: &Limits) -> Report {
-    let kind = match legacy.kind() {
-        LegacyKind::Pickle { .. } => StreamKind::Pickle,
-        _ => StreamKind::Joblib,
-    };
     let mut report = scan(
         legacy.stream(),
-        kind,
+        legacy_stream_kind(legacy),
         &LegacyArrays(legacy),
         policy,
         limits,
@@ -172,7 +256,10 @@ fn merge(report: &mut Report, sub: Report, k: usize) {
         _ => Verdict::Safe,
     };
     for mut finding in sub.findings {
-        finding.message = format!("in the object array of companion file {k}: {}", finding.message);
+        finding.message = format!(
+            "in the object array of companion file {k}: {}",
+            finding.message
+        );
         report.findings.push(finding);
     }
     for g in sub.globals {
