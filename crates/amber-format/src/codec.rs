@@ -302,20 +302,36 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         return Filter::None;
     }
     // A small sample decides: trying both layouts costs two extra compressions of it.
-    let sample = sample
-        .get(..sample.len().min(FILTER_SAMPLE))
-        .unwrap_or(sample);
-    let plain = compressed_len(sample, settings.codec, None);
-    let shuffled = compressed_len(
-        &shuffle(sample, settings.itemsize),
-        settings.codec,
-        Some(settings.itemsize),
-    );
+    let sample = filter_sample(sample, width);
+    let plain = compressed_len(&sample, settings.codec, None);
+    let shuffled = compressed_len(&shuffle(&sample, width), settings.codec, Some(width));
     if shuffled < plain {
         Filter::Shuffle(itemsize)
     } else {
         Filter::None
     }
+}
+
+/// The bytes the filter is chosen on: 1/16 of `data` (within bounds), taken
+/// as a few element-aligned windows spread over it, so that neither a leading
+/// run of zeros nor a sorted array's head decides for the whole. Models have
+/// many arrays of a few hundred KiB, for which trying both layouts on the
+/// whole array (or a large part of it) cost more than compressing it; a
+/// sample much smaller than this misjudges smooth series, whose planes only
+/// show their long repeats in long planes.
+fn filter_sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
+    let len = (data.len() / 16).clamp(FILTER_SAMPLE_MIN, FILTER_SAMPLE_MAX);
+    let window = len / FILTER_WINDOWS / width.max(1) * width.max(1);
+    if data.len() <= len || window == 0 {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let elements = data.len() / width.max(1);
+    let mut out = Vec::with_capacity(window * FILTER_WINDOWS);
+    for i in 0..FILTER_WINDOWS {
+        let start = elements * i / FILTER_WINDOWS * width;
+        out.extend_from_slice(data.get(start..start + window).unwrap_or_default());
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize {
@@ -347,6 +363,12 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, for the same reason.
+    static DZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
     match codec {
         Codec::Zstd(level) => ZSTD.with(|cell| {
@@ -361,8 +383,11 @@ fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
     }
 }
 
-/// Bytes of a payload compressed both with and without the shuffle filter to choose one.
-const FILTER_SAMPLE: usize = 128 << 10;
+/// Bounds of the sample compressed both with and without the shuffle filter to choose one.
+const FILTER_SAMPLE_MIN: usize = 16 << 10;
+const FILTER_SAMPLE_MAX: usize = 128 << 10;
+/// Windows the sample is made of.
+const FILTER_WINDOWS: usize = 4;
 
 /// Bytes of a block tried first: if even they do not compress, the block is stored raw.
 const PROBE: usize = 16 << 10;
@@ -414,6 +439,10 @@ fn pack_planes(shuffled: &[u8], k: usize, codec: Codec) -> Option<Vec<u8>> {
 }
 
 /// Inverse of [`pack_planes`] into `out` (the chunk's raw length), unshuffling as well.
+///
+/// The planes are decompressed in parallel when the chunk is large enough to
+/// pay for it: a model's arrays are mostly single-chunk payloads read one at a
+/// time, so the planes are the only parallelism a load of them has.
 fn unpack_planes(
     src: &[u8],
     k: usize,
@@ -423,19 +452,34 @@ fn unpack_planes(
     let m = out.len() / k.max(1);
     let table_len = 4 * k;
     let table = src.get(..table_len).ok_or("plane table truncated")?;
-    let mut scratch = vec![0u8; out.len()];
-    let (planes, tail_out) = scratch.split_at_mut(m * k);
+    let mut planes_src = Vec::with_capacity(k);
     let mut at = table_len;
-    for (j, plane_out) in planes.chunks_mut(m.max(1)).take(k).enumerate() {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(table.get(4 * j..4 * j + 4).ok_or("plane table truncated")?);
-        let word = u32::from_le_bytes(word);
+    for (j, word) in table.chunks_exact(4).enumerate() {
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(word);
+        let word = u32::from_le_bytes(bytes);
         let len = (word & !PLANE_RAW) as usize;
         let end = at.checked_add(len).ok_or("plane size overflows")?;
         let block = src
             .get(at..end)
             .ok_or_else(|| format!("plane {j} runs past the chunk"))?;
-        if word & PLANE_RAW != 0 {
+        planes_src.push((block, word & PLANE_RAW != 0));
+        at = end;
+    }
+    let tail = src.get(at..).unwrap_or_default();
+    if tail.len() != out.len() - m * k {
+        return Err(format!(
+            "chunk ends with {} bytes, expected {}",
+            tail.len(),
+            out.len() - m * k
+        ));
+    }
+    with_scratch(out.len(), |scratch| {
+        let (planes, tail_out) = scratch.split_at_mut(m * k);
+        let unpack_one = |(j, (plane_out, &(block, raw))): (usize, (&mut [u8], &PlaneSrc<'_>))| {
+            if !raw {
+                return decompress_exact(block, codec, plane_out);
+            }
             if block.len() != plane_out.len() {
                 return Err(format!(
                     "raw plane {j} has {} bytes, expected {}",
@@ -444,22 +488,54 @@ fn unpack_planes(
                 ));
             }
             plane_out.copy_from_slice(block);
-        } else {
-            decompress_exact(block, codec, plane_out)?;
+            Ok(())
+        };
+        if m > 0 && out.len() >= PARALLEL_PLANES {
+            planes
+                .par_chunks_mut(m)
+                .zip(planes_src.par_iter())
+                .enumerate()
+                .try_for_each(unpack_one)?;
+        } else if m > 0 {
+            planes
+                .chunks_mut(m)
+                .zip(planes_src.iter())
+                .enumerate()
+                .try_for_each(unpack_one)?;
         }
-        at = end;
+        tail_out.copy_from_slice(tail);
+        unshuffle_into(scratch, k, out);
+        Ok(())
+    })
+}
+
+/// One stored plane of a chunk and whether it is raw.
+type PlaneSrc<'a> = (&'a [u8], bool);
+
+/// Chunks at least this large have their planes decompressed in parallel.
+const PARALLEL_PLANES: usize = 64 << 10;
+/// Scratch buffers up to this size are kept for the thread's next chunk.
+const KEEP_SCRATCH: usize = 2 * DEFAULT_CHUNK_SIZE;
+
+thread_local! {
+    /// The thread's scratch buffer for unshuffling: reusing it saves zeroing
+    /// and faulting in fresh pages for every chunk.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    // Taken out of the cell, so a nested call on this thread (rayon may run
+    // another chunk here while `f` waits) gets a buffer of its own.
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
-    let tail = src.get(at..).unwrap_or_default();
-    if tail.len() != tail_out.len() {
-        return Err(format!(
-            "chunk ends with {} bytes, expected {}",
-            tail.len(),
-            tail_out.len()
-        ));
+    let result = f(buf.get_mut(..len).unwrap_or_default());
+    if buf.len() <= KEEP_SCRATCH {
+        SCRATCH.set(buf);
     }
-    tail_out.copy_from_slice(tail);
-    unshuffle_into(&scratch, k, out);
-    Ok(())
+    result
 }
 
 /// Groups byte `j` of every element together: `out[j * n + i] = data[i * k + j]`.
@@ -759,9 +835,16 @@ pub fn decode_into_with(
 
 fn decompress_exact(src: &[u8], codec: Codec, out: &mut [u8]) -> std::result::Result<(), String> {
     let written = match codec {
-        Codec::Zstd(_) => {
-            zstd::bulk::decompress_to_buffer(src, out).map_err(|e| format!("zstd: {e}"))?
-        }
+        Codec::Zstd(_) => DZSTD.with(|cell| {
+            let mut cell = cell.try_borrow_mut().map_err(|e| format!("zstd: {e}"))?;
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+            }
+            cell.as_mut()
+                .ok_or_else(|| "zstd: no context".to_owned())?
+                .decompress_to_buffer(src, out)
+                .map_err(|e| format!("zstd: {e}"))
+        })?,
         Codec::Lz4 => lz4_flex::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?,
     };
     if written == out.len() {
@@ -825,13 +908,13 @@ mod tests {
     }
 
     #[test]
-    fn shuffle_is_chosen_for_typed_data_and_inverts() {
+    fn shuffle_is_chosen_for_typed_data_inverts_and_checks_plane_sizes() {
         // A smooth float64 series: the exponent and high mantissa bytes repeat,
         // the low ones do not, which is what the filter is for.
         let data: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (f64::from(i) * 0.001).to_le_bytes())
             .collect();
-        let (_, summary) = encode(
+        let (payload, summary) = encode(
             &data,
             Settings {
                 codec: Codec::Zstd(3),
@@ -840,12 +923,56 @@ mod tests {
             },
         );
         assert_eq!(summary.filter, Filter::Shuffle(8));
+        // Chunks this large have their planes decompressed in parallel.
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+        // Behind the chunk CRC (which catches damage to the data), the plane
+        // table is still checked: any changed size no longer adds up.
+        let (offset, stored, _, raw) = read_layout(&payload, "x").unwrap().chunks[0];
+        assert!(!raw);
+        let chunk = &payload[offset as usize..(offset + stored) as usize];
+        let mut out = vec![0u8; 1 << 20];
+        for at in [0usize, 5, 13, 30] {
+            let mut bad = chunk.to_vec();
+            bad[at] ^= 0x5a;
+            assert!(unpack_planes(&bad, 8, Codec::Zstd(3), &mut out).is_err());
+        }
+        for cut in [0, 31, chunk.len() / 2, chunk.len() - 1] {
+            assert!(unpack_planes(&chunk[..cut], 8, Codec::Zstd(3), &mut out).is_err());
+        }
         for k in [2usize, 3, 8] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
             let mut back = vec![0u8; bytes.len()];
             unshuffle_into(&shuffle(&bytes, k), k, &mut back);
             assert_eq!(back, bytes);
         }
+    }
+
+    #[test]
+    fn the_filter_is_chosen_on_the_whole_chunk_not_its_head() {
+        // A quarter of zeros (which compress best unshuffled), then a smooth
+        // series of 24-byte records (shuffled by 8-byte words): the sample
+        // spans the chunk, so the records decide.
+        let mut data = vec![0u8; 3 * 8 * 20_000];
+        for i in 0..60_000u32 {
+            data.extend_from_slice(&(f64::from(i) * 0.37).to_le_bytes());
+        }
+        let (payload, summary) = encode(
+            &data,
+            Settings {
+                codec: Codec::Zstd(3),
+                itemsize: 24,
+                chunk_size: 4 << 20,
+            },
+        );
+        assert_eq!(summary.filter, Filter::Shuffle(8));
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+        let sample = filter_sample(&data, 8);
+        assert!(sample.len() <= data.len() / 16 && sample.len().is_multiple_of(8));
+        assert!(sample.iter().any(|&b| b != 0) && sample.starts_with(&[0; 64]));
     }
 
     #[test]
