@@ -587,42 +587,122 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
     }
 }
 
-/// Elements per tile: a tile of source and planes stays in the L1/L2 cache
-/// while each of its `K` planes is written.
-const TILE: usize = 4096;
-
-/// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes between
-/// interleaved and planar layouts. Both slices hold exactly `n * K` bytes.
-/// Elements are typed as `[u8; K]`, so indexing them by `j < K` needs no
-/// bounds check and the inner loops compile to straight copies.
-#[expect(
-    clippy::indexing_slicing,
-    reason = "`j % K` indexes a `[u8; K]`: always in bounds"
-)]
+/// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes (2, 4 or 8)
+/// between interleaved and planar layouts. Both slices hold exactly `n * K`
+/// bytes. Groups of `K` elements are a `K`×`K` byte matrix, transposed in
+/// registers as `K` words ([`transpose_words`]), so every plane is read or
+/// written a word at a time.
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
-    if src.len() != n * K || dst.len() != n * K || n == 0 {
+    if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
         return;
     }
+    let whole = n / K * K;
     if forward {
-        let (elements, _) = src.as_chunks::<K>();
-        let mut planes: Vec<&mut [u8]> = dst.chunks_exact_mut(n).collect();
-        for (t, tile) in elements.chunks(TILE).enumerate() {
-            for (j, plane) in planes.iter_mut().enumerate().take(K) {
-                let out = plane.iter_mut().skip(t * TILE);
-                for (slot, element) in out.zip(tile) {
-                    *slot = element[j % K];
+        let (groups, _) = src.get(..whole * K).unwrap_or_default().as_chunks::<K>();
+        let mut planes: Vec<_> = dst
+            .chunks_exact_mut(n)
+            .map(|plane| {
+                plane
+                    .get_mut(..whole)
+                    .unwrap_or_default()
+                    .as_chunks_mut::<K>()
+                    .0
+                    .iter_mut()
+            })
+            .collect();
+        for group in groups.chunks_exact(K) {
+            let mut words = [0u64; K];
+            for (word, element) in words.iter_mut().zip(group) {
+                *word = load_word(element);
+            }
+            transpose_words(&mut words);
+            for (plane, word) in planes.iter_mut().zip(words) {
+                if let Some(out) = plane.next() {
+                    store_word(out, word);
+                }
+            }
+        }
+        for e in whole..n {
+            for (j, plane) in dst.chunks_exact_mut(n).enumerate() {
+                if let (Some(out), Some(byte)) = (plane.get_mut(e), src.get(e * K + j)) {
+                    *out = *byte;
                 }
             }
         }
     } else {
-        let (elements, _) = dst.as_chunks_mut::<K>();
-        let planes: Vec<&[u8]> = src.chunks_exact(n).collect();
-        for (t, tile) in elements.chunks_mut(TILE).enumerate() {
-            for (j, plane) in planes.iter().enumerate().take(K) {
-                for (element, byte) in tile.iter_mut().zip(plane.iter().skip(t * TILE)) {
-                    element[j % K] = *byte;
+        let mut planes: Vec<_> = src
+            .chunks_exact(n)
+            .map(|plane| {
+                plane
+                    .get(..whole)
+                    .unwrap_or_default()
+                    .as_chunks::<K>()
+                    .0
+                    .iter()
+            })
+            .collect();
+        let (groups, _) = dst
+            .get_mut(..whole * K)
+            .unwrap_or_default()
+            .as_chunks_mut::<K>();
+        for group in groups.chunks_exact_mut(K) {
+            let mut words = [0u64; K];
+            for (word, plane) in words.iter_mut().zip(planes.iter_mut()) {
+                if let Some(bytes) = plane.next() {
+                    *word = load_word(bytes);
                 }
             }
+            transpose_words(&mut words);
+            for (element, word) in group.iter_mut().zip(words) {
+                store_word(element, word);
+            }
+        }
+        for e in whole..n {
+            for (j, plane) in src.chunks_exact(n).enumerate() {
+                if let (Some(out), Some(byte)) = (dst.get_mut(e * K + j), plane.get(e)) {
+                    *out = *byte;
+                }
+            }
+        }
+    }
+}
+
+fn load_word<const K: usize>(bytes: &[u8; K]) -> u64 {
+    let mut word = [0u8; 8];
+    for (w, b) in word.iter_mut().zip(bytes) {
+        *w = *b;
+    }
+    u64::from_le_bytes(word)
+}
+
+fn store_word<const K: usize>(bytes: &mut [u8; K], word: u64) {
+    for (b, w) in bytes.iter_mut().zip(word.to_le_bytes()) {
+        *b = w;
+    }
+}
+
+/// Transposes the `K`×`K` byte matrix whose row `i` is the low `K` bytes of
+/// `words[i]` (`K` = 2, 4 or 8): afterwards byte `i` of word `j` is what
+/// byte `j` of word `i` was. Blocks of 1, 2 and 4 bytes swap across the
+/// diagonal in turn, as masked shifts.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`i` and `i + step` are below `K`, the array's length"
+)]
+fn transpose_words<const K: usize>(words: &mut [u64; K]) {
+    for (step, mask) in [
+        (1usize, 0x00FF_00FF_00FF_00FF_u64),
+        (2, 0x0000_FFFF_0000_FFFF),
+        (4, 0x0000_0000_FFFF_FFFF),
+    ] {
+        if step >= K {
+            break;
+        }
+        let shift = 8 * step as u32;
+        for i in (0..K).filter(|i| i & step == 0) {
+            let t = ((words[i] >> shift) ^ words[i + step]) & mask;
+            words[i + step] ^= t;
+            words[i] ^= t << shift;
         }
     }
 }
@@ -941,7 +1021,7 @@ mod tests {
         for cut in [0, 31, chunk.len() / 2, chunk.len() - 1] {
             assert!(unpack_planes(&chunk[..cut], 8, Codec::Zstd(3), &mut out).is_err());
         }
-        for k in [2usize, 3, 8] {
+        for k in [2usize, 3, 4, 8, 24] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
             let mut back = vec![0u8; bytes.len()];
             unshuffle_into(&shuffle(&bytes, k), k, &mut back);
@@ -1053,6 +1133,18 @@ mod timing {
             std::hint::black_box(shuffle(c, 8));
         }
         println!("shuffle {:?}", t.elapsed());
+        let mut planes = vec![0u8; DEFAULT_CHUNK_SIZE];
+        let t = std::time::Instant::now();
+        for c in data.chunks(DEFAULT_CHUNK_SIZE) {
+            transpose::<8>(c, &mut planes, c.len() / 8, true);
+        }
+        println!("transpose into a reused buffer {:?}", t.elapsed());
+        let mut back = vec![0u8; DEFAULT_CHUNK_SIZE];
+        let t = std::time::Instant::now();
+        for _ in data.chunks(DEFAULT_CHUNK_SIZE) {
+            transpose::<8>(&planes, &mut back, planes.len() / 8, false);
+        }
+        println!("inverse transpose {:?}", t.elapsed());
         let t = std::time::Instant::now();
         let mut total = 0;
         for c in data.chunks(DEFAULT_CHUNK_SIZE) {
