@@ -369,7 +369,7 @@ fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize 
     let mut out = Vec::new();
     let packed = match shuffle_k {
         Some(k) => pack_planes(data, k, codec, &mut out).is_some(),
-        None => pack_block(data, codec, &mut out),
+        None => pack_block(data, codec, PROBE_RATIO, &mut out),
     };
     if packed {
         out.len().min(data.len())
@@ -387,7 +387,7 @@ fn pack(chunk: &[u8], codec: Codec, filter: Filter, mut out: Vec<u8>) -> (Packed
             pack_planes(shuffled, k as usize, codec, &mut out)
         })
         .is_some(),
-        Filter::None => pack_block(chunk, codec, &mut out),
+        Filter::None => pack_block(chunk, codec, PROBE_RATIO, &mut out),
     };
     if packed && out.len() < chunk.len() {
         let crc = crc32fast::hash(&out);
@@ -441,31 +441,35 @@ const FILTER_WINDOWS: usize = 4;
 
 /// Bytes of a block tried first: if even they do not compress, the block is stored raw.
 const PROBE: usize = 16 << 10;
-/// A probe that does not shrink below this fraction marks the block not worth
-/// compressing, at the fast settings (LZ4, zstd up to level 3): a byte plane of
-/// random floats' low mantissa saves about 3% for a full compression at a
-/// third of the speed of the rest of the chunk's work, and is stored raw.
-const PROBE_RATIO_FAST: f64 = 0.90;
-/// The same at higher zstd levels, where the user asked for the smallest file.
+/// A probe that does not shrink below this fraction marks the block incompressible.
 const PROBE_RATIO: f64 = 0.97;
+/// The same for a byte plane at the fast settings (LZ4, zstd up to level 3):
+/// a plane is one byte of every element, as uniform as the data, so its head
+/// speaks for it, and one that saves under 10% (random floats' low mantissa
+/// saves 3%, for a full compression at a third of the speed of the rest of
+/// the chunk's work) is stored raw. Unshuffled blocks keep [`PROBE_RATIO`]:
+/// a pickle stream's head says little about the rest of it.
+const PLANE_RATIO_FAST: f64 = 0.90;
 
-fn probe_ratio(codec: Codec) -> f64 {
+/// The probe ratio for byte planes; at higher zstd levels the user asked for
+/// the smallest file.
+fn plane_ratio(codec: Codec) -> f64 {
     match codec {
         Codec::Zstd(level) if level > 3 => PROBE_RATIO,
-        _ => PROBE_RATIO_FAST,
+        _ => PLANE_RATIO_FAST,
     }
 }
 
 /// Appends a block compressed to `out` and returns `true`, or leaves `out` as it
 /// was and returns `false` when the block does not shrink (judged on a probe
 /// first, so random data costs a small compression, not a full one).
-fn pack_block(block: &[u8], codec: Codec, out: &mut Vec<u8>) -> bool {
+fn pack_block(block: &[u8], codec: Codec, worth: f64, out: &mut Vec<u8>) -> bool {
     let start = out.len();
     if block.len() > 4 * PROBE {
         let probe = block.get(..PROBE).unwrap_or_default();
         let probed = compress_chunk(probe, codec, out);
         out.truncate(start);
-        if probed.is_none_or(|n| n as f64 >= probe.len() as f64 * probe_ratio(codec)) {
+        if probed.is_none_or(|n| n as f64 >= probe.len() as f64 * worth) {
             return false;
         }
     }
@@ -491,7 +495,7 @@ fn pack_planes(shuffled: &[u8], k: usize, codec: Codec, out: &mut Vec<u8>) -> Op
     for j in 0..k {
         let plane = body.get(j * m..(j + 1) * m).unwrap_or_default();
         let start = out.len();
-        let word = if pack_block(plane, codec, out) {
+        let word = if pack_block(plane, codec, plane_ratio(codec), out) {
             u32::try_from(out.len() - start).ok()?
         } else {
             out.extend_from_slice(plane);
@@ -1130,7 +1134,7 @@ mod tests {
     }
 
     #[test]
-    fn blocks_saving_little_are_stored_raw_at_fast_levels() {
+    fn planes_saving_little_are_stored_raw_at_fast_levels() {
         // Random bytes, a tenth of them zero: about 4% smaller compressed.
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let block: Vec<u8> = (0..256 << 10)
@@ -1146,13 +1150,25 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        assert!(pack_block(&block, Codec::Zstd(19), &mut out));
+        assert!(pack_block(
+            &block,
+            Codec::Zstd(19),
+            plane_ratio(Codec::Zstd(19)),
+            &mut out
+        ));
         assert!(out.len() < block.len() && out.len() > block.len() * 9 / 10);
         for codec in [Codec::Zstd(1), Codec::Zstd(3), Codec::Lz4] {
             let mut out = b"kept".to_vec();
-            assert!(!pack_block(&block, codec, &mut out), "{codec:?}");
+            assert!(
+                !pack_block(&block, codec, plane_ratio(codec), &mut out),
+                "{codec:?}"
+            );
             assert_eq!(out, b"kept");
         }
+        // Unshuffled chunks (a pickle stream, whose head may say little about
+        // the rest) are still compressed for a few percent.
+        let (packed, _) = pack(&block, Codec::Zstd(3), Filter::None, Vec::new());
+        assert!(matches!(packed, Packed::Data(d) if d.len() < block.len()));
     }
 
     #[test]
@@ -1259,7 +1275,7 @@ mod timing {
         let sh = shuffle(data.get(..DEFAULT_CHUNK_SIZE).unwrap(), 8);
         let t = std::time::Instant::now();
         for plane in sh.chunks(DEFAULT_CHUNK_SIZE / 8) {
-            std::hint::black_box(pack_block(plane, Codec::Zstd(3), &mut Vec::new()));
+            std::hint::black_box(pack_block(plane, Codec::Zstd(3), 0.9, &mut Vec::new()));
         }
         println!("planes of one chunk {:?}", t.elapsed());
     }
