@@ -195,21 +195,38 @@ def _arrays_on_demand(reader: Any) -> Any:
     """Each array, read into fresh memory (and its CRC checked) only when the
     unpickler asks for it: objects that copy their arrays (scikit-learn's trees
     do) have dropped the previous ones by then, so a load never holds all the
-    arrays twice. Small arrays are views into shared blocks; large ones get
-    their own allocation."""
+    arrays twice. Small arrays are views into shared blocks, the arrays of a
+    block read together by one call (in parallel: one call per array would
+    decompress a model's many single-chunk arrays one at a time); the block is
+    allocated whole anyway, so reading it ahead holds no more memory. Large
+    arrays get their own allocation."""
+    sizes = reader.array_sizes()
+    batch: list[Any] = [None] * len(sizes)
     block: Any = None
     used = 0
-    for index, size in enumerate(reader.array_sizes()):
-        if size >= _PACK_BELOW:
-            buffer = np.empty(size, dtype=np.uint8)
+    index = 0
+    while index < len(sizes):
+        if sizes[index] >= _PACK_BELOW:
+            buffer = np.empty(sizes[index], dtype=np.uint8)
+            reader.copy_array_into(index, buffer)
+            index += 1
+            yield buffer
+            continue
+        if block is None or used + sizes[index] > len(block):
+            block = np.empty(_BLOCK, dtype=np.uint8)
+            used = 0
+        first = index
+        while index < len(sizes) and sizes[index] < _PACK_BELOW and used + sizes[index] <= len(block):
+            batch[index] = block[used : used + sizes[index]]
+            used = (used + sizes[index] + 63) // 64 * 64
+            index += 1
+        if index - first == 1:
+            reader.copy_array_into(first, batch[first])
         else:
-            if block is None or used + size > len(block):
-                block = np.empty(_BLOCK, dtype=np.uint8)
-                used = 0
-            buffer = block[used : used + size]
-            used = (used + size + 63) // 64 * 64
-        reader.copy_array_into(index, buffer)
-        yield buffer
+            reader.copy_arrays_into(batch)
+        for i in range(first, index):
+            buffer, batch[i] = batch[i], None
+            yield buffer
 
 
 def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:

@@ -199,3 +199,22 @@ def test_large_compressed_pickle_stream_round_trips(threads) -> None:
     back = amber.loads(data, threads=1)
     assert back.keys() == obj.keys()
     assert all(np.array_equal(back[k], obj[k]) for k in obj)
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_small_arrays_read_a_block_at_a_time_round_trip_and_name_damage(compress) -> None:
+    # Small arrays (< 1 MiB) are read into shared 8 MiB blocks, a block's worth
+    # per call; large ones on their own. Mixed sizes cross block boundaries.
+    rng = np.random.default_rng(3)
+    sizes = [900_000] * 5 + [3_000_000] + [900_000] * 6 + [70_000] * 3
+    obj = [rng.integers(0, 100, n // 8).astype(np.int64) for n in sizes]
+    data = amber.dumps(obj, compress=compress)
+    back = amber.loads(data)
+    assert len(back) == len(obj)
+    for a, b in zip(obj, back):
+        assert np.array_equal(a, b)
+    ext = "npyc" if compress else "npy"
+    bad = _flip(data, f"arrays/000008.{ext}", 5000)
+    with pytest.raises(amber.ChecksumError) as caught:
+        amber.loads(bad)
+    assert caught.value.entry == f"arrays/000008.{ext}"

@@ -127,10 +127,36 @@ enum Packed {
     Data(Vec<u8>),
 }
 
+/// Chunk buffers kept for reuse: a fresh multi-MiB buffer per chunk costs
+/// more in page faults than compressing it takes (random planes stored raw).
+#[derive(Default)]
+struct Pool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut buffers| buffers.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, packed: Vec<(Packed, u32)>) {
+        if let Ok(mut buffers) = self.0.lock() {
+            buffers.extend(packed.into_iter().filter_map(|(p, _)| match p {
+                Packed::Data(buffer) => Some(buffer),
+                Packed::Raw => None,
+            }));
+        }
+    }
+}
+
 /// Builds the chunked payload of one entry incrementally.
 pub struct Encoder {
     settings: Settings,
     filter: Filter,
+    /// Output buffers of chunks already written, reused for the next ones.
+    pool: Pool,
     index: Vec<u8>,
     written: u64,
     raw_size: u64,
@@ -145,6 +171,7 @@ impl Encoder {
         Self {
             settings,
             filter,
+            pool: Pool::default(),
             index: Vec::new(),
             written: 0,
             raw_size: 0,
@@ -166,27 +193,31 @@ impl Encoder {
         let filter = self.filter;
         let chunk_size = settings.chunk_size.max(1);
         let batch = chunk_size * rayon::current_num_threads().max(1) * 2;
+        let pool = std::mem::take(&mut self.pool);
         let compress = |group: &[u8]| -> Vec<(Packed, u32)> {
             group
                 .par_chunks(chunk_size)
-                .map(|chunk| pack(chunk, settings.codec, filter))
+                .map(|chunk| pack(chunk, settings.codec, filter, pool.take()))
                 .collect()
+        };
+        let mut emit = |this: &mut Self, (raw, packed): Batch<'_>| {
+            let written = this.emit(raw, &packed, chunk_size, sink);
+            pool.give_back(packed);
+            written
         };
         let mut previous: Option<Batch<'_>> = None;
         for group in data.chunks(batch) {
             let (packed, written) = rayon::join(
                 || compress(group),
-                || match previous.take() {
-                    Some((raw, packed)) => self.emit(raw, &packed, chunk_size, sink),
-                    None => Ok(()),
-                },
+                || previous.take().map_or(Ok(()), |batch| emit(self, batch)),
             );
             written?;
             previous = Some((group, packed));
         }
-        if let Some((raw, packed)) = previous {
-            self.emit(raw, &packed, chunk_size, sink)?;
+        if let Some(batch) = previous {
+            emit(self, batch)?;
         }
+        self.pool = pool;
         Ok(())
     }
 
@@ -203,7 +234,7 @@ impl Encoder {
         let chunk_size = self.settings.chunk_size.max(1);
         PackedPayload(
             data.chunks(chunk_size)
-                .map(|chunk| pack(chunk, self.settings.codec, self.filter))
+                .map(|chunk| pack(chunk, self.settings.codec, self.filter, Vec::new()))
                 .collect(),
         )
     }
@@ -302,15 +333,9 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         return Filter::None;
     }
     // A small sample decides: trying both layouts costs two extra compressions of it.
-    let sample = sample
-        .get(..sample.len().min(FILTER_SAMPLE))
-        .unwrap_or(sample);
-    let plain = compressed_len(sample, settings.codec, None);
-    let shuffled = compressed_len(
-        &shuffle(sample, settings.itemsize),
-        settings.codec,
-        Some(settings.itemsize),
-    );
+    let sample = filter_sample(sample, width);
+    let plain = compressed_len(&sample, settings.codec, None);
+    let shuffled = compressed_len(&shuffle(&sample, width), settings.codec, Some(width));
     if shuffled < plain {
         Filter::Shuffle(itemsize)
     } else {
@@ -318,25 +343,57 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
     }
 }
 
-fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize {
-    let out = match shuffle_k {
-        Some(k) => pack_planes(data, k, codec),
-        None => pack_block(data, codec),
-    };
-    out.map_or(data.len(), |o| o.len().min(data.len()))
+/// The bytes the filter is chosen on: 1/16 of `data` (within bounds), taken
+/// as a few element-aligned windows spread over it, so that neither a leading
+/// run of zeros nor a sorted array's head decides for the whole. Models have
+/// many arrays of a few hundred KiB, for which trying both layouts on the
+/// whole array (or a large part of it) cost more than compressing it; a
+/// sample much smaller than this misjudges smooth series, whose planes only
+/// show their long repeats in long planes.
+fn filter_sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
+    let len = (data.len() / 16).clamp(FILTER_SAMPLE_MIN, FILTER_SAMPLE_MAX);
+    let window = len / FILTER_WINDOWS / width.max(1) * width.max(1);
+    if data.len() <= len || window == 0 {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let elements = data.len() / width.max(1);
+    let mut out = Vec::with_capacity(window * FILTER_WINDOWS);
+    for i in 0..FILTER_WINDOWS {
+        let start = elements * i / FILTER_WINDOWS * width;
+        out.extend_from_slice(data.get(start..start + window).unwrap_or_default());
+    }
+    std::borrow::Cow::Owned(out)
 }
 
-fn pack(chunk: &[u8], codec: Codec, filter: Filter) -> (Packed, u32) {
-    let packed = match filter {
-        Filter::Shuffle(k) => pack_planes(&shuffle(chunk, k as usize), k as usize, codec),
-        Filter::None => pack_block(chunk, codec),
+fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize {
+    let mut out = Vec::new();
+    let packed = match shuffle_k {
+        Some(k) => pack_planes(data, k, codec, &mut out).is_some(),
+        None => pack_block(data, codec, PROBE_RATIO, &mut out),
     };
-    match packed {
-        Some(out) if out.len() < chunk.len() => {
-            let crc = crc32fast::hash(&out);
-            (Packed::Data(out), crc)
-        }
-        _ => (Packed::Raw, crc32fast::hash(chunk)),
+    if packed {
+        out.len().min(data.len())
+    } else {
+        data.len()
+    }
+}
+
+/// Compresses one chunk into `out` (a reused buffer), or marks it raw.
+fn pack(chunk: &[u8], codec: Codec, filter: Filter, mut out: Vec<u8>) -> (Packed, u32) {
+    out.clear();
+    let packed = match filter {
+        Filter::Shuffle(k) => with_scratch(chunk.len(), |shuffled| {
+            shuffle_into(chunk, k as usize, shuffled);
+            pack_planes(shuffled, k as usize, codec, &mut out)
+        })
+        .is_some(),
+        Filter::None => pack_block(chunk, codec, PROBE_RATIO, &mut out),
+    };
+    if packed && out.len() < chunk.len() {
+        let crc = crc32fast::hash(&out);
+        (Packed::Data(out), crc)
+    } else {
+        (Packed::Raw, crc32fast::hash(chunk))
     }
 }
 
@@ -347,7 +404,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
+thread_local! {
+    /// One zstd decompression context per thread, for the same reason.
+    static DZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends `input` compressed to `out`; returns the compressed length.
+fn compress_chunk(input: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize> {
+    let start = out.len();
     match codec {
         Codec::Zstd(level) => ZSTD.with(|cell| {
             let mut cell = cell.try_borrow_mut().ok()?;
@@ -355,65 +420,99 @@ fn compress_chunk(input: &[u8], codec: Codec) -> Option<Vec<u8>> {
                 *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
             }
             let (_, compressor) = cell.as_mut()?;
-            compressor.compress(input).ok()
+            out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+            // Written straight into `out`'s spare capacity, after what it holds.
+            let mut cursor = std::io::Cursor::new(&mut *out);
+            cursor.set_position(start as u64);
+            compressor.compress_to_buffer(input, &mut cursor).ok()
         }),
-        Codec::Lz4 => Some(lz4_flex::compress(input)),
+        Codec::Lz4 => {
+            out.extend_from_slice(&lz4_flex::compress(input));
+            Some(out.len() - start)
+        }
     }
 }
 
-/// Bytes of a payload compressed both with and without the shuffle filter to choose one.
-const FILTER_SAMPLE: usize = 128 << 10;
+/// Bounds of the sample compressed both with and without the shuffle filter to choose one.
+const FILTER_SAMPLE_MIN: usize = 16 << 10;
+const FILTER_SAMPLE_MAX: usize = 128 << 10;
+/// Windows the sample is made of.
+const FILTER_WINDOWS: usize = 4;
 
 /// Bytes of a block tried first: if even they do not compress, the block is stored raw.
 const PROBE: usize = 16 << 10;
 /// A probe that does not shrink below this fraction marks the block incompressible.
 const PROBE_RATIO: f64 = 0.97;
+/// The same for a byte plane at the fast settings (LZ4, zstd up to level 3):
+/// a plane is one byte of every element, as uniform as the data, so its head
+/// speaks for it, and one that saves under 10% (random floats' low mantissa
+/// saves 3%, for a full compression at a third of the speed of the rest of
+/// the chunk's work) is stored raw. Unshuffled blocks keep [`PROBE_RATIO`]:
+/// a pickle stream's head says little about the rest of it.
+const PLANE_RATIO_FAST: f64 = 0.90;
 
-/// Compresses a block, or `None` when it does not shrink (judged on a probe first,
-/// so random data costs a small compression, not a full one).
-fn pack_block(block: &[u8], codec: Codec) -> Option<Vec<u8>> {
+/// The probe ratio for byte planes; at higher zstd levels the user asked for
+/// the smallest file.
+fn plane_ratio(codec: Codec) -> f64 {
+    match codec {
+        Codec::Zstd(level) if level > 3 => PROBE_RATIO,
+        _ => PLANE_RATIO_FAST,
+    }
+}
+
+/// Appends a block compressed to `out` and returns `true`, or leaves `out` as it
+/// was and returns `false` when the block does not shrink (judged on a probe
+/// first, so random data costs a small compression, not a full one).
+fn pack_block(block: &[u8], codec: Codec, worth: f64, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
     if block.len() > 4 * PROBE {
-        let probe = block.get(..PROBE)?;
-        let probed = compress_chunk(probe, codec)?;
-        if probed.len() as f64 >= probe.len() as f64 * PROBE_RATIO {
-            return None;
+        let probe = block.get(..PROBE).unwrap_or_default();
+        let probed = compress_chunk(probe, codec, out);
+        out.truncate(start);
+        if probed.is_none_or(|n| n as f64 >= probe.len() as f64 * worth) {
+            return false;
         }
     }
-    compress_chunk(block, codec).filter(|out| out.len() < block.len())
+    let shrinks = compress_chunk(block, codec, out).is_some_and(|n| n < block.len());
+    if !shrinks {
+        out.truncate(start);
+    }
+    shrinks
 }
 
 /// High bit of a plane size: the plane is stored raw.
 const PLANE_RAW: u32 = 1 << 31;
 
-/// A shuffled chunk as `k` byte planes compressed (or stored raw) one by one:
-/// `k × u32` sizes (high bit: raw), the planes, then the trailing bytes.
-fn pack_planes(shuffled: &[u8], k: usize, codec: Codec) -> Option<Vec<u8>> {
+/// A shuffled chunk as `k` byte planes compressed (or stored raw) one by one,
+/// appended to `out` (empty): `k × u32` sizes (high bit: raw), the planes,
+/// then the trailing bytes.
+fn pack_planes(shuffled: &[u8], k: usize, codec: Codec, out: &mut Vec<u8>) -> Option<()> {
     let m = shuffled.len() / k.max(1);
     let (body, tail) = shuffled.split_at(m * k);
-    // One buffer: the size table first (filled in as planes are packed), then the planes.
-    let mut out = Vec::with_capacity(4 * k + shuffled.len());
+    // The size table first (filled in as planes are packed), then the planes.
+    out.reserve(4 * k + shuffled.len());
     out.resize(4 * k, 0);
     for j in 0..k {
         let plane = body.get(j * m..(j + 1) * m).unwrap_or_default();
         let start = out.len();
-        let word = match pack_block(plane, codec) {
-            Some(packed) => {
-                out.extend_from_slice(&packed);
-                u32::try_from(out.len() - start).ok()?
-            }
-            None => {
-                out.extend_from_slice(plane);
-                u32::try_from(plane.len()).ok()? | PLANE_RAW
-            }
+        let word = if pack_block(plane, codec, plane_ratio(codec), out) {
+            u32::try_from(out.len() - start).ok()?
+        } else {
+            out.extend_from_slice(plane);
+            u32::try_from(plane.len()).ok()? | PLANE_RAW
         };
         out.get_mut(4 * j..4 * j + 4)?
             .copy_from_slice(&word.to_le_bytes());
     }
     out.extend_from_slice(tail);
-    Some(out)
+    Some(())
 }
 
 /// Inverse of [`pack_planes`] into `out` (the chunk's raw length), unshuffling as well.
+///
+/// The planes are decompressed in parallel when the chunk is large enough to
+/// pay for it: a model's arrays are mostly single-chunk payloads read one at a
+/// time, so the planes are the only parallelism a load of them has.
 fn unpack_planes(
     src: &[u8],
     k: usize,
@@ -423,19 +522,34 @@ fn unpack_planes(
     let m = out.len() / k.max(1);
     let table_len = 4 * k;
     let table = src.get(..table_len).ok_or("plane table truncated")?;
-    let mut scratch = vec![0u8; out.len()];
-    let (planes, tail_out) = scratch.split_at_mut(m * k);
+    let mut planes_src = Vec::with_capacity(k);
     let mut at = table_len;
-    for (j, plane_out) in planes.chunks_mut(m.max(1)).take(k).enumerate() {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(table.get(4 * j..4 * j + 4).ok_or("plane table truncated")?);
-        let word = u32::from_le_bytes(word);
+    for (j, word) in table.chunks_exact(4).enumerate() {
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(word);
+        let word = u32::from_le_bytes(bytes);
         let len = (word & !PLANE_RAW) as usize;
         let end = at.checked_add(len).ok_or("plane size overflows")?;
         let block = src
             .get(at..end)
             .ok_or_else(|| format!("plane {j} runs past the chunk"))?;
-        if word & PLANE_RAW != 0 {
+        planes_src.push((block, word & PLANE_RAW != 0));
+        at = end;
+    }
+    let tail = src.get(at..).unwrap_or_default();
+    if tail.len() != out.len() - m * k {
+        return Err(format!(
+            "chunk ends with {} bytes, expected {}",
+            tail.len(),
+            out.len() - m * k
+        ));
+    }
+    with_scratch(out.len(), |scratch| {
+        let (planes, tail_out) = scratch.split_at_mut(m * k);
+        let unpack_one = |(j, (plane_out, &(block, raw))): (usize, (&mut [u8], &PlaneSrc<'_>))| {
+            if !raw {
+                return decompress_exact(block, codec, plane_out);
+            }
             if block.len() != plane_out.len() {
                 return Err(format!(
                     "raw plane {j} has {} bytes, expected {}",
@@ -444,31 +558,72 @@ fn unpack_planes(
                 ));
             }
             plane_out.copy_from_slice(block);
-        } else {
-            decompress_exact(block, codec, plane_out)?;
+            Ok(())
+        };
+        if m > 0 && out.len() >= PARALLEL_PLANES {
+            planes
+                .par_chunks_mut(m)
+                .zip(planes_src.par_iter())
+                .enumerate()
+                .try_for_each(unpack_one)?;
+        } else if m > 0 {
+            planes
+                .chunks_mut(m)
+                .zip(planes_src.iter())
+                .enumerate()
+                .try_for_each(unpack_one)?;
         }
-        at = end;
+        tail_out.copy_from_slice(tail);
+        unshuffle_into(scratch, k, out);
+        Ok(())
+    })
+}
+
+/// One stored plane of a chunk and whether it is raw.
+type PlaneSrc<'a> = (&'a [u8], bool);
+
+/// Chunks at least this large have their planes decompressed in parallel.
+const PARALLEL_PLANES: usize = 64 << 10;
+/// Scratch buffers up to this size are kept for the thread's next chunk.
+const KEEP_SCRATCH: usize = 2 * DEFAULT_CHUNK_SIZE;
+
+thread_local! {
+    /// The thread's scratch buffer for unshuffling: reusing it saves zeroing
+    /// and faulting in fresh pages for every chunk.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    // Taken out of the cell, so a nested call on this thread (rayon may run
+    // another chunk here while `f` waits) gets a buffer of its own.
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
-    let tail = src.get(at..).unwrap_or_default();
-    if tail.len() != tail_out.len() {
-        return Err(format!(
-            "chunk ends with {} bytes, expected {}",
-            tail.len(),
-            tail_out.len()
-        ));
+    let result = f(buf.get_mut(..len).unwrap_or_default());
+    if buf.len() <= KEEP_SCRATCH {
+        SCRATCH.set(buf);
     }
-    tail_out.copy_from_slice(tail);
-    unshuffle_into(&scratch, k, out);
-    Ok(())
+    result
 }
 
 /// Groups byte `j` of every element together: `out[j * n + i] = data[i * k + j]`.
 /// Trailing bytes that do not fill an element are kept at the end as they are.
 #[must_use]
 pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
+    let mut out = vec![0u8; data.len()];
+    shuffle_into(data, itemsize, &mut out);
+    out
+}
+
+/// [`shuffle`] into `out` (same length as `data`).
+fn shuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
+    if out.len() != data.len() {
+        return;
+    }
     let k = itemsize.max(1);
     let n = data.len() / k;
-    let mut out = vec![0u8; data.len()];
     let (body, tail) = data.split_at(n * k);
     let (out_body, out_tail) = out.split_at_mut(n * k);
     match k {
@@ -484,7 +639,6 @@ pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
         }
     }
     out_tail.copy_from_slice(tail);
-    out
 }
 
 /// The inverse of [`shuffle`], written into `out` (same length as `data`).
@@ -511,42 +665,122 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
     }
 }
 
-/// Elements per tile: a tile of source and planes stays in the L1/L2 cache
-/// while each of its `K` planes is written.
-const TILE: usize = 4096;
-
-/// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes between
-/// interleaved and planar layouts. Both slices hold exactly `n * K` bytes.
-/// Elements are typed as `[u8; K]`, so indexing them by `j < K` needs no
-/// bounds check and the inner loops compile to straight copies.
-#[expect(
-    clippy::indexing_slicing,
-    reason = "`j % K` indexes a `[u8; K]`: always in bounds"
-)]
+/// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes (2, 4 or 8)
+/// between interleaved and planar layouts. Both slices hold exactly `n * K`
+/// bytes. Groups of `K` elements are a `K`×`K` byte matrix, transposed in
+/// registers as `K` words ([`transpose_words`]), so every plane is read or
+/// written a word at a time.
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
-    if src.len() != n * K || dst.len() != n * K || n == 0 {
+    if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
         return;
     }
+    let whole = n / K * K;
     if forward {
-        let (elements, _) = src.as_chunks::<K>();
-        let mut planes: Vec<&mut [u8]> = dst.chunks_exact_mut(n).collect();
-        for (t, tile) in elements.chunks(TILE).enumerate() {
-            for (j, plane) in planes.iter_mut().enumerate().take(K) {
-                let out = plane.iter_mut().skip(t * TILE);
-                for (slot, element) in out.zip(tile) {
-                    *slot = element[j % K];
+        let (groups, _) = src.get(..whole * K).unwrap_or_default().as_chunks::<K>();
+        let mut planes: Vec<_> = dst
+            .chunks_exact_mut(n)
+            .map(|plane| {
+                plane
+                    .get_mut(..whole)
+                    .unwrap_or_default()
+                    .as_chunks_mut::<K>()
+                    .0
+                    .iter_mut()
+            })
+            .collect();
+        for group in groups.chunks_exact(K) {
+            let mut words = [0u64; K];
+            for (word, element) in words.iter_mut().zip(group) {
+                *word = load_word(element);
+            }
+            transpose_words(&mut words);
+            for (plane, word) in planes.iter_mut().zip(words) {
+                if let Some(out) = plane.next() {
+                    store_word(out, word);
+                }
+            }
+        }
+        for e in whole..n {
+            for (j, plane) in dst.chunks_exact_mut(n).enumerate() {
+                if let (Some(out), Some(byte)) = (plane.get_mut(e), src.get(e * K + j)) {
+                    *out = *byte;
                 }
             }
         }
     } else {
-        let (elements, _) = dst.as_chunks_mut::<K>();
-        let planes: Vec<&[u8]> = src.chunks_exact(n).collect();
-        for (t, tile) in elements.chunks_mut(TILE).enumerate() {
-            for (j, plane) in planes.iter().enumerate().take(K) {
-                for (element, byte) in tile.iter_mut().zip(plane.iter().skip(t * TILE)) {
-                    element[j % K] = *byte;
+        let mut planes: Vec<_> = src
+            .chunks_exact(n)
+            .map(|plane| {
+                plane
+                    .get(..whole)
+                    .unwrap_or_default()
+                    .as_chunks::<K>()
+                    .0
+                    .iter()
+            })
+            .collect();
+        let (groups, _) = dst
+            .get_mut(..whole * K)
+            .unwrap_or_default()
+            .as_chunks_mut::<K>();
+        for group in groups.chunks_exact_mut(K) {
+            let mut words = [0u64; K];
+            for (word, plane) in words.iter_mut().zip(planes.iter_mut()) {
+                if let Some(bytes) = plane.next() {
+                    *word = load_word(bytes);
                 }
             }
+            transpose_words(&mut words);
+            for (element, word) in group.iter_mut().zip(words) {
+                store_word(element, word);
+            }
+        }
+        for e in whole..n {
+            for (j, plane) in src.chunks_exact(n).enumerate() {
+                if let (Some(out), Some(byte)) = (dst.get_mut(e * K + j), plane.get(e)) {
+                    *out = *byte;
+                }
+            }
+        }
+    }
+}
+
+fn load_word<const K: usize>(bytes: &[u8; K]) -> u64 {
+    let mut word = [0u8; 8];
+    for (w, b) in word.iter_mut().zip(bytes) {
+        *w = *b;
+    }
+    u64::from_le_bytes(word)
+}
+
+fn store_word<const K: usize>(bytes: &mut [u8; K], word: u64) {
+    for (b, w) in bytes.iter_mut().zip(word.to_le_bytes()) {
+        *b = w;
+    }
+}
+
+/// Transposes the `K`×`K` byte matrix whose row `i` is the low `K` bytes of
+/// `words[i]` (`K` = 2, 4 or 8): afterwards byte `i` of word `j` is what
+/// byte `j` of word `i` was. Blocks of 1, 2 and 4 bytes swap across the
+/// diagonal in turn, as masked shifts.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`i` and `i + step` are below `K`, the array's length"
+)]
+fn transpose_words<const K: usize>(words: &mut [u64; K]) {
+    for (step, mask) in [
+        (1usize, 0x00FF_00FF_00FF_00FF_u64),
+        (2, 0x0000_FFFF_0000_FFFF),
+        (4, 0x0000_0000_FFFF_FFFF),
+    ] {
+        if step >= K {
+            break;
+        }
+        let shift = 8 * step as u32;
+        for i in (0..K).filter(|i| i & step == 0) {
+            let t = ((words[i] >> shift) ^ words[i + step]) & mask;
+            words[i + step] ^= t;
+            words[i] ^= t << shift;
         }
     }
 }
@@ -759,9 +993,16 @@ pub fn decode_into_with(
 
 fn decompress_exact(src: &[u8], codec: Codec, out: &mut [u8]) -> std::result::Result<(), String> {
     let written = match codec {
-        Codec::Zstd(_) => {
-            zstd::bulk::decompress_to_buffer(src, out).map_err(|e| format!("zstd: {e}"))?
-        }
+        Codec::Zstd(_) => DZSTD.with(|cell| {
+            let mut cell = cell.try_borrow_mut().map_err(|e| format!("zstd: {e}"))?;
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+            }
+            cell.as_mut()
+                .ok_or_else(|| "zstd: no context".to_owned())?
+                .decompress_to_buffer(src, out)
+                .map_err(|e| format!("zstd: {e}"))
+        })?,
         Codec::Lz4 => lz4_flex::decompress_into(src, out).map_err(|e| format!("lz4: {e}"))?,
     };
     if written == out.len() {
@@ -825,13 +1066,13 @@ mod tests {
     }
 
     #[test]
-    fn shuffle_is_chosen_for_typed_data_and_inverts() {
+    fn shuffle_is_chosen_for_typed_data_inverts_and_checks_plane_sizes() {
         // A smooth float64 series: the exponent and high mantissa bytes repeat,
         // the low ones do not, which is what the filter is for.
         let data: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (f64::from(i) * 0.001).to_le_bytes())
             .collect();
-        let (_, summary) = encode(
+        let (payload, summary) = encode(
             &data,
             Settings {
                 codec: Codec::Zstd(3),
@@ -840,12 +1081,94 @@ mod tests {
             },
         );
         assert_eq!(summary.filter, Filter::Shuffle(8));
-        for k in [2usize, 3, 8] {
+        // Chunks this large have their planes decompressed in parallel.
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+        // Behind the chunk CRC (which catches damage to the data), the plane
+        // table is still checked: any changed size no longer adds up.
+        let (offset, stored, _, raw) = read_layout(&payload, "x").unwrap().chunks[0];
+        assert!(!raw);
+        let chunk = &payload[offset as usize..(offset + stored) as usize];
+        let mut out = vec![0u8; 1 << 20];
+        for at in [0usize, 5, 13, 30] {
+            let mut bad = chunk.to_vec();
+            bad[at] ^= 0x5a;
+            assert!(unpack_planes(&bad, 8, Codec::Zstd(3), &mut out).is_err());
+        }
+        for cut in [0, 31, chunk.len() / 2, chunk.len() - 1] {
+            assert!(unpack_planes(&chunk[..cut], 8, Codec::Zstd(3), &mut out).is_err());
+        }
+        for k in [2usize, 3, 4, 8, 24] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
             let mut back = vec![0u8; bytes.len()];
             unshuffle_into(&shuffle(&bytes, k), k, &mut back);
             assert_eq!(back, bytes);
         }
+    }
+
+    #[test]
+    fn the_filter_is_chosen_on_the_whole_chunk_not_its_head() {
+        // A quarter of zeros (which compress best unshuffled), then a smooth
+        // series of 24-byte records (shuffled by 8-byte words): the sample
+        // spans the chunk, so the records decide.
+        let mut data = vec![0u8; 3 * 8 * 20_000];
+        for i in 0..60_000u32 {
+            data.extend_from_slice(&(f64::from(i) * 0.37).to_le_bytes());
+        }
+        let (payload, summary) = encode(
+            &data,
+            Settings {
+                codec: Codec::Zstd(3),
+                itemsize: 24,
+                chunk_size: 4 << 20,
+            },
+        );
+        assert_eq!(summary.filter, Filter::Shuffle(8));
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+        let sample = filter_sample(&data, 8);
+        assert!(sample.len() <= data.len() / 16 && sample.len().is_multiple_of(8));
+        assert!(sample.iter().any(|&b| b != 0) && sample.starts_with(&[0; 64]));
+    }
+
+    #[test]
+    fn planes_saving_little_are_stored_raw_at_fast_levels() {
+        // Random bytes, a tenth of them zero: about 4% smaller compressed.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let block: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(10) {
+                    0
+                } else {
+                    (x >> 32) as u8
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        assert!(pack_block(
+            &block,
+            Codec::Zstd(19),
+            plane_ratio(Codec::Zstd(19)),
+            &mut out
+        ));
+        assert!(out.len() < block.len() && out.len() > block.len() * 9 / 10);
+        for codec in [Codec::Zstd(1), Codec::Zstd(3), Codec::Lz4] {
+            let mut out = b"kept".to_vec();
+            assert!(
+                !pack_block(&block, codec, plane_ratio(codec), &mut out),
+                "{codec:?}"
+            );
+            assert_eq!(out, b"kept");
+        }
+        // Unshuffled chunks (a pickle stream, whose head may say little about
+        // the rest) are still compressed for a few percent.
+        let (packed, _) = pack(&block, Codec::Zstd(3), Filter::None, Vec::new());
+        assert!(matches!(packed, Packed::Data(d) if d.len() < block.len()));
     }
 
     #[test]
@@ -926,10 +1249,22 @@ mod timing {
             std::hint::black_box(shuffle(c, 8));
         }
         println!("shuffle {:?}", t.elapsed());
+        let mut planes = vec![0u8; DEFAULT_CHUNK_SIZE];
+        let t = std::time::Instant::now();
+        for c in data.chunks(DEFAULT_CHUNK_SIZE) {
+            transpose::<8>(c, &mut planes, c.len() / 8, true);
+        }
+        println!("transpose into a reused buffer {:?}", t.elapsed());
+        let mut back = vec![0u8; DEFAULT_CHUNK_SIZE];
+        let t = std::time::Instant::now();
+        for _ in data.chunks(DEFAULT_CHUNK_SIZE) {
+            transpose::<8>(&planes, &mut back, planes.len() / 8, false);
+        }
+        println!("inverse transpose {:?}", t.elapsed());
         let t = std::time::Instant::now();
         let mut total = 0;
         for c in data.chunks(DEFAULT_CHUNK_SIZE) {
-            total += pack(c, Codec::Zstd(3), Filter::Shuffle(8)).1 as usize;
+            total += pack(c, Codec::Zstd(3), Filter::Shuffle(8), Vec::new()).1 as usize;
         }
         println!("pack {:?} {total}", t.elapsed());
         let t = std::time::Instant::now();
@@ -940,7 +1275,7 @@ mod timing {
         let sh = shuffle(data.get(..DEFAULT_CHUNK_SIZE).unwrap(), 8);
         let t = std::time::Instant::now();
         for plane in sh.chunks(DEFAULT_CHUNK_SIZE / 8) {
-            std::hint::black_box(pack_block(plane, Codec::Zstd(3)));
+            std::hint::black_box(pack_block(plane, Codec::Zstd(3), 0.9, &mut Vec::new()));
         }
         println!("planes of one chunk {:?}", t.elapsed());
     }
