@@ -56,7 +56,7 @@ def amber_with_stream(stream: bytes, buffers: list[np.ndarray] | None = None) ->
     writer.begin_entry(_manifest.pickle_entry_name(False), None, 0)
     writer.write(stream)
     record = writer.end_entry()
-    manifest = _manifest.build(record, [], [], [], {}, {}, amber.__version__)
+    manifest = _manifest.build(record, [], [], [], ({}, {}), {}, amber.__version__, writer.content_hash())
     data = writer.finish(manifest)
     assert isinstance(data, bytes)
     return data

@@ -127,8 +127,11 @@ def test_package_not_installed_any_more(tmp_path) -> None:
     ]
     assert "gonepkg: 3.1.0 saved, not installed" in str(caught.value)
     with pytest.warns(amber.VersionMismatchWarning, match="not installed"):
+        with pytest.raises(amber.UnsafeModelError):
+            amber.load(path)  # the policy refuses the class before any import
+    with pytest.warns(amber.VersionMismatchWarning, match="not installed"):
         with pytest.raises(ModuleNotFoundError):
-            amber.load(path)
+            amber.load(path, trusted=["gonepkg.Model"])
 
 
 def test_python_minor_version_counts_patch_does_not(monkeypatch) -> None:
