@@ -149,8 +149,10 @@ def amber_methods() -> list[Method]:
 
         return dump
 
-    def load_with(mmap_mode: str | None = None, threads: int | None = None) -> Load:
+    def load_with(mmap_mode: str | None = None, threads: int | None = None, trusted: bool = False) -> Load:
         kwargs: dict[str, Any] = {"threads": threads} if threads is not None and load_takes_threads else {}
+        if trusted:
+            kwargs["trusted"] = True
 
         def load(path: Path) -> Any:
             return amber.load(path, mmap_mode, **kwargs)
@@ -159,6 +161,8 @@ def amber_methods() -> list[Method]:
 
     methods = [
         Method("amber", dump_with(), load_with(), ".amber", note="uncompressed"),
+        Method("amber_trusted", dump_with(), load_with(trusted=True), ".amber",
+               note="load(trusted=True): no safety analysis (what safe loading costs)"),
         Method("amber_mmap", dump_with(), load_with("r"), ".amber", note="dump is amber's; load(mmap_mode='r')"),
         Method("amber_sync", dump_with(sync=True), load_with(), ".amber", note="dump(sync=True): durable on return"),
         Method("amber_zstd", dump_with("zstd"), load_with(), ".amber", na, note="compress='zstd', all cores"),
@@ -257,6 +261,7 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "joblib_mmap": (CORE, PUBLIC_CASES),
     "skops": (CORE, PUBLIC_CASES),
     "amber": (CORE, A_AND_INT32),  # the uncompressed reference in the int32-only case
+    "amber_trusted": (CORE, PUBLIC_CASES),
     "amber_mmap": (CORE, PUBLIC_CASES),
     "amber_sync": (CORE, PUBLIC_CASES),
     "tofile": (LIMIT, ("a",)),
@@ -274,7 +279,7 @@ FACTORIES: list[tuple[Callable[[], list[Method]], tuple[str, ...]]] = [
     (pickle_methods, ("pickle",)),
     (joblib_methods, ("joblib", "joblib_mmap", "joblib_z3", "joblib_lz4")),
     (skops_methods, ("skops",)),
-    (amber_methods, ("amber", "amber_mmap", "amber_sync", "amber_zstd", "amber_lz4", "amber_zstd_1thread")),
+    (amber_methods, ("amber", "amber_trusted", "amber_mmap", "amber_sync", "amber_zstd", "amber_lz4", "amber_zstd_1thread")),
     (limit_methods, ("tofile", "memcpy")),
     (blosc2_methods, ("blosc2_zstd", "blosc2_lz4")),
 ]

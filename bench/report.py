@@ -97,6 +97,30 @@ def uncompressed_checks(r: Results) -> list[Check]:
     return checks
 
 
+def safety_checks(r: Results) -> list[Check]:
+    """Issue 4: safe loading costs <= 5% over trusted=True; amber scan reads
+    >= 1 GB/s of file and is >= 20x faster than picklescan."""
+    checks: list[Check] = []
+    for case in r.cases:
+        if case == "a_int32":
+            continue
+        checks.append(_judge(case, "amber load time / amber load(trusted=True) time (safety costs <= 5%)",
+                             _div(r.get(case, "amber", "load_median_s"), r.get(case, "amber_trusted", "load_median_s")),
+                             "<=", 1.05))
+        scan = r.cases[case].get("scan") or {}
+        for kind in ("amber", "joblib"):
+            row = scan.get(kind)
+            if not row:
+                continue
+            checks.append(_judge(case, f"amber scan of the {kind} file, MB/s", row.get("amber_mb_s"), ">=", 1000,
+                                 f"{_size(row['size_bytes'])} in {row['amber_s'] * 1000:.2f} ms"))
+            detail = (f"picklescan {row['picklescan_s'] * 1000:.1f} ms, verdict {row['picklescan_verdict']}"
+                      if "picklescan_s" in row else str(row.get("picklescan", "not measured")))
+            checks.append(_judge(case, f"picklescan time / amber scan time, {kind} file", row.get("speedup"), ">=", 20,
+                                 detail))
+    return checks
+
+
 def _best_amber_at_joblib_size(r: Results, case: str) -> tuple[str | None, str]:
     """The amber compressed setting (all threads) whose file is no larger than
     joblib compress=3's, preferring zstd; and a note on the sizes."""
@@ -153,7 +177,7 @@ CASE_ORDER = ("a", "a_int32", "b", "c", "d", "e")
 
 def all_checks(cases: dict[str, Any]) -> list[dict[str, Any]]:
     r = Results(cases)
-    checks = uncompressed_checks(r) + compressed_checks(r)
+    checks = uncompressed_checks(r) + compressed_checks(r) + safety_checks(r)
     checks.sort(key=lambda c: CASE_ORDER.index(c.case) if c.case in CASE_ORDER else len(CASE_ORDER))
     return [asdict(c) for c in checks]
 
@@ -208,6 +232,15 @@ def _case_table(case: str, res: dict[str, Any]) -> list[str]:
             f"{ratio(row, 'joblib', 'dump_median_s')} | {ratio(row, 'joblib', 'load_median_s')} | {row['runs']} | "
             f"{row.get('roundtrip') or '–'} |"
         )
+    scan = res.get("scan") or {}
+    if scan and "error" not in scan:
+        lines += ["", "| scanned file | size MB | amber scan ms | MB/s | verdict | picklescan ms | verdict | speed-up |",
+                  "|---|---:|---:|---:|---|---:|---|---:|"]
+        for kind, row in scan.items():
+            ps = (f"{_num(row['picklescan_s'] * 1000)} | {row['picklescan_verdict']} | {_num(row['speedup'])}"
+                  if "picklescan_s" in row else f"{row.get('picklescan', 'n/a')[:60]} | | ")
+            lines.append(f"| {kind} | {_num(row['size_bytes'] / MB)} | {_num(row['amber_s'] * 1000)} | "
+                         f"{_num(row['amber_mb_s'])} | {row['amber_verdict']} | {ps} |")
     return lines + [""]
 
 

@@ -136,8 +136,28 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         row = run_method(case, method, obj, original, args)
         results[method.name] = row
         print("    " + _progress_line(method.name, row), flush=True)
+    scan: dict[str, Any] | None = None
+    if case in suite.PUBLIC_CASES and (args.only is None or "scan" in args.only):
+        scan = _scan_case(obj, case, args)
     return {"name": info.name, "title": info.title, "model": model, "build_s": build_s, "methods": results,
-            "seconds": time.perf_counter() - started}
+            "scan": scan, "seconds": time.perf_counter() - started}
+
+
+def _scan_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """amber.scan against picklescan on this case's amber and joblib files (see scanbench.py)."""
+    import scanbench
+
+    try:
+        scan = scanbench.measure_case(obj, args.run_dir, case, args.repeat)
+    except Exception as e:  # reported, never fatal
+        print(f"    scan: error: {_error(e)}", flush=True)
+        return {"error": _error(e)}
+    for kind, row in scan.items():
+        ps = f"picklescan {row['picklescan_s']:.4f} s ({row['picklescan_verdict']}), {row['speedup']:.0f}x" \
+            if "picklescan_s" in row else f"picklescan: {row.get('picklescan', '?')[:80]}"
+        print(f"    scan {kind:6s} amber {row['amber_s']:.4f} s ({row['amber_verdict']}, "
+              f"{row['amber_mb_s']:.0f} MB/s); {ps}", flush=True)
+    return scan
 
 
 def _progress_line(name: str, row: dict[str, Any]) -> str:
@@ -250,7 +270,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated letters or names: a/arrays, b/random_forest, c/tfidf_logreg, "
                              "d/hist_gb, e/many_small_arrays (default: all)")
     parser.add_argument("--only", help="comma-separated method names (default: all that apply); "
-                                       "known: " + ", ".join(methods.CATALOGUE))
+                                       "known: " + ", ".join(methods.CATALOGUE) + ", and scan (amber.scan "
+                                       "against picklescan)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per method; the median is reported (default 5)")
     parser.add_argument("--budget", type=float, default=30.0,
                         help="stop repeating a competitor once its runs took this many seconds (default 30; "
@@ -271,7 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(e))
     if args.only:
         args.only = {m.strip() for m in args.only.split(",") if m.strip()}
-        unknown = args.only - set(methods.CATALOGUE)
+        unknown = args.only - set(methods.CATALOGUE) - {"scan"}
         if unknown:
             parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(methods.CATALOGUE)}")
     return args
