@@ -57,8 +57,8 @@ class _Wrapper:
     __slots__ = ("state",)
 
     def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise _refuse(f"{type(self).__name__} state is not a dict with str keys")
+        if type(state) is not dict:
+            raise _refuse(f"{type(self).__name__} state is not a dict")
         self.state = state
 
     def __reduce__(self) -> Any:
@@ -106,9 +106,13 @@ def _subclass(array: np.ndarray, subclass: Any) -> np.ndarray:
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(isinstance(d, int) and d >= 0 for d in value):
-        raise _refuse(f"array shape {value!r} is not a tuple of non-negative ints")
-    return value
+    if type(value) is tuple:
+        for d in value:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return value
+    raise _refuse(f"array shape {value!r} is not a tuple of non-negative ints")
 
 
 class LegacyUnpickler(Unpickler):
@@ -119,8 +123,10 @@ class LegacyUnpickler(Unpickler):
         self._legacy = legacy
         self._mmap_mode = mmap_mode
         self._kwargs = kwargs
-        self._count = legacy.array_count()
+        self._infos = legacy.array_infos()
+        self._count = len(self._infos)
         self._used = bytearray(self._count)
+        self._blocks = _Blocks()
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -139,7 +145,7 @@ class LegacyUnpickler(Unpickler):
         if self._used[k]:
             raise _refuse(f"array {k} is referenced twice")
         self._used[k] = 1
-        source, wrapper_name, nbytes, mapped, npy = self._legacy.array_info(k)
+        source, wrapper_name, nbytes, mapped, npy = self._infos[k]
         if type(wrapper).__name__ != wrapper_name or not hasattr(wrapper, "state"):
             raise _refuse(f"array {k} belongs to a {wrapper_name}, not a {type(wrapper).__name__}")
         state = wrapper.state
@@ -178,9 +184,9 @@ class LegacyUnpickler(Unpickler):
         if array is None:
             if self._mmap_mode is not None:
                 self.copied.append(k)
-            array = np.empty(count, dtype=dtype)
-            self._legacy.copy_array_into(k, array.view(np.uint8))
-            array = _native(array)
+            buffer = self._blocks.take(nbytes)
+            self._legacy.copy_array_into(k, buffer)
+            array = _native(buffer.view(dtype) if count else np.empty(0, dtype=dtype))
         if fortran:
             return array.reshape(shape[::-1]).transpose()
         return array.reshape(shape)
@@ -188,6 +194,30 @@ class LegacyUnpickler(Unpickler):
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
         return Unpickler(io.BytesIO(data), **self._kwargs).load()
+
+
+class _Blocks:
+    """Fresh memory for arrays loaded into memory: small ones are carved from
+    shared 8 MiB blocks (which NumPy backs with huge pages, so first touch is
+    several times cheaper), large ones get their own allocation."""
+
+    #: Arrays at least this large get their own allocation.
+    PACK_BELOW = 1 << 20
+    BLOCK = 8 << 20
+
+    def __init__(self) -> None:
+        self._block: np.ndarray | None = None
+        self._used = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        if nbytes >= self.PACK_BELOW:
+            return np.empty(nbytes, dtype=np.uint8)
+        if self._block is None or self._used + nbytes > len(self._block):
+            self._block = np.empty(self.BLOCK, dtype=np.uint8)
+            self._used = 0
+        buffer = self._block[self._used : self._used + nbytes]
+        self._used = (self._used + nbytes + 63) // 64 * 64
+        return buffer
 
 
 def _open(source: Any) -> Any:

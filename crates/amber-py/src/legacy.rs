@@ -243,18 +243,28 @@ impl Legacy {
 
     /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
     fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        let src = self.bytes(k)?;
         let dst = Borrowed::get(out, true)?;
         let target = dst.bytes_mut();
-        if target.len() != src.len() {
-            return Err(PyValueError::new_err(format!(
-                "array {k} has {} bytes, the buffer {}",
-                src.len(),
-                target.len()
-            )));
-        }
-        py.detach(|| target.copy_from_slice(src));
-        Ok(())
+        py.detach(|| self.inner.copy_array(k, target))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// `array_info(k)` for every array.
+    #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
+    fn array_infos(
+        &self,
+    ) -> PyResult<
+        Vec<(
+            &'static str,
+            &'static str,
+            usize,
+            bool,
+            Option<(String, Vec<u64>, bool)>,
+        )>,
+    > {
+        (0..self.inner.arrays().len())
+            .map(|k| self.array_info(k))
+            .collect()
     }
 
     /// Companion files: `[(name, size)]`.

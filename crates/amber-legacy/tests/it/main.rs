@@ -48,6 +48,14 @@ fn check_small(l: &Legacy) {
         .flat_map(|v| v.to_le_bytes())
         .collect();
     assert_eq!(f, want.as_slice());
+    // Copies (a positioned read for files, memcpy for buffers) give the same bytes.
+    let mut copy = vec![0u8; 48];
+    l.copy_array(1, &mut copy).unwrap();
+    assert_eq!(copy, want);
+    assert_eq!(
+        l.copy_array(1, &mut [0u8; 47]).unwrap_err().code(),
+        "legacy.array_size"
+    );
     assert!(arrays[2].is_pickle());
     let nested = amber_pickle::parse(l.array_bytes(2).unwrap()).unwrap();
     assert!(matches!(
@@ -256,6 +264,9 @@ fn companion_files() {
     };
     assert_eq!((shape.as_slice(), descr.as_str()), (&[3u64][..], "<i8"));
     assert_eq!(l.array_bytes(0).unwrap().len(), 24);
+    let mut copy = [0u8; 24];
+    l.copy_array(0, &mut copy).unwrap();
+    assert_eq!(&copy[8..16], &2i64.to_le_bytes());
     assert!(l.array_is_mapped(0));
     check_load_stream(&l);
 
