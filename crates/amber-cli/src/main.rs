@@ -12,6 +12,7 @@ use amber_format::{Container, FormatError, MapMode, Mapping};
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod legacy;
 mod render;
 
 const EXIT_HELP: &str = "Exit codes:\n  0  success (for verify: every file is intact)\n  1  a file was read and found damaged or invalid\n  2  a file could not be read, or the command line is wrong";
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a file's manifest: format, creation, environment, metadata and entries.
+    /// Show a file's manifest: format, creation, environment, metadata and entries
+    /// (for a pickle or joblib file: its format, compression and arrays).
     Info {
         /// The amber file.
         file: PathBuf,
@@ -86,6 +88,7 @@ enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Info { file, json, .. } if legacy::is_legacy(&file) => legacy::info(&file, json),
         Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
         Command::Convert {

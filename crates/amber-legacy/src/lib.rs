@@ -405,6 +405,34 @@ fn to_u64(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Whether content starting with `head` (for protocol 0/1 pickles: whose
+/// last byte is `head`'s last byte) is a pickle or a joblib file: a `PROTO`
+/// pickle, a protocol 0/1 pickle, one of joblib's compressors or `ZF`.
+#[must_use]
+pub fn is_legacy_content(head: &[u8]) -> bool {
+    matches!(
+        sniff::kind(head),
+        Kind::Pickle(_) | Kind::OldPickle | Kind::JoblibZf
+    ) || Codec::sniff(head).is_some()
+}
+
+/// [`is_legacy_content`] of the file at `path` (its first 16 bytes and last byte).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn is_legacy_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut head = Vec::with_capacity(17);
+    (&mut file).take(16).read_to_end(&mut head)?;
+    if head.is_empty() {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    (&mut file).take(1).read_to_end(&mut head)?;
+    Ok(is_legacy_content(&head))
+}
+
 /// Opens the pickle or joblib file at `path`. Uncompressed files are mapped,
 /// so array views share the file's pages; companion files are looked up in
 /// the same directory.

@@ -282,19 +282,7 @@ impl Legacy {
 /// a `PROTO` pickle, a protocol 0/1 pickle, joblib's compressors or `ZF`.
 #[pyfunction]
 pub fn is_legacy(head: &[u8]) -> bool {
-    use amber_format::sniff::Kind;
-    matches!(
-        amber_format::sniff::kind(head),
-        Kind::Pickle(_)
-            | Kind::OldPickle
-            | Kind::Zlib
-            | Kind::Gzip
-            | Kind::Bzip2
-            | Kind::Xz
-            | Kind::Lzma
-            | Kind::Lz4
-            | Kind::JoblibZf
-    )
+    amber_legacy::is_legacy_content(head)
 }
 
 /// Registers the class and its exceptions.
