@@ -193,7 +193,7 @@ class LegacyUnpickler(Unpickler):
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
-        return Unpickler(io.BytesIO(data), **self._kwargs).load()
+        return Unpickler(_reader(data), **self._kwargs).load()
 
 
 class _Blocks:
@@ -218,6 +218,13 @@ class _Blocks:
         buffer = self._block[self._used : self._used + nbytes]
         self._used = (self._used + nbytes + 63) // 64 * 64
         return buffer
+
+
+def _reader(data: Any) -> io.BufferedReader:
+    """A file over ``data`` with ``peek``: the C unpickler then reads ahead in
+    large chunks instead of calling ``read`` once per opcode (the rewritten
+    stream has no frames to batch its reads)."""
+    return io.BufferedReader(io.BytesIO(data), buffer_size=1 << 20)
 
 
 def _open(source: Any) -> Any:
@@ -250,7 +257,7 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None) -> 
         )
         mmap_mode = None
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
-    unpickler = LegacyUnpickler(io.BytesIO(legacy.load_stream()), legacy, mmap_mode, **kwargs)
+    unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
     value = unpickler.load()
     if unpickler.copied:
         warnings.warn(
