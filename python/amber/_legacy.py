@@ -123,7 +123,8 @@ class LegacyUnpickler(Unpickler):
         self._legacy = legacy
         self._mmap_mode = mmap_mode
         self._kwargs = kwargs
-        self._infos = legacy.array_infos()
+        self._infos = [(source, _STANDINS[wrapper], nbytes, mapped, npy)
+                       for source, wrapper, nbytes, mapped, npy in legacy.array_infos()]
         self._count = len(self._infos)
         self._used = bytearray(self._count)
         self._blocks = _Blocks()
@@ -137,7 +138,7 @@ class LegacyUnpickler(Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         # Persistent ids only come from amber's rewrite (the analysis refuses
         # them in original streams); check anyway.
-        if not (isinstance(pid, tuple) and len(pid) == 2 and isinstance(pid[0], _Wrapper)):
+        if type(pid) is not tuple or len(pid) != 2:
             raise _refuse(f"unexpected persistent id {type(pid).__name__}")
         wrapper, k = pid
         if type(k) is not int or not 0 <= k < self._count:
@@ -145,9 +146,9 @@ class LegacyUnpickler(Unpickler):
         if self._used[k]:
             raise _refuse(f"array {k} is referenced twice")
         self._used[k] = 1
-        source, wrapper_name, nbytes, mapped, npy = self._infos[k]
-        if type(wrapper).__name__ != wrapper_name or not hasattr(wrapper, "state"):
-            raise _refuse(f"array {k} belongs to a {wrapper_name}, not a {type(wrapper).__name__}")
+        source, cls, nbytes, mapped, npy = self._infos[k]
+        if type(wrapper) is not cls or not hasattr(wrapper, "state"):
+            raise _refuse(f"array {k} belongs to a {cls.__name__}, not a {type(wrapper).__name__}")
         state = wrapper.state
         if source == "inline":
             array = self._raw(k, state["dtype"], _shape(state["shape"]), state.get("order", "C") == "F",
@@ -186,7 +187,9 @@ class LegacyUnpickler(Unpickler):
                 self.copied.append(k)
             buffer = self._blocks.take(nbytes)
             self._legacy.copy_array_into(k, buffer)
-            array = _native(buffer.view(dtype) if count else np.empty(0, dtype=dtype))
+            array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
+            if not dtype.isnative:
+                array = _native(array)
         if fortran:
             return array.reshape(shape[::-1]).transpose()
         return array.reshape(shape)
