@@ -295,6 +295,10 @@ def load(filename: Target, mmap_mode: str | None = None, *, threads: int | None 
     ``mmap_mode`` they are decompressed into memory, with a warning naming
     them. Decompression runs on every core (``threads=`` caps it).
 
+    Pickle and joblib files (every joblib version and compressor, detected
+    by content) are opened too: arrays are mapped with ``mmap_mode="r"`` when
+    the file is uncompressed and they are aligned, and copied otherwise.
+
     Raises :class:`amber.FormatError` (or :class:`amber.ChecksumError`) on a
     damaged, truncated or non-amber file, and :class:`FileNotFoundError` and
     the other :class:`OSError` subclasses on I/O problems.
