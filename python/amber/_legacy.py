@@ -123,8 +123,7 @@ class LegacyUnpickler(Unpickler):
         self._legacy = legacy
         self._mmap_mode = mmap_mode
         self._kwargs = kwargs
-        self._infos = [(source, _STANDINS[wrapper], nbytes, mapped, npy)
-                       for source, wrapper, nbytes, mapped, npy in legacy.array_infos()]
+        self._infos = legacy.array_infos()
         self._count = len(self._infos)
         self._used = bytearray(self._count)
         self._blocks = _Blocks()
@@ -146,7 +145,8 @@ class LegacyUnpickler(Unpickler):
         if self._used[k]:
             raise _refuse(f"array {k} is referenced twice")
         self._used[k] = 1
-        source, cls, nbytes, mapped, npy = self._infos[k]
+        source, wrapper_name, nbytes, mapped, npy = self._infos[k]
+        cls = _STANDINS[wrapper_name]
         if type(wrapper) is not cls or not hasattr(wrapper, "state"):
             raise _refuse(f"array {k} belongs to a {cls.__name__}, not a {type(wrapper).__name__}")
         state = wrapper.state
@@ -192,6 +192,8 @@ class LegacyUnpickler(Unpickler):
                 array = _native(array)
         if fortran:
             return array.reshape(shape[::-1]).transpose()
+        if len(shape) == 1:
+            return array
         return array.reshape(shape)
 
     def _nested(self, k: int) -> Any:
@@ -227,7 +229,7 @@ def _reader(data: Any) -> io.BufferedReader:
     """A file over ``data`` with ``peek``: the C unpickler then reads ahead in
     large chunks instead of calling ``read`` once per opcode (the rewritten
     stream has no frames to batch its reads)."""
-    return io.BufferedReader(io.BytesIO(data), buffer_size=1 << 20)
+    return io.BufferedReader(io.BytesIO(data), buffer_size=max(8192, min(len(data), 1 << 20)))
 
 
 def _open(source: Any) -> Any:

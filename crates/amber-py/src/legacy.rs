@@ -69,6 +69,9 @@ fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
     pyerr
 }
 
+/// Copies smaller than this keep the GIL (releasing it costs more than they do).
+const DETACH_ABOVE: usize = 256 << 10;
+
 /// An opened pickle or joblib file.
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Legacy {
@@ -245,8 +248,12 @@ impl Legacy {
     fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
         let dst = Borrowed::get(out, true)?;
         let target = dst.bytes_mut();
-        py.detach(|| self.inner.copy_array(k, target))
-            .map_err(|e| to_py(py, e))
+        let result = if target.len() < DETACH_ABOVE {
+            self.inner.copy_array(k, target)
+        } else {
+            py.detach(|| self.inner.copy_array(k, target))
+        };
+        result.map_err(|e| to_py(py, e))
     }
 
     /// `array_info(k)` for every array.
