@@ -35,7 +35,9 @@ _WRAPPER_MODULES = frozenset(
     }
 )
 
-_NATIVE = "<" if np.little_endian else ">"
+#: Arrays of compressed files (or of bytes) at least this large are views of
+#: the decompressed stream (a private copy) rather than copies of it.
+_VIEW_DECOMPRESSED = 64 << 20
 
 
 def _error(cls: type, code: str, message: str) -> Exception:
@@ -182,6 +184,12 @@ class LegacyUnpickler(Unpickler):
             view = np.frombuffer(self._legacy.array_region(k), dtype=dtype, count=count)
             if view.flags.aligned:
                 array = view
+        elif nbytes >= _VIEW_DECOMPRESSED and not mapped and self._mmap_mode is None and self._infos[k][0] == "inline":
+            # A second copy of a large array would double the load's peak memory:
+            # a writable view of the decompressed stream instead (freed with its last view).
+            view = np.frombuffer(self._legacy.owned_array_region(k), dtype=dtype, count=count)
+            if view.flags.aligned and view.flags.writeable:
+                array = view if dtype.isnative else _native(view)
         if array is None:
             if self._mmap_mode is not None:
                 self.copied.append(k)

@@ -479,3 +479,18 @@ def test_mmap_keeps_fortran_order(tmp_path: Path) -> None:
     got = amber.load(path, mmap_mode="r")
     assert got.flags.f_contiguous and not got.flags.writeable
     np.testing.assert_array_equal(got, value)
+
+
+def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -> None:
+    path = tmp_path / "big.z"
+    big = np.zeros(9_000_000)  # 72 MB: above the 64 MiB threshold
+    big[::1000] = 1.5
+    joblib.dump({"big": big, "small": np.arange(5)}, path, compress=("zlib", 1))
+    got = amber.load(path)
+    # A writable view of the decompressed stream, which the array keeps alive.
+    assert type(got["big"].base).__name__ == "Region"
+    assert got["big"].flags.writeable and got["big"].flags.aligned
+    np.testing.assert_array_equal(got["big"], big)
+    got["big"][1] = 7.0
+    assert amber.load(path)["big"][1] == 0.0
+    assert type(got["small"].base).__name__ != "Region"

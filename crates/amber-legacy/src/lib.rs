@@ -328,6 +328,16 @@ impl Legacy {
         }
     }
 
+    /// Whether array `k`'s raw bytes lie in memory this value owns privately
+    /// (a decompressed stream): the caller may then hand them out as a
+    /// writable view instead of copying them, provided nothing reads the
+    /// stream afterwards.
+    #[must_use]
+    pub fn array_is_owned(&self, k: usize) -> bool {
+        matches!(self.arrays.get(k), Some(ArraySource::Inline { .. }))
+            && matches!(self.stream, Backing::Owned(_))
+    }
+
     /// Copies array `k`'s bytes into `dst`, which must have exactly their length.
     ///
     /// # Errors

@@ -244,6 +244,24 @@ impl Legacy {
         Ok(self.region(self.bytes(k)?))
     }
 
+    /// Array `k`'s raw bytes in a decompressed stream as a *writable* zero-copy
+    /// region (the loader hands large arrays of compressed files out this way
+    /// instead of copying them; the stream is not read again after loading).
+    fn owned_array_region(&self, k: usize) -> PyResult<Region> {
+        if !self.inner.array_is_owned(k) {
+            return Err(PyValueError::new_err(format!(
+                "array {k} is not in a decompressed stream"
+            )));
+        }
+        let bytes = self.bytes(k)?;
+        Ok(Region::new(
+            self.inner.clone(),
+            bytes.as_ptr(),
+            bytes.len(),
+            true,
+        ))
+    }
+
     /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
     fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
         let dst = Borrowed::get(out, true)?;
