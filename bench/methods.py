@@ -175,6 +175,30 @@ def amber_methods() -> list[Method]:
     return methods
 
 
+def amber_legacy_methods() -> list[Method]:
+    """amber.load of files joblib.dump wrote (issue 5): compare with joblib and joblib_z3's loads."""
+    import amber
+    import joblib
+
+    def dump_with(compress: Any) -> Dump:
+        def dump(obj: Any, path: Path) -> None:
+            joblib.dump(obj, path, compress=compress)
+
+        return dump
+
+    def load(path: Path) -> Any:
+        return amber.load(path)
+
+    methods = [
+        Method("amber_of_joblib", dump_with(0), load, ".joblib", note="dump is joblib's (uncompressed); amber.load"),
+        Method("amber_of_joblib_z3", dump_with(3), load, ".joblib",
+               note="dump is joblib's (compress=3, zlib); amber.load"),
+    ]
+    # The uncompressed load is the subject of a target; the compressed one's time is mostly joblib's dump.
+    methods[0].full_repeats = True
+    return methods
+
+
 # --------------------------------------------------------------------------- the machine's limits (case a)
 
 
@@ -264,6 +288,7 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "amber_trusted": (CORE, PUBLIC_CASES),
     "amber_mmap": (CORE, PUBLIC_CASES),
     "amber_sync": (CORE, PUBLIC_CASES),
+    "amber_of_joblib": (CORE, PUBLIC_CASES),
     "tofile": (LIMIT, ("a",)),
     "memcpy": (LIMIT, ("a",)),
     "joblib_z3": (COMPRESSED, A_AND_INT32),
@@ -271,6 +296,7 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "amber_zstd": (COMPRESSED, A_AND_INT32),
     "amber_lz4": (COMPRESSED, A_AND_INT32),
     "amber_zstd_1thread": (COMPRESSED, A_AND_INT32),
+    "amber_of_joblib_z3": (COMPRESSED, PUBLIC_CASES),
     "blosc2_zstd": (COMPRESSED, ("a", "a_int32")),
     "blosc2_lz4": (COMPRESSED, ("a", "a_int32")),
 }
@@ -280,6 +306,7 @@ FACTORIES: list[tuple[Callable[[], list[Method]], tuple[str, ...]]] = [
     (joblib_methods, ("joblib", "joblib_mmap", "joblib_z3", "joblib_lz4")),
     (skops_methods, ("skops",)),
     (amber_methods, ("amber", "amber_trusted", "amber_mmap", "amber_sync", "amber_zstd", "amber_lz4", "amber_zstd_1thread")),
+    (amber_legacy_methods, ("amber_of_joblib", "amber_of_joblib_z3")),
     (limit_methods, ("tofile", "memcpy")),
     (blosc2_methods, ("blosc2_zstd", "blosc2_lz4")),
 ]

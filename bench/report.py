@@ -172,12 +172,25 @@ def compressed_checks(r: Results) -> list[Check]:
     return checks
 
 
+def legacy_checks(r: Results) -> list[Check]:
+    """amber.load of joblib's own files (issue 5): >= 3x joblib.load uncompressed, >= 1x with zlib."""
+    checks: list[Check] = []
+    for case in [c for c in ("a", "b", "c", "d", "e") if c in r.cases]:
+        for joblib_method, amber_method, limit in (("joblib", "amber_of_joblib", 3.0),
+                                                   ("joblib_z3", "amber_of_joblib_z3", 1.0)):
+            if r.row(case, amber_method):
+                checks.append(_judge(case, f"{joblib_method} load time / amber.load time of the same joblib file",
+                                     _div(r.get(case, joblib_method, "load_median_s"),
+                                          r.get(case, amber_method, "load_median_s")), ">=", limit))
+    return checks
+
+
 CASE_ORDER = ("a", "a_int32", "b", "c", "d", "e")
 
 
 def all_checks(cases: dict[str, Any]) -> list[dict[str, Any]]:
     r = Results(cases)
-    checks = uncompressed_checks(r) + compressed_checks(r) + safety_checks(r)
+    checks = uncompressed_checks(r) + compressed_checks(r) + legacy_checks(r) + safety_checks(r)
     checks.sort(key=lambda c: CASE_ORDER.index(c.case) if c.case in CASE_ORDER else len(CASE_ORDER))
     return [asdict(c) for c in checks]
 

@@ -301,6 +301,10 @@ def load(
     ``mmap_mode`` they are decompressed into memory, with a warning naming
     them. Decompression runs on every core (``threads=`` caps it).
 
+    Pickle and joblib files (every joblib version and compressor, detected
+    by content) are opened too: arrays are mapped with ``mmap_mode="r"`` when
+    the file is uncompressed and they are aligned, and copied otherwise.
+
     Loading is safe by default: before any object is built, Rust reads the
     whole pickle stream without executing or importing anything, and refuses
     the file with :class:`amber.UnsafeModelError` (listing each finding, its

@@ -35,7 +35,9 @@ _WRAPPER_MODULES = frozenset(
     }
 )
 
-_NATIVE = "<" if np.little_endian else ">"
+#: Arrays of compressed files (or of bytes) at least this large are views of
+#: the decompressed stream (a private copy) rather than copies of it.
+_VIEW_DECOMPRESSED = 64 << 20
 
 
 def _error(cls: type, code: str, message: str) -> Exception:
@@ -57,8 +59,8 @@ class _Wrapper:
     __slots__ = ("state",)
 
     def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise _refuse(f"{type(self).__name__} state is not a dict with str keys")
+        if type(state) is not dict:
+            raise _refuse(f"{type(self).__name__} state is not a dict")
         self.state = state
 
     def __reduce__(self) -> Any:
@@ -106,9 +108,13 @@ def _subclass(array: np.ndarray, subclass: Any) -> np.ndarray:
 
 
 def _shape(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(isinstance(d, int) and d >= 0 for d in value):
-        raise _refuse(f"array shape {value!r} is not a tuple of non-negative ints")
-    return value
+    if type(value) is tuple:
+        for d in value:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return value
+    raise _refuse(f"array shape {value!r} is not a tuple of non-negative ints")
 
 
 class LegacyUnpickler(Unpickler):
@@ -119,8 +125,10 @@ class LegacyUnpickler(Unpickler):
         self._legacy = legacy
         self._mmap_mode = mmap_mode
         self._kwargs = kwargs
-        self._count = legacy.array_count()
+        self._infos = legacy.array_infos()
+        self._count = len(self._infos)
         self._used = bytearray(self._count)
+        self._blocks = _Blocks()
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -131,7 +139,7 @@ class LegacyUnpickler(Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         # Persistent ids only come from amber's rewrite (the analysis refuses
         # them in original streams); check anyway.
-        if not (isinstance(pid, tuple) and len(pid) == 2 and isinstance(pid[0], _Wrapper)):
+        if type(pid) is not tuple or len(pid) != 2:
             raise _refuse(f"unexpected persistent id {type(pid).__name__}")
         wrapper, k = pid
         if type(k) is not int or not 0 <= k < self._count:
@@ -139,9 +147,10 @@ class LegacyUnpickler(Unpickler):
         if self._used[k]:
             raise _refuse(f"array {k} is referenced twice")
         self._used[k] = 1
-        source, wrapper_name, nbytes, mapped, npy = self._legacy.array_info(k)
-        if type(wrapper).__name__ != wrapper_name or not hasattr(wrapper, "state"):
-            raise _refuse(f"array {k} belongs to a {wrapper_name}, not a {type(wrapper).__name__}")
+        source, wrapper_name, nbytes, mapped, npy = self._infos[k]
+        cls = _STANDINS[wrapper_name]
+        if type(wrapper) is not cls or not hasattr(wrapper, "state"):
+            raise _refuse(f"array {k} belongs to a {cls.__name__}, not a {type(wrapper).__name__}")
         state = wrapper.state
         if source == "inline":
             array = self._raw(k, state["dtype"], _shape(state["shape"]), state.get("order", "C") == "F",
@@ -175,19 +184,60 @@ class LegacyUnpickler(Unpickler):
             view = np.frombuffer(self._legacy.array_region(k), dtype=dtype, count=count)
             if view.flags.aligned:
                 array = view
+        elif nbytes >= _VIEW_DECOMPRESSED and not mapped and self._mmap_mode is None and self._infos[k][0] == "inline":
+            # A second copy of a large array would double the load's peak memory:
+            # a writable view of the decompressed stream instead (freed with its last view).
+            view = np.frombuffer(self._legacy.owned_array_region(k), dtype=dtype, count=count)
+            if view.flags.aligned and view.flags.writeable:
+                array = view if dtype.isnative else _native(view)
         if array is None:
             if self._mmap_mode is not None:
                 self.copied.append(k)
-            array = np.empty(count, dtype=dtype)
-            self._legacy.copy_array_into(k, array.view(np.uint8))
-            array = _native(array)
+            buffer = self._blocks.take(nbytes)
+            self._legacy.copy_array_into(k, buffer)
+            array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
+            if not dtype.isnative:
+                array = _native(array)
         if fortran:
             return array.reshape(shape[::-1]).transpose()
+        if len(shape) == 1:
+            return array
         return array.reshape(shape)
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
-        return Unpickler(io.BytesIO(data), **self._kwargs).load()
+        return Unpickler(_reader(data), **self._kwargs).load()
+
+
+class _Blocks:
+    """Fresh memory for arrays loaded into memory: small ones are carved from
+    shared 8 MiB blocks (which NumPy backs with huge pages, so first touch is
+    several times cheaper), large ones get their own allocation."""
+
+    #: Arrays at least this large get their own allocation.
+    PACK_BELOW = 1 << 20
+    BLOCK = 8 << 20
+
+    def __init__(self) -> None:
+        self._block: np.ndarray | None = None
+        self._used = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        if nbytes >= self.PACK_BELOW:
+            return np.empty(nbytes, dtype=np.uint8)
+        if self._block is None or self._used + nbytes > len(self._block):
+            self._block = np.empty(self.BLOCK, dtype=np.uint8)
+            self._used = 0
+        buffer = self._block[self._used : self._used + nbytes]
+        self._used = (self._used + nbytes + 63) // 64 * 64
+        return buffer
+
+
+def _reader(data: Any) -> io.BufferedReader:
+    """A file over ``data`` with ``peek``: the C unpickler then reads ahead in
+    large chunks instead of calling ``read`` once per opcode (the rewritten
+    stream has no frames to batch its reads)."""
+    return io.BufferedReader(io.BytesIO(data), buffer_size=max(8192, min(len(data), 1 << 20)))
 
 
 def _open(source: Any) -> Any:
@@ -216,7 +266,7 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
         mmap_mode = None
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
     kwargs.update(guard)
-    unpickler = LegacyUnpickler(io.BytesIO(legacy.load_stream()), legacy, mmap_mode, **kwargs)
+    unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
     value = unpickler.load()
     if unpickler.copied:
         warnings.warn(

@@ -583,5 +583,9 @@ def test_cli_info_on_bad_files(layout, tmp_path) -> None:
     assert cli("info", str(bad)).returncode == 1
     assert cli("info", "--json", str(tmp_path / "missing.amber")).returncode == 2
     plain = write(tmp_path, pickle.dumps(1, protocol=4), "p.pkl")
-    proc = cli("info", str(plain))
+    proc = cli("info", str(plain))  # a pickle is described (issue 5), verify refuses it
+    assert proc.returncode == 0 and "not an amber file" in proc.stdout and '"pickle"' in proc.stdout
+    proc = cli("verify", str(plain))
     assert proc.returncode == 1 and "pickle" in proc.stderr
+    broken = write(tmp_path, pickle.dumps(1, protocol=4)[:-1], "broken.pkl")
+    assert cli("info", str(broken)).returncode == 1

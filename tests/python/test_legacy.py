@@ -451,3 +451,46 @@ def test_legacy_binding_exposes_the_original_stream(tmp_path: Path) -> None:
     assert [legacy.array_info(k)[0] for k in range(legacy.array_count())] == ["inline", "pickle"]
     nested = bytes(legacy.array_region(1))
     assert pickle.loads(nested).tolist() == [None, 1]
+
+
+def test_dump_to_a_stream_without_tell_has_no_padding() -> None:
+    class NoTell:
+        def __init__(self) -> None:
+            self.buffer = io.BytesIO()
+
+        def write(self, data: bytes) -> int:
+            return self.buffer.write(data)
+
+        def tell(self) -> int:
+            raise io.UnsupportedOperation("not seekable")
+
+    value = {"a": np.arange(7.0), "o": np.array([None, "x"]), "f": np.asfortranarray(np.ones((3, 2)))}
+    out = NoTell()
+    joblib.dump(value, out)
+    raw = out.buffer.getvalue()
+    assert b"numpy_array_alignment_bytes" in raw  # written as None: the data follows BUILD directly
+    assert_same(amber.loads(raw), joblib_load(io.BytesIO(raw)))
+
+
+def test_mmap_keeps_fortran_order(tmp_path: Path) -> None:
+    path = tmp_path / "f.joblib"
+    value = np.asfortranarray(np.arange(60.0).reshape(5, 12))
+    joblib.dump(value, path)
+    got = amber.load(path, mmap_mode="r")
+    assert got.flags.f_contiguous and not got.flags.writeable
+    np.testing.assert_array_equal(got, value)
+
+
+def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -> None:
+    path = tmp_path / "big.z"
+    big = np.zeros(9_000_000)  # 72 MB: above the 64 MiB threshold
+    big[::1000] = 1.5
+    joblib.dump({"big": big, "small": np.arange(5)}, path, compress=("zlib", 1))
+    got = amber.load(path)
+    # A writable view of the decompressed stream, which the array keeps alive.
+    assert type(got["big"].base).__name__ == "Region"
+    assert got["big"].flags.writeable and got["big"].flags.aligned
+    np.testing.assert_array_equal(got["big"], big)
+    got["big"][1] = 7.0
+    assert amber.load(path)["big"][1] == 0.0
+    assert type(got["small"].base).__name__ != "Region"

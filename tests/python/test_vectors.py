@@ -37,7 +37,8 @@ def test_vectors_exist() -> None:
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 def test_vector(path: Path, operation: str) -> None:
     expected = json.loads(path.with_name(path.name + ".expected.json").read_text())
-    want = expected[operation]
+    # `api`: where the public API differs from the format reader (a pickle opens as a pickle).
+    want = expected.get("api", {}).get(operation, expected[operation])
     if want == "ok":
         if operation == "load_mmap" and expected.get("warns"):
             with pytest.warns(UserWarning, match="cannot map compressed arrays"):

@@ -166,9 +166,11 @@ def main() -> None:
     write("invalid", "empty.amber", b"", ["F-2"], {"open": "format.not_amber", "load": "format.not_amber",
           "load_mmap": "format.not_amber", "verify": "format.not_amber"}, note="a zero-byte file")
     pkl = pickle.dumps({"a": 1}, protocol=5)
-    write("invalid", "plain-pickle.amber", pkl, ["F-2"], {"open": "ok", "load": "ok", "load_mmap": "ok",
-          "verify": "format.not_amber", "container": "format.not_amber"}, value={"a": 1},
-          note="a plain pickle named .amber: opened by content as a pickle (issue 5); verify is for amber files only")
+    write("invalid", "plain-pickle.amber", pkl, ["F-2"], {"open": "format.not_amber", "load": "format.not_amber",
+          "load_mmap": "format.not_amber", "verify": "format.not_amber",
+          "api": {"open": "ok", "load": "ok", "load_mmap": "ok"}}, value={"a": 1},
+          note="a plain pickle named .amber: not an amber file (F-2); amber's public API opens it by content "
+          "as a pickle (issue 5), see `api`")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr(zipfile.ZipInfo("hello.txt", date_time=(2026, 1, 1, 0, 0, 0)), "hi")

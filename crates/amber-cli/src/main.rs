@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 mod convert;
 mod diff;
 mod inspect;
+mod legacy;
 mod render;
 mod scan;
 mod source;
@@ -34,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a file's manifest: format, creation, environment, metadata and entries.
+    /// Show a file's manifest: format, creation, environment, metadata and entries
+    /// (for a pickle or joblib file: its format, compression and arrays).
     Info {
         /// The amber file.
         file: PathBuf,
@@ -129,6 +131,7 @@ pub(crate) enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Info { file, json, .. } if legacy::is_legacy(&file) => legacy::info(&file, json),
         Command::Info { file, json, all } => info(&file, json, all),
         Command::Verify { files, json } => verify(&files, json),
         Command::Scan {

@@ -91,7 +91,7 @@ pub(crate) fn open_all(dir: &Path, names: &[String], limits: &Limits) -> Result<
                 read_zfile(map.as_ref(), limits.max_decompressed).map_err(|e| e.in_entry(name))?,
             )
         } else {
-            Backing::Map(map)
+            Backing::Map(map, file)
         };
         out.push(Companion {
             name: name.clone(),

@@ -173,17 +173,35 @@ impl ArraySource {
     }
 }
 
-/// Bytes kept alive: a file map or an owned buffer.
+/// Bytes kept alive: a file map (with the open file, for copies that do not
+/// fault the map's pages in) or an owned buffer.
 enum Backing {
-    Map(Mapping),
+    Map(Mapping, std::fs::File),
     Owned(Vec<u8>),
 }
 
 impl AsRef<[u8]> for Backing {
     fn as_ref(&self) -> &[u8] {
         match self {
-            Self::Map(m) => m.as_ref(),
+            Self::Map(m, _) => m.as_ref(),
             Self::Owned(v) => v,
+        }
+    }
+}
+
+impl Backing {
+    /// Copies `dst.len()` bytes at `offset` into `dst`: a positioned read for
+    /// files (the page cache copies straight into `dst`, and the map's pages
+    /// never join the process's resident set), a `memcpy` for buffers.
+    fn copy_into(&self, offset: u64, dst: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Self::Map(_, file) => std::os::unix::fs::FileExt::read_exact_at(file, dst, offset),
+            Self::Owned(v) => {
+                let src = slice(v, offset, to_u64(dst.len()))
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+                dst.copy_from_slice(src);
+                Ok(())
+            }
         }
     }
 }
@@ -210,7 +228,7 @@ impl Companion {
     /// Whether the bytes are a map of the file (so views share its pages).
     #[must_use]
     pub fn is_mapped(&self) -> bool {
-        matches!(self.bytes, Backing::Map(_))
+        matches!(self.bytes, Backing::Map(..))
     }
 }
 
@@ -302,12 +320,58 @@ impl Legacy {
     #[must_use]
     pub fn array_is_mapped(&self, k: usize) -> bool {
         match self.arrays.get(k) {
-            Some(ArraySource::Inline { .. }) => matches!(self.stream, Backing::Map(_)),
+            Some(ArraySource::Inline { .. }) => matches!(self.stream, Backing::Map(..)),
             Some(ArraySource::Npy { file, .. }) => {
                 self.companions.get(*file).is_some_and(Companion::is_mapped)
             }
             _ => false,
         }
+    }
+
+    /// Whether array `k`'s raw bytes lie in memory this value owns privately
+    /// (a decompressed stream): the caller may then hand them out as a
+    /// writable view instead of copying them, provided nothing reads the
+    /// stream afterwards.
+    #[must_use]
+    pub fn array_is_owned(&self, k: usize) -> bool {
+        matches!(self.arrays.get(k), Some(ArraySource::Inline { .. }))
+            && matches!(self.stream, Backing::Owned(_))
+    }
+
+    /// Copies array `k`'s bytes into `dst`, which must have exactly their length.
+    ///
+    /// # Errors
+    /// [`LegacyError::ArraySize`] for a wrong length, [`LegacyError::Io`] if the file cannot be read.
+    pub fn copy_array(&self, k: usize, dst: &mut [u8]) -> Result<()> {
+        let len = self.array_bytes(k).map_or(0, <[u8]>::len);
+        if dst.len() != len {
+            return Err(LegacyError::ArraySize {
+                index: k,
+                offset: 0,
+                declared: to_u64(dst.len()),
+                available: to_u64(len),
+            });
+        }
+        let (backing, offset) = match self.arrays.get(k) {
+            Some(ArraySource::Inline { offset, .. }) => (&self.stream, *offset),
+            Some(ArraySource::Npy { file, offset, .. }) => match self.companions.get(*file) {
+                Some(c) => (&c.bytes, *offset),
+                None => return Ok(()),
+            },
+            _ => {
+                if let Some(src) = self.array_bytes(k) {
+                    dst.copy_from_slice(src);
+                }
+                return Ok(());
+            }
+        };
+        backing
+            .copy_into(offset, dst)
+            .map_err(|source| LegacyError::Io {
+                action: "read",
+                path: PathBuf::from(format!("array {k}")),
+                source,
+            })
     }
 
     /// `len` bytes of the stream at `offset`, if in range (for content validators).
@@ -351,6 +415,34 @@ fn to_u64(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Whether content starting with `head` (for protocol 0/1 pickles: whose
+/// last byte is `head`'s last byte) is a pickle or a joblib file: a `PROTO`
+/// pickle, a protocol 0/1 pickle, one of joblib's compressors or `ZF`.
+#[must_use]
+pub fn is_legacy_content(head: &[u8]) -> bool {
+    matches!(
+        sniff::kind(head),
+        Kind::Pickle(_) | Kind::OldPickle | Kind::JoblibZf
+    ) || Codec::sniff(head).is_some()
+}
+
+/// [`is_legacy_content`] of the file at `path` (its first 16 bytes and last byte).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn is_legacy_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut head = Vec::with_capacity(17);
+    (&mut file).take(16).read_to_end(&mut head)?;
+    if head.is_empty() {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    (&mut file).take(1).read_to_end(&mut head)?;
+    Ok(is_legacy_content(&head))
+}
+
 /// Opens the pickle or joblib file at `path`. Uncompressed files are mapped,
 /// so array views share the file's pages; companion files are looked up in
 /// the same directory.
@@ -377,7 +469,7 @@ pub fn open_path(path: &Path, limits: &Limits) -> Result<Legacy> {
             p.to_path_buf()
         }
     });
-    open_backing(Backing::Map(mapping), dir.as_deref(), limits)
+    open_backing(Backing::Map(mapping, file), dir.as_deref(), limits)
 }
 
 /// Opens a pickle or joblib file held in memory. Pre-0.10 dumps with

@@ -69,6 +69,9 @@ pub fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
     pyerr
 }
 
+/// Copies smaller than this keep the GIL (releasing it costs more than they do).
+const DETACH_ABOVE: usize = 256 << 10;
+
 /// An opened pickle or joblib file.
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Legacy {
@@ -252,20 +255,52 @@ impl Legacy {
         Ok(self.region(self.bytes(k)?))
     }
 
-    /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
-    fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        let src = self.bytes(k)?;
-        let dst = Borrowed::get(out, true)?;
-        let target = dst.bytes_mut();
-        if target.len() != src.len() {
+    /// Array `k`'s raw bytes in a decompressed stream as a *writable* zero-copy
+    /// region (the loader hands large arrays of compressed files out this way
+    /// instead of copying them; the stream is not read again after loading).
+    fn owned_array_region(&self, k: usize) -> PyResult<Region> {
+        if !self.inner.array_is_owned(k) {
             return Err(PyValueError::new_err(format!(
-                "array {k} has {} bytes, the buffer {}",
-                src.len(),
-                target.len()
+                "array {k} is not in a decompressed stream"
             )));
         }
-        py.detach(|| target.copy_from_slice(src));
-        Ok(())
+        let bytes = self.bytes(k)?;
+        Ok(Region::new(
+            self.inner.clone(),
+            bytes.as_ptr(),
+            bytes.len(),
+            true,
+        ))
+    }
+
+    /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
+    fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let dst = Borrowed::get(out, true)?;
+        let target = dst.bytes_mut();
+        let result = if target.len() < DETACH_ABOVE {
+            self.inner.copy_array(k, target)
+        } else {
+            py.detach(|| self.inner.copy_array(k, target))
+        };
+        result.map_err(|e| to_py(py, e))
+    }
+
+    /// `array_info(k)` for every array.
+    #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
+    fn array_infos(
+        &self,
+    ) -> PyResult<
+        Vec<(
+            &'static str,
+            &'static str,
+            usize,
+            bool,
+            Option<(String, Vec<u64>, bool)>,
+        )>,
+    > {
+        (0..self.inner.arrays().len())
+            .map(|k| self.array_info(k))
+            .collect()
     }
 
     /// Companion files: `[(name, size)]`.
@@ -283,19 +318,7 @@ impl Legacy {
 /// a `PROTO` pickle, a protocol 0/1 pickle, joblib's compressors or `ZF`.
 #[pyfunction]
 pub fn is_legacy(head: &[u8]) -> bool {
-    use amber_format::sniff::Kind;
-    matches!(
-        amber_format::sniff::kind(head),
-        Kind::Pickle(_)
-            | Kind::OldPickle
-            | Kind::Zlib
-            | Kind::Gzip
-            | Kind::Bzip2
-            | Kind::Xz
-            | Kind::Lzma
-            | Kind::Lz4
-            | Kind::JoblibZf
-    )
+    amber_legacy::is_legacy_content(head)
 }
 
 /// Registers the class and its exceptions.

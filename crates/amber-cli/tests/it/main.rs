@@ -122,8 +122,29 @@ fn info_shows_codecs_and_extract_writes_plain_npy() {
 
 #[test]
 fn info_on_non_amber_input_says_what_it_is() {
-    let (code, _, stderr) = amber(&[
+    // A pickle (whatever its name) is described, not refused.
+    let (code, stdout, stderr) = amber(&[
         "info",
+        vector("invalid", "plain-pickle.amber").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("not an amber file") && stdout.contains("\"pickle\""),
+        "{stdout}"
+    );
+    let (code, stdout, _) = amber(&[
+        "info",
+        "--json",
+        vector("invalid", "plain-pickle.amber").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["format"].as_str(), v["protocol"].as_u64()),
+        (Some("pickle"), Some(5))
+    );
+    let (code, _, stderr) = amber(&[
+        "verify",
         vector("invalid", "plain-pickle.amber").to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
