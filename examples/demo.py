@@ -1,5 +1,6 @@
 """amber end to end: train a scikit-learn pipeline, save it with metadata, load it
-in a fresh Python process, predict, and look inside the file without Python.
+in a fresh Python process, predict, and look inside the file without Python; then
+refuse a hostile pickle, open and convert a joblib file, and keep versions in a store.
 
 Run with `make demo` (which sets everything up first).
 """
@@ -67,5 +68,37 @@ cli = shutil.which("amber", path=os.path.dirname(sys.executable)) or shutil.whic
 if cli:
     subprocess.run([cli, "info", path], check=True)
     subprocess.run([cli, "verify", path], check=True)
+    subprocess.run([cli, "scan", path], check=True)
+
+# 5. A file from elsewhere that would run code: refused before anything runs, with the reason.
+marker = os.path.join(workdir, "pwned")
+evil = os.path.join(workdir, "evil.pkl")
+with open(evil, "wb") as f:
+    f.write(b"\x80\x04cos\nsystem\n(X" + len(f"touch {marker}").to_bytes(4, "little") + f"touch {marker}".encode() + b"tR.")
+try:
+    amber.load(evil)
+except amber.UnsafeModelError as e:
+    print("refused ", str(e).splitlines()[1].strip())
+assert not os.path.exists(marker), "the payload ran"
+
+# 6. An existing joblib file: loaded through the same policy, then converted to amber.
+import joblib  # noqa: E402  (only this step needs it)
+
+old = os.path.join(workdir, "churn.joblib")
+joblib.dump(model, old, compress=3)
+start = time.perf_counter()
+same = np.array_equal(amber.load(old).predict_proba(X[:1000]), expected)
+print(f"joblib  loaded {os.path.basename(old)} safely in {time.perf_counter() - start:.3f} s; predictions identical: {same}")
+amber.convert(old, os.path.join(workdir, "converted.amber"), check=True, compress=True)
+print(f"convert {os.path.basename(old)} -> converted.amber, checked equal")
+
+# 7. A model store: versions side by side, an alias, and a rollback.
+store = amber.Store(os.path.join(workdir, "models"))
+v1 = store.save(model, "churn", alias="production", metadata={"note": "first"})
+v2 = store.save(model, "churn", metadata={"note": "retrained"})
+store.set_alias("churn", "production", v2.version)
+store.rollback("churn", "production")
+print(f"store   churn versions {[r.version for r in store.versions('churn')]}, production -> "
+      f"{store.ref('churn', alias='production').version}")
 shutil.rmtree(workdir)
 print("demo ok")
