@@ -2,12 +2,12 @@
 # Build the fuzz targets with libFuzzer coverage instrumentation (what
 # `cargo fuzz build` does, without needing cargo-fuzz installed), seed their
 # corpora and run each for FUZZ_SECONDS (default 60).
-#   fuzz/run.sh [TARGET...]        targets: pickle_parse scan (default: both)
+#   fuzz/run.sh [TARGET...]        targets: pickle_parse scan legacy_open (default: all)
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pickle_parse scan)
+[ ${#targets[@]} -gt 0 ] || targets=(pickle_parse scan legacy_open)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
