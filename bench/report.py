@@ -108,16 +108,26 @@ def safety_checks(r: Results) -> list[Check]:
                              _div(r.get(case, "amber", "load_median_s"), r.get(case, "amber_trusted", "load_median_s")),
                              "<=", 1.05))
         scan = r.cases[case].get("scan") or {}
+        # The same cost measured directly: the scan's own time (what load adds
+        # before unpickling), steadier than a difference of two noisy loads.
+        scan_s = (scan.get("amber") or {}).get("amber_s")
+        checks.append(_judge(case, "amber.scan time of the amber file / amber load(trusted=True) time",
+                             _div(scan_s, r.get(case, "amber_trusted", "load_median_s")), "<=", 0.05))
         for kind in ("amber", "joblib"):
             row = scan.get(kind)
             if not row:
                 continue
             checks.append(_judge(case, f"amber scan of the {kind} file, MB/s", row.get("amber_mb_s"), ">=", 1000,
                                  f"{_size(row['size_bytes'])} in {row['amber_s'] * 1000:.2f} ms"))
+            target = f"picklescan time / amber scan time, {kind} file"
+            if row.get("picklescan_verdict") == "error":
+                # picklescan gave up on the file: there is no finished scan to compare with.
+                checks.append(_info(case, target, row.get("speedup"),
+                                    f"picklescan failed to parse the file after {row['picklescan_s'] * 1000:.1f} ms"))
+                continue
             detail = (f"picklescan {row['picklescan_s'] * 1000:.1f} ms, verdict {row['picklescan_verdict']}"
                       if "picklescan_s" in row else str(row.get("picklescan", "not measured")))
-            checks.append(_judge(case, f"picklescan time / amber scan time, {kind} file", row.get("speedup"), ">=", 20,
-                                 detail))
+            checks.append(_judge(case, target, row.get("speedup"), ">=", 20, detail))
     return checks
 
 

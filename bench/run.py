@@ -277,6 +277,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop repeating a competitor once its runs took this many seconds (default 30; "
                              "amber methods always run --repeat times)")
     parser.add_argument("--quick", action="store_true", help="every case ~10x smaller (smoke test)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rebuild the report, checks and plot from bench/out/results.json")
     parser.add_argument("--compressed", action="store_true",
                         help="also the compressed methods (joblib zlib/lz4, amber zstd/lz4/1 thread, blosc2)")
     parser.add_argument("--write-docs", action="store_true", help="copy results.md and results.png to docs/bench/")
@@ -300,6 +302,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        data = json.loads((OUT / "results.json").read_text())
+        data["checks"] = report.all_checks(data["cases"])
+        write_outputs(data, args.write_docs)
+        print_checks(data)
+        return 0
     if args.worker:
         args.run_dir = args.run_dir or TMP_ROOT / f"worker-{os.getpid()}"
         result = run_case(args.worker, args)
