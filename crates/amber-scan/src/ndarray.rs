@@ -423,9 +423,15 @@ impl Column<'_> {
         self.scalar.float
     }
 
-    fn raw(&self, i: usize) -> Option<[u8; 8]> {
+    /// The bytes of element `i`.
+    #[inline(always)]
+    fn bytes(&self, i: usize) -> Option<&[u8]> {
         let start = i.checked_mul(self.stride)?.checked_add(self.offset)?;
-        let bytes = self.data.get(start..start.checked_add(self.scalar.size)?)?;
+        self.data.get(start..start.checked_add(self.scalar.size)?)
+    }
+
+    fn raw(&self, i: usize) -> Option<[u8; 8]> {
+        let bytes = self.bytes(i)?;
         let mut out = [0u8; 8];
         if self.scalar.big {
             for (o, b) in out.iter_mut().zip(bytes.iter().rev()) {
@@ -440,7 +446,31 @@ impl Column<'_> {
     /// Element `i` as an integer (floats truncate toward zero and saturate;
     /// unsigned values above `i64::MAX` saturate), `None` past the end.
     #[must_use]
+    #[inline(always)]
     pub fn i64(&self, i: usize) -> Option<i64> {
+        let s = self.scalar;
+        // The layouts of real index arrays, read directly.
+        if !s.float && !s.big {
+            let bytes = self.bytes(i)?;
+            match (s.size, s.signed) {
+                (8, true) => return Some(i64::from_le_bytes(bytes.try_into().ok()?)),
+                (4, true) => return Some(i64::from(i32::from_le_bytes(bytes.try_into().ok()?))),
+                (1, _) => {
+                    let b = *bytes.first()?;
+                    return Some(if s.signed {
+                        i64::from(i8::from_le_bytes([b]))
+                    } else {
+                        i64::from(b)
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.i64_slow(i)
+    }
+
+    #[inline(never)]
+    fn i64_slow(&self, i: usize) -> Option<i64> {
         let raw = self.raw(i)?;
         let s = self.scalar;
         if s.float {
@@ -454,6 +484,23 @@ impl Column<'_> {
         let shift = 64u32.checked_sub(bits)?;
         // Sign-extend from `bits`.
         Some(((unsigned << shift) as i64) >> shift)
+    }
+
+    /// Whether the elements are little-endian 8-byte signed integers
+    /// (`<i8`, NumPy's `intp`): the layout of scikit-learn's index arrays,
+    /// which [`Column::le_i64`] reads without dispatching on the type.
+    #[must_use]
+    pub(crate) fn is_le_i64(&self) -> bool {
+        let s = self.scalar;
+        s.size == 8 && s.signed && !s.float && !s.big
+    }
+
+    /// Element `i` of a column for which [`Column::is_le_i64`] holds
+    /// ([`Column::i64`] for any other), `None` past the end.
+    #[must_use]
+    #[inline(always)]
+    pub(crate) fn le_i64(&self, i: usize) -> Option<i64> {
+        Some(i64::from_le_bytes(self.bytes(i)?.try_into().ok()?))
     }
 
     /// Element `i` as a float, `None` past the end.
@@ -503,6 +550,20 @@ const JOBLIB_WRAPPERS: &[&str] = &[
 /// The canonical dotted name if `id` is a global.
 pub(crate) fn global_name(graph: &Graph<'_>, id: NodeId) -> Option<String> {
     graph.get(id).and_then(Node::as_global).map(|g| g.dotted())
+}
+
+/// Whether `id` is a global whose canonical dotted name is one of `names`
+/// ([`global_name`] without building the name).
+pub(crate) fn global_is(graph: &Graph<'_>, id: NodeId, names: &[&str]) -> bool {
+    graph.get(id).and_then(Node::as_global).is_some_and(|g| {
+        let (module, name) = g.canonical();
+        names.iter().any(|dotted| {
+            dotted
+                .strip_prefix(module)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(name)
+        })
+    })
 }
 
 fn offset_of(graph: &Graph<'_>, id: NodeId) -> u64 {
@@ -674,13 +735,14 @@ pub fn decode_with<'g>(
         .ok_or_else(|| not_array("no such node".to_owned()))?;
     let (dtype, shape, order, data) = match node.kind() {
         NodeKind::Reduce { callable, args } => {
-            let name = global_name(graph, *callable)
-                .ok_or_else(|| not_array("a call of something that is not a global".to_owned()))?;
-            if FROMBUFFER.contains(&name.as_str()) {
+            if global_is(graph, *callable, FROMBUFFER) {
                 from_buffer(graph, *args, arrays, offset, builds)?
-            } else if RECONSTRUCT.contains(&name.as_str()) {
+            } else if global_is(graph, *callable, RECONSTRUCT) {
                 reconstruct(graph, id, *args, offset, builds)?
             } else {
+                let name = global_name(graph, *callable).ok_or_else(|| {
+                    not_array("a call of something that is not a global".to_owned())
+                })?;
                 return Err(not_array(format!("a call of `{name}`")));
             }
         }
@@ -840,7 +902,7 @@ fn reconstruct<'g>(
     let cls = tuple(graph, args)
         .and_then(|t| t.first().copied())
         .ok_or_else(|| malformed("`_reconstruct` has no class argument"))?;
-    if global_name(graph, cls).as_deref() != Some("numpy.ndarray") {
+    if !global_is(graph, cls, &["numpy.ndarray"]) {
         return Err(malformed("`_reconstruct` does not make a `numpy.ndarray`"));
     }
     let state = builds
@@ -932,13 +994,11 @@ fn joblib_wrapper(
         reason: format!("joblib array wrapper {reason}"),
     };
     let class = match graph.kind(wrapper) {
-        Some(NodeKind::NewObj { cls, .. }) => global_name(graph, *cls),
-        Some(NodeKind::Reduce { args, .. }) => tuple(graph, *args)
-            .and_then(|t| t.first().copied())
-            .and_then(|c| global_name(graph, c)),
+        Some(NodeKind::NewObj { cls, .. }) => Some(*cls),
+        Some(NodeKind::Reduce { args, .. }) => tuple(graph, *args).and_then(|t| t.first().copied()),
         _ => None,
     };
-    if !class.is_some_and(|c| JOBLIB_WRAPPERS.contains(&c.as_str())) {
+    if !class.is_some_and(|c| global_is(graph, c, JOBLIB_WRAPPERS)) {
         return Err(malformed("is not a `NumpyArrayWrapper`"));
     }
     let state = builds
@@ -1012,7 +1072,7 @@ fn dtype_at(
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     };
-    if global_name(graph, *callable).as_deref() != Some("numpy.dtype") {
+    if !global_is(graph, *callable, &["numpy.dtype"]) {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     }
     let descr = tuple(graph, *args)

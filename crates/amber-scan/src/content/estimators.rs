@@ -18,7 +18,7 @@
 use amber_pickle::{NodeId, NodeKind};
 
 use super::{Found, Issue, Outcome, StateDict, View, at, tree};
-use crate::ndarray::{self, global_name};
+use crate::ndarray::{self, global_is};
 
 /// Tree estimators: one `tree_` each.
 pub const TREE_ESTIMATORS: [&str; 4] = [
@@ -48,7 +48,7 @@ fn tree_features(view: &View<'_, '_>, id: NodeId) -> Result<i64, Issue> {
         Some(NodeKind::Reduce { callable, args }) => (*callable, *args),
         _ => return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree")),
     };
-    if global_name(view.graph, callable).as_deref() != Some(tree::CLASS) {
+    if !global_is(view.graph, callable, &[tree::CLASS]) {
         return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree"));
     }
     let first = view

@@ -471,14 +471,29 @@ fn int_column<'d>(
 }
 
 /// Element `i` of a column the caller sized; missing only if the array lied.
+#[inline(always)]
 pub(crate) fn at(
     col: &ndarray::Column<'_>,
     i: usize,
     what: &str,
     offset: u64,
 ) -> Result<i64, Issue> {
-    col.i64(i)
-        .ok_or_else(|| Issue::undecodable(offset, format!("`{what}` element {i} is missing")))
+    present(col.i64(i), i, what, offset)
+}
+
+/// [`at`] for an element the caller read itself.
+#[inline(always)]
+pub(crate) fn present(value: Option<i64>, i: usize, what: &str, offset: u64) -> Result<i64, Issue> {
+    match value {
+        Some(v) => Ok(v),
+        None => Err(missing(i, what, offset)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn missing(i: usize, what: &str, offset: u64) -> Issue {
+    Issue::undecodable(offset, format!("`{what}` element {i} is missing"))
 }
 
 /// Most issues reported per object; the rest are counted in one last issue.

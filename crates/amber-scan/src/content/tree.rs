@@ -17,7 +17,8 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at};
+use super::{Found, Issue, Outcome, StateDict, View, at, present};
+use crate::ndarray::Column;
 use crate::ndarray::Kind;
 
 /// The class validated here.
@@ -117,61 +118,106 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
     let left = ctx.int_column(&nodes, Some("left_child"), "nodes")?;
     let right = ctx.int_column(&nodes, Some("right_child"), "nodes")?;
     let feature = ctx.int_column(&nodes, Some("feature"), "nodes")?;
-    let at_nodes = nodes.offset;
-    let count = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut depth = vec![0i64; n];
-    let mut reached = vec![false; n];
-    for i in 0..n {
-        let l = at(&left, i, "left_child", at_nodes)?;
-        let r = at(&right, i, "right_child", at_nodes)?;
-        if l == LEAF {
-            if r != LEAF {
-                found.push("tree.child_out_of_range", at_nodes, || {
-                    format!("leaf node {i} has right child {r}")
-                });
-            }
-            continue;
-        }
-        let f = at(&feature, i, "feature", at_nodes)?;
-        if !(0..n_features).contains(&f) {
-            found.push("tree.feature_out_of_range", at_nodes, || {
-                format!("node {i} splits on feature {f}; the tree has {n_features} features")
-            });
-        }
-        let id = i64::try_from(i).unwrap_or(i64::MAX);
-        let child_depth = depth.get(i).copied().unwrap_or(0).saturating_add(1);
-        for (side, c) in [("left", l), ("right", r)] {
-            if !(0..count).contains(&c) {
-                found.push("tree.child_out_of_range", at_nodes, || {
-                    format!("node {i} has {side} child {c}; there are {n} nodes")
-                });
-                continue;
-            }
-            if c <= id {
-                found.push("tree.cycle", at_nodes, || {
-                    format!("node {i} has {side} child {c}, which does not come after it")
-                });
-                continue;
-            }
-            let Some(slot) = usize::try_from(c).ok().and_then(|c| reached.get_mut(c)) else {
-                continue;
-            };
-            if *slot {
-                found.push("tree.shared_node", at_nodes, || {
-                    format!("node {c} is a child of more than one node (again of {i})")
-                });
-                continue;
-            }
-            *slot = true;
-            if let Some(d) = usize::try_from(c).ok().and_then(|c| depth.get_mut(c)) {
-                *d = child_depth;
-            }
-            if child_depth > max_depth {
-                found.push("tree.max_depth", at_nodes, || {
-                    format!("node {c} is at depth {child_depth}, past max_depth {max_depth}")
-                });
-            }
-        }
+    let walk = Walk {
+        left: &left,
+        right: &right,
+        feature: &feature,
+        n,
+        n_features,
+        max_depth,
+        at_nodes: nodes.offset,
+    };
+    // scikit-learn's node fields are `intp`: read without a per-element type dispatch.
+    if left.is_le_i64() && right.is_le_i64() && feature.is_le_i64() {
+        walk.run(&mut found, |c, i| c.le_i64(i))?;
+    } else {
+        walk.run(&mut found, |c, i| c.i64(i))?;
     }
     Ok(found.finish())
+}
+
+/// The node walk, generic over how one field element is read.
+struct Walk<'c, 'd> {
+    left: &'c Column<'d>,
+    right: &'c Column<'d>,
+    feature: &'c Column<'d>,
+    n: usize,
+    n_features: i64,
+    max_depth: i64,
+    at_nodes: u64,
+}
+
+impl Walk<'_, '_> {
+    #[inline(always)]
+    fn run(
+        &self,
+        found: &mut Found,
+        read: impl Fn(&Column<'_>, usize) -> Option<i64>,
+    ) -> Result<(), Issue> {
+        let Walk {
+            left,
+            right,
+            feature,
+            n,
+            n_features,
+            max_depth,
+            at_nodes,
+        } = *self;
+        let count = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut depth = vec![0i64; n];
+        let mut reached = vec![false; n];
+        for i in 0..n {
+            let l = present(read(left, i), i, "left_child", at_nodes)?;
+            let r = present(read(right, i), i, "right_child", at_nodes)?;
+            if l == LEAF {
+                if r != LEAF {
+                    found.push("tree.child_out_of_range", at_nodes, || {
+                        format!("leaf node {i} has right child {r}")
+                    });
+                }
+                continue;
+            }
+            let f = present(read(feature, i), i, "feature", at_nodes)?;
+            if !(0..n_features).contains(&f) {
+                found.push("tree.feature_out_of_range", at_nodes, || {
+                    format!("node {i} splits on feature {f}; the tree has {n_features} features")
+                });
+            }
+            let id = i64::try_from(i).unwrap_or(i64::MAX);
+            let child_depth = depth.get(i).copied().unwrap_or(0).saturating_add(1);
+            for (side, c) in [("left", l), ("right", r)] {
+                if !(0..count).contains(&c) {
+                    found.push("tree.child_out_of_range", at_nodes, || {
+                        format!("node {i} has {side} child {c}; there are {n} nodes")
+                    });
+                    continue;
+                }
+                if c <= id {
+                    found.push("tree.cycle", at_nodes, || {
+                        format!("node {i} has {side} child {c}, which does not come after it")
+                    });
+                    continue;
+                }
+                let Some(slot) = usize::try_from(c).ok().and_then(|c| reached.get_mut(c)) else {
+                    continue;
+                };
+                if *slot {
+                    found.push("tree.shared_node", at_nodes, || {
+                        format!("node {c} is a child of more than one node (again of {i})")
+                    });
+                    continue;
+                }
+                *slot = true;
+                if let Some(d) = usize::try_from(c).ok().and_then(|c| depth.get_mut(c)) {
+                    *d = child_depth;
+                }
+                if child_depth > max_depth {
+                    found.push("tree.max_depth", at_nodes, || {
+                        format!("node {c} is at depth {child_depth}, past max_depth {max_depth}")
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
