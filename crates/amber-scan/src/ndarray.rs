@@ -430,8 +430,7 @@ impl Column<'_> {
         self.data.get(start..start.checked_add(self.scalar.size)?)
     }
 
-    fn raw(&self, i: usize) -> Option<[u8; 8]> {
-        let bytes = self.bytes(i)?;
+    fn raw(&self, bytes: &[u8]) -> Option<[u8; 8]> {
         let mut out = [0u8; 8];
         if self.scalar.big {
             for (o, b) in out.iter_mut().zip(bytes.iter().rev()) {
@@ -448,10 +447,45 @@ impl Column<'_> {
     #[must_use]
     #[inline(always)]
     pub fn i64(&self, i: usize) -> Option<i64> {
+        self.int_of(self.bytes(i)?)
+    }
+
+    /// The elements' bytes in order, one slice each: what
+    /// [`Column::i64_in`] reads this column's field (or that of another
+    /// column of the same array) from, without a multiplication per element.
+    pub(crate) fn elements(&self) -> impl Iterator<Item = &[u8]> {
+        self.data.chunks_exact(self.stride.max(1)).take(self.len)
+    }
+
+    /// This column's value in one of [`Column::elements`], as [`Column::i64`].
+    #[inline(always)]
+    pub(crate) fn i64_in(&self, element: &[u8]) -> Option<i64> {
+        self.int_of(element.get(self.offset..self.offset.checked_add(self.scalar.size)?)?)
+    }
+
+    /// [`Column::i64_in`] for a column for which [`Column::is_le_i64`]
+    /// holds (for any other it misreads).
+    #[inline(always)]
+    pub(crate) fn le_i64_in(&self, element: &[u8]) -> Option<i64> {
+        let bytes = element.get(self.offset..self.offset.checked_add(8)?)?;
+        Some(i64::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// Whether the elements are little-endian 8-byte signed integers
+    /// (`<i8`, NumPy's `intp`): the layout of scikit-learn's index arrays,
+    /// which [`Column::le_i64_in`] reads without dispatching on the type.
+    #[must_use]
+    pub(crate) fn is_le_i64(&self) -> bool {
+        let s = self.scalar;
+        s.size == 8 && s.signed && !s.float && !s.big
+    }
+
+    /// One element's value from its `scalar.size` bytes.
+    #[inline(always)]
+    fn int_of(&self, bytes: &[u8]) -> Option<i64> {
         let s = self.scalar;
         // The layouts of real index arrays, read directly.
         if !s.float && !s.big {
-            let bytes = self.bytes(i)?;
             match (s.size, s.signed) {
                 (8, true) => return Some(i64::from_le_bytes(bytes.try_into().ok()?)),
                 (4, true) => return Some(i64::from(i32::from_le_bytes(bytes.try_into().ok()?))),
@@ -466,17 +500,16 @@ impl Column<'_> {
                 _ => {}
             }
         }
-        self.i64_slow(i)
+        self.int_of_any(bytes)
     }
 
     #[inline(never)]
-    fn i64_slow(&self, i: usize) -> Option<i64> {
-        let raw = self.raw(i)?;
+    fn int_of_any(&self, bytes: &[u8]) -> Option<i64> {
         let s = self.scalar;
         if s.float {
-            return self.f64(i).map(|v| v as i64);
+            return self.float_of(bytes).map(|v| v as i64);
         }
-        let unsigned = u64::from_le_bytes(raw);
+        let unsigned = u64::from_le_bytes(self.raw(bytes)?);
         if !s.signed {
             return Some(i64::try_from(unsigned).unwrap_or(i64::MAX));
         }
@@ -486,30 +519,17 @@ impl Column<'_> {
         Some(((unsigned << shift) as i64) >> shift)
     }
 
-    /// Whether the elements are little-endian 8-byte signed integers
-    /// (`<i8`, NumPy's `intp`): the layout of scikit-learn's index arrays,
-    /// which [`Column::le_i64`] reads without dispatching on the type.
-    #[must_use]
-    pub(crate) fn is_le_i64(&self) -> bool {
-        let s = self.scalar;
-        s.size == 8 && s.signed && !s.float && !s.big
-    }
-
-    /// Element `i` of a column for which [`Column::is_le_i64`] holds
-    /// ([`Column::i64`] for any other), `None` past the end.
-    #[must_use]
-    #[inline(always)]
-    pub(crate) fn le_i64(&self, i: usize) -> Option<i64> {
-        Some(i64::from_le_bytes(self.bytes(i)?.try_into().ok()?))
-    }
-
     /// Element `i` as a float, `None` past the end.
     #[must_use]
     pub fn f64(&self, i: usize) -> Option<f64> {
-        let raw = self.raw(i)?;
+        self.float_of(self.bytes(i)?)
+    }
+
+    fn float_of(&self, bytes: &[u8]) -> Option<f64> {
         if !self.scalar.float {
-            return self.i64(i).map(|v| v as f64);
+            return self.int_of(bytes).map(|v| v as f64);
         }
+        let raw = self.raw(bytes)?;
         Some(match self.scalar.size {
             4 => {
                 let [a, b, c, d, ..] = raw;

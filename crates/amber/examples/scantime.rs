@@ -23,7 +23,15 @@ fn main() {
     let policy = Policy::default_policy();
     let limits = Limits::default();
     for path in std::env::args().skip(1) {
-        let opened = open_path(path.as_ref(), &amber_legacy::Limits::default()).unwrap();
+        let opened = if std::env::var_os("SCANTIME_BYTES").is_some() {
+            amber::open_bytes(
+                std::fs::read(&path).unwrap(),
+                &amber_legacy::Limits::default(),
+            )
+            .unwrap()
+        } else {
+            open_path(path.as_ref(), &amber_legacy::Limits::default()).unwrap()
+        };
         let view = opened.stream().unwrap();
         let stream = view.stream.as_ref();
         let (parse, nodes) = best_of(20, || {

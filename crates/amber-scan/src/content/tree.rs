@@ -129,14 +129,15 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
     };
     // scikit-learn's node fields are `intp`: read without a per-element type dispatch.
     if left.is_le_i64() && right.is_le_i64() && feature.is_le_i64() {
-        walk.run(&mut found, |c, i| c.le_i64(i))?;
+        walk.run(&mut found, |c, el| c.le_i64_in(el))?;
     } else {
-        walk.run(&mut found, |c, i| c.i64(i))?;
+        walk.run(&mut found, |c, el| c.i64_in(el))?;
     }
     Ok(found.finish())
 }
 
-/// The node walk, generic over how one field element is read.
+/// The node walk over the elements of `nodes` (the three columns are
+/// fields of that one array), generic over how a field is read.
 struct Walk<'c, 'd> {
     left: &'c Column<'d>,
     right: &'c Column<'d>,
@@ -152,7 +153,7 @@ impl Walk<'_, '_> {
     fn run(
         &self,
         found: &mut Found,
-        read: impl Fn(&Column<'_>, usize) -> Option<i64>,
+        read: impl Fn(&Column<'_>, &[u8]) -> Option<i64>,
     ) -> Result<(), Issue> {
         let Walk {
             left,
@@ -166,9 +167,11 @@ impl Walk<'_, '_> {
         let count = i64::try_from(n).unwrap_or(i64::MAX);
         let mut depth = vec![0i64; n];
         let mut reached = vec![false; n];
-        for i in 0..n {
-            let l = present(read(left, i), i, "left_child", at_nodes)?;
-            let r = present(read(right, i), i, "right_child", at_nodes)?;
+        let mut visited = 0;
+        for (i, el) in left.elements().enumerate() {
+            visited = i + 1;
+            let l = present(read(left, el), i, "left_child", at_nodes)?;
+            let r = present(read(right, el), i, "right_child", at_nodes)?;
             if l == LEAF {
                 if r != LEAF {
                     found.push("tree.child_out_of_range", at_nodes, || {
@@ -177,7 +180,7 @@ impl Walk<'_, '_> {
                 }
                 continue;
             }
-            let f = present(read(feature, i), i, "feature", at_nodes)?;
+            let f = present(read(feature, el), i, "feature", at_nodes)?;
             if !(0..n_features).contains(&f) {
                 found.push("tree.feature_out_of_range", at_nodes, || {
                     format!("node {i} splits on feature {f}; the tree has {n_features} features")
@@ -217,6 +220,10 @@ impl Walk<'_, '_> {
                     });
                 }
             }
+        }
+        if visited < n {
+            // Only if the array lied about its length.
+            present(None, visited, "left_child", at_nodes)?;
         }
         Ok(())
     }
