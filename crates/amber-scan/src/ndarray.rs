@@ -35,7 +35,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
@@ -489,6 +489,7 @@ impl Column<'_> {
             match (s.size, s.signed) {
                 (8, true) => return Some(i64::from_le_bytes(bytes.try_into().ok()?)),
                 (4, true) => return Some(i64::from(i32::from_le_bytes(bytes.try_into().ok()?))),
+                (4, false) => return Some(i64::from(u32::from_le_bytes(bytes.try_into().ok()?))),
                 (1, _) => {
                     let b = *bytes.first()?;
                     return Some(if s.signed {
@@ -606,6 +607,29 @@ pub struct Builds<'i> {
     before: u64,
     budget: Option<&'i Cell<usize>>,
     max_dtypes: u32,
+    cache: Option<&'i DTypeCache>,
+    /// While a dtype is decoded for the cache: the `before` offsets for
+    /// which every `BUILD` looked up counts (or not) as it did.
+    seen: Option<&'i Cell<(u64, u64)>>,
+}
+
+/// Dtypes already decoded, by node, for the checks of one graph: a model
+/// shares one dtype object among all its arrays of a kind (the memo), so
+/// each is decoded once. An entry is reused only where it reads the same:
+/// with an index, for a `before` offset on the same side of every `BUILD`
+/// it looked up, within the same count of dtypes.
+#[derive(Debug, Default)]
+pub(crate) struct DTypeCache {
+    map: RefCell<HashMap<NodeId, CachedDType>>,
+}
+
+#[derive(Debug)]
+struct CachedDType {
+    dtype: DType,
+    /// Dtypes it is made of, as counted against [`Builds::max_dtypes`].
+    dtypes: u32,
+    /// Lowest and highest `before` for which it reads the same.
+    valid: (u64, u64),
 }
 
 impl Default for Builds<'_> {
@@ -623,6 +647,8 @@ impl<'i> Builds<'i> {
             before: u64::MAX,
             budget: None,
             max_dtypes: MAX_DTYPES,
+            cache: None,
+            seen: None,
         }
     }
 
@@ -664,6 +690,15 @@ impl<'i> Builds<'i> {
         }
     }
 
+    /// Reuse the dtypes decoded in `cache` (indexed lookups only).
+    #[must_use]
+    pub(crate) const fn cached(self, cache: &'i DTypeCache) -> Self {
+        Builds {
+            cache: Some(cache),
+            ..self
+        }
+    }
+
     pub(crate) const fn index(&self) -> Option<&'i EventIndex> {
         self.index
     }
@@ -697,7 +732,16 @@ impl<'i> Builds<'i> {
 
     /// The state of the first `BUILD` on `id`, if it counts.
     pub(crate) fn state(&self, graph: &Graph<'_>, id: NodeId) -> Option<NodeId> {
-        self.first(graph, id)
+        let first = self.first(graph, id);
+        if let (Some(seen), Some((at, _))) = (self.seen, first) {
+            let (low, high) = seen.get();
+            seen.set(if at < self.before {
+                (low.max(at.saturating_add(1)), high)
+            } else {
+                (low, high.min(at))
+            });
+        }
+        first
             .filter(|&(at, _)| at < self.before)
             .map(|(_, state)| state)
     }
@@ -896,7 +940,7 @@ fn from_buffer<'g>(
         }
         _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
-    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
+    let dtype = array_dtype(graph, dtype, builds)?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
     let order = match text_of(graph, order) {
@@ -947,7 +991,7 @@ fn reconstruct<'g>(
         .map_err(|_| malformed("state is not (version, shape, dtype, is_fortran, data)"))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
+    let dtype = array_dtype(graph, dtype, builds)?;
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
     }
@@ -1037,12 +1081,10 @@ fn joblib_wrapper(
     let shape = get("shape")
         .and_then(|s| read_shape(graph, s))
         .ok_or_else(|| malformed("has no shape"))?;
-    let dtype = dtype_at(
+    let dtype = array_dtype(
         graph,
         get("dtype").ok_or_else(|| malformed("has no dtype"))?,
-        0,
         builds,
-        &Cell::new(builds.max_dtypes),
     )?;
     let order = match get("order").and_then(|o| text_of(graph, o)) {
         Some("C") => Order::C,
@@ -1071,6 +1113,36 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
 /// not fit together.
 pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
     dtype_at(graph, id, 0, Builds::scan(), &Cell::new(MAX_DTYPES))
+}
+
+/// The dtype of an array, from `builds`' cache when it holds it.
+fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<DType> {
+    let fresh = || Cell::new(builds.max_dtypes);
+    let (Some(cache), Some(_)) = (builds.cache, builds.index) else {
+        return dtype_at(graph, id, 0, builds, &fresh());
+    };
+    if let Some(hit) = cache.map.borrow().get(&id) {
+        let (low, high) = hit.valid;
+        if (low..=high).contains(&builds.before) && hit.dtypes <= builds.max_dtypes {
+            return Ok(hit.dtype.clone());
+        }
+    }
+    let seen = Cell::new((0, u64::MAX));
+    let left = fresh();
+    let tracked = Builds {
+        seen: Some(&seen),
+        ..builds
+    };
+    let dtype = dtype_at(graph, id, 0, tracked, &left)?;
+    cache.map.borrow_mut().insert(
+        id,
+        CachedDType {
+            dtype: dtype.clone(),
+            dtypes: builds.max_dtypes.saturating_sub(left.get()),
+            valid: seen.get(),
+        },
+    );
+    Ok(dtype)
 }
 
 fn dtype_at(

@@ -46,7 +46,7 @@ use std::collections::HashMap;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
-use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, NdArray};
+use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, DTypeCache, NdArray};
 
 pub mod estimators;
 pub mod hist;
@@ -165,6 +165,7 @@ pub struct Checker<'g, 'a> {
     ctx: Ctx<'g, 'a>,
     index: EventIndex,
     left: Cell<u64>,
+    dtypes: DTypeCache,
 }
 
 impl std::fmt::Debug for Checker<'_, '_> {
@@ -184,13 +185,14 @@ impl<'g, 'a> Checker<'g, 'a> {
             ctx,
             index,
             left: Cell::new(elements),
+            dtypes: DTypeCache::default(),
         }
     }
 
     /// [`check`] for one object.
     #[must_use]
     pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-        let builds = Builds::indexed(&self.index);
+        let builds = Builds::indexed(&self.index).cached(&self.dtypes);
         validate(&self.ctx, builds, &self.left, class, object, state)
     }
 

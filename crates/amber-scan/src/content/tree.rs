@@ -128,9 +128,14 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         at_nodes: nodes.offset,
     };
     // scikit-learn's node fields are `intp`: read without a per-element type dispatch.
-    if left.is_le_i64() && right.is_le_i64() && feature.is_le_i64() {
-        walk.run(&mut found, |c, el| c.le_i64_in(el))?;
+    // A valid tree passes the branch-free walk; any other is walked again
+    // for its findings, in order.
+    let clean = if left.is_le_i64() && right.is_le_i64() && feature.is_le_i64() {
+        walk.clean(|c, el| c.le_i64_in(el))
     } else {
+        walk.clean(|c, el| c.i64_in(el))
+    };
+    if !clean {
         walk.run(&mut found, |c, el| c.i64_in(el))?;
     }
     Ok(found.finish())
@@ -149,6 +154,63 @@ struct Walk<'c, 'd> {
 }
 
 impl Walk<'_, '_> {
+    /// Whether [`Walk::run`] would find nothing: the same checks folded
+    /// into one flag, with one `u32` per node for "reached, at depth d"
+    /// (`d + 1`, 0 if not reached), for trees of fewer than 2^32 nodes.
+    #[inline(always)]
+    fn clean(&self, read: impl Fn(&Column<'_>, &[u8]) -> Option<i64>) -> bool {
+        let Walk {
+            left,
+            right,
+            feature,
+            n,
+            n_features,
+            max_depth,
+            ..
+        } = *self;
+        if u32::try_from(n).is_err() {
+            return false;
+        }
+        let count = i64::try_from(n).unwrap_or(i64::MAX);
+        // Depth + 1 of each node reached as a child, 0 for the others.
+        let mut reached = vec![0u32; n];
+        let mut bad = false;
+        let mut visited = 0;
+        for (i, el) in left.elements().enumerate() {
+            visited = i + 1;
+            let (Some(l), Some(r)) = (read(left, el), read(right, el)) else {
+                return false;
+            };
+            if l == LEAF {
+                bad |= r != LEAF;
+                continue;
+            }
+            let Some(f) = read(feature, el) else {
+                return false;
+            };
+            let id = i64::try_from(i).unwrap_or(i64::MAX);
+            let (Ok(li), Ok(ri)) = (usize::try_from(l), usize::try_from(r)) else {
+                return false;
+            };
+            let own = reached.get(i).copied().unwrap_or(0).saturating_sub(1);
+            let child = own.saturating_add(2);
+            let (Some(&at_l), Some(&at_r)) = (reached.get(li), reached.get(ri)) else {
+                return false;
+            };
+            bad |= !((0 <= f) & (f < n_features) & (id < l) & (l < count) & (id < r) & (r < count))
+                | (at_l != 0)
+                | (at_r != 0)
+                | (li == ri)
+                | (i64::from(own) + 1 > max_depth);
+            for c in [li, ri] {
+                if let Some(slot) = reached.get_mut(c) {
+                    *slot = child;
+                }
+            }
+        }
+        !bad && visited == n
+    }
+
     #[inline(always)]
     fn run(
         &self,
