@@ -471,6 +471,23 @@ impl Column<'_> {
         Some(i64::from_le_bytes(bytes.try_into().ok()?))
     }
 
+    /// A column of little-endian `i64` fields, for tests of the walks.
+    #[cfg(test)]
+    pub(crate) fn le_i64_for_tests(data: &[u8], stride: usize, offset: usize) -> Column<'_> {
+        Column {
+            data,
+            stride,
+            offset,
+            scalar: Scalar {
+                size: 8,
+                float: false,
+                signed: true,
+                big: false,
+            },
+            len: data.len() / stride,
+        }
+    }
+
     /// Whether the elements are little-endian 8-byte signed integers
     /// (`<i8`, NumPy's `intp`): the layout of scikit-learn's index arrays,
     /// which [`Column::le_i64_in`] reads without dispatching on the type.

@@ -159,15 +159,8 @@ impl Walk<'_, '_> {
     /// (`d + 1`, 0 if not reached), for trees of fewer than 2^32 nodes.
     #[inline(always)]
     fn clean(&self, read: impl Fn(&Column<'_>, &[u8]) -> Option<i64>) -> bool {
-        let Walk {
-            left,
-            right,
-            feature,
-            n,
-            n_features,
-            max_depth,
-            ..
-        } = *self;
+        let (left, right, feature) = (self.left, self.right, self.feature);
+        let (n, n_features, max_depth) = (self.n, self.n_features, self.max_depth);
         if u32::try_from(n).is_err() {
             return false;
         }
@@ -288,5 +281,81 @@ impl Walk<'_, '_> {
             present(None, visited, "left_child", at_nodes)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-flag walk passes exactly the trees the full walk finds
+    /// nothing in, over many small random node arrays (children, features
+    /// and depths near every bound).
+    #[test]
+    fn clean_agrees_with_the_full_walk() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let (mut clean_trees, mut bad_trees) = (0, 0);
+        for _ in 0..20_000 {
+            let n = 1 + next(9) as usize;
+            let mut data = Vec::new();
+            for i in 0..n {
+                let leaf = next(3) == 0 || i + 1 == n;
+                let child = |r: u64| i64::try_from(r).unwrap() - 2;
+                let (l, r) = if leaf && next(8) != 0 {
+                    (LEAF, if next(10) == 0 { child(next(12)) } else { LEAF })
+                } else if next(4) != 0 {
+                    // Forward children (sometimes one node twice).
+                    let a = i + 1 + next(2) as usize;
+                    let b = if next(6) == 0 {
+                        a
+                    } else {
+                        a + 1 + next(2) as usize
+                    };
+                    (a as i64, b as i64)
+                } else {
+                    // One or both children anywhere, backwards included.
+                    let forward = (i + 1) as i64;
+                    match next(3) {
+                        0 => (forward, child(next(14))),
+                        1 => (child(next(14)), forward),
+                        _ => (child(next(14)), child(next(14))),
+                    }
+                };
+                let f = child(next(7));
+                for v in [l, r, f] {
+                    data.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            let [left, right, feature] = [0, 8, 16].map(|o| Column::le_i64_for_tests(&data, 24, o));
+            let walk = Walk {
+                left: &left,
+                right: &right,
+                feature: &feature,
+                n,
+                n_features: 1 + next(4) as i64,
+                max_depth: next(5) as i64,
+                at_nodes: 0,
+            };
+            let mut found = Found::default();
+            let full =
+                walk.run(&mut found, |c, el| c.i64_in(el)).is_ok() && found.finish().is_empty();
+            assert_eq!(walk.clean(|c, el| c.le_i64_in(el)), full, "{data:?}");
+            assert_eq!(walk.clean(|c, el| c.i64_in(el)), full);
+            if full {
+                clean_trees += 1;
+            } else {
+                bad_trees += 1;
+            }
+        }
+        assert!(
+            clean_trees > 1000 && bad_trees > 1000,
+            "{clean_trees} {bad_trees}"
+        );
     }
 }
