@@ -286,6 +286,7 @@ impl Walk<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     /// The one-flag walk passes exactly the trees the full walk finds
