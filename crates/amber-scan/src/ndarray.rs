@@ -37,6 +37,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
@@ -272,8 +273,8 @@ pub enum Order {
 /// An array decoded from the graph: dtype, shape, order and its raw bytes.
 #[derive(Debug, Clone)]
 pub struct NdArray<'g> {
-    /// The dtype.
-    pub dtype: DType,
+    /// The dtype (shared: arrays made with one dtype object share its decoding).
+    pub dtype: Arc<DType>,
     /// The shape.
     pub shape: Vec<u64>,
     /// Memory order.
@@ -642,7 +643,7 @@ pub(crate) struct DTypeCache {
 
 #[derive(Debug)]
 struct CachedDType {
-    dtype: DType,
+    dtype: Arc<DType>,
     /// Dtypes it is made of, as counted against [`Builds::max_dtypes`].
     dtypes: u32,
     /// Lowest and highest `before` for which it reads the same.
@@ -876,7 +877,7 @@ pub fn decode_with<'g>(
     })
 }
 
-type Parts<'g> = (DType, Vec<u64>, Order, Cow<'g, [u8]>);
+type Parts<'g> = (Arc<DType>, Vec<u64>, Order, Cow<'g, [u8]>);
 
 /// The items of an object array (`dtype=object`) made by node `id`, its
 /// `BUILD` found as `builds` says: `_reconstruct` whose `BUILD` state holds a list,
@@ -1069,7 +1070,7 @@ fn joblib_wrapper(
     wrapper: NodeId,
     offset: u64,
     builds: Builds<'_>,
-) -> Result<(DType, Vec<u64>, Order)> {
+) -> Result<(Arc<DType>, Vec<u64>, Order)> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
         reason: format!("joblib array wrapper {reason}"),
@@ -1133,15 +1134,15 @@ pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
 }
 
 /// The dtype of an array, from `builds`' cache when it holds it.
-fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<DType> {
+fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<Arc<DType>> {
     let fresh = || Cell::new(builds.max_dtypes);
     let (Some(cache), Some(_)) = (builds.cache, builds.index) else {
-        return dtype_at(graph, id, 0, builds, &fresh());
+        return dtype_at(graph, id, 0, builds, &fresh()).map(Arc::new);
     };
     if let Some(hit) = cache.map.borrow().get(&id) {
         let (low, high) = hit.valid;
         if (low..=high).contains(&builds.before) && hit.dtypes <= builds.max_dtypes {
-            return Ok(hit.dtype.clone());
+            return Ok(Arc::clone(&hit.dtype));
         }
     }
     let seen = Cell::new((0, u64::MAX));
@@ -1150,11 +1151,11 @@ fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<DTyp
         seen: Some(&seen),
         ..builds
     };
-    let dtype = dtype_at(graph, id, 0, tracked, &left)?;
+    let dtype = Arc::new(dtype_at(graph, id, 0, tracked, &left)?);
     cache.map.borrow_mut().insert(
         id,
         CachedDType {
-            dtype: dtype.clone(),
+            dtype: Arc::clone(&dtype),
             dtypes: builds.max_dtypes.saturating_sub(left.get()),
             valid: seen.get(),
         },
