@@ -42,7 +42,7 @@
 //! `bytearray` rewrites array bytes after they were read here).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
@@ -413,7 +413,8 @@ impl<'g> View<'g, '_> {
 /// `BUILD` consumed it, so the last value need not be the one the object got.
 pub(crate) struct StateDict<'g> {
     offset: u64,
-    items: HashMap<&'g str, NodeId>,
+    /// Sorted by key, each key once.
+    items: Vec<(&'g str, NodeId)>,
 }
 
 impl<'g> StateDict<'g> {
@@ -422,31 +423,52 @@ impl<'g> StateDict<'g> {
         let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
             return Err(Issue::undecodable(offset, "state is not a dict"));
         };
-        let mut items = HashMap::with_capacity(pairs.len());
+        let mut items = Vec::with_capacity(pairs.len());
         for &(k, v) in pairs {
             let key = graph
                 .get(k)
                 .and_then(Node::as_str)
                 .ok_or_else(|| Issue::undecodable(offset, "state has a key that is not a str"))?;
-            if items.insert(key, v).is_some() {
-                return Err(Issue::new(
-                    DUPLICATE_KEY,
-                    offset,
-                    format!("state sets `{key}` twice"),
-                ));
-            }
+            items.push((key, v));
+        }
+        items.sort_unstable_by_key(|&(k, _)| k);
+        if items
+            .windows(2)
+            .any(|w| matches!(w, [(a, _), (b, _)] if a == b))
+        {
+            // Name the first key set again, in the order the stream sets them.
+            let key = first_repeated(graph, pairs);
+            return Err(Issue::new(
+                DUPLICATE_KEY,
+                offset,
+                format!("state sets `{key}` twice"),
+            ));
         }
         Ok(StateDict { offset, items })
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<NodeId> {
-        self.items.get(key).copied()
+        self.items
+            .binary_search_by_key(&key, |&(k, _)| k)
+            .ok()
+            .and_then(|i| self.items.get(i))
+            .map(|&(_, v)| v)
     }
 
     pub(crate) fn require(&self, key: &str) -> Result<NodeId, Issue> {
         self.get(key)
             .ok_or_else(|| Issue::undecodable(self.offset, format!("state has no `{key}`")))
     }
+}
+
+/// The first key of `pairs` (all `str`) that repeats an earlier one.
+fn first_repeated<'g>(graph: &'g Graph<'_>, pairs: &[(NodeId, NodeId)]) -> &'g str {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    pairs
+        .iter()
+        .filter_map(|&(k, _)| graph.get(k).and_then(Node::as_str))
+        .find(|key| !seen.insert(*key))
+        .unwrap_or_default()
 }
 
 /// One integer field (or the elements) of an array, read as `i64`s one at a time.
