@@ -21,7 +21,8 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let policy = Policy::default_policy();
+    let (make_policy, policy) = best_of(20, Policy::default_policy);
+    println!("Policy::default_policy: {:.3} ms", make_policy * 1e3);
     let limits = Limits::default();
     for path in std::env::args().skip(1) {
         let opened = if std::env::var_os("SCANTIME_BYTES").is_some() {
