@@ -701,19 +701,19 @@ impl<'x> Run<'_, 'x, '_, '_> {
 
     /// The class an object was made from and its entry: `NEWOBJ(cls)`,
     /// `REDUCE(cls, ...)`, or a reconstructor's first argument.
-    fn made_from(&self, target: NodeId) -> Option<(&str, Option<&'x Entry>)> {
+    fn made_from(&self, target: NodeId) -> Option<(&Rc<str>, Option<&'x Entry>)> {
         match self.get(target)? {
             NodeKind::NewObj {
                 cls, kwargs: None, ..
-            } => self.global(*cls).map(|r| (&*r.name, r.entry)),
+            } => self.global(*cls).map(|r| (&r.name, r.entry)),
             NodeKind::Reduce { callable, args } => {
                 let f = self.global(*callable)?;
                 match f.entry {
                     Some(e) if e.call.is_some_and(ArgCheck::makes_first_arg) => {
                         let first = *self.tuple(*args)?.first()?;
-                        self.global(first).map(|r| (&*r.name, r.entry))
+                        self.global(first).map(|r| (&r.name, r.entry))
                     }
-                    entry => Some((&*f.name, entry)),
+                    entry => Some((&f.name, entry)),
                 }
             }
             _ => None,
@@ -778,7 +778,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         };
-        let class = class.to_owned();
+        let class = Rc::clone(class);
         let Some(entry) = entry else {
             return; // the class was reported as not allowed
         };
@@ -804,8 +804,8 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         }
-        let canonical = crate::policy::alias(&class).into_owned();
-        if content::validated_classes().contains(&canonical.as_str()) {
+        let canonical = crate::policy::alias(&class);
+        if content::validated_classes().contains(&canonical.as_ref()) {
             let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
             let checker = self.checker.get_or_insert_with(|| {
                 content::Checker::new(content::Ctx { graph, arrays }, budget)
@@ -816,7 +816,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                     severity: Severity::Critical,
                     offset: Some(issue.offset),
                     opcode: None,
-                    global: Some(canonical.clone()),
+                    global: Some(canonical.clone().into_owned()),
                     message: issue.message,
                     count: 1,
                 });
