@@ -11,7 +11,8 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::rc::Rc;
 
 use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Opcode};
 
@@ -142,13 +143,15 @@ pub(crate) struct Analyser<'x, 'g, 'a> {
 
 /// A resolved global node.
 struct Resolved<'x> {
-    name: String,
+    name: Rc<str>,
     entry: Option<&'x Entry>,
 }
 
 struct Run<'r, 'x, 'g, 'a> {
     an: &'r mut Analyser<'x, 'g, 'a>,
-    globals: HashMap<NodeId, Resolved<'x>>,
+    /// Every global node, in node order (looked up by binary search: a
+    /// stream has few global nodes, each referenced through the memo).
+    globals: Vec<(NodeId, Resolved<'x>)>,
     /// Objects that already received a `BUILD`.
     built: HashSet<NodeId>,
     /// The content validators, made on the first object that needs them:
@@ -161,7 +164,7 @@ impl Analyser<'_, '_, '_> {
         let graph = self.graph;
         let mut run = Run {
             an: self,
-            globals: HashMap::new(),
+            globals: Vec::new(),
             built: HashSet::new(),
             checker: None,
         };
@@ -172,7 +175,13 @@ impl Analyser<'_, '_, '_> {
                 if entry.is_none() {
                     run.not_allowed(&name, node);
                 }
-                run.globals.insert(id, Resolved { name, entry });
+                run.globals.push((
+                    id,
+                    Resolved {
+                        name: name.into(),
+                        entry,
+                    },
+                ));
             }
         }
         for (_, node) in graph.iter() {
@@ -237,11 +246,15 @@ impl<'x> Run<'_, 'x, '_, '_> {
 
     /// The resolved global of a node, if it is a global.
     fn global(&self, id: NodeId) -> Option<&Resolved<'x>> {
-        self.globals.get(&id)
+        self.globals
+            .binary_search_by_key(&id, |&(g, _)| g)
+            .ok()
+            .and_then(|i| self.globals.get(i))
+            .map(|(_, r)| r)
     }
 
     fn global_name(&self, id: NodeId) -> Option<&str> {
-        self.global(id).map(|r| r.name.as_str())
+        self.global(id).map(|r| &*r.name)
     }
 
     fn node(&mut self, node: &Node<'_>) {
@@ -300,7 +313,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         let Some(entry) = resolved.entry else {
             return; // already reported as not allowed
         };
-        let name = resolved.name.clone();
+        let name = Rc::clone(&resolved.name);
         if !entry.new {
             let role = role_name(entry.role);
             self.push(
@@ -345,7 +358,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         let Some(entry) = resolved.entry else {
             return;
         };
-        let name = resolved.name.clone();
+        let name = Rc::clone(&resolved.name);
         let Some(check) = entry.call else {
             let role = role_name(entry.role);
             self.push(
@@ -688,19 +701,19 @@ impl<'x> Run<'_, 'x, '_, '_> {
 
     /// The class an object was made from and its entry: `NEWOBJ(cls)`,
     /// `REDUCE(cls, ...)`, or a reconstructor's first argument.
-    fn made_from(&self, target: NodeId) -> Option<(&str, Option<&'x Entry>)> {
+    fn made_from(&self, target: NodeId) -> Option<(&Rc<str>, Option<&'x Entry>)> {
         match self.get(target)? {
             NodeKind::NewObj {
                 cls, kwargs: None, ..
-            } => self.global(*cls).map(|r| (r.name.as_str(), r.entry)),
+            } => self.global(*cls).map(|r| (&r.name, r.entry)),
             NodeKind::Reduce { callable, args } => {
                 let f = self.global(*callable)?;
                 match f.entry {
                     Some(e) if e.call.is_some_and(ArgCheck::makes_first_arg) => {
                         let first = *self.tuple(*args)?.first()?;
-                        self.global(first).map(|r| (r.name.as_str(), r.entry))
+                        self.global(first).map(|r| (&r.name, r.entry))
                     }
-                    entry => Some((f.name.as_str(), entry)),
+                    entry => Some((&f.name, entry)),
                 }
             }
             _ => None,
@@ -765,7 +778,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         };
-        let class = class.to_owned();
+        let class = Rc::clone(class);
         let Some(entry) = entry else {
             return; // the class was reported as not allowed
         };
@@ -791,8 +804,8 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         }
-        let canonical = crate::policy::alias(&class).into_owned();
-        if content::validated_classes().contains(&canonical.as_str()) {
+        let canonical = crate::policy::alias(&class);
+        if content::validated_classes().contains(&canonical.as_ref()) {
             let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
             let checker = self.checker.get_or_insert_with(|| {
                 content::Checker::new(content::Ctx { graph, arrays }, budget)
@@ -803,7 +816,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                     severity: Severity::Critical,
                     offset: Some(issue.offset),
                     opcode: None,
-                    global: Some(canonical.clone()),
+                    global: Some(canonical.clone().into_owned()),
                     message: issue.message,
                     count: 1,
                 });

@@ -35,8 +35,9 @@
 //! ```
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
@@ -272,8 +273,8 @@ pub enum Order {
 /// An array decoded from the graph: dtype, shape, order and its raw bytes.
 #[derive(Debug, Clone)]
 pub struct NdArray<'g> {
-    /// The dtype.
-    pub dtype: DType,
+    /// The dtype (shared: arrays made with one dtype object share its decoding).
+    pub dtype: Arc<DType>,
     /// The shape.
     pub shape: Vec<u64>,
     /// Memory order.
@@ -423,9 +424,14 @@ impl Column<'_> {
         self.scalar.float
     }
 
-    fn raw(&self, i: usize) -> Option<[u8; 8]> {
+    /// The bytes of element `i`.
+    #[inline(always)]
+    fn bytes(&self, i: usize) -> Option<&[u8]> {
         let start = i.checked_mul(self.stride)?.checked_add(self.offset)?;
-        let bytes = self.data.get(start..start.checked_add(self.scalar.size)?)?;
+        self.data.get(start..start.checked_add(self.scalar.size)?)
+    }
+
+    fn raw(&self, bytes: &[u8]) -> Option<[u8; 8]> {
         let mut out = [0u8; 8];
         if self.scalar.big {
             for (o, b) in out.iter_mut().zip(bytes.iter().rev()) {
@@ -440,13 +446,89 @@ impl Column<'_> {
     /// Element `i` as an integer (floats truncate toward zero and saturate;
     /// unsigned values above `i64::MAX` saturate), `None` past the end.
     #[must_use]
+    #[inline(always)]
     pub fn i64(&self, i: usize) -> Option<i64> {
-        let raw = self.raw(i)?;
+        self.int_of(self.bytes(i)?)
+    }
+
+    /// The elements' bytes in order, one slice each: what
+    /// [`Column::i64_in`] reads this column's field (or that of another
+    /// column of the same array) from, without a multiplication per element.
+    pub(crate) fn elements(&self) -> impl Iterator<Item = &[u8]> {
+        self.data.chunks_exact(self.stride.max(1)).take(self.len)
+    }
+
+    /// This column's value in one of [`Column::elements`], as [`Column::i64`].
+    #[inline(always)]
+    pub(crate) fn i64_in(&self, element: &[u8]) -> Option<i64> {
+        self.int_of(element.get(self.offset..self.offset.checked_add(self.scalar.size)?)?)
+    }
+
+    /// [`Column::i64_in`] for a column for which [`Column::is_le_i64`]
+    /// holds (for any other it misreads).
+    #[inline(always)]
+    pub(crate) fn le_i64_in(&self, element: &[u8]) -> Option<i64> {
+        let bytes = element.get(self.offset..self.offset.checked_add(8)?)?;
+        Some(i64::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// A column of little-endian `i64` fields, for tests of the walks.
+    #[cfg(test)]
+    pub(crate) fn le_i64_for_tests(data: &[u8], stride: usize, offset: usize) -> Column<'_> {
+        Column {
+            data,
+            stride,
+            offset,
+            scalar: Scalar {
+                size: 8,
+                float: false,
+                signed: true,
+                big: false,
+            },
+            len: data.len() / stride,
+        }
+    }
+
+    /// Whether the elements are little-endian 8-byte signed integers
+    /// (`<i8`, NumPy's `intp`): the layout of scikit-learn's index arrays,
+    /// which [`Column::le_i64_in`] reads without dispatching on the type.
+    #[must_use]
+    pub(crate) fn is_le_i64(&self) -> bool {
+        let s = self.scalar;
+        s.size == 8 && s.signed && !s.float && !s.big
+    }
+
+    /// One element's value from its `scalar.size` bytes.
+    #[inline(always)]
+    fn int_of(&self, bytes: &[u8]) -> Option<i64> {
+        let s = self.scalar;
+        // The layouts of real index arrays, read directly.
+        if !s.float && !s.big {
+            match (s.size, s.signed) {
+                (8, true) => return Some(i64::from_le_bytes(bytes.try_into().ok()?)),
+                (4, true) => return Some(i64::from(i32::from_le_bytes(bytes.try_into().ok()?))),
+                (4, false) => return Some(i64::from(u32::from_le_bytes(bytes.try_into().ok()?))),
+                (1, _) => {
+                    let b = *bytes.first()?;
+                    return Some(if s.signed {
+                        i64::from(i8::from_le_bytes([b]))
+                    } else {
+                        i64::from(b)
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.int_of_any(bytes)
+    }
+
+    #[inline(never)]
+    fn int_of_any(&self, bytes: &[u8]) -> Option<i64> {
         let s = self.scalar;
         if s.float {
-            return self.f64(i).map(|v| v as i64);
+            return self.float_of(bytes).map(|v| v as i64);
         }
-        let unsigned = u64::from_le_bytes(raw);
+        let unsigned = u64::from_le_bytes(self.raw(bytes)?);
         if !s.signed {
             return Some(i64::try_from(unsigned).unwrap_or(i64::MAX));
         }
@@ -459,10 +541,14 @@ impl Column<'_> {
     /// Element `i` as a float, `None` past the end.
     #[must_use]
     pub fn f64(&self, i: usize) -> Option<f64> {
-        let raw = self.raw(i)?;
+        self.float_of(self.bytes(i)?)
+    }
+
+    fn float_of(&self, bytes: &[u8]) -> Option<f64> {
         if !self.scalar.float {
-            return self.i64(i).map(|v| v as f64);
+            return self.int_of(bytes).map(|v| v as f64);
         }
+        let raw = self.raw(bytes)?;
         Some(match self.scalar.size {
             4 => {
                 let [a, b, c, d, ..] = raw;
@@ -505,6 +591,20 @@ pub(crate) fn global_name(graph: &Graph<'_>, id: NodeId) -> Option<String> {
     graph.get(id).and_then(Node::as_global).map(|g| g.dotted())
 }
 
+/// Whether `id` is a global whose canonical dotted name is one of `names`
+/// ([`global_name`] without building the name).
+pub(crate) fn global_is(graph: &Graph<'_>, id: NodeId, names: &[&str]) -> bool {
+    graph.get(id).and_then(Node::as_global).is_some_and(|g| {
+        let (module, name) = g.canonical();
+        names.iter().any(|dotted| {
+            dotted
+                .strip_prefix(module)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(name)
+        })
+    })
+}
+
 fn offset_of(graph: &Graph<'_>, id: NodeId) -> u64 {
     graph.get(id).map_or(0, Node::offset)
 }
@@ -525,6 +625,29 @@ pub struct Builds<'i> {
     before: u64,
     budget: Option<&'i Cell<usize>>,
     max_dtypes: u32,
+    cache: Option<&'i DTypeCache>,
+    /// While a dtype is decoded for the cache: the `before` offsets for
+    /// which every `BUILD` looked up counts (or not) as it did.
+    seen: Option<&'i Cell<(u64, u64)>>,
+}
+
+/// Dtypes already decoded, by node, for the checks of one graph: a model
+/// shares one dtype object among all its arrays of a kind (the memo), so
+/// each is decoded once. An entry is reused only where it reads the same:
+/// with an index, for a `before` offset on the same side of every `BUILD`
+/// it looked up, within the same count of dtypes.
+#[derive(Debug, Default)]
+pub(crate) struct DTypeCache {
+    map: RefCell<HashMap<NodeId, CachedDType>>,
+}
+
+#[derive(Debug)]
+struct CachedDType {
+    dtype: Arc<DType>,
+    /// Dtypes it is made of, as counted against [`Builds::max_dtypes`].
+    dtypes: u32,
+    /// Lowest and highest `before` for which it reads the same.
+    valid: (u64, u64),
 }
 
 impl Default for Builds<'_> {
@@ -542,6 +665,8 @@ impl<'i> Builds<'i> {
             before: u64::MAX,
             budget: None,
             max_dtypes: MAX_DTYPES,
+            cache: None,
+            seen: None,
         }
     }
 
@@ -583,6 +708,15 @@ impl<'i> Builds<'i> {
         }
     }
 
+    /// Reuse the dtypes decoded in `cache` (indexed lookups only).
+    #[must_use]
+    pub(crate) const fn cached(self, cache: &'i DTypeCache) -> Self {
+        Builds {
+            cache: Some(cache),
+            ..self
+        }
+    }
+
     pub(crate) const fn index(&self) -> Option<&'i EventIndex> {
         self.index
     }
@@ -616,7 +750,16 @@ impl<'i> Builds<'i> {
 
     /// The state of the first `BUILD` on `id`, if it counts.
     pub(crate) fn state(&self, graph: &Graph<'_>, id: NodeId) -> Option<NodeId> {
-        self.first(graph, id)
+        let first = self.first(graph, id);
+        if let (Some(seen), Some((at, _))) = (self.seen, first) {
+            let (low, high) = seen.get();
+            seen.set(if at < self.before {
+                (low.max(at.saturating_add(1)), high)
+            } else {
+                (low, high.min(at))
+            });
+        }
+        first
             .filter(|&(at, _)| at < self.before)
             .map(|(_, state)| state)
     }
@@ -674,13 +817,14 @@ pub fn decode_with<'g>(
         .ok_or_else(|| not_array("no such node".to_owned()))?;
     let (dtype, shape, order, data) = match node.kind() {
         NodeKind::Reduce { callable, args } => {
-            let name = global_name(graph, *callable)
-                .ok_or_else(|| not_array("a call of something that is not a global".to_owned()))?;
-            if FROMBUFFER.contains(&name.as_str()) {
+            if global_is(graph, *callable, FROMBUFFER) {
                 from_buffer(graph, *args, arrays, offset, builds)?
-            } else if RECONSTRUCT.contains(&name.as_str()) {
+            } else if global_is(graph, *callable, RECONSTRUCT) {
                 reconstruct(graph, id, *args, offset, builds)?
             } else {
+                let name = global_name(graph, *callable).ok_or_else(|| {
+                    not_array("a call of something that is not a global".to_owned())
+                })?;
                 return Err(not_array(format!("a call of `{name}`")));
             }
         }
@@ -733,7 +877,7 @@ pub fn decode_with<'g>(
     })
 }
 
-type Parts<'g> = (DType, Vec<u64>, Order, Cow<'g, [u8]>);
+type Parts<'g> = (Arc<DType>, Vec<u64>, Order, Cow<'g, [u8]>);
 
 /// The items of an object array (`dtype=object`) made by node `id`, its
 /// `BUILD` found as `builds` says: `_reconstruct` whose `BUILD` state holds a list,
@@ -814,7 +958,7 @@ fn from_buffer<'g>(
         }
         _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
-    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
+    let dtype = array_dtype(graph, dtype, builds)?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
     let order = match text_of(graph, order) {
@@ -840,7 +984,7 @@ fn reconstruct<'g>(
     let cls = tuple(graph, args)
         .and_then(|t| t.first().copied())
         .ok_or_else(|| malformed("`_reconstruct` has no class argument"))?;
-    if global_name(graph, cls).as_deref() != Some("numpy.ndarray") {
+    if !global_is(graph, cls, &["numpy.ndarray"]) {
         return Err(malformed("`_reconstruct` does not make a `numpy.ndarray`"));
     }
     let state = builds
@@ -865,7 +1009,7 @@ fn reconstruct<'g>(
         .map_err(|_| malformed("state is not (version, shape, dtype, is_fortran, data)"))?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let dtype = dtype_at(graph, dtype, 0, builds, &Cell::new(builds.max_dtypes))?;
+    let dtype = array_dtype(graph, dtype, builds)?;
     if dtype.has_object() {
         return Err(malformed(OBJECT_ARRAY));
     }
@@ -926,19 +1070,17 @@ fn joblib_wrapper(
     wrapper: NodeId,
     offset: u64,
     builds: Builds<'_>,
-) -> Result<(DType, Vec<u64>, Order)> {
+) -> Result<(Arc<DType>, Vec<u64>, Order)> {
     let malformed = |reason: &str| ArrayError::Malformed {
         offset,
         reason: format!("joblib array wrapper {reason}"),
     };
     let class = match graph.kind(wrapper) {
-        Some(NodeKind::NewObj { cls, .. }) => global_name(graph, *cls),
-        Some(NodeKind::Reduce { args, .. }) => tuple(graph, *args)
-            .and_then(|t| t.first().copied())
-            .and_then(|c| global_name(graph, c)),
+        Some(NodeKind::NewObj { cls, .. }) => Some(*cls),
+        Some(NodeKind::Reduce { args, .. }) => tuple(graph, *args).and_then(|t| t.first().copied()),
         _ => None,
     };
-    if !class.is_some_and(|c| JOBLIB_WRAPPERS.contains(&c.as_str())) {
+    if !class.is_some_and(|c| global_is(graph, c, JOBLIB_WRAPPERS)) {
         return Err(malformed("is not a `NumpyArrayWrapper`"));
     }
     let state = builds
@@ -957,12 +1099,10 @@ fn joblib_wrapper(
     let shape = get("shape")
         .and_then(|s| read_shape(graph, s))
         .ok_or_else(|| malformed("has no shape"))?;
-    let dtype = dtype_at(
+    let dtype = array_dtype(
         graph,
         get("dtype").ok_or_else(|| malformed("has no dtype"))?,
-        0,
         builds,
-        &Cell::new(builds.max_dtypes),
     )?;
     let order = match get("order").and_then(|o| text_of(graph, o)) {
         Some("C") => Order::C,
@@ -993,6 +1133,36 @@ pub fn decode_dtype(graph: &Graph<'_>, id: NodeId) -> Result<DType> {
     dtype_at(graph, id, 0, Builds::scan(), &Cell::new(MAX_DTYPES))
 }
 
+/// The dtype of an array, from `builds`' cache when it holds it.
+fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<Arc<DType>> {
+    let fresh = || Cell::new(builds.max_dtypes);
+    let (Some(cache), Some(_)) = (builds.cache, builds.index) else {
+        return dtype_at(graph, id, 0, builds, &fresh()).map(Arc::new);
+    };
+    if let Some(hit) = cache.map.borrow().get(&id) {
+        let (low, high) = hit.valid;
+        if (low..=high).contains(&builds.before) && hit.dtypes <= builds.max_dtypes {
+            return Ok(Arc::clone(&hit.dtype));
+        }
+    }
+    let seen = Cell::new((0, u64::MAX));
+    let left = fresh();
+    let tracked = Builds {
+        seen: Some(&seen),
+        ..builds
+    };
+    let dtype = Arc::new(dtype_at(graph, id, 0, tracked, &left)?);
+    cache.map.borrow_mut().insert(
+        id,
+        CachedDType {
+            dtype: Arc::clone(&dtype),
+            dtypes: builds.max_dtypes.saturating_sub(left.get()),
+            valid: seen.get(),
+        },
+    );
+    Ok(dtype)
+}
+
 fn dtype_at(
     graph: &Graph<'_>,
     id: NodeId,
@@ -1012,7 +1182,7 @@ fn dtype_at(
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     };
-    if global_name(graph, *callable).as_deref() != Some("numpy.dtype") {
+    if !global_is(graph, *callable, &["numpy.dtype"]) {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     }
     let descr = tuple(graph, *args)

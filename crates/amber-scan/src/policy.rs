@@ -12,6 +12,7 @@
 //! made. [`Policy::to_json`] lists it for the Python side's second wall.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -208,8 +209,22 @@ impl Entry {
 /// An allowlist of exact canonical names, each with its [`Entry`].
 #[derive(Debug, Clone)]
 pub struct Policy {
-    entries: HashMap<String, Entry>,
-    joblib: HashMap<String, Entry>,
+    /// Shared with every policy made from the default until one is changed.
+    entries: Arc<HashMap<String, Entry>>,
+    joblib: Arc<HashMap<String, Entry>>,
+}
+
+type Table = Arc<HashMap<String, Entry>>;
+
+/// The default tables, parsed once per process (a load makes a policy).
+fn default_tables() -> &'static (Table, Table) {
+    static TABLES: OnceLock<(Table, Table)> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        (
+            Arc::new(parse_table(DEFAULT_POLICY)),
+            Arc::new(parse_table(JOBLIB_POLICY)),
+        )
+    })
 }
 
 impl Default for Policy {
@@ -223,9 +238,10 @@ impl Policy {
     /// SciPy pickles use, plus plain Python data types.
     #[must_use]
     pub fn default_policy() -> Self {
+        let (entries, joblib) = default_tables();
         Policy {
-            entries: parse_table(DEFAULT_POLICY),
-            joblib: parse_table(JOBLIB_POLICY),
+            entries: Arc::clone(entries),
+            joblib: Arc::clone(joblib),
         }
     }
 
@@ -233,8 +249,8 @@ impl Policy {
     #[must_use]
     pub fn empty() -> Self {
         Policy {
-            entries: HashMap::new(),
-            joblib: parse_table(JOBLIB_POLICY),
+            entries: Arc::new(HashMap::new()),
+            joblib: Arc::clone(&default_tables().1),
         }
     }
 
@@ -247,8 +263,7 @@ impl Policy {
     /// identifiers.
     pub fn trust(&mut self, name: &str) -> Result<(), ScanError> {
         validate_name(name)?;
-        self.entries
-            .insert(alias(name).into_owned(), Entry::trusted());
+        Arc::make_mut(&mut self.entries).insert(alias(name).into_owned(), Entry::trusted());
         Ok(())
     }
 

@@ -17,8 +17,8 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at, tree};
-use crate::ndarray::{self, global_name};
+use super::{Found, Issue, Outcome, StateDict, View, present, tree};
+use crate::ndarray::{self, global_is};
 
 /// Tree estimators: one `tree_` each.
 pub const TREE_ESTIMATORS: [&str; 4] = [
@@ -48,7 +48,7 @@ fn tree_features(view: &View<'_, '_>, id: NodeId) -> Result<i64, Issue> {
         Some(NodeKind::Reduce { callable, args }) => (*callable, *args),
         _ => return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree")),
     };
-    if global_name(view.graph, callable).as_deref() != Some(tree::CLASS) {
+    if !global_is(view.graph, callable, &[tree::CLASS]) {
         return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree"));
     }
     let first = view
@@ -146,16 +146,22 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
             let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
-            for i in 0..nodes.len() {
-                if at(&is_leaf, i, "is_leaf", nodes.offset)? != 0 {
+            let mut visited = 0;
+            for (i, el) in feature.elements().enumerate() {
+                visited = i + 1;
+                if present(is_leaf.i64_in(el), i, "is_leaf", nodes.offset)? != 0 {
                     continue;
                 }
-                let f = at(&feature, i, "feature_idx", nodes.offset)?;
+                let f = present(feature.i64_in(el), i, "feature_idx", nodes.offset)?;
                 if f >= expected {
                     found.push("hist.feature_out_of_range", nodes.offset, || {
                         format!("node {i} splits on feature {f} but the estimator checks `X` for {expected}")
                     });
                 }
+            }
+            if visited < nodes.len() {
+                // Only if the array lied about its length.
+                present(None, visited, "is_leaf", nodes.offset)?;
             }
         }
     }

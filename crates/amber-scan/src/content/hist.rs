@@ -13,7 +13,7 @@
 
 use amber_pickle::NodeId;
 
-use super::{Found, Issue, Outcome, StateDict, View, at};
+use super::{Found, Issue, Outcome, StateDict, View, present};
 use crate::ndarray::NdArray;
 
 /// The class validated here.
@@ -68,13 +68,15 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
     let categorical = ctx.int_column(&nodes, Some("is_categorical"), "nodes")?;
     let bitset_idx = ctx.int_column(&nodes, Some("bitset_idx"), "nodes")?;
     let count = i64::try_from(n).unwrap_or(i64::MAX);
-    for i in 0..n {
-        if at(&is_leaf, i, "is_leaf", at_nodes)? != 0 {
+    let mut visited = 0;
+    for (i, el) in left.elements().enumerate() {
+        visited = i + 1;
+        if present(is_leaf.i64_in(el), i, "is_leaf", at_nodes)? != 0 {
             continue;
         }
         let id = i64::try_from(i).unwrap_or(i64::MAX);
         for (side, col) in [("left", &left), ("right", &right)] {
-            let c = at(col, i, side, at_nodes)?;
+            let c = present(col.i64_in(el), i, side, at_nodes)?;
             if !(0..count).contains(&c) {
                 found.push("hist.node_out_of_range", at_nodes, || {
                     format!("node {i} has {side} child {c}; there are {n} nodes")
@@ -85,20 +87,24 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
                 });
             }
         }
-        let f = at(&feature, i, "feature_idx", at_nodes)?;
+        let f = present(feature.i64_in(el), i, "feature_idx", at_nodes)?;
         if f < 0 {
             found.push("hist.feature_out_of_range", at_nodes, || {
                 format!("node {i} splits on feature {f}")
             });
         }
-        if at(&categorical, i, "is_categorical", at_nodes)? != 0 {
-            let b = at(&bitset_idx, i, "bitset_idx", at_nodes)?;
+        if present(categorical.i64_in(el), i, "is_categorical", at_nodes)? != 0 {
+            let b = present(bitset_idx.i64_in(el), i, "bitset_idx", at_nodes)?;
             if !(0..bitsets).contains(&b) {
                 found.push("hist.bitset_out_of_range", at_nodes, || {
                     format!("node {i} uses bitset {b}; there are {bitsets}")
                 });
             }
         }
+    }
+    if visited < n {
+        // Only if the array lied about its length.
+        present(None, visited, "is_leaf", at_nodes)?;
     }
     Ok(found.finish())
 }

@@ -42,11 +42,11 @@
 //! `bytearray` rewrites array bytes after they were read here).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
-use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, NdArray};
+use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, DTypeCache, NdArray};
 
 pub mod estimators;
 pub mod hist;
@@ -165,6 +165,7 @@ pub struct Checker<'g, 'a> {
     ctx: Ctx<'g, 'a>,
     index: EventIndex,
     left: Cell<u64>,
+    dtypes: DTypeCache,
 }
 
 impl std::fmt::Debug for Checker<'_, '_> {
@@ -184,13 +185,14 @@ impl<'g, 'a> Checker<'g, 'a> {
             ctx,
             index,
             left: Cell::new(elements),
+            dtypes: DTypeCache::default(),
         }
     }
 
     /// [`check`] for one object.
     #[must_use]
     pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
-        let builds = Builds::indexed(&self.index);
+        let builds = Builds::indexed(&self.index).cached(&self.dtypes);
         validate(&self.ctx, builds, &self.left, class, object, state)
     }
 
@@ -411,7 +413,8 @@ impl<'g> View<'g, '_> {
 /// `BUILD` consumed it, so the last value need not be the one the object got.
 pub(crate) struct StateDict<'g> {
     offset: u64,
-    items: HashMap<&'g str, NodeId>,
+    /// Sorted by key, each key once.
+    items: Vec<(&'g str, NodeId)>,
 }
 
 impl<'g> StateDict<'g> {
@@ -420,31 +423,52 @@ impl<'g> StateDict<'g> {
         let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
             return Err(Issue::undecodable(offset, "state is not a dict"));
         };
-        let mut items = HashMap::with_capacity(pairs.len());
+        let mut items = Vec::with_capacity(pairs.len());
         for &(k, v) in pairs {
             let key = graph
                 .get(k)
                 .and_then(Node::as_str)
                 .ok_or_else(|| Issue::undecodable(offset, "state has a key that is not a str"))?;
-            if items.insert(key, v).is_some() {
-                return Err(Issue::new(
-                    DUPLICATE_KEY,
-                    offset,
-                    format!("state sets `{key}` twice"),
-                ));
-            }
+            items.push((key, v));
+        }
+        items.sort_unstable_by_key(|&(k, _)| k);
+        if items
+            .windows(2)
+            .any(|w| matches!(w, [(a, _), (b, _)] if a == b))
+        {
+            // Name the first key set again, in the order the stream sets them.
+            let key = first_repeated(graph, pairs);
+            return Err(Issue::new(
+                DUPLICATE_KEY,
+                offset,
+                format!("state sets `{key}` twice"),
+            ));
         }
         Ok(StateDict { offset, items })
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<NodeId> {
-        self.items.get(key).copied()
+        self.items
+            .binary_search_by_key(&key, |&(k, _)| k)
+            .ok()
+            .and_then(|i| self.items.get(i))
+            .map(|&(_, v)| v)
     }
 
     pub(crate) fn require(&self, key: &str) -> Result<NodeId, Issue> {
         self.get(key)
             .ok_or_else(|| Issue::undecodable(self.offset, format!("state has no `{key}`")))
     }
+}
+
+/// The first key of `pairs` (all `str`) that repeats an earlier one.
+fn first_repeated<'g>(graph: &'g Graph<'_>, pairs: &[(NodeId, NodeId)]) -> &'g str {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    pairs
+        .iter()
+        .filter_map(|&(k, _)| graph.get(k).and_then(Node::as_str))
+        .find(|key| !seen.insert(*key))
+        .unwrap_or_default()
 }
 
 /// One integer field (or the elements) of an array, read as `i64`s one at a time.
@@ -471,14 +495,29 @@ fn int_column<'d>(
 }
 
 /// Element `i` of a column the caller sized; missing only if the array lied.
+#[inline(always)]
 pub(crate) fn at(
     col: &ndarray::Column<'_>,
     i: usize,
     what: &str,
     offset: u64,
 ) -> Result<i64, Issue> {
-    col.i64(i)
-        .ok_or_else(|| Issue::undecodable(offset, format!("`{what}` element {i} is missing")))
+    present(col.i64(i), i, what, offset)
+}
+
+/// [`at`] for an element the caller read itself.
+#[inline(always)]
+pub(crate) fn present(value: Option<i64>, i: usize, what: &str, offset: u64) -> Result<i64, Issue> {
+    match value {
+        Some(v) => Ok(v),
+        None => Err(missing(i, what, offset)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn missing(i: usize, what: &str, offset: u64) -> Issue {
+    Issue::undecodable(offset, format!("`{what}` element {i} is missing"))
 }
 
 /// Most issues reported per object; the rest are counted in one last issue.
