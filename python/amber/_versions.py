@@ -177,7 +177,21 @@ def mismatches(manifest: dict[str, Any]) -> list[VersionMismatch]:
     return found
 
 
-def check(manifest_json: str | bytes, strict: bool, source: Any, stacklevel: int = 3) -> None:
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside amber
+    (``amber.load`` and ``Store.load`` alike)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def check(manifest_json: str | bytes, strict: bool, source: Any) -> None:
     """Warns once (or raises, if ``strict``) when the file's versions differ from the running ones."""
     try:
         manifest = json.loads(manifest_json)
@@ -193,4 +207,4 @@ def check(manifest_json: str | bytes, strict: bool, source: Any, stacklevel: int
     message = f"{where} was saved under other versions: {_describe(found)}"
     if strict:
         raise VersionMismatchError(message, found)
-    warnings.warn(VersionMismatchWarning(message, found), stacklevel=stacklevel)
+    warnings.warn(VersionMismatchWarning(message, found), stacklevel=_caller_level())

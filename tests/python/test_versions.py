@@ -87,6 +87,15 @@ def test_one_warning_lists_every_mismatch(model, monkeypatch, tmp_path) -> None:
     assert str(path) in text
     assert mismatch[0].filename == __file__  # points at the caller of load
     assert loaded.predict(np.zeros((1, 3))).shape == (1,)
+    store = amber.Store(tmp_path / "store")
+    with monkeypatch.context() as m:
+        m.setattr(sklearn, "__version__", "0.24.2")
+        store.save(model, "m")
+    with pytest.warns(amber.VersionMismatchWarning) as caught:
+        store.load("m")
+    assert [w.filename for w in caught] == [__file__]
+    with pytest.raises(amber.VersionMismatchError):
+        store.load("m", strict_versions=True)
 
 
 def test_strict_versions_raises_before_unpickling(model, monkeypatch) -> None:
