@@ -565,11 +565,6 @@ pub fn run(path: &std::path::Path, as_json: bool) -> crate::Outcome {
             return crate::Outcome::Invalid;
         }
     };
-    let format = if format == "pickle" && !hook.arrays().is_empty() {
-        "joblib"
-    } else {
-        format
-    };
     let tree = Inspector::new(pickle.graph()).describe(pickle.root());
     if as_json {
         let value = json!({

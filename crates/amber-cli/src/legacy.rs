@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use amber_legacy::{ArraySource, Legacy, LegacyKind, Limits};
+use amber_legacy::{ArraySource, Legacy, Limits};
 
 use crate::Outcome;
 
@@ -12,15 +12,7 @@ pub fn is_legacy(path: &Path) -> bool {
 }
 
 fn describe(l: &Legacy) -> serde_json::Value {
-    let (format, compression) = match l.kind() {
-        LegacyKind::Pickle { .. } => ("pickle", None),
-        LegacyKind::Joblib { compression } => {
-            ("joblib", compression.map(amber_legacy::Codec::name))
-        }
-        LegacyKind::JoblibZf => ("joblib-zf", Some("zf")),
-        LegacyKind::JoblibMultiFile => ("joblib-multifile", None),
-        _ => ("unknown", None),
-    };
+    let (format, compression) = (l.kind().label(), l.kind().compression());
     let objects = l.arrays().iter().filter(|a| a.is_pickle()).count();
     let array_bytes: usize = (0..l.arrays().len())
         .filter(|&k| !l.arrays().get(k).is_some_and(ArraySource::is_pickle))

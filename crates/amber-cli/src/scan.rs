@@ -53,22 +53,8 @@ pub fn run(paths: &[PathBuf], json: bool, trusted: &[String]) -> Outcome {
 
 /// The format label and the report for one file.
 pub fn scan_one(path: &Path, policy: &Policy) -> Result<(&'static str, Report), source::OpenError> {
-    let (format, report) = amber::scan_path(path, policy, &amber_legacy::Limits::default())
-        .map_err(|e| source::OpenError::new(path, &e))?;
-    Ok((format_label(format, &report), report))
-}
-
-/// `pickle` files with joblib arrays (or wrapper classes) are `joblib`.
-pub fn format_label(format: &'static str, report: &Report) -> &'static str {
-    let wrapper = report
-        .globals
-        .iter()
-        .any(|g| g.name.ends_with("ArrayWrapper") && g.name.contains("joblib"));
-    if format == "pickle" && (report.joblib_arrays > 0 || wrapper) {
-        "joblib"
-    } else {
-        format
-    }
+    amber::scan_path(path, policy, &amber_legacy::Limits::default())
+        .map_err(|e| source::OpenError::new(path, &e))
 }
 
 fn json_line(path: &Path, format: &str, report: &Report) -> String {

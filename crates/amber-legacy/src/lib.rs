@@ -92,6 +92,31 @@ pub enum LegacyKind {
     JoblibMultiFile,
 }
 
+impl LegacyKind {
+    /// `pickle`, `joblib`, `joblib-zf` or `joblib-multifile`: the format label
+    /// every front end (scan reports, `amber info`, Python) shows.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Pickle { .. } => "pickle",
+            Self::Joblib { .. } => "joblib",
+            Self::JoblibZf => "joblib-zf",
+            Self::JoblibMultiFile => "joblib-multifile",
+        }
+    }
+
+    /// The whole-file compressor's name (`zlib`, …, `zf` for the legacy
+    /// container), or `None` for an uncompressed file.
+    #[must_use]
+    pub fn compression(self) -> Option<&'static str> {
+        match self {
+            Self::Joblib { compression } => compression.map(Codec::name),
+            Self::JoblibZf => Some("zf"),
+            Self::Pickle { .. } | Self::JoblibMultiFile => None,
+        }
+    }
+}
+
 /// The wrapper class an array was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

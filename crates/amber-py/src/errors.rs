@@ -47,32 +47,49 @@ pub fn to_py(py: Python<'_>, err: Core) -> PyErr {
     let offset = err.offset();
     let chunk = err.chunk();
     let pyerr = match err {
-        Core::Io { path, source, .. } => {
-            let errno = os_errno(&source).unwrap_or_else(|| errno_for(source.kind()));
-            let filename = path.display().to_string();
-            let text = format!("{message}: {source}");
-            // OSError picks the subclass (FileNotFoundError, …) from errno.
-            return PyOSError::new_err((errno, text, filename));
-        }
+        Core::Io { path, source, .. } => return os_error(&message, &source, &path),
         Core::Checksum { .. } | Core::ContentHash { .. } => ChecksumError::new_err(message),
         Core::Unsupported { .. } => UnsupportedError::new_err(message),
         Core::Limit { .. } => LimitExceededError::new_err(message),
         Core::Usage { .. } => return PyValueError::new_err(message),
         _ => FormatError::new_err(message),
     };
-    let value = pyerr.value(py);
+    with_location(py, pyerr, code, entry, offset, chunk)
+}
+
+/// An `OSError` whose errno picks the builtin subclass (`FileNotFoundError`,
+/// …), with the path as its `filename`.
+pub(crate) fn os_error(message: &str, source: &std::io::Error, path: &std::path::Path) -> PyErr {
+    let errno = os_errno(source).unwrap_or_else(|| errno_for(source.kind()));
+    PyOSError::new_err((
+        errno,
+        format!("{message}: {source}"),
+        path.display().to_string(),
+    ))
+}
+
+/// Sets the attributes every amber content error carries.
+pub(crate) fn with_location(
+    py: Python<'_>,
+    err: PyErr,
+    code: &str,
+    entry: Option<String>,
+    offset: Option<u64>,
+    chunk: Option<u64>,
+) -> PyErr {
+    let value = err.value(py);
     // Setting attributes on a fresh exception instance cannot fail in practice;
     // if it did, the exception would still carry its message.
     let _ = value.setattr("code", code);
     let _ = value.setattr("entry", entry);
     let _ = value.setattr("offset", offset);
     let _ = value.setattr("chunk", chunk);
-    pyerr
+    err
 }
 
 /// The OS error number, looking through wrappers (tempfile adds the path to
 /// write errors and keeps the original as its source).
-pub(crate) fn os_errno(err: &std::io::Error) -> Option<i32> {
+fn os_errno(err: &std::io::Error) -> Option<i32> {
     if let Some(code) = err.raw_os_error() {
         return Some(code);
     }
@@ -89,7 +106,7 @@ pub(crate) fn os_errno(err: &std::io::Error) -> Option<i32> {
     None
 }
 
-pub(crate) fn errno_for(kind: std::io::ErrorKind) -> i32 {
+fn errno_for(kind: std::io::ErrorKind) -> i32 {
     use std::io::ErrorKind as K;
     match kind {
         K::NotFound => 2,

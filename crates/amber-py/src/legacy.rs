@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use amber_legacy::{ArraySource, LegacyError, LegacyKind, Limits};
-use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use amber_legacy::{ArraySource, LegacyError, Limits};
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::buffer::{Borrowed, Region};
@@ -40,14 +40,7 @@ pub fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
     let entry = err.entry().map(str::to_owned);
     let offset = err.offset();
     let pyerr = match &err {
-        LegacyError::Io { path, source, .. } => {
-            let errno = source.raw_os_error().unwrap_or(5);
-            return PyOSError::new_err((
-                errno,
-                format!("{message}: {source}"),
-                path.display().to_string(),
-            ));
-        }
+        LegacyError::Io { path, source, .. } => return errors::os_error(&message, source, path),
         LegacyError::Truncated { .. }
         | LegacyError::Corrupt { .. }
         | LegacyError::ZfHeader { .. } => CompressedStreamError::new_err(message),
@@ -61,12 +54,7 @@ pub fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
         | LegacyError::Companion { .. } => CompanionFileError::new_err(message),
         _ => LegacyFormatError::new_err(message),
     };
-    let value = pyerr.value(py);
-    let _ = value.setattr("code", code);
-    let _ = value.setattr("entry", entry);
-    let _ = value.setattr("offset", offset);
-    let _ = value.setattr("chunk", py.None());
-    pyerr
+    errors::with_location(py, pyerr, code, entry, offset, None)
 }
 
 /// Copies smaller than this keep the GIL (releasing it costs more than they do).
@@ -140,22 +128,13 @@ impl Legacy {
     /// `"pickle"`, `"joblib"`, `"joblib-zf"` or `"joblib-multifile"`.
     #[getter]
     fn kind(&self) -> &'static str {
-        match self.inner.kind() {
-            LegacyKind::Pickle { .. } => "pickle",
-            LegacyKind::JoblibZf => "joblib-zf",
-            LegacyKind::JoblibMultiFile => "joblib-multifile",
-            _ => "joblib",
-        }
+        self.inner.kind().label()
     }
 
     /// The whole-file compressor (`"zlib"`, …, `"zf"`), or `None`.
     #[getter]
     fn compression(&self) -> Option<&'static str> {
-        match self.inner.kind() {
-            LegacyKind::Joblib { compression } => compression.map(amber_legacy::Codec::name),
-            LegacyKind::JoblibZf => Some("zf"),
-            _ => None,
-        }
+        self.inner.kind().compression()
     }
 
     /// Highest pickle protocol used.
@@ -195,7 +174,7 @@ impl Legacy {
         let policy = amber::policy(&trusted).map_err(|e| crate::scan::to_py(py, e))?;
         let inner = &self.inner;
         let report = py.detach(|| amber::scan_legacy(inner, &policy, &amber::Limits::default()));
-        crate::scan::report_json(&report, amber::legacy_label(inner.kind()))
+        crate::scan::report_json(&report, inner.kind().label())
     }
 
     /// The stream for CPython's unpickler.

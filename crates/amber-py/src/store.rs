@@ -8,21 +8,15 @@
 use std::path::PathBuf;
 
 use amber_store::{Store, StoreError, VersionFile};
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{AmberError, errno_for, os_errno};
+use crate::errors::{AmberError, os_error};
 
 fn to_py(err: StoreError) -> PyErr {
     let message = err.to_string();
     if let StoreError::Io { path, source, .. } = err {
-        let errno = os_errno(&source).unwrap_or_else(|| errno_for(source.kind()));
-        return PyOSError::new_err((
-            errno,
-            format!("{message}: {source}"),
-            path.display().to_string(),
-        ));
+        return os_error(&message, &source, &path);
     }
     let code = err.code();
     let error = AmberError::new_err(message);

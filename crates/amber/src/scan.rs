@@ -78,7 +78,7 @@ impl Opened {
     pub fn format(&self) -> &'static str {
         match self {
             Opened::Amber(_) => "amber",
-            Opened::Legacy(l) => legacy_label(l.kind()),
+            Opened::Legacy(l) => l.kind().label(),
         }
     }
 
@@ -152,7 +152,8 @@ pub fn scan_path(
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
-    scan_opened(open_path(path, limits), policy, limits)
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    scan_opened(open_path(path, limits), size, policy, limits)
 }
 
 /// [`scan_path`] for a file held in memory.
@@ -164,33 +165,24 @@ pub fn scan_bytes(
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
-    let len = data.len() as u64;
-    match open_bytes(data, limits) {
-        Err(Error::Legacy(LegacyError::Pickle { source })) => Ok(("pickle", refused(&source, len))),
-        other => scan_opened(other, policy, limits),
-    }
+    let size = data.len() as u64;
+    scan_opened(open_bytes(data, limits), size, policy, limits)
 }
 
+/// The report of an opened file; a pickle the legacy reader could not parse
+/// is `malformed` (`size` is the file's, for the report).
 fn scan_opened(
     opened: Result<Opened>,
+    size: u64,
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
     match opened {
         Ok(o) => Ok((o.format(), o.scan(policy, &limits.pickle)?)),
-        Err(Error::Legacy(LegacyError::Pickle { source })) => Ok(("pickle", refused(&source, 0))),
+        Err(Error::Legacy(LegacyError::Pickle { source })) => {
+            Ok(("pickle", refused(&source, size)))
+        }
         Err(e) => Err(e),
-    }
-}
-
-/// The label of a legacy file's kind.
-#[must_use]
-pub fn legacy_label(kind: LegacyKind) -> &'static str {
-    match kind {
-        LegacyKind::Pickle { .. } => "pickle",
-        LegacyKind::JoblibZf => "joblib-zf",
-        LegacyKind::JoblibMultiFile => "joblib-multifile",
-        _ => "joblib",
     }
 }
 
