@@ -230,12 +230,12 @@ def _arrays_on_demand(reader: Any) -> Any:
 
 
 def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:
-    names = _safety.trusted_names(trusted)
+    extra = _safety.trusted_names(trusted)
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
-    stream, report_json = reader.checked_pickle(names)
+    stream, report_json = reader.checked_pickle(extra)
     allowed = None
-    if names is not None:
+    if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader)
@@ -248,10 +248,10 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
             for i in unmappable:
                 copies[i] = buffers[i] = np.empty(entries[i][1], dtype=np.uint8)
             reader.copy_arrays_into(copies)
-            names_ = ", ".join(entries[i][0] for i in unmappable)
+            names = ", ".join(entries[i][0] for i in unmappable)
             warnings.warn(
                 f"mmap_mode={mmap_mode!r} cannot map compressed arrays; "
-                f"{len(unmappable)} loaded into memory instead: {names_}",
+                f"{len(unmappable)} loaded into memory instead: {names}",
                 UserWarning,
                 stacklevel=3,
             )
@@ -420,12 +420,11 @@ def scan(source: Target | bytes, *, trusted: Any = None) -> _safety.ScanReport:
     names = _safety.trusted_names(trusted)
     if names is None:
         raise ValueError("scan(trusted=True) would check nothing; pass None or a list of names")
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        text = _amber.scan_bytes(source, names)
-    elif _is_path(source):
-        text = _amber.scan_path(_fspath(source), names)
-    elif hasattr(source, "read"):
-        text = _amber.scan_bytes(source.read(), names)
+    data = _legacy_source(source)  # a path as str, or bytes (a file object is read)
+    if isinstance(data, str):
+        text = _amber.scan_path(data, names)
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        text = _amber.scan_bytes(data, names)
     else:
         raise TypeError(f"expected a path, a binary file object or bytes, not {type(source).__name__}")
     return _safety.report_from_json(text, _source_name(source))

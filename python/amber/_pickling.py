@@ -137,22 +137,21 @@ class Unpickler(pickle.Unpickler):
     in this stream (``None`` only for ``trusted=True``). ``find_class``
     resolves those and nothing else, importing only their modules and walking
     only their exact dotted names. Python 2 names (``copy_reg``,
-    ``__builtin__``) are renamed as CPython does for protocols 0-2; the
-    analyser reports names after that renaming, so a name it read otherwise
-    simply fails to match and is refused.
+    ``__builtin__``) are renamed as CPython does for protocols 0-2 when that
+    renamed name is the one the analyser accepted.
     """
 
     def __init__(self, file: Any, *, allowed: frozenset[str] | None = None, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self._allowed = allowed
-        self._compat = True
 
     def find_class(self, module: str, name: str) -> Any:
         if self._allowed is None:
             return super().find_class(running_numpy_module(module), name)
-        if not _safety.allowed_name(module, name, self._allowed, self._compat):
+        resolved = _safety.accepted(module, name, self._allowed)
+        if resolved is None:
             raise _safety.second_wall_error(f"{module}.{name}")
-        module, name = _safety.canonical(module, name, self._compat)
+        module, name = resolved
         __import__(running_numpy_module(module))
         obj: Any = sys.modules[running_numpy_module(module)]
         for part in name.split("."):

@@ -31,11 +31,14 @@ class Finding:
     offset: int | None = None
     opcode: str | None = None
     global_name: str | None = None
+    #: How many times the stream does this (findings of one kind are reported once).
+    count: int = 1
 
     def __str__(self) -> str:
         where = f" at byte {self.offset}" if self.offset is not None else ""
         op = f" ({self.opcode})" if self.opcode else ""
-        return f"[{self.code}]{where}{op}: {self.message}"
+        times = f" [{self.count} times]" if self.count > 1 else ""
+        return f"[{self.code}]{where}{op}{times}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def report_from_json(text: str | bytes, source: str = "") -> ScanReport:
             offset=f.get("offset"),
             opcode=f.get("opcode"),
             global_name=f.get("global"),
+            count=f.get("count", 1),
         )
         for f in raw.get("findings", ())
     )
@@ -155,23 +159,28 @@ def _normal(name: str) -> str:
     return name
 
 
-def canonical(module: str, name: str, compat: bool) -> tuple[str, str]:
+def canonical(module: str, name: str) -> tuple[str, str]:
     """``(module, name)`` after CPython's Python 2 renaming, as ``find_class``
     applies it for protocols 0-2."""
-    if compat:
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
-    return module, name
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def allowed_name(module: str, name: str, allowed: frozenset[str], compat: bool) -> bool:
-    """Whether the second wall lets ``module.name`` through: the analyser
-    accepted it as written (it reads Python 2 names the way ``find_class``
-    will resolve them, with ``compat``), or under its canonical name."""
-    m, n = canonical(module, name, compat)
-    return _normal(f"{module}.{name}") in allowed or _normal(f"{m}.{n}") in allowed
+def accepted(module: str, name: str, allowed: frozenset[str]) -> tuple[str, str] | None:
+    """The name the second wall resolves for ``module.name``, or ``None``.
+
+    The analyser reports names after Python 2 renaming where the stream's
+    protocol calls for it, so the name as written is tried first, then its
+    renamed form; whichever matches is the one resolved, so the object
+    imported is always one the analyser accepted.
+    """
+    if _normal(f"{module}.{name}") in allowed:
+        return module, name
+    renamed = canonical(module, name)
+    if renamed != (module, name) and _normal(f"{renamed[0]}.{renamed[1]}") in allowed:
+        return renamed
+    return None
 
 
 def second_wall_error(name: str) -> UnsafeModelError:
