@@ -191,7 +191,25 @@ _PACK_BELOW = 1 << 20
 _BLOCK = 8 << 20
 
 
-def _arrays_on_demand(reader: Any) -> Any:
+def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
+    """Fresh buffers for the arrays at ``indices`` (``None`` elsewhere): small
+    ones are views into shared blocks, large ones have their own allocation."""
+    buffers: list[Any] = [None] * len(sizes)
+    block: Any = None
+    used = 0
+    for i in indices:
+        if sizes[i] >= _PACK_BELOW:
+            buffers[i] = np.empty(sizes[i], dtype=np.uint8)
+            continue
+        if block is None or used + sizes[i] > len(block):
+            block = np.empty(_BLOCK, dtype=np.uint8)
+            used = 0
+        buffers[i] = block[used : used + sizes[i]]
+        used = (used + sizes[i] + 63) // 64 * 64
+    return buffers
+
+
+def _arrays_on_demand(reader: Any, ready: list[Any]) -> Any:
     """Each array, read into fresh memory (and its CRC checked) only when the
     unpickler asks for it: objects that copy their arrays (scikit-learn's trees
     do) have dropped the previous ones by then, so a load never holds all the
@@ -199,27 +217,28 @@ def _arrays_on_demand(reader: Any) -> Any:
     block read together by one call (in parallel: one call per array would
     decompress a model's many single-chunk arrays one at a time); the block is
     allocated whole anyway, so reading it ahead holds no more memory. Large
-    arrays get their own allocation."""
+    arrays get their own allocation. Arrays in ``ready`` were read before (for
+    the safety checks) and are handed over as they are."""
     sizes = reader.array_sizes()
-    batch: list[Any] = [None] * len(sizes)
-    block: Any = None
-    used = 0
     index = 0
     while index < len(sizes):
-        if sizes[index] >= _PACK_BELOW:
-            buffer = np.empty(sizes[index], dtype=np.uint8)
-            reader.copy_array_into(index, buffer)
+        if ready[index] is not None:
+            buffer, ready[index] = ready[index], None
             index += 1
             yield buffer
             continue
-        if block is None or used + sizes[index] > len(block):
-            block = np.empty(_BLOCK, dtype=np.uint8)
-            used = 0
+        # The next batch: one large array, or the small ones that fill a block.
         first = index
-        while index < len(sizes) and sizes[index] < _PACK_BELOW and used + sizes[index] <= len(block):
-            batch[index] = block[used : used + sizes[index]]
-            used = (used + sizes[index] + 63) // 64 * 64
+        if sizes[index] >= _PACK_BELOW:
             index += 1
+        else:
+            used = 0
+            while index < len(sizes) and ready[index] is None and sizes[index] < _PACK_BELOW:
+                if used + sizes[index] > _BLOCK:
+                    break
+                used = (used + sizes[index] + 63) // 64 * 64
+                index += 1
+        batch = _allocate(sizes, list(range(first, index)))
         if index - first == 1:
             reader.copy_array_into(first, batch[first])
         else:
@@ -231,27 +250,30 @@ def _arrays_on_demand(reader: Any) -> Any:
 
 def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:
     extra = _safety.trusted_names(trusted)
+    entries = reader.array_entries()
+    sizes = [nbytes for _, nbytes, _ in entries]
+    compressed = [i for i, (_, _, packed) in enumerate(entries) if packed]
+    # Compressed arrays the checks must read, or that cannot be mapped, are
+    # decoded once, on all cores, into the memory the unpickler then gets.
+    decode_now = compressed if compressed and (extra is not None or mmap_mode is not None) else []
+    ready = _allocate(sizes, decode_now)
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
-    stream, report_json = reader.checked_pickle(extra)
+    stream, report_json = reader.checked_pickle(extra, ready if decode_now else None)
     allowed = None
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
-        buffers: Any = _arrays_on_demand(reader)
+        buffers: Any = _arrays_on_demand(reader, ready)
     else:
         buffers = reader.array_regions()
-        unmappable = [i for i, region in enumerate(buffers) if region is None]
-        if unmappable:
-            entries = reader.array_entries()
-            copies: list[Any] = [None] * len(buffers)
-            for i in unmappable:
-                copies[i] = buffers[i] = np.empty(entries[i][1], dtype=np.uint8)
-            reader.copy_arrays_into(copies)
-            names = ", ".join(entries[i][0] for i in unmappable)
+        for i in compressed:
+            buffers[i] = ready[i]
+        if compressed:
+            names = ", ".join(entries[i][0] for i in compressed)
             warnings.warn(
                 f"mmap_mode={mmap_mode!r} cannot map compressed arrays; "
-                f"{len(unmappable)} loaded into memory instead: {names}",
+                f"{len(compressed)} loaded into memory instead: {names}",
                 UserWarning,
                 stacklevel=3,
             )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -394,3 +395,73 @@ def test_scan_report_of_a_safe_model(fitted_models) -> None:
     assert report.globals["sklearn.ensemble._forest.RandomForestClassifier"] == 1
     assert report.globals["sklearn.tree._tree.Tree"] >= 1
     assert report.format == "amber" and report.protocol == 5
+
+
+class _CraftedTree:
+    """Pickles as a fitted tree's `Tree` with one child index set to ``child``."""
+
+    def __init__(self, tree: Any, child: int) -> None:
+        self.args = (tree.n_features, tree.n_classes, tree.n_outputs)
+        self.state = tree.__getstate__()
+        self.state["nodes"] = self.state["nodes"].copy()
+        self.state["nodes"]["right_child"][0] = child
+
+    def __reduce__(self) -> Any:
+        from sklearn.tree._tree import Tree
+
+        return (Tree, self.args, self.state)
+
+
+@pytest.mark.parametrize("compress", [None, True, "lz4"])
+@pytest.mark.parametrize("mmap_mode", [None, "r"])
+def test_crafted_tree_refused_whatever_the_storage(tmp_path: Path, compress: Any, mmap_mode: str | None) -> None:
+    """The node array is an out-of-band entry, compressed or not; the checks
+    read it where the load will (decoded once for a compressed entry) and
+    refuse the tree before anything is built from it."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from amber._pickling import ARRAY_THRESHOLD
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(3000, 4)
+    model = DecisionTreeClassifier(random_state=0).fit(X, rng.randint(0, 2, len(X)))  # noise: a deep tree
+    assert model.tree_.__getstate__()["nodes"].nbytes >= ARRAY_THRESHOLD  # stored as its own entry
+    good = tmp_path / "good.amber"
+    amber.dump(model, good, compress=compress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # compressed arrays cannot be mapped
+        loaded = amber.load(good, mmap_mode=mmap_mode)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+    model.tree_ = _CraftedTree(model.tree_, 1 << 40)
+    bad = tmp_path / "bad.amber"
+    amber.dump(model, bad, compress=compress, protocol=5)
+    with pytest.raises(amber.UnsafeModelError) as excinfo, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        amber.load(bad, mmap_mode=mmap_mode)
+    assert "tree.child_out_of_range" in _codes(excinfo)
+    assert amber.scan(bad).verdict == "unsafe"
+
+
+@pytest.mark.parametrize("trusted", [None, True])
+def test_compressed_arrays_load_equal_and_writable(tmp_path: Path, trusted: Any) -> None:
+    """Arrays decoded for the checks are the arrays the load returns: equal,
+    writable, independent of each other, and of the right size."""
+    rng = np.random.default_rng(1)
+    value = {
+        "big": rng.integers(0, 50, size=(1 << 19,), dtype=np.int64),
+        "small": [rng.random(7) for _ in range(300)],
+        "empty": np.zeros((0, 3)),
+        "plain": rng.random(5000),
+    }
+    path = tmp_path / "z.amber"
+    amber.dump(value, path, compress=True)
+    got = amber.load(path, trusted=trusted)
+    np.testing.assert_array_equal(got["big"], value["big"])
+    for a, b in zip(got["small"], value["small"]):
+        np.testing.assert_array_equal(a, b)
+    assert got["empty"].shape == (0, 3)
+    np.testing.assert_array_equal(got["plain"], value["plain"])
+    got["small"][0][:] = -1.0  # writable, and sharing no bytes with its neighbour
+    np.testing.assert_array_equal(got["small"][1], value["small"][1])
+    assert got["big"].flags.writeable

@@ -45,6 +45,24 @@ impl Reader {
         })
     }
 
+    /// The writable buffers of `buffers` (one item per array, `None` to skip), by array index.
+    fn borrow_buffers(&self, buffers: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Borrowed)>> {
+        let count = self.container.arrays().len();
+        if buffers.len() != count {
+            return Err(PyValueError::new_err(format!(
+                "{} buffers given for {count} arrays",
+                buffers.len()
+            )));
+        }
+        let mut held = Vec::with_capacity(count);
+        for (index, item) in buffers.iter().enumerate() {
+            if !item.is_none() {
+                held.push((index, Borrowed::get(&item, true)?));
+            }
+        }
+        Ok(held)
+    }
+
     fn region(&self, start: u64, len: u64, writable: bool) -> PyResult<Region> {
         let bytes = self.container.bytes();
         let range = usize::try_from(start)
@@ -108,23 +126,50 @@ impl Reader {
     /// report of its analysis under the default policy plus `trusted`. The
     /// analysis reads the very `bytes` object returned, so what is unpickled
     /// is exactly what was analysed.
+    ///
+    /// `decoded`, if given, has one item per array in buffer order: `None`,
+    /// or a writable buffer of exactly the array's size. Those arrays are
+    /// copied (decompressed, CRC checked) into their buffers on all threads
+    /// first, and the analysis reads them there: a load hands the same
+    /// buffers to the unpickler, so no compressed entry is decoded twice.
+    #[pyo3(signature = (trusted, decoded = None))]
     fn checked_pickle<'py>(
         &self,
         py: Python<'py>,
         trusted: Option<Vec<String>>,
+        decoded: Option<&Bound<'py, PyList>>,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<String>)> {
         let container = &self.container;
         let threads = &self.threads;
         let stream = py.detach(|| threads.run(|| container.pickle())).py(py)?;
         let bytes = PyBytes::new(py, &stream);
         drop(stream);
+        let held = match decoded {
+            Some(list) => {
+                let held = self.borrow_buffers(list)?;
+                let dests: Vec<(usize, &mut [u8])> =
+                    held.iter().map(|(i, b)| (*i, b.bytes_mut())).collect();
+                py.detach(|| threads.run(|| container.copy_arrays_into(dests)))
+                    .py(py)?;
+                held
+            }
+            None => Vec::new(),
+        };
         let Some(names) = trusted else {
             return Ok((bytes, None));
         };
         let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
         let data = bytes.as_bytes();
-        let report = py
-            .detach(|| amber::scan_container(container, data, &policy, &amber::Limits::default()));
+        let mut given: Vec<Option<&[u8]>> = vec![None; container.arrays().len()];
+        for (index, buffer) in &held {
+            if let Some(slot) = given.get_mut(*index) {
+                *slot = Some(buffer.bytes());
+            }
+        }
+        let arrays = amber::ContainerArrays::with_decoded(container, given);
+        let report = py.detach(|| {
+            amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default())
+        });
         Ok((bytes, Some(scan::report_json(&report, "amber")?)))
     }
 
@@ -168,19 +213,7 @@ impl Reader {
     /// buffer order, either `None` (skip it) or a writable C-contiguous buffer of
     /// exactly the array's size. Every CRC is checked; work runs on all threads.
     fn copy_arrays_into(&self, py: Python<'_>, buffers: &Bound<'_, PyList>) -> PyResult<()> {
-        let count = self.container.arrays().len();
-        if buffers.len() != count {
-            return Err(PyValueError::new_err(format!(
-                "{} buffers given for {count} arrays",
-                buffers.len()
-            )));
-        }
-        let mut held: Vec<(usize, Borrowed)> = Vec::with_capacity(count);
-        for (index, item) in buffers.iter().enumerate() {
-            if !item.is_none() {
-                held.push((index, Borrowed::get(&item, true)?));
-            }
-        }
+        let held = self.borrow_buffers(buffers)?;
         let dests: Vec<(usize, &mut [u8])> =
             held.iter().map(|(i, b)| (*i, b.bytes_mut())).collect();
         let container = &self.container;

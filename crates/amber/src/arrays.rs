@@ -17,6 +17,8 @@ pub struct ContainerArrays<'c, B> {
     container: &'c Container<B>,
     locations: Vec<(u64, u64, bool)>,
     decoded: Vec<OnceLock<Option<Vec<u8>>>>,
+    /// Buffers the caller already decoded (CRC checked), by array index.
+    given: Vec<Option<&'c [u8]>>,
 }
 
 impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
@@ -33,6 +35,20 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             container,
             locations,
             decoded,
+            given: Vec::new(),
+        }
+    }
+
+    /// [`Self::new`], reading array `i` from `given[i]` where that is
+    /// `Some`: the bytes a load already decoded into the memory it will hand
+    /// the unpickler (each exactly the array's size, CRC checked by
+    /// [`Container::copy_arrays_into`]), so that a compressed entry is
+    /// decoded once for the checks and the load together.
+    #[must_use]
+    pub fn with_decoded(container: &'c Container<B>, given: Vec<Option<&'c [u8]>>) -> Self {
+        ContainerArrays {
+            given,
+            ..Self::new(container)
         }
     }
 
@@ -53,6 +69,9 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
     fn buffer(&self, index: u64) -> Option<&[u8]> {
         let i = usize::try_from(index).ok()?;
         let &(offset, len, compressed) = self.locations.get(i)?;
+        if let Some(Some(given)) = self.given.get(i) {
+            return (given.len() as u64 == len).then_some(*given);
+        }
         if !compressed {
             return slice(self.container.bytes(), offset, len);
         }

@@ -27,5 +27,5 @@ pub use arrays::{ContainerArrays, LegacyArrays};
 pub use error::{Error, Result};
 pub use scan::{
     Backing, Opened, StreamView, open_bytes, open_path, policy, scan_bytes, scan_container,
-    scan_legacy, scan_path,
+    scan_container_arrays, scan_legacy, scan_path,
 };

@@ -202,17 +202,28 @@ pub fn policy(trusted: &[String]) -> Result<Policy> {
 /// exact bytes it will unpickle), with the container's arrays as its
 /// out-of-band buffers.
 #[must_use]
-pub fn scan_container<B: Source>(
+pub fn scan_container<B: AsRef<[u8]> + Source + Sync>(
     container: &Container<B>,
     stream: &[u8],
     policy: &Policy,
     limits: &Limits,
 ) -> Report {
-    let arrays = ContainerArrays::new(container);
+    scan_container_arrays(&ContainerArrays::new(container), stream, policy, limits)
+}
+
+/// [`scan_container`] with the container's arrays given (see
+/// [`ContainerArrays::with_decoded`]).
+#[must_use]
+pub fn scan_container_arrays<B: AsRef<[u8]> + Source + Sync>(
+    arrays: &ContainerArrays<'_, B>,
+    stream: &[u8],
+    policy: &Policy,
+    limits: &Limits,
+) -> Report {
     let kind = StreamKind::Amber {
         buffers: arrays.len(),
     };
-    scan(stream, kind, &arrays, policy, limits)
+    scan(stream, kind, arrays, policy, limits)
 }
 
 /// Analyses a legacy file: its (decompressed) stream, parsed the way joblib
