@@ -168,7 +168,9 @@ impl Reader {
         }
         let arrays = amber::ContainerArrays::with_decoded(container, given);
         let report = py.detach(|| {
-            amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default())
+            threads.run(|| {
+                amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default())
+            })
         });
         Ok((bytes, Some(scan::report_json(&report, "amber")?)))
     }

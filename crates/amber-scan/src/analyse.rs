@@ -154,9 +154,9 @@ struct Run<'r, 'x, 'g, 'a> {
     globals: Vec<(NodeId, Resolved<'x>)>,
     /// Objects that already received a `BUILD`.
     built: HashSet<NodeId>,
-    /// The content validators, made on the first object that needs them:
-    /// one event index and one work budget for the whole stream.
-    checker: Option<content::Checker<'r, 'a>>,
+    /// Objects whose content the validators check once the walk is done
+    /// (all together, on every thread): class, object, state.
+    content_jobs: Vec<(Rc<str>, NodeId, NodeId)>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -166,7 +166,7 @@ impl Analyser<'_, '_, '_> {
             an: self,
             globals: Vec::new(),
             built: HashSet::new(),
-            checker: None,
+            content_jobs: Vec::new(),
         };
         for (id, node) in graph.iter() {
             if let NodeKind::Global(g) = node.kind() {
@@ -193,6 +193,7 @@ impl Analyser<'_, '_, '_> {
                 _ => run.items(event.target, event.offset, event.opcode),
             }
         }
+        run.check_content();
     }
 }
 
@@ -806,17 +807,34 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
         let canonical = crate::policy::alias(&class);
         if content::validated_classes().contains(&canonical.as_ref()) {
-            let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
-            let checker = self.checker.get_or_insert_with(|| {
-                content::Checker::new(content::Ctx { graph, arrays }, budget)
-            });
-            for issue in checker.check(&canonical, target, state) {
+            self.content_jobs
+                .push((canonical.as_ref().into(), target, state));
+        }
+    }
+
+    /// Runs the content validators on every object the walk queued, with one
+    /// event index and one work budget for the whole stream; each issue is a
+    /// critical finding.
+    fn check_content(&mut self) {
+        if self.content_jobs.is_empty() {
+            return;
+        }
+        let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
+        let checker = content::Checker::new(content::Ctx { graph, arrays }, budget);
+        let jobs: Vec<(&str, NodeId, NodeId)> = self
+            .content_jobs
+            .iter()
+            .map(|(class, object, state)| (class.as_ref(), *object, *state))
+            .collect();
+        let results = checker.check_many(&jobs);
+        for ((class, _, _), issues) in self.content_jobs.iter().zip(results) {
+            for issue in issues {
                 self.an.findings.push(Finding {
                     code: issue.code,
                     severity: Severity::Critical,
                     offset: Some(issue.offset),
                     opcode: None,
-                    global: Some(canonical.clone().into_owned()),
+                    global: Some(class.to_string()),
                     message: issue.message,
                     count: 1,
                 });

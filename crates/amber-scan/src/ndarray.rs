@@ -42,7 +42,7 @@ use std::sync::Arc;
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
 /// Where the bytes that are not in the graph come from.
-pub trait ArrayBytes {
+pub trait ArrayBytes: Sync {
     /// The out-of-band buffer `NEXT_BUFFER` number `index` refers to.
     fn buffer(&self, index: u64) -> Option<&[u8]>;
     /// `len` bytes of the input at `offset` (joblib inline array data).

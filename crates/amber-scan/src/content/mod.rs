@@ -41,8 +41,10 @@
 //! events on `bytes`/`bytearray`/tuple literals (a `SETITEM` on a
 //! `bytearray` rewrites array bytes after they were read here).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+
+use rayon::prelude::*;
 
 use amber_pickle::{Event, EventIndex, EventKind, Graph, Node, NodeId, NodeKind};
 
@@ -124,7 +126,7 @@ pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> V
     validate(
         ctx,
         Builds::scan(),
-        &Cell::new(u64::MAX),
+        &Budget::unlimited(),
         class,
         object,
         state,
@@ -145,7 +147,7 @@ pub fn check_indexed(
     validate(
         ctx,
         Builds::indexed(index),
-        &Cell::new(u64::MAX),
+        &Budget::unlimited(),
         class,
         object,
         state,
@@ -164,14 +166,15 @@ pub fn check_indexed(
 pub struct Checker<'g, 'a> {
     ctx: Ctx<'g, 'a>,
     index: EventIndex,
-    left: Cell<u64>,
+    budget: Budget,
     dtypes: DTypeCache,
+    parallel_from: u64,
 }
 
 impl std::fmt::Debug for Checker<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checker")
-            .field("left", &self.left.get())
+            .field("left", &self.budget.left.get())
             .finish_non_exhaustive()
     }
 }
@@ -184,8 +187,19 @@ impl<'g, 'a> Checker<'g, 'a> {
         Checker {
             ctx,
             index,
-            left: Cell::new(elements),
+            budget: Budget::new(elements, false),
             dtypes: DTypeCache::default(),
+            parallel_from: PARALLEL_FROM,
+        }
+    }
+
+    /// Let [`Self::check_many`] use other threads whenever the budget left
+    /// is at least `elements` (by default twice the bytes of an 8 MB file).
+    #[must_use]
+    pub fn parallel_from(self, elements: u64) -> Self {
+        Checker {
+            parallel_from: elements,
+            ..self
         }
     }
 
@@ -193,20 +207,142 @@ impl<'g, 'a> Checker<'g, 'a> {
     #[must_use]
     pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
         let builds = Builds::indexed(&self.index).cached(&self.dtypes);
-        validate(&self.ctx, builds, &self.left, class, object, state)
+        validate(&self.ctx, builds, &self.budget, class, object, state)
+    }
+
+    /// [`Self::check`] for each of `jobs` (class, object, state), in order,
+    /// with the same results, the same budget left after, and the work spread
+    /// over the threads of the current rayon pool.
+    ///
+    /// Jobs run in batches; each job of a batch may spend what was left when
+    /// its batch began and logs what it spends. The logs are then settled in
+    /// order: a job whose spending would have overrun what the jobs before it
+    /// left gets the very `content.budget` issue it would have got alone.
+    /// So the results never depend on the threads, and a hostile stream makes
+    /// the pool read at most one batch's jobs times the budget.
+    #[must_use]
+    pub fn check_many(&self, jobs: &[(&str, NodeId, NodeId)]) -> Vec<Vec<Issue>> {
+        let threads = rayon::current_num_threads();
+        if threads < 2 || jobs.len() < 2 || self.budget.left.get() < self.parallel_from {
+            return jobs.iter().map(|&(c, o, s)| self.check(c, o, s)).collect();
+        }
+        let (ctx, index) = (self.ctx, &self.index);
+        let mut out = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(threads.saturating_mul(BATCH_PER_THREAD)) {
+            let start = self.budget.left.get();
+            let runs: Vec<(Vec<Issue>, Budget)> = batch
+                .par_iter()
+                .map_init(DTypeCache::default, |dtypes, &(class, object, state)| {
+                    let budget = Budget::new(start, true);
+                    let builds = Builds::indexed(index).cached(dtypes);
+                    let issues = validate(&ctx, builds, &budget, class, object, state);
+                    (issues, budget)
+                })
+                .collect();
+            out.extend(
+                runs.into_iter()
+                    .map(|(issues, spent)| self.settle(issues, &spent)),
+            );
+        }
+        out
+    }
+
+    /// The result of a job run with the budget of its batch, as if it had
+    /// run alone after the jobs before it; takes what it spent.
+    fn settle(&self, issues: Vec<Issue>, run: &Budget) -> Vec<Issue> {
+        let left = self.budget.left.get();
+        let mut spent = 0u64;
+        for charge in run.log.borrow().iter() {
+            spent = spent.saturating_add(charge.cost);
+            if spent > left {
+                self.budget.left.set(0);
+                return vec![budget_issue(charge.offset, &charge.what, charge.cost)];
+            }
+        }
+        if run.stopped.get() {
+            // It needed more than its batch's budget, so more than `left`:
+            // it stops on the same charge alone.
+            self.budget.left.set(0);
+        } else {
+            self.budget.left.set(left - spent);
+        }
+        issues
     }
 
     /// Array elements the remaining checks may still read.
     #[must_use]
     pub fn remaining(&self) -> u64 {
-        self.left.get()
+        self.budget.left.get()
     }
+}
+
+/// The budget from which [`Checker::check_many`] uses other threads by
+/// default: that of an 8 MB file. Below, waking them costs more than it saves.
+const PARALLEL_FROM: u64 = 16 << 20;
+
+/// Jobs per thread in one batch of [`Checker::check_many`].
+const BATCH_PER_THREAD: usize = 4;
+
+/// The array elements one validation may still read and, when it runs in a
+/// batch, what it read (to settle it in order afterwards).
+struct Budget {
+    left: Cell<u64>,
+    log: RefCell<Vec<Charge>>,
+    logging: bool,
+    /// Whether a charge was refused.
+    stopped: Cell<bool>,
+}
+
+struct Charge {
+    cost: u64,
+    offset: u64,
+    what: String,
+}
+
+impl Budget {
+    fn new(elements: u64, logging: bool) -> Self {
+        Budget {
+            left: Cell::new(elements),
+            log: RefCell::new(Vec::new()),
+            logging,
+            stopped: Cell::new(false),
+        }
+    }
+
+    fn unlimited() -> Self {
+        Budget::new(u64::MAX, false)
+    }
+
+    fn charge(&self, cost: u64, offset: u64, what: &str) -> Result<(), Issue> {
+        let Some(left) = self.left.get().checked_sub(cost) else {
+            self.left.set(0);
+            self.stopped.set(true);
+            return Err(budget_issue(offset, what, cost));
+        };
+        self.left.set(left);
+        if self.logging {
+            self.log.borrow_mut().push(Charge {
+                cost,
+                offset,
+                what: what.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn budget_issue(offset: u64, what: &str, cost: u64) -> Issue {
+    Issue::new(
+        BUDGET,
+        offset,
+        format!("reading `{what}` ({cost} elements) exceeds the budget for validating this file"),
+    )
 }
 
 fn validate(
     ctx: &Ctx<'_, '_>,
     builds: Builds<'_>,
-    work: &Cell<u64>,
+    work: &Budget,
     class: &str,
     object: NodeId,
     state: NodeId,
@@ -336,7 +472,7 @@ pub(crate) struct View<'g, 'a> {
     arrays: &'g dyn ArrayBytes,
     builds: Builds<'g>,
     /// Array elements this and later checks may still read.
-    work: &'g Cell<u64>,
+    work: &'g Budget,
 }
 
 impl<'g> View<'g, '_> {
@@ -386,19 +522,8 @@ impl<'g> View<'g, '_> {
 
     /// Take `elements` from the work budget.
     pub(crate) fn charge(&self, elements: usize, offset: u64, what: &str) -> Result<(), Issue> {
-        let cost = u64::try_from(elements).unwrap_or(u64::MAX);
-        let Some(left) = self.work.get().checked_sub(cost) else {
-            self.work.set(0);
-            return Err(Issue::new(
-                BUDGET,
-                offset,
-                format!(
-                    "reading `{what}` ({cost} elements) exceeds the budget for validating this file"
-                ),
-            ));
-        };
-        self.work.set(left);
-        Ok(())
+        self.work
+            .charge(u64::try_from(elements).unwrap_or(u64::MAX), offset, what)
     }
 
     /// An int the state must hold.

@@ -282,15 +282,37 @@ fn the_checker_budget_bounds_work_over_the_whole_file() {
             );
             assert_eq!(exact.remaining(), 0);
             let short = Checker::new(ctx, used - 1);
-            let refused: Vec<_> = builds
+            let refused: Vec<Vec<_>> = builds
                 .iter()
-                .flat_map(|(c, o, s)| short.check(c, *o, *s))
+                .map(|(c, o, s)| short.check(c, *o, *s))
                 .collect();
-            assert!(!refused.is_empty(), "{}", entry.name);
+            assert!(refused.iter().any(|r| !r.is_empty()), "{}", entry.name);
             assert!(
-                refused.iter().all(|i| i.code == "content.budget"),
+                refused.iter().flatten().all(|i| i.code == "content.budget"),
                 "{refused:?}"
             );
+            // In parallel batches: the same issues for every job, the same budget left.
+            let jobs: Vec<_> = builds
+                .iter()
+                .map(|(c, o, s)| (c.as_str(), *o, *s))
+                .collect();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            for budget in [u64::MAX, used, used - 1, used / 2, 1, 0] {
+                let alone = Checker::new(ctx, budget);
+                let expected: Vec<_> = builds
+                    .iter()
+                    .map(|(c, o, s)| alone.check(c, *o, *s))
+                    .collect();
+                let (got, left) = pool.install(|| {
+                    let many = Checker::new(ctx, budget).parallel_from(0);
+                    (many.check_many(&jobs), many.remaining())
+                });
+                assert_eq!(got, expected, "{} with budget {budget}", entry.name);
+                assert_eq!(left, alone.remaining(), "{}", entry.name);
+            }
         });
     }
 }
