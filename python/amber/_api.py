@@ -209,7 +209,7 @@ def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
     return buffers
 
 
-def _arrays_on_demand(reader: Any, ready: list[Any]) -> Any:
+def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
     """Each array, read into fresh memory (and its CRC checked) only when the
     unpickler asks for it: objects that copy their arrays (scikit-learn's trees
     do) have dropped the previous ones by then, so a load never holds all the
@@ -217,12 +217,16 @@ def _arrays_on_demand(reader: Any, ready: list[Any]) -> Any:
     block read together by one call (in parallel: one call per array would
     decompress a model's many single-chunk arrays one at a time); the block is
     allocated whole anyway, so reading it ahead holds no more memory. Large
-    arrays get their own allocation. Arrays in ``ready`` were read before (for
-    the safety checks) and are handed over as they are."""
+    arrays get their own allocation.
+
+    ``ready`` holds the memory a safe load allocated beforehand for every
+    array (``None`` items otherwise); the arrays marked ``filled`` were copied
+    there by the content checks, which read them in place, and are handed
+    over as they are."""
     sizes = reader.array_sizes()
     index = 0
     while index < len(sizes):
-        if ready[index] is not None:
+        if filled[index]:
             buffer, ready[index] = ready[index], None
             index += 1
             yield buffer
@@ -233,12 +237,17 @@ def _arrays_on_demand(reader: Any, ready: list[Any]) -> Any:
             index += 1
         else:
             used = 0
-            while index < len(sizes) and ready[index] is None and sizes[index] < _PACK_BELOW:
+            while index < len(sizes) and not filled[index] and sizes[index] < _PACK_BELOW:
                 if used + sizes[index] > _BLOCK:
                     break
                 used = (used + sizes[index] + 63) // 64 * 64
                 index += 1
-        batch = _allocate(sizes, list(range(first, index)))
+        if ready[first] is None:
+            batch = _allocate(sizes, list(range(first, index)))
+        else:
+            batch = [None] * len(sizes)
+            batch[first:index] = ready[first:index]
+            ready[first:index] = [None] * (index - first)
         if index - first == 1:
             reader.copy_array_into(first, batch[first])
         else:
@@ -253,20 +262,31 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     entries = reader.array_entries()
     sizes = [nbytes for _, nbytes, _ in entries]
     compressed = [i for i, (_, _, packed) in enumerate(entries) if packed]
-    # Compressed arrays the checks must read, or that cannot be mapped, are
-    # decoded once, on all cores, into the memory the unpickler then gets.
-    decode_now = compressed if compressed and (extra is not None or mmap_mode is not None) else []
-    ready = _allocate(sizes, decode_now)
+    # A safe load allocates every array's memory first (untouched pages cost
+    # nothing): the content checks copy the arrays they read into it and read
+    # them there, so those are unpickled exactly as checked and read once.
+    # Mapped loads map what they can; compressed arrays need memory anyway.
+    if mmap_mode is None:
+        wanted = range(len(sizes)) if extra is not None else []
+    else:
+        wanted = compressed
+    ready = _allocate(sizes, list(wanted))
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
-    stream, report_json = reader.checked_pickle(extra, ready if decode_now else None)
+    stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None)
     allowed = None
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
-        buffers: Any = _arrays_on_demand(reader, ready)
+        buffers: Any = _arrays_on_demand(reader, ready, filled)
     else:
         buffers = reader.array_regions()
+        rest: list[Any] = [None] * len(sizes)
+        for i in compressed:
+            if not filled[i]:
+                rest[i] = ready[i]
+        if any(b is not None for b in rest):
+            reader.copy_arrays_into(rest)
         for i in compressed:
             buffers[i] = ready[i]
         if compressed:

@@ -589,3 +589,28 @@ def test_cli_info_on_bad_files(layout, tmp_path) -> None:
     assert proc.returncode == 1 and "pickle" in proc.stderr
     broken = write(tmp_path, pickle.dumps(1, protocol=4)[:-1], "broken.pkl")
     assert cli("info", str(broken)).returncode == 1
+
+
+@pytest.mark.parametrize("compress", [None, True])
+def test_damaged_tree_array_read_by_the_checks(tmp_path, compress) -> None:
+    """A safe load copies a tree's node array into the memory it unpickles
+    from and checks it there: damage in it is a checksum error naming the
+    entry (not an unsafe verdict, not a wrong model)."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(4000, 3)
+    model = DecisionTreeRegressor(random_state=0).fit(X, rng.rand(len(X)))
+    path = tmp_path / "tree.amber"
+    amber.dump(model, path, compress=compress)
+    (nodes,) = [e for e in amber.info(path)["entries"] if ["left_child", "<i8"] in e.get("dtype", [])]
+    # Damage a byte in the middle of the entry's stored data.
+    data = bytearray(path.read_bytes())
+    info = zipfile.ZipFile(path).getinfo(nodes["name"])
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0xFF
+    bad = tmp_path / "bad.amber"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(amber.ChecksumError) as excinfo:
+        amber.load(bad)
+    assert excinfo.value.entry == nodes["name"]

@@ -121,58 +121,56 @@ impl Reader {
         PyBytes::new(py, self.container.manifest_bytes())
     }
 
-    /// The pickle stream as `bytes` (CRC checked, decompressed if needed)
-    /// and, unless `trusted` is `None` (`trusted=True`: no policy), the JSON
-    /// report of its analysis under the default policy plus `trusted`. The
-    /// analysis reads the very `bytes` object returned, so what is unpickled
-    /// is exactly what was analysed.
+    /// The pickle stream as `bytes` (CRC checked, decompressed if needed),
+    /// unless `trusted` is `None` (`trusted=True`: no policy) the JSON report
+    /// of its analysis under the default policy plus `trusted`, and for each
+    /// array whether its buffer in `dests` now holds it. The analysis reads
+    /// the very `bytes` object returned, so what is unpickled is exactly what
+    /// was analysed.
     ///
-    /// `decoded`, if given, has one item per array in buffer order: `None`,
-    /// or a writable buffer of exactly the array's size. Those arrays are
-    /// copied (decompressed, CRC checked) into their buffers on all threads
-    /// first, and the analysis reads them there: a load hands the same
-    /// buffers to the unpickler, so no compressed entry is decoded twice.
-    #[pyo3(signature = (trusted, decoded = None))]
+    /// `dests`, if given, has one item per array in buffer order: `None`, or
+    /// a writable buffer of exactly the array's size. An array the content
+    /// checks read is first copied there (decoded, CRC checked) and checked in
+    /// place, so the load hands the unpickler the bytes that were checked and
+    /// reads no array twice; the others are left for the load to copy.
+    #[pyo3(signature = (trusted, dests = None))]
     fn checked_pickle<'py>(
         &self,
         py: Python<'py>,
         trusted: Option<Vec<String>>,
-        decoded: Option<&Bound<'py, PyList>>,
-    ) -> PyResult<(Bound<'py, PyBytes>, Option<String>)> {
+        dests: Option<&Bound<'py, PyList>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<String>, Vec<bool>)> {
         let container = &self.container;
         let threads = &self.threads;
         let stream = py.detach(|| threads.run(|| container.pickle())).py(py)?;
         let bytes = PyBytes::new(py, &stream);
         drop(stream);
-        let held = match decoded {
-            Some(list) => {
-                let held = self.borrow_buffers(list)?;
-                let dests: Vec<(usize, &mut [u8])> =
-                    held.iter().map(|(i, b)| (*i, b.bytes_mut())).collect();
-                py.detach(|| threads.run(|| container.copy_arrays_into(dests)))
-                    .py(py)?;
-                held
-            }
-            None => Vec::new(),
-        };
+        let count = container.arrays().len();
         let Some(names) = trusted else {
-            return Ok((bytes, None));
+            return Ok((bytes, None, vec![false; count]));
         };
         let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
-        let data = bytes.as_bytes();
-        let mut given: Vec<Option<&[u8]>> = vec![None; container.arrays().len()];
+        let held = match dests {
+            Some(list) => self.borrow_buffers(list)?,
+            None => Vec::new(),
+        };
+        let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
         for (index, buffer) in &held {
-            if let Some(slot) = given.get_mut(*index) {
-                *slot = Some(buffer.bytes());
+            if let Some(slot) = slots.get_mut(*index) {
+                *slot = Some(buffer.bytes_mut());
             }
         }
-        let arrays = amber::ContainerArrays::with_decoded(container, given);
-        let report = py.detach(|| {
+        let arrays = amber::ContainerArrays::with_destinations(container, slots);
+        let data = bytes.as_bytes();
+        let (report, filled) = py.detach(|| {
             threads.run(|| {
-                amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default())
+                let report =
+                    amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default());
+                (report, arrays.filled())
             })
         });
-        Ok((bytes, Some(scan::report_json(&report, "amber")?)))
+        let filled = filled.py(py)?;
+        Ok((bytes, Some(scan::report_json(&report, "amber")?), filled))
     }
 
     /// Zero-copy regions of every array's data, in buffer order; `None` for

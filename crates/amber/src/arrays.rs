@@ -5,10 +5,17 @@
 //! file, inline data or companion files of a joblib file. Uncompressed amber
 //! entries are slices of the mapped file; compressed ones are decoded (CRCs
 //! checked) only when a validator asks, once each.
+//!
+//! A load gives [`ContainerArrays::with_destinations`] the memory it will
+//! hand the unpickler: an array a validator asks for is then copied there
+//! (CRC checked, decoded if compressed) and checked in place, while its
+//! bytes are still in cache. So a checked array is read from the file once,
+//! and what is unpickled is exactly what was checked, even if the file
+//! changes under its map.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use amber_format::{Container, Source};
+use amber_format::{Container, FormatError, Source};
 use amber_legacy::{ArraySource, Legacy};
 use amber_scan::ArrayBytes;
 
@@ -17,8 +24,16 @@ pub struct ContainerArrays<'c, B> {
     container: &'c Container<B>,
     locations: Vec<(u64, u64, bool)>,
     decoded: Vec<OnceLock<Option<Vec<u8>>>>,
-    /// Buffers the caller already decoded (CRC checked), by array index.
-    given: Vec<Option<&'c [u8]>>,
+    /// The caller's memory for each array, filled on the first request.
+    dests: Vec<Dest<'c>>,
+    /// The first error met filling one.
+    failed: Mutex<Option<FormatError>>,
+}
+
+/// Where one array goes, and what it holds once filled.
+struct Dest<'c> {
+    empty: Mutex<Option<&'c mut [u8]>>,
+    filled: OnceLock<Option<&'c [u8]>>,
 }
 
 impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
@@ -35,20 +50,59 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             container,
             locations,
             decoded,
-            given: Vec::new(),
+            dests: Vec::new(),
+            failed: Mutex::new(None),
         }
     }
 
-    /// [`Self::new`], reading array `i` from `given[i]` where that is
-    /// `Some`: the bytes a load already decoded into the memory it will hand
-    /// the unpickler (each exactly the array's size, CRC checked by
-    /// [`Container::copy_arrays_into`]), so that a compressed entry is
-    /// decoded once for the checks and the load together.
+    /// [`Self::new`], with `dests[i]` (exactly array `i`'s size) the memory
+    /// array `i` is copied into, CRC checked, when a validator first asks for
+    /// it; it is read there from then on. See [`Self::filled`].
     #[must_use]
-    pub fn with_decoded(container: &'c Container<B>, given: Vec<Option<&'c [u8]>>) -> Self {
+    pub fn with_destinations(
+        container: &'c Container<B>,
+        dests: Vec<Option<&'c mut [u8]>>,
+    ) -> Self {
+        let dests = dests
+            .into_iter()
+            .map(|d| Dest {
+                empty: Mutex::new(d),
+                filled: OnceLock::new(),
+            })
+            .collect();
         ContainerArrays {
-            given,
+            dests,
             ..Self::new(container)
+        }
+    }
+
+    /// For each array, whether its destination now holds it (copied and
+    /// CRC checked); a load copies the others itself.
+    ///
+    /// # Errors
+    /// The first error met filling a destination (a damaged entry): the
+    /// analysis saw that array as missing, and the load must stop.
+    pub fn filled(self) -> Result<Vec<bool>, FormatError> {
+        if let Some(e) = self.failed.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        Ok(self
+            .dests
+            .iter()
+            .map(|d| matches!(d.filled.get(), Some(Some(_))))
+            .collect())
+    }
+
+    fn fill(&self, index: usize, dest: &Dest<'c>) -> Option<&'c [u8]> {
+        let buffer = dest.empty.lock().ok()?.take()?;
+        match self.container.copy_arrays_into(vec![(index, &mut *buffer)]) {
+            Ok(()) => Some(buffer),
+            Err(e) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.get_or_insert(e);
+                }
+                None
+            }
         }
     }
 
@@ -69,8 +123,11 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
     fn buffer(&self, index: u64) -> Option<&[u8]> {
         let i = usize::try_from(index).ok()?;
         let &(offset, len, compressed) = self.locations.get(i)?;
-        if let Some(Some(given)) = self.given.get(i) {
-            return (given.len() as u64 == len).then_some(*given);
+        if let Some(dest) = self.dests.get(i) {
+            let filled = *dest.filled.get_or_init(|| self.fill(i, dest));
+            if filled.is_some() {
+                return filled;
+            }
         }
         if !compressed {
             return slice(self.container.bytes(), offset, len);
