@@ -253,7 +253,7 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
             bar.set_message(path.display().to_string());
             let checked = c.verify(&|n| bar.inc(n));
             bar.finish_and_clear();
-            checked.map(|()| c.zip_entries().len())
+            checked.map(|()| (c.zip_entries().len(), c.arrays().len()))
         });
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -262,7 +262,9 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
         };
         if json {
             let value = match &result {
-                Ok(n) => serde_json::json!({"file": path, "ok": true, "entries": n}),
+                Ok((n, arrays)) => {
+                    serde_json::json!({"file": path, "ok": true, "entries": n, "arrays": arrays})
+                }
                 Err(e) => {
                     serde_json::json!({"file": path, "ok": false, "code": e.code(), "entry": e.entry(), "error": e.to_string()})
                 }
@@ -270,7 +272,12 @@ fn verify(paths: &[PathBuf], json: bool) -> Outcome {
             println!("{value}");
         } else {
             match &result {
-                Ok(n) => println!("{}: ok ({n} entries, all checksums match)", path.display()),
+                // Counted as `amber info` counts: the zip's mimetype and
+                // manifest entries are named, not counted as content.
+                Ok((n, arrays)) => println!(
+                    "{}: ok (pickle stream, {arrays} arrays, mimetype and manifest: {n} zip entries, all checksums match)",
+                    path.display()
+                ),
                 Err(e) => {
                     failure(path, e);
                 }
