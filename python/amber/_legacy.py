@@ -240,10 +240,12 @@ def _reader(data: Any) -> io.BufferedReader:
     return io.BufferedReader(io.BytesIO(data), buffer_size=max(8192, min(len(data), 1 << 20)))
 
 
-def _open(source: Any) -> Any:
+def _open(source: Any, scan: list[str] | None = None) -> Any:
+    """Opens a legacy file; with ``scan`` (extra trusted names) it is analysed
+    from the parse the open makes anyway (``legacy.report``)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _amber.Legacy.from_bytes(source)
-    return _amber.Legacy.open(os.fspath(source))
+        return _amber.Legacy.from_bytes(source, scan=scan)
+    return _amber.Legacy.open(os.fspath(source), scan=scan)
 
 
 def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, source: str = "") -> Any:
@@ -254,7 +256,8 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     names = _safety.trusted_names(trusted)
     guard: dict[str, Any] = {}
     if names is not None:
-        report = _safety.report_from_json(legacy.scan(names), source)
+        report_json = legacy.report if legacy.report is not None else legacy.scan(names)
+        report = _safety.report_from_json(report_json, source)
         guard = {"allowed": _safety.check(report)}
     if mmap_mode is not None and legacy.compression is not None:
         warnings.warn(
@@ -280,7 +283,7 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
 
 def load(source: Any, mmap_mode: str | None = None, trusted: Any = None, name: str = "") -> Any:
     """Loads a pickle or joblib file (a path or its bytes), safely unless ``trusted=True``."""
-    return unpickle(_open(source), mmap_mode, trusted, name)
+    return unpickle(_open(source, _safety.trusted_names(trusted)), mmap_mode, trusted, name)
 
 
 def info(source: Any) -> dict[str, Any]:

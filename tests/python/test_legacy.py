@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,28 @@ def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -
     got["big"][1] = 7.0
     assert amber.load(path)["big"][1] == 0.0
     assert type(got["small"].base).__name__ != "Region"
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_scan_from_the_open_parse_equals_a_fresh_parse(path: Path, tmp_path: Path) -> None:
+    """Opening with ``scan=`` analyses the graph the open parses anyway;
+    the report is the one a separate parse of the stream gives, and
+    ``amber.scan`` (the same single parse) agrees."""
+    from amber import _amber
+
+    for trusted in ([], ["collections.OrderedDict"]):
+        opened = _amber.Legacy.open(str(path), scan=trusted)
+        fresh = _amber.Legacy.open(str(path)).scan(trusted)
+        assert json.loads(opened.report) == json.loads(fresh)
+        try:
+            in_memory = _amber.Legacy.from_bytes(path.read_bytes(), scan=trusted)
+        except amber.CompanionFileError:
+            continue  # a pre-0.10 dump whose arrays are in other files
+        assert json.loads(in_memory.report) == json.loads(fresh)
+    assert amber.scan(path).verdict == json.loads(fresh)["verdict"]
+    # A hostile joblib-looking file: the open's analysis refuses it too.
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(b"\x80\x04cos\nsystem\n\x8c\x04true\x85R.")
+    report = json.loads(_amber.Legacy.open(str(hostile), scan=[]).report)
+    assert report["verdict"] == "unsafe"
+    assert report == json.loads(_amber.Legacy.open(str(hostile)).scan([]))

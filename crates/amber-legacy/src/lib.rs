@@ -475,6 +475,33 @@ pub fn is_legacy_file(path: &Path) -> std::io::Result<bool> {
 /// # Errors
 /// Any [`LegacyError`].
 pub fn open_path(path: &Path, limits: &Limits) -> Result<Legacy> {
+    open_path_inspected(path, limits, &mut |_| {})
+}
+
+/// What [`open_path_inspected`] shows of the stream it parsed while
+/// opening: the graph borrows the stream, so it lives only during the call.
+pub struct Parse<'p, 'a> {
+    /// The decompressed stream.
+    pub stream: &'a [u8],
+    /// It, parsed the way joblib reads it (joblib's array hook, the given limits).
+    pub pickle: &'p amber_pickle::Pickle<'a>,
+    /// Whether the file is a joblib file (compressed, `ZF`, or holding
+    /// joblib's array wrappers) rather than a plain pickle.
+    pub joblib: bool,
+    /// Arrays the joblib hook found.
+    pub joblib_arrays: u64,
+}
+
+/// [`open_path`], showing `inspect` the parse it makes anyway (a safety
+/// scan can analyse that graph instead of parsing the stream again).
+///
+/// # Errors
+/// Any [`LegacyError`].
+pub fn open_path_inspected(
+    path: &Path,
+    limits: &Limits,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
     let io = |action, source| LegacyError::Io {
         action,
         path: path.to_path_buf(),
@@ -494,7 +521,7 @@ pub fn open_path(path: &Path, limits: &Limits) -> Result<Legacy> {
             p.to_path_buf()
         }
     });
-    open_backing(Backing::Map(mapping, file), dir.as_deref(), limits)
+    open_backing(Backing::Map(mapping, file), dir.as_deref(), limits, inspect)
 }
 
 /// Opens a pickle or joblib file held in memory. Pre-0.10 dumps with
@@ -503,10 +530,27 @@ pub fn open_path(path: &Path, limits: &Limits) -> Result<Legacy> {
 /// # Errors
 /// Any [`LegacyError`].
 pub fn open_bytes(data: Vec<u8>, limits: &Limits) -> Result<Legacy> {
-    open_backing(Backing::Owned(data), None, limits)
+    open_bytes_inspected(data, limits, &mut |_| {})
 }
 
-fn open_backing(file: Backing, dir: Option<&Path>, limits: &Limits) -> Result<Legacy> {
+/// [`open_bytes`], showing `inspect` its parse (see [`open_path_inspected`]).
+///
+/// # Errors
+/// Any [`LegacyError`].
+pub fn open_bytes_inspected(
+    data: Vec<u8>,
+    limits: &Limits,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
+    open_backing(Backing::Owned(data), None, limits, inspect)
+}
+
+fn open_backing(
+    file: Backing,
+    dir: Option<&Path>,
+    limits: &Limits,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
     let data = file.as_ref();
     let file_size = to_u64(data.len());
     let (stream, compression, zf) = match sniff::kind(data) {
@@ -530,7 +574,8 @@ fn open_backing(file: Backing, dir: Option<&Path>, limits: &Limits) -> Result<Le
             None => (file, None, false),
         },
     };
-    let parsed = parse(stream.as_ref(), limits)?;
+    let joblib = zf || compression.is_some();
+    let parsed = parse(stream.as_ref(), limits, joblib, inspect)?;
     let companions = match dir {
         Some(dir) => companion::open_all(dir, &parsed.companion_names, limits)?,
         None => match parsed.companion_names.first() {
@@ -687,7 +732,12 @@ fn state_filename(ctx: &BuildContext<'_, '_>) -> Result<String, &'static str> {
         .ok_or("`filename` is not ASCII text")
 }
 
-fn parse(stream: &[u8], limits: &Limits) -> Result<Parsed> {
+fn parse(
+    stream: &[u8],
+    limits: &Limits,
+    compressed: bool,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Parsed> {
     let mut hook = LegacyHook {
         joblib: JoblibHook::new(),
         cuts: Vec::new(),
@@ -711,6 +761,12 @@ fn parse(stream: &[u8], limits: &Limits) -> Result<Parsed> {
             return Err(e.into());
         }
     };
+    inspect(&Parse {
+        stream,
+        pickle: &pickle,
+        joblib: compressed || !hook.cuts.is_empty(),
+        joblib_arrays: to_u64(hook.joblib.arrays().len()),
+    });
     let stats = pickle.stats();
     let py2 = [Opcode::STRING, Opcode::BINSTRING, Opcode::SHORT_BINSTRING]
         .iter()

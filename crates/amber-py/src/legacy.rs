@@ -64,6 +64,8 @@ const DETACH_ABOVE: usize = 256 << 10;
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Legacy {
     inner: Arc<amber_legacy::Legacy>,
+    /// The JSON report of the scan made while opening, if one was asked for.
+    report: Option<String>,
 }
 
 fn limits(max_decompressed: Option<u64>) -> Limits {
@@ -76,6 +78,18 @@ fn limits(max_decompressed: Option<u64>) -> Limits {
 impl Legacy {
     fn region(&self, bytes: &[u8]) -> Region {
         Region::new(self.inner.clone(), bytes.as_ptr(), bytes.len(), false)
+    }
+
+    fn new(inner: amber_legacy::Legacy, report: Option<String>) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            report,
+        }
+    }
+
+    fn scanned(inner: amber_legacy::Legacy, report: &amber::Report) -> PyResult<Self> {
+        let json = crate::scan::report_json(report, inner.kind().label())?;
+        Ok(Self::new(inner, Some(json)))
     }
 
     fn source(&self, k: usize) -> PyResult<&ArraySource> {
@@ -94,35 +108,60 @@ impl Legacy {
 
 #[pymethods]
 impl Legacy {
-    /// Opens the file at `path` (mapped when uncompressed).
+    /// Opens the file at `path` (mapped when uncompressed). With `scan`
+    /// (extra trusted names), the stream is also analysed from the parse the
+    /// open makes anyway, under the default policy plus those names: see
+    /// [`Self::report`].
     #[staticmethod]
-    #[pyo3(signature = (path, max_decompressed=None))]
-    fn open(py: Python<'_>, path: PathBuf, max_decompressed: Option<u64>) -> PyResult<Self> {
+    #[pyo3(signature = (path, max_decompressed=None, scan=None))]
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        max_decompressed: Option<u64>,
+        scan: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         let limits = limits(max_decompressed);
-        let inner = py
-            .detach(|| amber_legacy::open_path(&path, &limits))
+        let Some(names) = scan else {
+            let inner = py
+                .detach(|| amber_legacy::open_path(&path, &limits))
+                .map_err(|e| to_py(py, e))?;
+            return Ok(Self::new(inner, None));
+        };
+        let policy = amber::policy(&names).map_err(|e| crate::scan::to_py(py, e))?;
+        let (inner, report) = py
+            .detach(|| amber::open_legacy_path_scanned(&path, &policy, &limits))
             .map_err(|e| to_py(py, e))?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Self::scanned(inner, &report)
     }
 
-    /// Opens a file's bytes (copied once).
+    /// Opens a file's bytes (copied once); `scan` as for [`Self::open`].
     #[staticmethod]
-    #[pyo3(signature = (data, max_decompressed=None))]
+    #[pyo3(signature = (data, max_decompressed=None, scan=None))]
     fn from_bytes(
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
         max_decompressed: Option<u64>,
+        scan: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let owned = Borrowed::get(data, false)?.bytes().to_vec();
         let limits = limits(max_decompressed);
-        let inner = py
-            .detach(|| amber_legacy::open_bytes(owned, &limits))
+        let Some(names) = scan else {
+            let inner = py
+                .detach(|| amber_legacy::open_bytes(owned, &limits))
+                .map_err(|e| to_py(py, e))?;
+            return Ok(Self::new(inner, None));
+        };
+        let policy = amber::policy(&names).map_err(|e| crate::scan::to_py(py, e))?;
+        let (inner, report) = py
+            .detach(|| amber::open_legacy_bytes_scanned(owned, &policy, &limits))
             .map_err(|e| to_py(py, e))?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Self::scanned(inner, &report)
+    }
+
+    /// The JSON report of the scan `open(..., scan=names)` made, else `None`.
+    #[getter]
+    fn report(&self) -> Option<String> {
+        self.report.clone()
     }
 
     /// `"pickle"`, `"joblib"`, `"joblib-zf"` or `"joblib-multifile"`.

@@ -44,4 +44,4 @@ pub use error::ScanError;
 pub use ndarray::{ArrayBytes, ArrayError, NoArrays};
 pub use policy::{ArgCheck, Entry, Policy, Role, StateCheck};
 pub use report::{Finding, GlobalCount, Report, Severity, Verdict};
-pub use scan::{StreamKind, refused, scan};
+pub use scan::{StreamKind, refused, scan, scan_parsed};

@@ -5,7 +5,7 @@
 //! a `limit.*` finding (verdict `unsafe`), bytes after `STOP` a
 //! `stream.trailing` finding.
 
-use amber_pickle::{LimitKind, Limits, Parser, PickleError, joblib::JoblibHook};
+use amber_pickle::{LimitKind, Limits, Parser, Pickle, PickleError, joblib::JoblibHook};
 
 use crate::analyse::Analyser;
 use crate::ndarray::ArrayBytes;
@@ -48,13 +48,30 @@ pub fn scan(
         StreamKind::Pickle => {}
     }
     let stream_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-    let parsed = parser.parse();
-    let joblib = kind == StreamKind::Joblib;
-    let mut findings = Findings::default();
-    let pickle = match parsed {
+    let pickle = match parser.parse() {
         Ok(p) => p,
         Err(e) => return refused(&e, stream_len),
     };
+    let joblib_arrays = u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX);
+    scan_parsed(&pickle, data, kind, arrays, policy, joblib_arrays)
+}
+
+/// [`scan`] of a stream the caller parsed itself (the reader of legacy files
+/// parses while opening, with the same hook and limits): `pickle` must be
+/// `data` parsed as [`scan`] parses it for `kind`; `joblib_arrays` is the
+/// number of arrays the joblib hook found.
+#[must_use]
+pub fn scan_parsed(
+    pickle: &Pickle<'_>,
+    data: &[u8],
+    kind: StreamKind,
+    arrays: &dyn ArrayBytes,
+    policy: &Policy,
+    joblib_arrays: u64,
+) -> Report {
+    let stream_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    let joblib = kind == StreamKind::Joblib;
+    let mut findings = Findings::default();
     if pickle.end() < stream_len {
         let remaining = stream_len - pickle.end();
         findings.push(Finding {
@@ -109,7 +126,7 @@ pub fn scan(
         protocol: pickle.highest_protocol(),
         opcodes: pickle.stats().opcodes,
         stream_len,
-        joblib_arrays: u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX),
+        joblib_arrays,
     }
 }
 

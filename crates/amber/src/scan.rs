@@ -11,7 +11,7 @@ use amber_scan::{
 };
 
 use crate::arrays::{ContainerArrays, LegacyArrays, outside_pickles};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The bytes behind an opened amber container.
 pub enum Backing {
@@ -153,7 +153,13 @@ pub fn scan_path(
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    scan_opened(open_path(path, limits), size, policy, limits)
+    let map = amber_format::map_file(path, MapMode::ReadOnly)?;
+    if sniff::kind(map.as_ref()) == Kind::Zip {
+        let opened = Opened::Amber(Container::parse(Backing::Map(map))?);
+        return Ok((opened.format(), opened.scan(policy, &limits.pickle)?));
+    }
+    drop(map);
+    scan_opened(open_legacy_path_scanned(path, policy, limits), size)
 }
 
 /// [`scan_path`] for a file held in memory.
@@ -166,24 +172,92 @@ pub fn scan_bytes(
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
     let size = data.len() as u64;
-    scan_opened(open_bytes(data, limits), size, policy, limits)
+    if sniff::kind(&data) == Kind::Zip {
+        let opened = Opened::Amber(Container::parse(Backing::Owned(data))?);
+        return Ok((opened.format(), opened.scan(policy, &limits.pickle)?));
+    }
+    scan_opened(open_legacy_bytes_scanned(data, policy, limits), size)
 }
 
-/// The report of an opened file; a pickle the legacy reader could not parse
-/// is `malformed` (`size` is the file's, for the report).
+/// The report of a legacy file opened and scanned; a pickle the legacy
+/// reader could not parse is `malformed` (`size` is the file's, for the report).
 fn scan_opened(
-    opened: Result<Opened>,
+    opened: std::result::Result<(Legacy, Report), LegacyError>,
     size: u64,
-    policy: &Policy,
-    limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
     match opened {
-        Ok(o) => Ok((o.format(), o.scan(policy, &limits.pickle)?)),
-        Err(Error::Legacy(LegacyError::Pickle { source })) => {
-            Ok(("pickle", refused(&source, size)))
-        }
-        Err(e) => Err(e),
+        Ok((legacy, report)) => Ok((legacy.kind().label(), report)),
+        Err(LegacyError::Pickle { source }) => Ok(("pickle", refused(&source, size))),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Opens the legacy file at `path` and scans it as [`scan_legacy`] does,
+/// analysing the graph the open parses anyway instead of parsing the stream
+/// a second time.
+///
+/// # Errors
+/// As [`amber_legacy::open_path`].
+pub fn open_legacy_path_scanned(
+    path: &Path,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> std::result::Result<(Legacy, Report), LegacyError> {
+    open_scanned(policy, limits, |inspect| {
+        amber_legacy::open_path_inspected(path, limits, inspect)
+    })
+}
+
+/// [`open_legacy_path_scanned`] for a file held in memory.
+///
+/// # Errors
+/// As [`amber_legacy::open_bytes`].
+pub fn open_legacy_bytes_scanned(
+    data: Vec<u8>,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> std::result::Result<(Legacy, Report), LegacyError> {
+    open_scanned(policy, limits, |inspect| {
+        amber_legacy::open_bytes_inspected(data, limits, inspect)
+    })
+}
+
+fn open_scanned(
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+    open: impl FnOnce(
+        &mut dyn FnMut(&amber_legacy::Parse<'_, '_>),
+    ) -> std::result::Result<Legacy, LegacyError>,
+) -> std::result::Result<(Legacy, Report), LegacyError> {
+    let mut report = None;
+    let legacy = open(&mut |parse| {
+        let kind = if parse.joblib {
+            StreamKind::Joblib
+        } else {
+            StreamKind::Pickle
+        };
+        report = Some(amber_scan::scan_parsed(
+            parse.pickle,
+            parse.stream,
+            kind,
+            &amber_scan::NoArrays,
+            policy,
+            parse.joblib_arrays,
+        ));
+    })?;
+    let mut report = match report {
+        Some(r) => r,
+        // The open made no parse to show (it cannot succeed without one).
+        None => amber_scan::scan(
+            legacy.stream(),
+            legacy_stream_kind(&legacy),
+            &LegacyArrays(&legacy),
+            policy,
+            &limits.pickle,
+        ),
+    };
+    scan_outside(&legacy, &mut report, policy, &limits.pickle);
+    Ok((legacy, report))
 }
 
 /// A policy: the default allowlist plus the exact names in `trusted`.
@@ -238,6 +312,13 @@ pub fn scan_legacy(legacy: &Legacy, policy: &Policy, limits: &Limits) -> Report 
         policy,
         limits,
     );
+    scan_outside(legacy, &mut report, policy, limits);
+    report
+}
+
+/// Folds into `report` the analysis of every object-array pickle `legacy`
+/// keeps in a companion file.
+fn scan_outside(legacy: &Legacy, report: &mut Report, policy: &Policy, limits: &Limits) {
     for (k, nested) in outside_pickles(legacy) {
         let sub = scan(
             nested,
@@ -246,9 +327,8 @@ pub fn scan_legacy(legacy: &Legacy, policy: &Policy, limits: &Limits) -> Report 
             policy,
             limits,
         );
-        merge(&mut report, sub, k);
+        merge(report, sub, k);
     }
-    report
 }
 
 /// Folds the report of companion pickle `k` into `report`.
