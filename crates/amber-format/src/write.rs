@@ -24,11 +24,6 @@ use crate::zip::{ZipEntry, ZipWriter};
 /// Small arrays are compressed together, in parallel, in groups of about this many bytes.
 const SMALL_GROUP_BYTES: usize = 32 << 20;
 
-/// A compressed stream that ends before filling one chunk is cut into one
-/// chunk per thread, so it still compresses in parallel; but never into
-/// chunks smaller than this, below which zstd loses ratio for little gain.
-const SMALL_STREAM_CHUNK_MIN: usize = 64 << 10;
-
 /// One array for [`ContainerWriter::add_arrays`].
 #[derive(Debug, Clone, Copy)]
 pub struct ArrayItem<'a> {
@@ -136,25 +131,46 @@ pub struct ContainerWriter<W: Write + Seek + Send> {
 /// producing the stream (the pickler, for amber's pickle entry), and written
 /// in order as tasks finish: compression overlaps pickling instead of
 /// following it. Streamed entries are never shuffled (their bytes are untyped).
+///
+/// The chunk size must be fixed before the first chunk is written, but a
+/// stream's length is known only at its end. So a stream starts in chunks of
+/// [`SHORT_STREAM_CHUNK`], compressed at once but held back; a stream that ends
+/// within [`SHORT_STREAM_MAX`] bytes is written in those (a small model's
+/// stream is then compressed while it is pickled, on every thread), and one
+/// that grows past it takes its first bytes back, drops their compressed
+/// form and goes on in chunks of the full size, which compress better.
 struct Streaming {
     settings: Settings,
-    /// Created when the first chunk is handed over, once the chunk size is final.
+    /// The current chunk size: short at first, then `settings.chunk_size`.
+    chunk_size: usize,
+    /// Created when the first chunk is written, once the chunk size is final.
     encoder: Option<Encoder>,
     /// Bytes not yet handed over: less than one chunk.
     pending: Vec<u8>,
-    /// Chunks being compressed, oldest first.
+    /// Chunks being compressed (or held back, while short), oldest first.
     in_flight: VecDeque<Task>,
-    /// At most this many chunks are in flight (memory stays bounded): the
-    /// caller waits for the oldest beyond it.
+    /// At most this many full-size chunks are in flight (memory stays
+    /// bounded): the caller waits for the oldest beyond it.
     max_in_flight: usize,
     /// A chunk buffer already written, reused for the next chunk.
     spare: Option<Vec<u8>>,
 }
 
+/// Chunk size of a stream while it is short.
+const SHORT_STREAM_CHUNK: usize = 128 << 10;
+/// A stream up to this long is written in chunks of [`SHORT_STREAM_CHUNK`].
+const SHORT_STREAM_MAX: usize = 1 << 20;
+
 impl Streaming {
     fn new(settings: Settings) -> Self {
+        let full = settings.chunk_size.max(1);
         Self {
             settings,
+            chunk_size: if full > SHORT_STREAM_MAX {
+                SHORT_STREAM_CHUNK
+            } else {
+                full
+            },
             encoder: None,
             pending: Vec::new(),
             in_flight: VecDeque::new(),
@@ -163,23 +179,30 @@ impl Streaming {
         }
     }
 
-    fn chunk_size(&self) -> usize {
-        self.settings.chunk_size.max(1)
+    /// Whether the stream is still in short chunks that may be taken back.
+    fn is_short(&self) -> bool {
+        self.chunk_size < self.settings.chunk_size.max(1)
     }
 
-    /// Hands every whole chunk of `pending` to a compression task.
-    fn hand_over_full_chunks(&mut self) {
-        let chunk = self.chunk_size();
-        while self.pending.len() >= chunk {
+    /// Hands every whole chunk of `pending` to a compression task; a short
+    /// stream that outgrows [`SHORT_STREAM_MAX`] first goes over to full chunks.
+    fn hand_over_full_chunks(&mut self, label: &Path) -> Result<()> {
+        while self.pending.len() >= self.chunk_size {
+            if self.is_short() && (self.in_flight.len() + 1) * self.chunk_size > SHORT_STREAM_MAX {
+                self.take_back(label)?;
+                continue;
+            }
+            let chunk = self.chunk_size;
             let mut next = self.spare.take().unwrap_or_default();
             next.clear();
             next.reserve(chunk);
             next.extend_from_slice(self.pending.get(chunk..).unwrap_or_default());
             self.pending.truncate(chunk);
             let full = std::mem::replace(&mut self.pending, next);
-            let settings = self.settings;
-            self.encoder
-                .get_or_insert_with(|| Encoder::new(settings, &[]));
+            let settings = Settings {
+                chunk_size: chunk,
+                ..self.settings
+            };
             let (done, result) = mpsc::sync_channel(1);
             rayon::spawn(move || {
                 let packed = Encoder::new(settings, &[]).pack_all(&full);
@@ -188,16 +211,35 @@ impl Streaming {
             });
             self.in_flight.push_back(Task(Mutex::new(result)));
         }
+        Ok(())
+    }
+
+    /// Goes over from short chunks to full ones: the short chunks' bytes go
+    /// back in front of `pending`, their compressed forms are dropped.
+    fn take_back(&mut self, label: &Path) -> Result<()> {
+        let mut bytes = Vec::with_capacity(self.settings.chunk_size.max(1));
+        while let Some(task) = self.in_flight.pop_front() {
+            let (data, _) = task.wait().ok_or_else(|| task_died(label))?;
+            bytes.extend_from_slice(&data);
+        }
+        bytes.extend_from_slice(&self.pending);
+        self.pending = bytes;
+        self.chunk_size = self.settings.chunk_size.max(1);
+        Ok(())
     }
 
     /// Writes the chunks whose compression is done, in order; waits for the
-    /// oldest ones while more than `keep` are in flight.
+    /// oldest ones while more than `keep` are in flight. A short stream's
+    /// chunks are held back (it may still go over to full chunks).
     fn write_done(
         &mut self,
         keep: usize,
         sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
         label: &Path,
     ) -> Result<()> {
+        if self.is_short() && keep > 0 {
+            return Ok(());
+        }
         while let Some(task) = self.in_flight.front() {
             let done = if self.in_flight.len() > keep {
                 task.wait()
@@ -208,17 +250,15 @@ impl Streaming {
                     Err(mpsc::TryRecvError::Disconnected) => None,
                 }
             };
-            let Some((data, packed)) = done else {
-                return Err(FormatError::io(
-                    "write",
-                    label,
-                    std::io::Error::other("a compression task stopped without a result"),
-                ));
-            };
+            let (data, packed) = done.ok_or_else(|| task_died(label))?;
             self.in_flight.pop_front();
-            if let Some(encoder) = self.encoder.as_mut() {
-                encoder.write_packed(&data, &packed, sink)?;
-            }
+            let settings = Settings {
+                chunk_size: self.chunk_size,
+                ..self.settings
+            };
+            self.encoder
+                .get_or_insert_with(|| Encoder::new(settings, &[]))
+                .write_packed(&data, &packed, sink)?;
             self.spare = Some(data);
         }
         Ok(())
@@ -231,27 +271,25 @@ impl Streaming {
         label: &Path,
     ) -> Result<Summary> {
         self.write_done(0, sink, label)?;
-        let mut encoder = match self.encoder.take() {
-            Some(encoder) => encoder,
-            None => {
-                // The whole stream is in `pending`: cut it for every thread.
-                let threads = rayon::current_num_threads().max(1);
-                let per_thread = self.pending.len().div_ceil(threads).next_multiple_of(4096);
-                let chunk_size = per_thread
-                    .max(SMALL_STREAM_CHUNK_MIN)
-                    .min(self.chunk_size());
-                Encoder::new(
-                    Settings {
-                        chunk_size,
-                        ..self.settings
-                    },
-                    &[],
-                )
-            }
+        let settings = Settings {
+            chunk_size: self.chunk_size,
+            ..self.settings
         };
+        let mut encoder = self
+            .encoder
+            .take()
+            .unwrap_or_else(|| Encoder::new(settings, &[]));
         encoder.encode(&self.pending, sink)?;
         encoder.finish(sink)
     }
+}
+
+fn task_died(label: &Path) -> FormatError {
+    FormatError::io(
+        "write",
+        label,
+        std::io::Error::other("a compression task stopped without a result"),
+    )
 }
 
 /// A chunk being compressed by a task, which sends back the chunk and its
@@ -323,10 +361,10 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
             return self.zip.write(data).map_err(|e| self.io(e));
         };
         stream.pending.extend_from_slice(data);
-        if stream.pending.len() >= stream.chunk_size() {
-            stream.hand_over_full_chunks();
-            let zip = &mut self.zip;
+        if stream.pending.len() >= stream.chunk_size {
             let label = &self.label;
+            stream.hand_over_full_chunks(label)?;
+            let zip = &mut self.zip;
             let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
             let keep = stream.max_in_flight;
             stream.write_done(keep, &mut sink, label)?;
@@ -684,17 +722,30 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_within_one_chunk_is_cut_for_every_thread() {
-        let stream = data(300 << 10);
-        let file = pool(2).install(|| write_stream(&stream, &[65_536], 4 << 20));
-        let layout = chunk_layout(&file);
-        assert_eq!(layout.chunks.len(), 2);
-        assert_eq!(layout.chunk_size, (150_u64 << 10).next_multiple_of(4096));
-        let tiny = data(1000);
-        let file = pool(2).install(|| write_stream(&tiny, &[65_536], 4 << 20));
-        assert_eq!(chunk_layout(&file).chunks.len(), 1);
-        let container = Container::parse(file).unwrap();
-        assert_eq!(container.pickle().unwrap().as_ref(), tiny.as_slice());
+    fn a_short_stream_is_written_in_short_chunks_a_long_one_in_full_ones() {
+        let full = 4 << 20;
+        let short = SHORT_STREAM_CHUNK as u64;
+        for (n, chunk_size, chunks) in [
+            (1000, short, 1),
+            (300 << 10, short, 3),
+            (SHORT_STREAM_MAX + 5, short, 9),
+            // Past the limit: the short chunks are taken back.
+            (SHORT_STREAM_MAX + SHORT_STREAM_CHUNK, full as u64, 1),
+            (9 << 20, full as u64, 3),
+        ] {
+            let stream = data(n);
+            for threads in [1, 2] {
+                let file = pool(threads).install(|| write_stream(&stream, &[65_536, 100], full));
+                let layout = chunk_layout(&file);
+                assert_eq!(
+                    (layout.chunk_size, layout.chunks.len()),
+                    (chunk_size, chunks),
+                    "{n} bytes"
+                );
+                let container = Container::parse(file).unwrap();
+                assert!(container.pickle().unwrap().as_ref() == stream.as_slice());
+            }
+        }
     }
 
     #[test]
