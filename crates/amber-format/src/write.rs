@@ -205,9 +205,15 @@ impl Streaming {
             };
             let (done, result) = mpsc::sync_channel(1);
             rayon::spawn(move || {
-                let packed = Encoder::new(settings, &[]).pack_all(&full);
-                // No receiver means the entry was abandoned: nothing to do.
-                let _ = done.send((full, packed));
+                // A panic would abort the process from a spawned task: caught,
+                // it drops `done` instead, and the writer reports the task died.
+                let packed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Encoder::new(settings, &[]).pack_all(&full)
+                }));
+                if let Ok(packed) = packed {
+                    // No receiver means the entry was abandoned: nothing to do.
+                    let _ = done.send((full, packed));
+                }
             });
             self.in_flight.push_back(Task(Mutex::new(result)));
         }
