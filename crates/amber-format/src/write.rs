@@ -433,13 +433,14 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         settings: Option<Settings>,
     ) -> Result<Vec<(ZipEntry, Option<Summary>)>> {
         let Some(settings) = settings else {
-            return items
+            let parts: Vec<[&[u8]; 2]> = items.iter().map(|i| [i.header, i.data]).collect();
+            let entries: Vec<(&str, &[&[u8]])> = items
                 .iter()
-                .map(|item| {
-                    self.add_entry(item.name, &[item.header, item.data])
-                        .map(|e| (e, None))
-                })
+                .zip(&parts)
+                .map(|(item, parts)| (item.name, &parts[..]))
                 .collect();
+            let written = self.zip.add_entries(&entries).map_err(|e| self.io(e))?;
+            return Ok(written.into_iter().map(|e| (e, None)).collect());
         };
         let mut out = Vec::with_capacity(items.len());
         let mut rest = items;

@@ -245,6 +245,31 @@ impl<W: Write + Seek + Send> ZipWriter<W> {
         }))
     }
 
+    /// Writes whole entries in order, each the concatenation of its parts (as
+    /// [`Self::add_entry`]), while another thread of the pool feeds their bytes
+    /// to the content hash: for many small entries, written one at a time, the
+    /// hash would otherwise take half the time.
+    pub fn add_entries(&mut self, entries: &[(&str, &[&[u8]])]) -> std::io::Result<Vec<ZipEntry>> {
+        let mut content = self.content.take();
+        let (written, ()) = rayon::join(
+            || {
+                entries
+                    .iter()
+                    .map(|(name, parts)| self.add_entry(name, parts).cloned())
+                    .collect::<std::io::Result<Vec<_>>>()
+            },
+            || {
+                if let Some(hasher) = content.as_mut() {
+                    for part in entries.iter().flat_map(|(_, parts)| parts.iter()) {
+                        hash_part(hasher, part);
+                    }
+                }
+            },
+        );
+        self.content = content;
+        written
+    }
+
     /// Writes the central directory and end records and returns the sink.
     pub fn finish(mut self) -> std::io::Result<W> {
         self.check_idle()?;
@@ -960,6 +985,40 @@ mod tests {
             );
             assert_eq!(entry.crc32, crc32fast::hash(&whole));
         }
+    }
+
+    #[test]
+    fn entries_written_together_are_the_entries_written_one_by_one() {
+        let big: Vec<u8> = (0..PARALLEL_CRC_MIN + 99)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let entries: [(&str, &[&[u8]]); 4] = [
+            ("a", &[b"head", b"small"]),
+            ("b", &[b"h", &big]),
+            ("c", &[]),
+            ("d", &[&big[..1000]]),
+        ];
+        let write = |together: bool| {
+            let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+            w.start_content_hash();
+            if together {
+                w.add_entries(&entries).unwrap();
+            } else {
+                for (name, parts) in &entries {
+                    w.add_entry(name, parts).unwrap();
+                }
+            }
+            let hash = w.content_hash().unwrap();
+            (w.finish().unwrap().into_inner(), hash)
+        };
+        let (one_by_one, hash) = write(false);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| write(true)), (one_by_one, hash));
+        let all: Vec<u8> = entries.iter().flat_map(|(_, p)| p.concat()).collect();
+        assert_eq!(hash, blake3::hash(&all));
     }
 
     #[test]
