@@ -61,8 +61,17 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str
         pickler.check()
         pickle_record = writer.end_entry()
         headers = [header_bytes(a.array.dtype, a.array.shape, a.fortran_order) for a in pickler.arrays]
+        # Arrays of one dtype, trailing shape and order (a forest's node arrays)
+        # are of one kind, and may share the compressor's choice of filter.
+        kinds: dict[Any, int] = {}
         items = [
-            (_manifest.array_entry_name(i, codec is not None), header, a.raw, a.array.dtype.itemsize)
+            (
+                _manifest.array_entry_name(i, codec is not None),
+                header,
+                a.raw,
+                a.array.dtype.itemsize,
+                kinds.setdefault((a.array.dtype, a.array.shape[1:], a.fortran_order), len(kinds)),
+            )
             for i, (a, header) in enumerate(zip(pickler.arrays, headers))
         ]
         records: list[dict[str, Any]] = writer.add_arrays(items, name, level)

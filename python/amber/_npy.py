@@ -25,10 +25,15 @@ def _descr(dtype: np.dtype) -> Any:
     return npformat.dtype_to_descr(dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _descr_text(dtype: np.dtype) -> str:
+    # The repr of a structured descriptor costs more than the rest of a header.
+    return repr(_descr(dtype))
+
+
 def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool) -> bytes:
     """The ``.npy`` preamble and header for an array of this dtype, shape and order."""
-    descr = _descr(dtype)
-    text = "{'descr': %r, 'fortran_order': %r, 'shape': %r, }" % (descr, fortran_order, tuple(shape))
+    text = "{'descr': %s, 'fortran_order': %r, 'shape': %r, }" % (_descr_text(dtype), fortran_order, tuple(shape))
     try:
         body = text.encode("latin1")
         version = None
@@ -44,8 +49,11 @@ def header_bytes(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool) -
     return MAGIC + bytes([version, 0]) + struct.pack(length_format, len(body)) + body
 
 
+@functools.lru_cache(maxsize=256)
 def descr_json(dtype: np.dtype) -> object:
-    """The dtype descriptor in a JSON-friendly form (tuples become lists)."""
+    """The dtype descriptor in a JSON-friendly form (tuples become lists).
+
+    Cached per dtype, so the value is shared: read it, never change it."""
 
     def convert(value: object) -> object:
         if isinstance(value, (list, tuple)):

@@ -100,7 +100,9 @@ class Pickler(pickle.Pickler):
         # return value tells the pickler to keep those in band.
         # The reduce tuple keeps our buffer alive until this call, and its id is
         # dropped here, so a recycled id can never be mistaken for ours.
-        if self._ours.pop(id(buffer), None) is not None:
+        # Ours is the one just reduced, so most calls (small arrays) find none pending.
+        ours = self._ours
+        if ours and ours.pop(id(buffer), None) is not None:
             self._emitted += 1
             return False
         return True

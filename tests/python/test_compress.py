@@ -201,6 +201,21 @@ def test_large_compressed_pickle_stream_round_trips(threads) -> None:
     assert all(np.array_equal(back[k], obj[k]) for k in obj)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [2_000, 7_500, 16_000])
+def test_short_compressed_pickle_streams_round_trip(threads, n) -> None:
+    # About 0.3, 1.2 and 2.5 MiB of stream: written in short chunks compressed
+    # while pickling, taken back just past the 1 MiB limit, or in full chunks.
+    rng = np.random.default_rng(n)
+    obj = {f"k{i}": rng.integers(0, 50, size=16) for i in range(n)}
+    data = amber.dumps(obj, compress="zstd", threads=threads)
+    entry = amber.info(data)["entries"][0]
+    assert entry["name"] == "model.pklc" and entry["size"] < entry["raw_size"]
+    back = amber.loads(data, threads=threads)
+    assert back.keys() == obj.keys()
+    assert all(np.array_equal(back[k], obj[k]) for k in obj)
+
+
 @pytest.mark.parametrize("compress", [None, "zstd"])
 def test_small_arrays_read_a_block_at_a_time_round_trip_and_name_damage(compress) -> None:
     # Small arrays (< 1 MiB) are read into shared 8 MiB blocks, a block's worth

@@ -168,6 +168,13 @@ impl Encoder {
     #[must_use]
     pub fn new(settings: Settings, sample: &[u8]) -> Self {
         let filter = choose_filter(&settings, sample);
+        Self::with_filter(settings, filter)
+    }
+
+    /// Starts a payload with a filter already chosen (by [`Encoder::filter`] of
+    /// another payload of data alike), skipping the trial compressions.
+    #[must_use]
+    pub fn with_filter(settings: Settings, filter: Filter) -> Self {
         Self {
             settings,
             filter,
@@ -219,6 +226,12 @@ impl Encoder {
         }
         self.pool = pool;
         Ok(())
+    }
+
+    /// The filter this payload uses.
+    #[must_use]
+    pub fn filter(&self) -> Filter {
+        self.filter
     }
 
     /// Bytes per chunk.

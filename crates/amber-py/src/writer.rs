@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use amber_format::codec::{Codec, DEFAULT_CHUNK_SIZE, Settings, Summary};
+use amber_format::write::ArrayItem;
 use amber_format::{Committed, ContainerWriter, Output, Sink, zip::ZipEntry};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -62,6 +63,9 @@ fn entry_dict<'py>(
     }
     Ok(d)
 }
+
+/// `(name, header, data, itemsize, kind)` as `add_arrays` takes them from Python.
+type PyArrayItem<'py> = (String, Vec<u8>, Bound<'py, PyAny>, usize, u64);
 
 /// Compression settings from the Python side's (codec, level) choice.
 fn settings(codec: Option<&str>, level: i32, itemsize: usize) -> PyResult<Option<Settings>> {
@@ -159,26 +163,31 @@ impl Writer {
     }
 
     /// Writes many array entries at once: `items` is a list of
-    /// `(name, header, data, itemsize)`. Without the GIL; with `codec`, small
+    /// `(name, header, data, itemsize, kind)`, where arrays of one `kind` (an
+    /// int) may share a filter choice. Without the GIL; with `codec`, small
     /// arrays are compressed several at a time on all threads. Returns their records.
     #[pyo3(signature = (items, codec = None, level = 3))]
     fn add_arrays<'py>(
         &mut self,
         py: Python<'py>,
-        items: Vec<(String, Vec<u8>, Bound<'py, PyAny>, usize)>,
+        items: Vec<PyArrayItem<'py>>,
         codec: Option<&str>,
         level: i32,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let settings = settings(codec, level, 1)?;
         let held: Vec<Borrowed> = items
             .iter()
-            .map(|(_, _, data, _)| Borrowed::get(data, false))
+            .map(|(_, _, data, _, _)| Borrowed::get(data, false))
             .collect::<PyResult<_>>()?;
-        let refs: Vec<(&str, &[u8], &[u8], usize)> = items
+        let refs: Vec<ArrayItem<'_>> = items
             .iter()
             .zip(&held)
-            .map(|((name, header, _, itemsize), data)| {
-                (name.as_str(), header.as_slice(), data.bytes(), *itemsize)
+            .map(|((name, header, _, itemsize, kind), data)| ArrayItem {
+                name: name.as_str(),
+                header: header.as_slice(),
+                data: data.bytes(),
+                itemsize: *itemsize,
+                kind: *kind,
             })
             .collect();
         let threads = self.threads.clone();
