@@ -562,7 +562,7 @@ def test_cli_verify_json(layout, tmp_path) -> None:
     assert proc.returncode == 2
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["file"] for r in records] == [str(good), str(bad), str(missing)]
-    assert records[0] == {"file": str(good), "ok": True, "entries": 5}
+    assert records[0] == {"file": str(good), "ok": True, "entries": 5, "arrays": 2}
     assert records[1]["ok"] is False and records[1]["code"] == "format.checksum" and records[1]["entry"] == "manifest.json"
     assert records[2]["ok"] is False and records[2]["code"] == "io"
 
