@@ -1446,6 +1446,100 @@ mod tests {
 mod timing {
     use super::*;
 
+    /// Encodes `data` with `filter` forced; returns the payload.
+    fn encode_with(data: &[u8], itemsize: usize, filter: Filter) -> Vec<u8> {
+        let settings = Settings {
+            codec: Codec::Zstd(3),
+            itemsize,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        };
+        let mut enc = Encoder::new(settings, &[]);
+        enc.filter = filter;
+        let mut out = Vec::with_capacity(data.len());
+        let mut sink = |b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok(())
+        };
+        enc.encode(data, &mut sink).unwrap();
+        enc.finish(&mut sink).unwrap();
+        out
+    }
+
+    #[test]
+    #[ignore = "timing probe, run by hand with --release"]
+    fn probe_filters_end_to_end() {
+        let mut x: u64 = 7;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 1usize << 24;
+        let cases: Vec<(&str, usize, Vec<u8>)> = vec![
+            (
+                "int32 0..999",
+                4,
+                (0..n)
+                    .flat_map(|_| ((next() >> 20) as u32 % 1000).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "int64 0..999",
+                8,
+                (0..n / 2)
+                    .flat_map(|_| ((next() >> 20) % 1000).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "f32 smooth",
+                4,
+                (0..n)
+                    .flat_map(|i| ((i as f32) * 1e-4).sin().to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "f64 random",
+                8,
+                (0..n / 2)
+                    .flat_map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64).to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        for (name, k, data) in &cases {
+            for filter in [Filter::Shuffle(*k as u32), Filter::BitShuffle(*k as u32)] {
+                let mut enc_t = std::time::Duration::MAX;
+                let mut dec_t = std::time::Duration::MAX;
+                let mut size = 0;
+                let mut back = vec![0u8; data.len()];
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    let payload = encode_with(data, *k, filter);
+                    enc_t = enc_t.min(t.elapsed());
+                    size = payload.len();
+                    let t = std::time::Instant::now();
+                    decode_into(&payload, "x", &mut back).unwrap();
+                    dec_t = dec_t.min(t.elapsed());
+                }
+                assert_eq!(&back, data);
+                println!(
+                    "{name:14} {filter:14?} {:6.1} MB of {} MB  encode {enc_t:7.1?}  decode {dec_t:7.1?}",
+                    size as f64 / 1e6,
+                    data.len() >> 20
+                );
+            }
+            let settings = Settings {
+                codec: Codec::Zstd(3),
+                itemsize: *k,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+            };
+            println!(
+                "{name:14} chosen {:?}",
+                choose_filter(&settings, &data[..DEFAULT_CHUNK_SIZE])
+            );
+        }
+    }
+
     #[test]
     #[ignore = "timing probe, run by hand with --release"]
     fn probe_speeds() {
