@@ -253,14 +253,15 @@ def main() -> None:
     rng = np.random.default_rng(45)
     bits = {"labels": rng.integers(0, 1000, 50_003).astype("<i4"),
             "small": rng.integers(0, 1000, 40_001).astype("<u2"),
-            "wide": rng.integers(0, 1000, 20_005).astype("<i8")}
+            "wide": rng.integers(0, 1000, 20_005).astype("<i8"),
+            "mask": rng.random(70_001) < 0.5}
     bitshuffled = amber.dumps(bits, compress="zstd")
     filters = {e["name"]: e["filter"] for e in amber.info(bitshuffled)["entries"] if e["kind"] == "array"}
     assert set(filters.values()) == {"bitshuffle"}, filters
     write("valid", "compressed-bitshuffle.amber", bitshuffled, ["F-40", "F-41", "F-42", "F-45"],
           {"open": OK, "load": OK, "load_mmap": OK, "verify": OK, "warns": True}, bits,
-          "integers from 0..999 as <i4, <u2 and <i8, each bit-shuffled: 10 of their bit planes "
-          "stored raw, the others zero and left out")
+          "integers from 0..999 as <i4, <u2 and <i8 and a random bool mask, each bit-shuffled: "
+          "10 bit planes of each integer array (1 of the mask) stored raw, the others zero and left out")
     write("invalid", "damaged-bitshuffle-chunk.amber", flip(bitshuffled, "arrays/000000.npyc", 300), ["F-41", "F-45"],
           {"open": OK, "load": "format.checksum", "load_mmap": "format.checksum", "verify": "format.checksum",
            "entry": "arrays/000000.npyc"}, note="one bit flipped inside a raw bit plane of a bit-shuffled chunk")

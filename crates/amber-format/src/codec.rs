@@ -370,29 +370,34 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
     let Ok(itemsize) = u32::try_from(width) else {
         return Filter::None;
     };
-    if itemsize <= 1 || sample.len() < width * 16 {
+    // Single bytes (bools, small codes) have bit planes but no byte planes.
+    if sample.len() < width.max(8) * 16 || (itemsize <= 1 && settings.itemsize != 1) {
         return Filter::None;
     }
     // A small sample decides: trying a layout costs a compression of it.
     let sample = filter_sample(sample, width);
     let plain = compressed_len(&sample, settings.codec, Filter::None);
-    let shuffle = Filter::Shuffle(itemsize);
-    let shuffled = compressed_len(&sample, settings.codec, shuffle);
-    if shuffled >= plain {
-        // Bit planes refine byte planes: where grouping bytes does not pay
-        // (tree nodes, whose fields have nothing in common) neither does
-        // grouping bits, and models have hundreds of such arrays.
-        return Filter::None;
+    let mut best = (Filter::None, plain);
+    if itemsize > 1 {
+        let shuffle = Filter::Shuffle(itemsize);
+        let shuffled = compressed_len(&sample, settings.codec, shuffle);
+        if shuffled >= plain {
+            // Bit planes refine byte planes: where grouping bytes does not pay
+            // (tree nodes, whose fields have nothing in common) neither does
+            // grouping bits, and models have hundreds of such arrays.
+            return Filter::None;
+        }
+        best = (shuffle, shuffled);
     }
     // Bit planes take longer to undo than byte planes (about half the speed
     // on load), so they must save at least 1/BIT_GAIN of the sample to be kept.
     let bits = Filter::BitShuffle(itemsize);
     if bitshuffle::supports(width)
-        && compressed_len(&sample, settings.codec, bits) < shuffled - shuffled / BIT_GAIN
+        && compressed_len(&sample, settings.codec, bits) < best.1 - best.1 / BIT_GAIN
     {
         bits
     } else {
-        shuffle
+        best.0
     }
 }
 
@@ -418,10 +423,13 @@ fn filter_sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The size of `data` packed, less the plane table: the table's few hundred
+/// bytes per chunk would weigh on the choice, made on a sample, as they do
+/// not on a whole chunk.
 fn compressed_len(data: &[u8], codec: Codec, filter: Filter) -> usize {
     let mut out = Vec::new();
     if pack_into(data, codec, filter, &mut out) {
-        out.len()
+        out.len().saturating_sub(4 * filter.planes(data.len()).0)
     } else {
         data.len()
     }
@@ -1346,6 +1354,33 @@ mod tests {
             })
             .unwrap();
         assert!(summary.stored_size * 21 / 20 < bytes as u64, "{bytes}");
+    }
+
+    #[test]
+    fn single_bytes_are_bit_shuffled_when_few_of_their_bits_vary() {
+        // A bool mask takes one bit a value; random bytes stay as they are.
+        let mask: Vec<u8> = small_ints(1 << 20).chunks(4).map(|v| v[0] & 1).collect();
+        let noise: Vec<u8> = small_ints(1 << 18).chunks(4).map(|v| v[0]).collect();
+        let settings = Settings {
+            itemsize: 1,
+            ..INTS
+        };
+        let (payload, summary) = encode(&mask, settings);
+        assert_eq!(summary.filter, Filter::BitShuffle(1));
+        assert!(
+            summary.stored_size < mask.len() as u64 / 8 + 1024,
+            "{summary:?}"
+        );
+        let mut out = vec![0u8; mask.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, mask);
+        assert_eq!(encode(&noise, settings).1.filter, Filter::None);
+        // Untyped bytes (the pickle stream, itemsize 0 here) are never filtered.
+        let untyped = Settings {
+            itemsize: 0,
+            ..INTS
+        };
+        assert_eq!(encode(&mask, untyped).1.filter, Filter::None);
     }
 
     #[test]

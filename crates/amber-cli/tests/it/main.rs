@@ -88,7 +88,7 @@ fn info_names_the_bit_shuffle_filter() {
     let packed = vector("valid", "compressed-bitshuffle.amber");
     let (code, stdout, stderr) = amber(&["info", packed.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.matches("zstd+bitshuffle").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("zstd+bitshuffle").count(), 4, "{stdout}");
 }
 
 #[test]
