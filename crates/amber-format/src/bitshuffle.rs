@@ -41,6 +41,36 @@ pub(crate) fn bitunshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
     apply(data, itemsize, out, false);
 }
 
+/// [`bitunshuffle_into`] from the planes held apart (`8·itemsize` of `w`
+/// bytes each) and the chunk's trailing bytes, so that planes stored raw are
+/// read where they are. Returns `false`, leaving `out` untouched, when the
+/// lengths do not fit together.
+#[must_use]
+pub(crate) fn bitunshuffle_planes(
+    planes: &[&[u8]],
+    tail: &[u8],
+    itemsize: usize,
+    out: &mut [u8],
+) -> bool {
+    let (count, w) = plane_layout(out.len(), itemsize);
+    if !supports(itemsize)
+        || planes.len() != count
+        || planes.iter().any(|p| p.len() != w)
+        || tail.len() != out.len() - count * w
+    {
+        return false;
+    }
+    let (dst, out_tail) = out.split_at_mut(count * w);
+    match itemsize {
+        1 => inverse::<1, 8>(planes, dst, w),
+        2 => inverse::<2, 16>(planes, dst, w),
+        4 => inverse::<4, 32>(planes, dst, w),
+        _ => inverse::<8, 64>(planes, dst, w),
+    }
+    out_tail.copy_from_slice(tail);
+    true
+}
+
 fn apply(data: &[u8], itemsize: usize, out: &mut [u8], forward: bool) {
     if out.len() != data.len() || !supports(itemsize) {
         return;
@@ -142,29 +172,40 @@ fn transpose<const K: usize, const BITS: usize>(
             }
         }
     } else {
-        let (elements, _) = dst.as_chunks_mut::<K>();
         let planes: Vec<&[u8]> = src.chunks_exact(w).collect();
-        let (head, last) = elements.split_at_mut((64 * whole).min(elements.len()));
-        let mut words: Vec<_> = planes.iter().map(|p| p.as_chunks::<8>().0.iter()).collect();
-        for group in head.chunks_exact_mut(64) {
-            for (row, plane) in rows.iter_mut().zip(words.iter_mut()) {
-                *row = plane.next().map_or(0, |bytes| u64::from_le_bytes(*bytes));
-            }
-            transpose_lanes::<BITS>(&mut rows);
-            store_rows::<K, BITS>(&rows, group);
+        inverse::<K, BITS>(&planes, dst, w);
+    }
+}
+
+/// The inverse direction of [`transpose`], from `8·K` planes of `w` bytes
+/// wherever they are into `dst` (`8·w·K` bytes).
+fn inverse<const K: usize, const BITS: usize>(planes: &[&[u8]], dst: &mut [u8], w: usize) {
+    if dst.len() != 8 * w * K || planes.len() != BITS || BITS != 8 * K {
+        return;
+    }
+    let whole = w / 8;
+    let mut rows = [0u64; 64];
+    let (elements, _) = dst.as_chunks_mut::<K>();
+    let (head, last) = elements.split_at_mut((64 * whole).min(elements.len()));
+    let mut words: Vec<_> = planes.iter().map(|p| p.as_chunks::<8>().0.iter()).collect();
+    for group in head.chunks_exact_mut(64) {
+        for (row, plane) in rows.iter_mut().zip(words.iter_mut()) {
+            *row = plane.next().map_or(0, |bytes| u64::from_le_bytes(*bytes));
         }
-        if !last.is_empty() {
-            for (row, plane) in rows.iter_mut().zip(&planes) {
-                let part = plane.get(8 * whole..).unwrap_or_default();
-                let mut bytes = [0u8; 8];
-                for (b, p) in bytes.iter_mut().zip(part) {
-                    *b = *p;
-                }
-                *row = u64::from_le_bytes(bytes);
+        transpose_lanes::<BITS>(&mut rows);
+        store_rows::<K, BITS>(&rows, group);
+    }
+    if !last.is_empty() {
+        for (row, plane) in rows.iter_mut().zip(planes) {
+            let part = plane.get(8 * whole..).unwrap_or_default();
+            let mut bytes = [0u8; 8];
+            for (b, p) in bytes.iter_mut().zip(part) {
+                *b = *p;
             }
-            transpose_lanes::<BITS>(&mut rows);
-            store_rows::<K, BITS>(&rows, last);
+            *row = u64::from_le_bytes(bytes);
         }
+        transpose_lanes::<BITS>(&mut rows);
+        store_rows::<K, BITS>(&rows, last);
     }
 }
 
@@ -259,6 +300,24 @@ mod tests {
                 assert_eq!(back, data, "k={k} len={len}");
             }
         }
+    }
+
+    #[test]
+    fn planes_held_apart_invert_the_same_and_must_fit() {
+        let data = noise(4 * 1000 + 6, 11);
+        let mut planar = vec![0u8; data.len()];
+        bitshuffle_into(&data, 4, &mut planar);
+        let (count, w) = plane_layout(data.len(), 4);
+        let planes: Vec<&[u8]> = planar[..count * w].chunks_exact(w).collect();
+        let tail = &planar[count * w..];
+        let mut out = vec![0u8; data.len()];
+        assert!(bitunshuffle_planes(&planes, tail, 4, &mut out));
+        assert_eq!(out, data);
+        let mut untouched = vec![7u8; data.len()];
+        assert!(!bitunshuffle_planes(&planes[1..], tail, 4, &mut untouched));
+        assert!(!bitunshuffle_planes(&planes, &tail[1..], 4, &mut untouched));
+        assert!(!bitunshuffle_planes(&planes, tail, 3, &mut untouched));
+        assert!(untouched.iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -604,7 +604,11 @@ fn unpack_planes(
         let block = src
             .get(at..end)
             .ok_or_else(|| format!("plane {j} runs past the chunk"))?;
-        planes_src.push((block, word & PLANE_RAW != 0));
+        let raw = word & PLANE_RAW != 0;
+        if raw && len != m {
+            return Err(format!("raw plane {j} has {len} bytes, expected {m}"));
+        }
+        planes_src.push((block, raw));
         at = end;
     }
     let tail = src.get(at..).unwrap_or_default();
@@ -617,36 +621,51 @@ fn unpack_planes(
     }
     with_scratch(out.len(), |scratch| {
         let (planes, tail_out) = scratch.split_at_mut(m * k);
-        let unpack_one = |(j, (plane_out, &(block, raw))): (usize, (&mut [u8], &PlaneSrc<'_>))| {
+        // Bit planes stored raw or left out as zero are read where they are
+        // (most of a bit-shuffled chunk): only compressed ones need the scratch.
+        let unpack_one = |(plane_out, &(block, raw)): (&mut [u8], &PlaneSrc<'_>)| {
             if !raw && block.is_empty() && zero_planes {
-                plane_out.fill(0);
                 return Ok(());
             }
             if !raw {
                 return decompress_exact(block, codec, plane_out);
             }
-            if block.len() != plane_out.len() {
-                return Err(format!(
-                    "raw plane {j} has {} bytes, expected {}",
-                    block.len(),
-                    plane_out.len()
-                ));
+            if !zero_planes {
+                plane_out.copy_from_slice(block);
             }
-            plane_out.copy_from_slice(block);
             Ok(())
         };
         if m > 0 && out.len() >= PARALLEL_PLANES {
             planes
                 .par_chunks_mut(m)
                 .zip(planes_src.par_iter())
-                .enumerate()
                 .try_for_each(unpack_one)?;
         } else if m > 0 {
             planes
                 .chunks_mut(m)
                 .zip(planes_src.iter())
-                .enumerate()
                 .try_for_each(unpack_one)?;
+        }
+        if let Filter::BitShuffle(k) = filter {
+            let zeros = if planes_src.iter().any(|&(b, raw)| !raw && b.is_empty()) {
+                vec![0u8; m]
+            } else {
+                Vec::new()
+            };
+            let views: Vec<&[u8]> = planes_src
+                .iter()
+                .enumerate()
+                .map(|(j, &(block, raw))| match (raw, block.is_empty()) {
+                    (true, _) => block,
+                    (false, true) => zeros.as_slice(),
+                    (false, false) => planes.get(j * m..(j + 1) * m).unwrap_or_default(),
+                })
+                .collect();
+            return if bitshuffle::bitunshuffle_planes(&views, tail, k as usize, out) {
+                Ok(())
+            } else {
+                Err("bit planes do not fit the chunk".to_owned())
+            };
         }
         tail_out.copy_from_slice(tail);
         filter.permute(scratch, out, false);
