@@ -253,7 +253,7 @@ def main() -> None:
     rng = np.random.default_rng(45)
     bits = {"labels": rng.integers(0, 1000, 50_003).astype("<i4"),
             "small": rng.integers(0, 1000, 40_001).astype("<u2"),
-            "wide": rng.integers(0, 1000, 20_005).astype("<i8"),
+            "wide": rng.integers(0, 1000, 40_005).astype("<i8"),
             "mask": rng.random(70_001) < 0.5}
     bitshuffled = amber.dumps(bits, compress="zstd")
     filters = {e["name"]: e["filter"] for e in amber.info(bitshuffled)["entries"] if e["kind"] == "array"}

@@ -367,6 +367,9 @@ pub fn shuffle_width(itemsize: usize) -> usize {
 
 fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
     let width = shuffle_width(settings.itemsize);
+    // Bit planes of small chunks are too small to compress one by one: each
+    // codec call costs more than its plane saves (64 of them for 8-byte items).
+    let bit_planes_pay = sample.len() / width.max(1) / 8 >= MIN_BIT_PLANE;
     let Ok(itemsize) = u32::try_from(width) else {
         return Filter::None;
     };
@@ -388,11 +391,16 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
             return Filter::None;
         }
         best = (shuffle, shuffled);
+    } else if plain >= sample.len() || !bit_planes_pay {
+        // Bytes the codec cannot shrink have no skewed bits either (those
+        // would skew the byte values, which its entropy coder exploits).
+        return Filter::None;
     }
     // Bit planes take longer to undo than byte planes (about half the speed
     // on load), so they must save at least 1/BIT_GAIN of the sample to be kept.
     let bits = Filter::BitShuffle(itemsize);
-    if bitshuffle::supports(width)
+    if bit_planes_pay
+        && bitshuffle::supports(width)
         && compressed_len(&sample, settings.codec, bits) < best.1 - best.1 / BIT_GAIN
     {
         bits
@@ -501,6 +509,10 @@ const FILTER_SAMPLE_MIN: usize = 16 << 10;
 const FILTER_SAMPLE_MAX: usize = 128 << 10;
 /// Windows the sample is made of.
 const FILTER_WINDOWS: usize = 4;
+
+/// The bit-shuffle is tried only when the first chunk's bit planes have at
+/// least this many bytes.
+const MIN_BIT_PLANE: usize = 4 << 10;
 
 /// The bit-shuffle is kept when it makes the sample smaller by at least
 /// 1/`BIT_GAIN` of its byte-shuffled size (2%).
