@@ -131,8 +131,8 @@ def dump(
     ``.bz2``, ``.lzma``, ``.xz``, ``.zst`` or ``.lz4`` are compressed without
     being asked. Arrays and the pickle stream are compressed in chunks on
     every core (``threads=`` or ``AMBER_NUM_THREADS`` caps it), with a
-    byte-shuffle filter for typed arrays when it helps and raw storage for
-    chunks that do not compress.
+    byte-shuffle or bit-shuffle filter for typed arrays when it helps and raw
+    storage for chunks that do not compress.
 
     Returns the path written, or ``None`` for a file object.
 

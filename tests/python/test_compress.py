@@ -98,6 +98,23 @@ def test_shuffle_is_used_for_typed_arrays_and_random_data_is_stored_raw(tmp_path
     assert noise["size"] - noise["data_offset"] < noise["nbytes"] + 1024
 
 
+def test_small_integers_are_bit_shuffled_to_their_entropy_and_damage_names_the_chunk(tmp_path) -> None:
+    # Labels in 0..999: 10 random bits in each int32, over several chunks.
+    labels = np.random.default_rng(3).integers(0, 1000, 3_000_000, dtype=np.int32)
+    path = tmp_path / "labels.amber"
+    amber.dump({"labels": labels}, path, compress=True)
+    (entry,) = [e for e in amber.info(path)["entries"] if e["kind"] == "array"]
+    assert entry["filter"] == "bitshuffle"
+    assert entry["size"] - entry["data_offset"] < labels.nbytes * 10 / 32 * 1.005
+    assert np.array_equal(amber.load(path)["labels"], labels)
+    # A bit flipped in the third chunk's raw planes: refused naming entry and chunk.
+    chunk = 4 << 20  # the writer's chunk size; each compresses to 10/32 of it
+    bad = _flip(path.read_bytes(), entry["name"], entry["data_offset"] + 2 * chunk * 10 // 32 + 5000)
+    with pytest.raises(amber.ChecksumError) as caught:
+        amber.loads(bad)
+    assert (caught.value.entry, caught.value.chunk) == (entry["name"], 2)
+
+
 def test_threads_and_environment_cap(tmp_path, arrays) -> None:
     path = tmp_path / "m.amber"
     amber.dump(arrays, path, compress=True, threads=1)

@@ -36,7 +36,7 @@ OK = "ok"
 
 #: Files kept as they are when regenerating: written by an older amber, they
 #: cannot be regenerated (F-17: readers take manifests without the newer fields).
-KEPT = {"legacy-no-content-hash.amber"}
+KEPT = {"legacy-no-content-hash.amber", "legacy-shuffle-lz4.amber"}
 
 
 def write(kind: str, name: str, data: bytes, rules: list[str], outcomes: dict, value=None, note: str = "") -> None:
@@ -231,14 +231,40 @@ def main() -> None:
     # --- compression (F-40 .. F-44) ---------------------------------------------------
     packed = {"ints": np.arange(40000, dtype="<i4") // 7, "floats": np.linspace(0, 1, 9000), "text": "abc" * 1000}
     for codec in ("zstd", "lz4"):
-        write("valid", f"compressed-{codec}.amber", amber.dumps(packed, compress=codec),
-              ["F-40", "F-41", "F-42", "F-43", "F-44"],
+        data = amber.dumps(packed, compress=codec)
+        used = {e.get("filter") for e in amber.info(data)["entries"]}
+        filter_rules = [rule for rule, name in (("F-43", "shuffle"), ("F-45", "bitshuffle")) if name in used]
+        write("valid", f"compressed-{codec}.amber", data, ["F-40", "F-41", "F-42", *filter_rules, "F-44"],
               {"open": OK, "load": OK, "load_mmap": OK, "verify": OK, "warns": True}, packed,
               f"pickle stream and arrays compressed with {codec}; mapped loads copy compressed arrays (with a warning)")
+    # Written by amber before the bit-shuffle filter existed (kept, not regenerated):
+    # the same object, both arrays byte-shuffled, as older files are.
+    legacy = HERE / "valid" / "legacy-shuffle-lz4.amber"
+    write("valid", legacy.name, legacy.read_bytes(), ["F-43", "F-17"],
+          {"open": OK, "load": OK, "load_mmap": OK, "verify": OK, "warns": True}, packed,
+          "the compressed-lz4 vector as amber wrote it before F-45: both arrays byte-shuffled")
     zbase = amber.dumps(packed, compress="zstd")
     write("invalid", "damaged-chunk.amber", flip(zbase, "arrays/000000.npyc", 200), ["F-41", "F-9"],
           {"open": OK, "load": "format.checksum", "load_mmap": "format.checksum", "verify": "format.checksum",
            "entry": "arrays/000000.npyc"}, note="one bit flipped inside a compressed chunk")
+    # Small integers take the bit-shuffle filter (F-45): 10 random bits per value in
+    # 16-, 32- and 64-bit elements, with counts that leave a tail of elements
+    # outside the whole groups of 8.
+    rng = np.random.default_rng(45)
+    bits = {"labels": rng.integers(0, 1000, 50_003).astype("<i4"),
+            "small": rng.integers(0, 1000, 40_001).astype("<u2"),
+            "wide": rng.integers(0, 1000, 40_005).astype("<i8"),
+            "mask": rng.random(70_001) < 0.5}
+    bitshuffled = amber.dumps(bits, compress="zstd")
+    filters = {e["name"]: e["filter"] for e in amber.info(bitshuffled)["entries"] if e["kind"] == "array"}
+    assert set(filters.values()) == {"bitshuffle"}, filters
+    write("valid", "compressed-bitshuffle.amber", bitshuffled, ["F-40", "F-41", "F-42", "F-45"],
+          {"open": OK, "load": OK, "load_mmap": OK, "verify": OK, "warns": True}, bits,
+          "integers from 0..999 as <i4, <u2 and <i8 and a random bool mask, each bit-shuffled: "
+          "10 bit planes of each integer array (1 of the mask) stored raw, the others zero and left out")
+    write("invalid", "damaged-bitshuffle-chunk.amber", flip(bitshuffled, "arrays/000000.npyc", 300), ["F-41", "F-45"],
+          {"open": OK, "load": "format.checksum", "load_mmap": "format.checksum", "verify": "format.checksum",
+           "entry": "arrays/000000.npyc"}, note="one bit flipped inside a raw bit plane of a bit-shuffled chunk")
     print("vectors written to", HERE)
 
 

@@ -123,7 +123,7 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<7} {:>10} {:>10} {:>6} {:<14} {:<20} {:<16} SHAPE",
+        "  {:<7} {:>10} {:>10} {:>6} {:<15} {:<20} {:<16} SHAPE",
         "KIND", "RAW", "STORED", "RATIO", "CODEC", "NAME", "DTYPE"
     );
     let shown = if all || manifest.entries.len() <= MAX_LISTED + 2 {
@@ -178,7 +178,7 @@ pub fn info(path: &Path, container: &Container<Mapping>, all: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<7} {:>10} {:>10} {:>6.3} {:<14} {:<20} {:<16} {}",
+            "  {:<7} {:>10} {:>10} {:>6.3} {:<15} {:<20} {:<16} {}",
             entry.kind(),
             size(raw),
             size(stored),

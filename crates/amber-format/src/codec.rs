@@ -1,13 +1,14 @@
 //! Chunked, parallel compression of entry payloads (zstd or LZ4, with an
-//! optional byte-shuffle filter).
+//! optional byte-shuffle or bit-shuffle filter).
 //!
 //! A payload is cut into fixed-size chunks that are compressed independently,
 //! so writing and reading both use every core of the current rayon pool. Each
 //! chunk is stored compressed only if that makes it smaller; incompressible
 //! chunks (random floats) are stored raw and cost a copy, not a compression
 //! round-trip on load. For typed arrays a byte-shuffle filter (bytes of equal
-//! significance grouped together) is tried on a sample chunk and kept for the
-//! whole payload when it helps.
+//! significance grouped together) and a bit-shuffle filter (bits of equal
+//! significance, for small integers: rule F-45) are tried on a sample chunk,
+//! and the one that helps most is kept for the whole payload.
 //!
 //! The chunk index follows the chunks (a footer), so an entry can be written
 //! in one pass with bounded memory; its layout is rule F-40 of `docs/FORMAT.md`:
@@ -15,7 +16,7 @@
 //! ```text
 //! chunk 0 | chunk 1 | … | index | footer
 //! index  = n × { stored_size: u64, crc32: u32, flags: u32 }   (flags bit 0: stored raw)
-//! footer = "AMBERCHK" | version u8 = 1 | codec u8 | filter u8 | 0u8 | itemsize u32
+//! footer = "AMBERCHK" | version u8 = 1 | codec u8 | filter u8 (0, 1, 2) | 0u8 | itemsize u32
 //!          | chunk_size u64 | raw_size u64 | chunk_count u64 | index_offset u64
 //!          | 12 zero bytes | crc32 of (index ‖ the first 60 footer bytes)      (64 bytes)
 //! ```
@@ -30,6 +31,7 @@
 
 use rayon::prelude::*;
 
+use crate::bitshuffle;
 use crate::error::{FormatError, Result};
 
 /// Default chunk size: large enough for good ratios, small enough to spread over cores.
@@ -70,13 +72,15 @@ impl Codec {
     }
 }
 
-/// Whether the byte-shuffle filter is applied.
+/// Which permutation is applied to each chunk before compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     /// Bytes as they are.
     None,
-    /// Bytes grouped by significance, for elements of the given size.
+    /// Bytes grouped by significance, for elements of the given size (F-43).
     Shuffle(u32),
+    /// Bits grouped by significance, for elements of 1, 2, 4 or 8 bytes (F-45).
+    BitShuffle(u32),
 }
 
 impl Filter {
@@ -86,6 +90,46 @@ impl Filter {
         match self {
             Self::None => "none",
             Self::Shuffle(_) => "shuffle",
+            Self::BitShuffle(_) => "bitshuffle",
+        }
+    }
+
+    /// The footer's filter id and element size (F-40).
+    fn id(self) -> (u8, u32) {
+        match self {
+            Self::None => (0, 1),
+            Self::Shuffle(n) => (1, n),
+            Self::BitShuffle(n) => (2, n),
+        }
+    }
+
+    /// `(planes, bytes per plane)` of a filtered chunk of `len` bytes; the
+    /// chunk's remaining bytes follow the planes unchanged.
+    fn planes(self, len: usize) -> (usize, usize) {
+        match self {
+            Self::None => (0, 0),
+            Self::Shuffle(k) => {
+                let k = (k as usize).max(1);
+                (k, len / k)
+            }
+            Self::BitShuffle(k) => bitshuffle::plane_layout(len, k as usize),
+        }
+    }
+
+    /// Whether a plane of stored size 0 (not raw) means a plane of zeros (F-45);
+    /// under F-43 it is an empty compressed plane, which no codec produces.
+    fn has_zero_planes(self) -> bool {
+        matches!(self, Self::BitShuffle(_))
+    }
+
+    /// Applies the permutation (`forward`) or its inverse, `src` into `dst`.
+    fn permute(self, src: &[u8], dst: &mut [u8], forward: bool) {
+        match (self, forward) {
+            (Self::None, _) => dst.copy_from_slice(src),
+            (Self::Shuffle(k), true) => shuffle_into(src, k as usize, dst),
+            (Self::Shuffle(k), false) => unshuffle_into(src, k as usize, dst),
+            (Self::BitShuffle(k), true) => bitshuffle::bitshuffle_into(src, k as usize, dst),
+            (Self::BitShuffle(k), false) => bitshuffle::bitunshuffle_into(src, k as usize, dst),
         }
     }
 }
@@ -296,10 +340,7 @@ impl Encoder {
         footer.extend_from_slice(FOOTER_MAGIC);
         footer.push(1);
         footer.push(self.settings.codec.id());
-        let (filter_id, itemsize) = match self.filter {
-            Filter::None => (0u8, 1u32),
-            Filter::Shuffle(n) => (1u8, n),
-        };
+        let (filter_id, itemsize) = self.filter.id();
         footer.push(filter_id);
         footer.push(0);
         footer.extend_from_slice(&itemsize.to_le_bytes());
@@ -339,20 +380,45 @@ pub fn shuffle_width(itemsize: usize) -> usize {
 
 fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
     let width = shuffle_width(settings.itemsize);
+    // Bit planes of small chunks are too small to compress one by one: each
+    // codec call costs more than its plane saves (64 of them for 8-byte items).
+    let bit_planes_pay = sample.len() / width.max(1) / 8 >= MIN_BIT_PLANE;
     let Ok(itemsize) = u32::try_from(width) else {
         return Filter::None;
     };
-    if itemsize <= 1 || sample.len() < width * 16 {
+    // Single bytes (bools, small codes) have bit planes but no byte planes.
+    if sample.len() < width.max(8) * 16 || (itemsize <= 1 && settings.itemsize != 1) {
         return Filter::None;
     }
-    // A small sample decides: trying both layouts costs two extra compressions of it.
+    // A small sample decides: trying a layout costs a compression of it.
     let sample = filter_sample(sample, width);
-    let plain = compressed_len(&sample, settings.codec, None);
-    let shuffled = compressed_len(&shuffle(&sample, width), settings.codec, Some(width));
-    if shuffled < plain {
-        Filter::Shuffle(itemsize)
+    let plain = compressed_len(&sample, settings.codec, Filter::None);
+    let mut best = (Filter::None, plain);
+    if itemsize > 1 {
+        let shuffle = Filter::Shuffle(itemsize);
+        let shuffled = compressed_len(&sample, settings.codec, shuffle);
+        if shuffled >= plain {
+            // Bit planes refine byte planes: where grouping bytes does not pay
+            // (tree nodes, whose fields have nothing in common) neither does
+            // grouping bits, and models have hundreds of such arrays.
+            return Filter::None;
+        }
+        best = (shuffle, shuffled);
+    } else if plain >= sample.len() || !bit_planes_pay {
+        // Bytes the codec cannot shrink have no skewed bits either (those
+        // would skew the byte values, which its entropy coder exploits).
+        return Filter::None;
+    }
+    // Bit planes take longer to undo than byte planes (about half the speed
+    // on load), so they must save at least 1/BIT_GAIN of the sample to be kept.
+    let bits = Filter::BitShuffle(itemsize);
+    if bit_planes_pay
+        && bitshuffle::supports(width)
+        && compressed_len(&sample, settings.codec, bits) < best.1 - best.1 / BIT_GAIN
+    {
+        bits
     } else {
-        Filter::None
+        best.0
     }
 }
 
@@ -378,31 +444,36 @@ fn filter_sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-fn compressed_len(data: &[u8], codec: Codec, shuffle_k: Option<usize>) -> usize {
+/// The size of `data` packed, less the plane table: the table's few hundred
+/// bytes per chunk would weigh on the choice, made on a sample, as they do
+/// not on a whole chunk.
+fn compressed_len(data: &[u8], codec: Codec, filter: Filter) -> usize {
     let mut out = Vec::new();
-    let packed = match shuffle_k {
-        Some(k) => pack_planes(data, k, codec, &mut out).is_some(),
-        None => pack_block(data, codec, PROBE_RATIO, &mut out),
-    };
-    if packed {
-        out.len().min(data.len())
+    if pack_into(data, codec, filter, &mut out) {
+        out.len().saturating_sub(4 * filter.planes(data.len()).0)
     } else {
         data.len()
     }
 }
 
+/// Appends `chunk` filtered and compressed to `out` (empty) and returns `true`,
+/// or `false` when that does not make it smaller.
+fn pack_into(chunk: &[u8], codec: Codec, filter: Filter, out: &mut Vec<u8>) -> bool {
+    let packed = match filter {
+        Filter::None => pack_block(chunk, codec, PROBE_RATIO, out),
+        filter => with_scratch(chunk.len(), |planar| {
+            filter.permute(chunk, planar, true);
+            pack_planes(planar, filter, codec, out)
+        })
+        .is_some(),
+    };
+    packed && out.len() < chunk.len()
+}
+
 /// Compresses one chunk into `out` (a reused buffer), or marks it raw.
 fn pack(chunk: &[u8], codec: Codec, filter: Filter, mut out: Vec<u8>) -> (Packed, u32) {
     out.clear();
-    let packed = match filter {
-        Filter::Shuffle(k) => with_scratch(chunk.len(), |shuffled| {
-            shuffle_into(chunk, k as usize, shuffled);
-            pack_planes(shuffled, k as usize, codec, &mut out)
-        })
-        .is_some(),
-        Filter::None => pack_block(chunk, codec, PROBE_RATIO, &mut out),
-    };
-    if packed && out.len() < chunk.len() {
+    if pack_into(chunk, codec, filter, &mut out) {
         let crc = crc32fast::hash(&out);
         (Packed::Data(out), crc)
     } else {
@@ -452,6 +523,14 @@ const FILTER_SAMPLE_MAX: usize = 128 << 10;
 /// Windows the sample is made of.
 const FILTER_WINDOWS: usize = 4;
 
+/// The bit-shuffle is tried only when the first chunk's bit planes have at
+/// least this many bytes.
+const MIN_BIT_PLANE: usize = 4 << 10;
+
+/// The bit-shuffle is kept when it makes the sample smaller by at least
+/// 1/`BIT_GAIN` of its byte-shuffled size (2%).
+const BIT_GAIN: usize = 50;
+
 /// Bytes of a block tried first: if even they do not compress, the block is stored raw.
 const PROBE: usize = 16 << 10;
 /// A probe that does not shrink below this fraction marks the block incompressible.
@@ -496,19 +575,22 @@ fn pack_block(block: &[u8], codec: Codec, worth: f64, out: &mut Vec<u8>) -> bool
 /// High bit of a plane size: the plane is stored raw.
 const PLANE_RAW: u32 = 1 << 31;
 
-/// A shuffled chunk as `k` byte planes compressed (or stored raw) one by one,
-/// appended to `out` (empty): `k × u32` sizes (high bit: raw), the planes,
-/// then the trailing bytes.
-fn pack_planes(shuffled: &[u8], k: usize, codec: Codec, out: &mut Vec<u8>) -> Option<()> {
-    let m = shuffled.len() / k.max(1);
-    let (body, tail) = shuffled.split_at(m * k);
+/// A chunk permuted by `filter` as its `k` planes of `m` bytes compressed (or
+/// stored raw, or left out when zero) one by one, appended to `out` (empty):
+/// `k × u32` sizes (high bit: raw), the planes, then the trailing bytes.
+fn pack_planes(planar: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) -> Option<()> {
+    let (k, m) = filter.planes(planar.len());
+    let zero_planes = filter.has_zero_planes();
+    let (body, tail) = planar.split_at_checked(m * k)?;
     // The size table first (filled in as planes are packed), then the planes.
-    out.reserve(4 * k + shuffled.len());
+    out.reserve(4 * k + planar.len());
     out.resize(4 * k, 0);
     for j in 0..k {
         let plane = body.get(j * m..(j + 1) * m).unwrap_or_default();
         let start = out.len();
-        let word = if pack_block(plane, codec, plane_ratio(codec), out) {
+        let word = if zero_planes && m > 0 && plane.iter().all(|&b| b == 0) {
+            0
+        } else if pack_block(plane, codec, plane_ratio(codec), out) {
             u32::try_from(out.len() - start).ok()?
         } else {
             out.extend_from_slice(plane);
@@ -521,18 +603,19 @@ fn pack_planes(shuffled: &[u8], k: usize, codec: Codec, out: &mut Vec<u8>) -> Op
     Some(())
 }
 
-/// Inverse of [`pack_planes`] into `out` (the chunk's raw length), unshuffling as well.
+/// Inverse of [`pack_planes`] into `out` (the chunk's raw length), undoing the filter as well.
 ///
 /// The planes are decompressed in parallel when the chunk is large enough to
 /// pay for it: a model's arrays are mostly single-chunk payloads read one at a
 /// time, so the planes are the only parallelism a load of them has.
 fn unpack_planes(
     src: &[u8],
-    k: usize,
+    filter: Filter,
     codec: Codec,
     out: &mut [u8],
 ) -> std::result::Result<(), String> {
-    let m = out.len() / k.max(1);
+    let (k, m) = filter.planes(out.len());
+    let zero_planes = filter.has_zero_planes();
     let table_len = 4 * k;
     let table = src.get(..table_len).ok_or("plane table truncated")?;
     let mut planes_src = Vec::with_capacity(k);
@@ -546,7 +629,11 @@ fn unpack_planes(
         let block = src
             .get(at..end)
             .ok_or_else(|| format!("plane {j} runs past the chunk"))?;
-        planes_src.push((block, word & PLANE_RAW != 0));
+        let raw = word & PLANE_RAW != 0;
+        if raw && len != m {
+            return Err(format!("raw plane {j} has {len} bytes, expected {m}"));
+        }
+        planes_src.push((block, raw));
         at = end;
     }
     let tail = src.get(at..).unwrap_or_default();
@@ -559,35 +646,54 @@ fn unpack_planes(
     }
     with_scratch(out.len(), |scratch| {
         let (planes, tail_out) = scratch.split_at_mut(m * k);
-        let unpack_one = |(j, (plane_out, &(block, raw))): (usize, (&mut [u8], &PlaneSrc<'_>))| {
+        // Bit planes stored raw or left out as zero are read where they are
+        // (most of a bit-shuffled chunk): only compressed ones need the scratch.
+        let unpack_one = |(plane_out, &(block, raw)): (&mut [u8], &PlaneSrc<'_>)| {
+            if !raw && block.is_empty() && zero_planes {
+                return Ok(());
+            }
             if !raw {
                 return decompress_exact(block, codec, plane_out);
             }
-            if block.len() != plane_out.len() {
-                return Err(format!(
-                    "raw plane {j} has {} bytes, expected {}",
-                    block.len(),
-                    plane_out.len()
-                ));
+            if !zero_planes {
+                plane_out.copy_from_slice(block);
             }
-            plane_out.copy_from_slice(block);
             Ok(())
         };
         if m > 0 && out.len() >= PARALLEL_PLANES {
             planes
                 .par_chunks_mut(m)
                 .zip(planes_src.par_iter())
-                .enumerate()
                 .try_for_each(unpack_one)?;
         } else if m > 0 {
             planes
                 .chunks_mut(m)
                 .zip(planes_src.iter())
-                .enumerate()
                 .try_for_each(unpack_one)?;
         }
+        if let Filter::BitShuffle(k) = filter {
+            let zeros = if planes_src.iter().any(|&(b, raw)| !raw && b.is_empty()) {
+                vec![0u8; m]
+            } else {
+                Vec::new()
+            };
+            let views: Vec<&[u8]> = planes_src
+                .iter()
+                .enumerate()
+                .map(|(j, &(block, raw))| match (raw, block.is_empty()) {
+                    (true, _) => block,
+                    (false, true) => zeros.as_slice(),
+                    (false, false) => planes.get(j * m..(j + 1) * m).unwrap_or_default(),
+                })
+                .collect();
+            return if bitshuffle::bitunshuffle_planes(&views, tail, k as usize, out) {
+                Ok(())
+            } else {
+                Err("bit planes do not fit the chunk".to_owned())
+            };
+        }
         tail_out.copy_from_slice(tail);
-        unshuffle_into(scratch, k, out);
+        filter.permute(scratch, out, false);
         Ok(())
     })
 }
@@ -758,7 +864,7 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
     }
 }
 
-fn load_word<const K: usize>(bytes: &[u8; K]) -> u64 {
+pub(crate) fn load_word<const K: usize>(bytes: &[u8; K]) -> u64 {
     let mut word = [0u8; 8];
     for (w, b) in word.iter_mut().zip(bytes) {
         *w = *b;
@@ -766,7 +872,7 @@ fn load_word<const K: usize>(bytes: &[u8; K]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-fn store_word<const K: usize>(bytes: &mut [u8; K], word: u64) {
+pub(crate) fn store_word<const K: usize>(bytes: &mut [u8; K], word: u64) {
     for (b, w) in bytes.iter_mut().zip(word.to_le_bytes()) {
         *b = w;
     }
@@ -780,7 +886,7 @@ fn store_word<const K: usize>(bytes: &mut [u8; K], word: u64) {
     clippy::indexing_slicing,
     reason = "`i` and `i + step` are below `K`, the array's length"
 )]
-fn transpose_words<const K: usize>(words: &mut [u64; K]) {
+pub(crate) fn transpose_words<const K: usize>(words: &mut [u64; K]) {
     for (step, mask) in [
         (1usize, 0x00FF_00FF_00FF_00FF_u64),
         (2, 0x0000_FFFF_0000_FFFF),
@@ -853,7 +959,13 @@ pub fn read_layout(payload: &[u8], entry: &str) -> Result<Layout> {
     let filter = match footer.get(10) {
         Some(0) => Filter::None,
         Some(1) if itemsize > 1 => Filter::Shuffle(itemsize),
-        _ => return Err(bad("bad filter".into())),
+        Some(2) if bitshuffle::supports(itemsize as usize) => Filter::BitShuffle(itemsize),
+        Some(&id) if id > 2 => {
+            return Err(FormatError::Unsupported {
+                what: format!("filter id {id} in entry `{entry}`"),
+            });
+        }
+        _ => return Err(bad(format!("bad filter for item size {itemsize}"))),
     };
     let index_start = usize::try_from(u64_at(40)).unwrap_or(usize::MAX);
     let covered = payload.get(index_start..footer_at + FOOTER_LEN - 4);
@@ -991,13 +1103,10 @@ pub fn decode_into_with(
                 Ok(())
             } else {
                 match layout.filter {
-                    Filter::None => {
-                        decompress_exact(src, layout.codec, out).map_err(|w| damaged(&w))
-                    }
-                    Filter::Shuffle(n) => {
-                        unpack_planes(src, n as usize, layout.codec, out).map_err(|w| damaged(&w))
-                    }
+                    Filter::None => decompress_exact(src, layout.codec, out),
+                    filter => unpack_planes(src, filter, layout.codec, out),
                 }
+                .map_err(|w| damaged(&w))
             };
             done(src);
             decoded
@@ -1107,10 +1216,12 @@ mod tests {
         for at in [0usize, 5, 13, 30] {
             let mut bad = chunk.to_vec();
             bad[at] ^= 0x5a;
-            assert!(unpack_planes(&bad, 8, Codec::Zstd(3), &mut out).is_err());
+            assert!(unpack_planes(&bad, Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err());
         }
         for cut in [0, 31, chunk.len() / 2, chunk.len() - 1] {
-            assert!(unpack_planes(&chunk[..cut], 8, Codec::Zstd(3), &mut out).is_err());
+            assert!(
+                unpack_planes(&chunk[..cut], Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err()
+            );
         }
         for k in [2usize, 3, 4, 8, 24] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
@@ -1237,12 +1348,284 @@ mod tests {
         let mut small = vec![0u8; data.len() - 1];
         assert!(decode_into(&payload, "x", &mut small).is_err());
     }
+
+    /// How [`small_ints`] are compressed.
+    const INTS: Settings = Settings {
+        codec: Codec::Zstd(3),
+        itemsize: 4,
+        chunk_size: 1 << 20,
+    };
+
+    /// `n` int32 values uniform in 0..1000: 10 random bits in every 32.
+    fn small_ints(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        (0..n)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 32) as u32 % 1000).to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bitshuffle_is_chosen_for_small_integers_and_reaches_their_entropy() {
+        // Not a whole number of chunks, of 8-element groups, nor of elements:
+        // every kind of tail F-45 describes.
+        let mut data = small_ints(600_005);
+        data.extend_from_slice(&[1, 2, 3]);
+        let (payload, summary) = encode(&data, INTS);
+        assert_eq!(summary.filter, Filter::BitShuffle(4));
+        assert_eq!(summary.filter.name(), "bitshuffle");
+        // 10 bits per value and the tables; byte-shuffled it takes more.
+        let bound = data.len() as u64 * 10 / 32;
+        assert!(summary.stored_size < bound + bound / 100, "{summary:?}");
+        let layout = read_layout(&payload, "x").unwrap();
+        assert_eq!(layout.filter, Filter::BitShuffle(4));
+        assert!(layout.chunks.iter().all(|c| !c.3));
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+        let mut shuffled = Encoder::new(INTS, &[]);
+        shuffled.filter = Filter::Shuffle(4);
+        let packed = shuffled.pack_all(&data);
+        let mut bytes = 0;
+        shuffled
+            .write_packed(&data, &packed, &mut |b| {
+                bytes += b.len();
+                Ok(())
+            })
+            .unwrap();
+        assert!(summary.stored_size * 21 / 20 < bytes as u64, "{bytes}");
+    }
+
+    #[test]
+    fn single_bytes_are_bit_shuffled_when_few_of_their_bits_vary() {
+        // A bool mask takes one bit a value; random bytes stay as they are.
+        let mask: Vec<u8> = small_ints(1 << 20).chunks(4).map(|v| v[0] & 1).collect();
+        let noise: Vec<u8> = small_ints(1 << 18).chunks(4).map(|v| v[0]).collect();
+        let settings = Settings {
+            itemsize: 1,
+            ..INTS
+        };
+        let (payload, summary) = encode(&mask, settings);
+        assert_eq!(summary.filter, Filter::BitShuffle(1));
+        assert!(
+            summary.stored_size < mask.len() as u64 / 8 + 1024,
+            "{summary:?}"
+        );
+        let mut out = vec![0u8; mask.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, mask);
+        assert_eq!(encode(&noise, settings).1.filter, Filter::None);
+        // Untyped bytes (the pickle stream, itemsize 0 here) are never filtered.
+        let untyped = Settings {
+            itemsize: 0,
+            ..INTS
+        };
+        assert_eq!(encode(&mask, untyped).1.filter, Filter::None);
+    }
+
+    #[test]
+    fn bitshuffle_round_trips_every_item_size_and_codec() {
+        for codec in [Codec::Zstd(3), Codec::Lz4] {
+            for k in [1u32, 2, 4, 8] {
+                for n in [0usize, 5, 64, 1000, 70_001] {
+                    let data: Vec<u8> = small_ints(n / 4 + 1).into_iter().take(n).collect();
+                    let settings = Settings {
+                        codec,
+                        itemsize: k as usize,
+                        chunk_size: 16_384,
+                    };
+                    let mut enc = Encoder::new(settings, &[]);
+                    enc.filter = Filter::BitShuffle(k);
+                    let mut payload = Vec::new();
+                    let mut sink = |b: &[u8]| {
+                        payload.extend_from_slice(b);
+                        Ok(())
+                    };
+                    enc.encode(&data, &mut sink).unwrap();
+                    enc.finish(&mut sink).unwrap();
+                    let mut out = vec![0u8; n];
+                    decode_into(&payload, "x", &mut out).unwrap();
+                    assert_eq!(out, data, "{codec:?} k={k} n={n}");
+                }
+            }
+        }
+    }
+
+    /// Rewrites the chunk CRCs and the footer CRC of `payload` after its chunks changed.
+    fn repair_crcs(payload: &mut [u8]) {
+        let footer_at = payload.len() - FOOTER_LEN;
+        let index_at =
+            u64::from_le_bytes(payload[footer_at + 40..footer_at + 48].try_into().unwrap());
+        let mut at = 0usize;
+        let mut record = index_at as usize;
+        while record < footer_at {
+            let stored =
+                u64::from_le_bytes(payload[record..record + 8].try_into().unwrap()) as usize;
+            let crc = crc32fast::hash(&payload[at..at + stored]);
+            payload[record + 8..record + 12].copy_from_slice(&crc.to_le_bytes());
+            at += stored;
+            record += INDEX_RECORD_LEN;
+        }
+        let crc = crc32fast::hash(&payload[index_at as usize..payload.len() - 4]);
+        let end = payload.len();
+        payload[end - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn a_damaged_bitshuffled_chunk_is_an_error_naming_entry_and_chunk() {
+        let data = small_ints(700_000);
+        let (payload, summary) = encode(&data, INTS);
+        assert_eq!(summary.filter, Filter::BitShuffle(4));
+        let layout = read_layout(&payload, "x").unwrap();
+        let (offset, stored, _, _) = layout.chunks[2];
+        let mut out = vec![0u8; data.len()];
+        // Caught by the chunk CRC first...
+        let mut bad = payload.clone();
+        bad[offset as usize + 40] ^= 1;
+        let err = decode_into(&bad, "x", &mut out).unwrap_err();
+        assert_eq!(
+            (err.code(), err.entry(), err.chunk()),
+            ("format.checksum", Some("x"), Some(2))
+        );
+        // ...and behind it by the plane table: a plane size that no longer
+        // adds up, a zero plane (31) given a byte, a raw plane (9) said to be
+        // compressed.
+        let table: Vec<u32> = payload[offset as usize..][..4 * 32]
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        assert_eq!(table[31], 0);
+        assert_eq!(table[9], PLANE_RAW | ((stored as u32 - 4 * 32) / 10));
+        for (at, value) in [(0usize, 0x7f_u8), (4 * 31, 0x01), (4 * 9 + 3, 0x80)] {
+            let mut bad = payload.clone();
+            bad[offset as usize + at] ^= value;
+            repair_crcs(&mut bad);
+            let err = decode_into(&bad, "x", &mut out).unwrap_err();
+            assert_eq!(err.code(), "format.corrupt", "{err}");
+            assert!(err.to_string().contains("entry `x` chunk 2"), "{err}");
+        }
+        // A bit-shuffle footer with an element size the rule does not define.
+        let mut bad = payload.clone();
+        let footer_at = bad.len() - FOOTER_LEN;
+        bad[footer_at + 12] = 3;
+        repair_crcs(&mut bad);
+        let err = read_layout(&bad, "x").unwrap_err();
+        assert!(err.to_string().contains("bad filter"), "{err}");
+        // A filter this reader does not know: a newer file, not a damaged one.
+        bad[footer_at + 10] = 3;
+        repair_crcs(&mut bad);
+        let err = read_layout(&bad, "x").unwrap_err();
+        assert_eq!(err.code(), "format.unsupported", "{err}");
+    }
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, clippy::print_stdout, reason = "timing probe")]
+#[expect(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::indexing_slicing,
+    reason = "timing probe"
+)]
 mod timing {
     use super::*;
+
+    /// Encodes `data` with `filter` forced; returns the payload.
+    fn encode_with(data: &[u8], itemsize: usize, filter: Filter) -> Vec<u8> {
+        let settings = Settings {
+            codec: Codec::Zstd(3),
+            itemsize,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        };
+        let mut enc = Encoder::new(settings, &[]);
+        enc.filter = filter;
+        let mut out = Vec::with_capacity(data.len());
+        let mut sink = |b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok(())
+        };
+        enc.encode(data, &mut sink).unwrap();
+        enc.finish(&mut sink).unwrap();
+        out
+    }
+
+    #[test]
+    #[ignore = "timing probe, run by hand with --release"]
+    fn probe_filters_end_to_end() {
+        let mut x: u64 = 7;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 1usize << 24;
+        let cases: Vec<(&str, usize, Vec<u8>)> = vec![
+            (
+                "int32 0..999",
+                4,
+                (0..n)
+                    .flat_map(|_| ((next() >> 20) as u32 % 1000).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "int64 0..999",
+                8,
+                (0..n / 2)
+                    .flat_map(|_| ((next() >> 20) % 1000).to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "f32 smooth",
+                4,
+                (0..n)
+                    .flat_map(|i| ((i as f32) * 1e-4).sin().to_le_bytes())
+                    .collect(),
+            ),
+            (
+                "f64 random",
+                8,
+                (0..n / 2)
+                    .flat_map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64).to_le_bytes())
+                    .collect(),
+            ),
+        ];
+        for (name, k, data) in &cases {
+            for filter in [Filter::Shuffle(*k as u32), Filter::BitShuffle(*k as u32)] {
+                let mut enc_t = std::time::Duration::MAX;
+                let mut dec_t = std::time::Duration::MAX;
+                let mut size = 0;
+                let mut back = vec![0u8; data.len()];
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    let payload = encode_with(data, *k, filter);
+                    enc_t = enc_t.min(t.elapsed());
+                    size = payload.len();
+                    let t = std::time::Instant::now();
+                    decode_into(&payload, "x", &mut back).unwrap();
+                    dec_t = dec_t.min(t.elapsed());
+                }
+                assert_eq!(&back, data);
+                println!(
+                    "{name:14} {filter:14?} {:6.1} MB of {} MB  encode {enc_t:7.1?}  decode {dec_t:7.1?}",
+                    size as f64 / 1e6,
+                    data.len() >> 20
+                );
+            }
+            let settings = Settings {
+                codec: Codec::Zstd(3),
+                itemsize: *k,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+            };
+            println!(
+                "{name:14} chosen {:?}",
+                choose_filter(&settings, &data[..DEFAULT_CHUNK_SIZE])
+            );
+        }
+    }
 
     #[test]
     #[ignore = "timing probe, run by hand with --release"]
@@ -1291,5 +1674,47 @@ mod timing {
             std::hint::black_box(pack_block(plane, Codec::Zstd(3), 0.9, &mut Vec::new()));
         }
         println!("planes of one chunk {:?}", t.elapsed());
+        // Small integers (uniform in 0..999, as int32): the bit-shuffle's case.
+        let ints: Vec<u8> = data
+            .chunks_exact(8)
+            .flat_map(|c| (u32::from(c[0]) * 4 % 1000).to_le_bytes())
+            .collect();
+        for (name, k, bytes) in [("int32", 4, &ints), ("float64", 8, &data)] {
+            let t = std::time::Instant::now();
+            for c in bytes.chunks(DEFAULT_CHUNK_SIZE) {
+                bitshuffle::bitshuffle_into(c, k, &mut planes[..c.len()]);
+            }
+            println!(
+                "bitshuffle {name} {} MiB {:?}",
+                bytes.len() >> 20,
+                t.elapsed()
+            );
+            let t = std::time::Instant::now();
+            for c in bytes.chunks(DEFAULT_CHUNK_SIZE) {
+                bitshuffle::bitunshuffle_into(c, k, &mut back[..c.len()]);
+            }
+            println!("bitunshuffle {name} {:?}", t.elapsed());
+            for filter in [Filter::Shuffle(k as u32), Filter::BitShuffle(k as u32)] {
+                let t = std::time::Instant::now();
+                let mut total = 0;
+                for c in bytes.chunks(DEFAULT_CHUNK_SIZE) {
+                    let mut out = Vec::new();
+                    total += if pack_into(c, Codec::Zstd(3), filter, &mut out) {
+                        out.len()
+                    } else {
+                        c.len()
+                    };
+                }
+                println!("pack {name} {filter:?} {:?} {total}", t.elapsed());
+            }
+            let t = std::time::Instant::now();
+            let settings = Settings {
+                codec: Codec::Zstd(3),
+                itemsize: k,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+            };
+            let chosen = choose_filter(&settings, &bytes[..DEFAULT_CHUNK_SIZE]);
+            println!("choice {name} {chosen:?} {:?}", t.elapsed());
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+mod bitshuffle;
 pub mod codec;
 pub mod diff;
 pub mod error;

@@ -104,7 +104,7 @@ pub struct ArrayInfo {
     /// Compression of the data after the header (absent: stored as is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
-    /// Filter applied before compression (`"none"` or `"shuffle"`), with `codec`.
+    /// Filter applied before compression (`"none"`, `"shuffle"` or `"bitshuffle"`), with `codec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
 }

@@ -84,6 +84,14 @@ fn info_text_and_json() {
 }
 
 #[test]
+fn info_names_the_bit_shuffle_filter() {
+    let packed = vector("valid", "compressed-bitshuffle.amber");
+    let (code, stdout, stderr) = amber(&["info", packed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches("zstd+bitshuffle").count(), 4, "{stdout}");
+}
+
+#[test]
 fn info_shows_codecs_and_extract_writes_plain_npy() {
     let packed = vector("valid", "compressed-zstd.amber");
     let (code, stdout, stderr) = amber(&["info", packed.to_str().unwrap()]);
