@@ -826,7 +826,7 @@ mod tests {
     #[test]
     fn arrays_of_one_kind_share_the_filter_their_data_calls_for() {
         // Small integers in int32: shuffling wins. The same bytes called 1-byte
-        // elements cannot be shuffled at all.
+        // elements cannot be byte-shuffled, but their bit planes still pay.
         let ints: Vec<u8> = (0..40_000u32)
             .flat_map(|i| (i * 7 % 1000).to_le_bytes())
             .collect();
@@ -843,7 +843,10 @@ mod tests {
         let shared = shared_filters(&items, settings(4 << 20));
         assert_eq!(
             shared,
-            vec![((0, 4), Filter::Shuffle(4)), ((1, 1), Filter::None)]
+            vec![
+                ((0, 4), Filter::Shuffle(4)),
+                ((1, 1), Filter::BitShuffle(1))
+            ]
         );
         assert!(
             shared_filters(&items[..12], settings(4 << 20)).is_empty(),
@@ -854,14 +857,17 @@ mod tests {
         let shared = shared_filters(&all, settings(4 << 20));
         assert_eq!(
             shared,
-            vec![((0, 4), Filter::Shuffle(4)), ((0, 1), Filter::None)]
+            vec![
+                ((0, 4), Filter::Shuffle(4)),
+                ((0, 1), Filter::BitShuffle(1))
+            ]
         );
         let packed = pack_group(&all, settings(4 << 20));
         for (item, (encoder, _)) in all.iter().zip(&packed) {
             let expected = if item.itemsize == 4 {
                 Filter::Shuffle(4)
             } else {
-                Filter::None
+                Filter::BitShuffle(1)
             };
             assert_eq!(encoder.filter(), expected);
         }
