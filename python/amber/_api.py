@@ -228,10 +228,10 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
     allocated whole anyway, so reading it ahead holds no more memory. Large
     arrays get their own allocation.
 
-    ``ready`` holds the memory a safe load allocated beforehand for every
-    array (``None`` items otherwise); the arrays marked ``filled`` were copied
-    there by the content checks, which read them in place, and are handed
-    over as they are."""
+    ``ready`` holds memory a safe load allocated beforehand for compressed
+    arrays (``None`` items otherwise); the arrays marked ``filled`` were
+    decoded there by the content checks, which read them in place, and are
+    handed over as they are."""
     sizes = reader.array_sizes()
     index = 0
     while index < len(sizes):
@@ -271,15 +271,13 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     entries = reader.array_entries()
     sizes = [nbytes for _, nbytes, _ in entries]
     compressed = [i for i, (_, _, packed) in enumerate(entries) if packed]
-    # A safe load allocates every array's memory first (untouched pages cost
-    # nothing): the content checks copy the arrays they read into it and read
-    # them there, so those are unpickled exactly as checked and read once.
-    # Mapped loads map what they can; compressed arrays need memory anyway.
-    if mmap_mode is None:
-        wanted = range(len(sizes)) if extra is not None else []
-    else:
-        wanted = compressed
-    ready = _allocate(sizes, list(wanted))
+    # Compressed arrays the checks read, or that cannot be mapped, are decoded
+    # once, into the memory the unpickler then gets, and checked there. The
+    # checks read uncompressed arrays in the file's map: copying them ahead
+    # would hold them all in fresh memory at once, where reading each when
+    # the unpickler asks recycles the memory of the ones already consumed.
+    wanted = compressed if extra is not None or mmap_mode is not None else []
+    ready = _allocate(sizes, wanted)
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
     stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None)

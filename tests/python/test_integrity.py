@@ -593,9 +593,10 @@ def test_cli_info_on_bad_files(layout, tmp_path) -> None:
 
 @pytest.mark.parametrize("compress", [None, True])
 def test_damaged_tree_array_read_by_the_checks(tmp_path, compress) -> None:
-    """A safe load copies a tree's node array into the memory it unpickles
-    from and checks it there: damage in it is a checksum error naming the
-    entry (not an unsafe verdict, not a wrong model)."""
+    """Damage in an array the content checks read is a checksum error naming
+    the entry, not an unsafe verdict (nor a wrong model): a compressed array
+    is decoded, CRC checked, before it is checked; an uncompressed one is
+    checked in the map, and a failed check has every CRC verified."""
     from sklearn.tree import DecisionTreeRegressor
 
     rng = np.random.RandomState(0)

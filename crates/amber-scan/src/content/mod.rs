@@ -399,6 +399,17 @@ fn validate(
     }
 }
 
+/// Whether a finding code is one of the validators' (`tree.*`, `hist.*`,
+/// `neighbors.*`, `sparse.*`, `content.*`): such a finding may come from a
+/// damaged array as well as from a crafted one, so a reader that did not
+/// check the array's CRC first should before calling the file hostile.
+#[must_use]
+pub fn is_content_code(code: &str) -> bool {
+    ["tree.", "hist.", "neighbors.", "sparse.", "content."]
+        .iter()
+        .any(|family| code.starts_with(family))
+}
+
 /// Every class [`check`] validates, by canonical dotted name.
 #[must_use]
 pub fn validated_classes() -> &'static [&'static str] {
