@@ -728,7 +728,7 @@ fn parse(stream: &[u8], limits: &Limits) -> Result<Parsed> {
         .graph()
         .iter()
         .filter_map(|(_, node)| match node.kind() {
-            NodeKind::NestedPickle { start, end, .. } => Some((*start, *end)),
+            NodeKind::NestedPickle { start, end, .. } => Some((start, end)),
             _ => None,
         })
         .collect();

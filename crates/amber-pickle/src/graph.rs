@@ -1,32 +1,68 @@
-//! The value graph a pickle describes, as an arena of nodes.
+//! The value graph a pickle describes, as an arena of nodes plus leaves.
 //!
-//! This module owns [`Graph`], [`Node`], [`NodeKind`] and [`Event`]. Nodes
+//! This module owns [`Graph`], [`Node`], [`NodeKind`] and [`Event`]. Values
 //! are addressed by [`NodeId`]s, never by references, so shared values
 //! (memo `GET`s), cycles (a list appended to itself) and billion-laughs
 //! DAGs cost one id per reference and are never expanded. Nothing here
 //! recurses: [`Graph::children`] yields direct edges for callers to walk
 //! with their own explicit stack and visited set.
 //!
-//! Each node records the byte offset and opcode that created it. Calls
+//! Each value records the byte offset and opcode that created it. Calls
 //! (`REDUCE`, `NEWOBJ`, `OBJ`, `INST`) are nodes; things done *to* an
 //! existing object (`BUILD`, and `APPEND(S)`/`SETITEM(S)`/`ADDITEMS` on a
 //! value that is not the matching literal container) are [`Event`]s, in
 //! stream order, so an analyser sees every one of them.
+//!
+//! Most values of a large stream are scalars (`str` keys, ints, floats,
+//! raw bytes) written by binary opcodes. Those are *leaves*: the id itself
+//! holds the offset of the opcode that pushed it, nothing is stored, and
+//! [`Graph::get`] decodes the value from the input when asked. This keeps
+//! a vocabulary of a million strings from costing a million stored nodes.
+//! [`Graph::get`] and [`Graph::kind`] therefore return small views by
+//! value, borrowed from the graph and the input.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::compat::canonicalize;
 use crate::opcodes::Opcode;
 
-/// Index of a node in a [`Graph`].
+/// Ids from this bit up are leaves: the low bits are the offset of the
+/// opcode that pushed the value.
+const LEAF_BIT: u32 = 1 << 31;
+
+/// Index of a value in a [`Graph`]: a stored node or a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) u32);
 
 impl NodeId {
-    /// The position in [`Graph::iter`] order (creation order).
+    /// A stored node's position in [`Graph::iter`] order (creation
+    /// order); for a leaf, a number from 2^31 up, unique in the graph.
     #[must_use]
     pub const fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// Whether this is a leaf (a scalar decoded from the input on demand,
+    /// not listed by [`Graph::iter`]).
+    #[must_use]
+    #[inline]
+    pub const fn is_leaf(self) -> bool {
+        self.0 >= LEAF_BIT
+    }
+
+    /// The leaf for the opcode at `offset`, if the offset fits.
+    #[inline]
+    pub(crate) fn leaf(offset: usize) -> Option<NodeId> {
+        u32::try_from(offset)
+            .ok()
+            .filter(|&o| o < LEAF_BIT)
+            .map(|o| NodeId(o | LEAF_BIT))
+    }
+
+    /// The offset of a leaf's opcode.
+    const fn leaf_offset(self) -> usize {
+        (self.0 & !LEAF_BIT) as usize
     }
 }
 
@@ -34,6 +70,72 @@ impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "#{}", self.0)
     }
+}
+
+/// Whether the values `opcode` pushes are leaves: binary scalars whose
+/// value the opcode's bytes alone determine, payloads borrowed from the input.
+#[must_use]
+#[inline]
+pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::NONE
+            | Opcode::NEWTRUE
+            | Opcode::NEWFALSE
+            | Opcode::BININT
+            | Opcode::BININT1
+            | Opcode::BININT2
+            | Opcode::BINFLOAT
+            | Opcode::SHORT_BINUNICODE
+            | Opcode::BINUNICODE
+            | Opcode::BINUNICODE8
+            | Opcode::SHORT_BINBYTES
+            | Opcode::BINBYTES
+            | Opcode::BINBYTES8
+            | Opcode::BYTEARRAY8
+            | Opcode::SHORT_BINSTRING
+            | Opcode::BINSTRING
+    )
+}
+
+/// Decode the leaf pushed by the opcode at `offset`. The parse already
+/// read and checked it (frame, limits, UTF-8), so this only re-slices; it
+/// still checks every bound and gives `None` rather than trust the id.
+#[inline]
+fn decode_leaf(data: &[u8], offset: usize) -> Option<(NodeKind<'_>, Opcode)> {
+    use Opcode as O;
+    let (&byte, rest) = data.get(offset..)?.split_first()?;
+    let opcode = Opcode::from_byte(byte)?;
+    let fixed = |n: usize| rest.get(..n);
+    // A payload after a `head`-byte little-endian length.
+    let payload = |head: usize| -> Option<&[u8]> {
+        let mut len = [0u8; 8];
+        len.get_mut(..head)?.copy_from_slice(rest.get(..head)?);
+        let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+        rest.get(head..head.checked_add(len)?)
+    };
+    let text = |head: usize| std::str::from_utf8(payload(head)?).ok();
+    let kind = match opcode {
+        O::NONE => NodeKind::None,
+        O::NEWTRUE => NodeKind::Bool(true),
+        O::NEWFALSE => NodeKind::Bool(false),
+        O::BININT1 => NodeKind::Int(i64::from(*rest.first()?)),
+        O::BININT2 => NodeKind::Int(i64::from(u16::from_le_bytes(fixed(2)?.try_into().ok()?))),
+        O::BININT => NodeKind::Int(i64::from(i32::from_le_bytes(fixed(4)?.try_into().ok()?))),
+        O::BINFLOAT => NodeKind::Float(f64::from_be_bytes(fixed(8)?.try_into().ok()?)),
+        O::SHORT_BINUNICODE => NodeKind::Str(text(1)?),
+        O::BINUNICODE => NodeKind::Str(text(4)?),
+        O::BINUNICODE8 => NodeKind::Str(text(8)?),
+        O::SHORT_BINBYTES => NodeKind::Bytes(payload(1)?),
+        O::BINBYTES => NodeKind::Bytes(payload(4)?),
+        O::BINBYTES8 => NodeKind::Bytes(payload(8)?),
+        O::BYTEARRAY8 => NodeKind::ByteArray(payload(8)?),
+        O::SHORT_BINSTRING => NodeKind::LegacyStr(payload(1)?),
+        // A negative length never parsed, so the length is below 2^31.
+        O::BINSTRING => NodeKind::LegacyStr(payload(4)?),
+        _ => return None,
+    };
+    Some((kind, opcode))
 }
 
 /// A reference to a global: `GLOBAL`, `STACK_GLOBAL` or the class of `INST`.
@@ -65,10 +167,10 @@ impl Global<'_> {
     }
 }
 
-/// What a node is.
-#[derive(Debug, Clone, PartialEq)]
+/// What a node is: a view borrowed from the [`Graph`] (and the input).
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
-pub enum NodeKind<'a> {
+pub enum NodeKind<'g> {
     /// `None`.
     None,
     /// `True` / `False` (`NEWTRUE`, `NEWFALSE`, `INT 01`/`00`).
@@ -76,30 +178,30 @@ pub enum NodeKind<'a> {
     /// An integer that fits in an `i64`.
     Int(i64),
     /// An integer that does not: minimal little-endian two's complement.
-    BigInt(Cow<'a, [u8]>),
+    BigInt(&'g [u8]),
     /// A float.
     Float(f64),
     /// A Python 3 `str`.
-    Str(Cow<'a, str>),
+    Str(&'g str),
     /// `bytes`.
-    Bytes(Cow<'a, [u8]>),
+    Bytes(&'g [u8]),
     /// `bytearray` (`BYTEARRAY8`).
-    ByteArray(Cow<'a, [u8]>),
+    ByteArray(&'g [u8]),
     /// A Python 2 `str` (`STRING`, `BINSTRING`, `SHORT_BINSTRING`): `str` or
     /// `bytes` depending on the unpickler's `encoding`.
-    LegacyStr(Cow<'a, [u8]>),
+    LegacyStr(&'g [u8]),
     /// A tuple.
-    Tuple(Box<[NodeId]>),
+    Tuple(&'g [NodeId]),
     /// A literal list with every item later appended to it.
-    List(Vec<NodeId>),
+    List(&'g [NodeId]),
     /// A literal dict with every pair later set on it, in order (keys may repeat).
-    Dict(Vec<(NodeId, NodeId)>),
+    Dict(&'g [(NodeId, NodeId)]),
     /// A literal set with every item later added to it.
-    Set(Vec<NodeId>),
+    Set(&'g [NodeId]),
     /// A frozenset.
-    FrozenSet(Box<[NodeId]>),
+    FrozenSet(&'g [NodeId]),
     /// A global reference.
-    Global(Box<Global<'a>>),
+    Global(&'g Global<'g>),
     /// `callable(*args)` (`REDUCE`).
     Reduce {
         /// The callable.
@@ -121,14 +223,14 @@ pub enum NodeKind<'a> {
         /// The callable (first item above the mark).
         cls: NodeId,
         /// The remaining items.
-        args: Box<[NodeId]>,
+        args: &'g [NodeId],
     },
     /// `INST`: a class by name called with the items above the mark.
     Inst {
         /// The [`NodeKind::Global`] node `INST` named.
         class: NodeId,
         /// The arguments.
-        args: Box<[NodeId]>,
+        args: &'g [NodeId],
     },
     /// `persistent_load(pid)` (`PERSID`, `BINPERSID`).
     PersId {
@@ -179,7 +281,7 @@ pub enum NodeKind<'a> {
 impl NodeKind<'_> {
     /// A short lowercase name for messages (`tuple`, `reduce`, ...).
     #[must_use]
-    pub const fn name(&self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             NodeKind::None => "none",
             NodeKind::Bool(_) => "bool",
@@ -209,32 +311,156 @@ impl NodeKind<'_> {
     }
 }
 
-/// One node: what it is, and which opcode at which offset created it.
+/// How a [`NodeKind`] is stored: what a parse owns or borrows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node<'a> {
-    pub(crate) kind: NodeKind<'a>,
+pub(crate) enum Kind<'a> {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt(Cow<'a, [u8]>),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
+    ByteArray(Cow<'a, [u8]>),
+    LegacyStr(Cow<'a, [u8]>),
+    Tuple(Box<[NodeId]>),
+    List(Vec<NodeId>),
+    Dict(Vec<(NodeId, NodeId)>),
+    Set(Vec<NodeId>),
+    FrozenSet(Box<[NodeId]>),
+    Global(Box<Global<'a>>),
+    Reduce {
+        callable: NodeId,
+        args: NodeId,
+    },
+    NewObj {
+        cls: NodeId,
+        args: NodeId,
+        kwargs: Option<NodeId>,
+    },
+    Obj {
+        cls: NodeId,
+        args: Box<[NodeId]>,
+    },
+    Inst {
+        class: NodeId,
+        args: Box<[NodeId]>,
+    },
+    PersId {
+        pid: NodeId,
+    },
+    Ext {
+        code: i32,
+    },
+    Buffer {
+        index: u64,
+    },
+    ReadOnly {
+        inner: NodeId,
+    },
+    InlineData {
+        wrapper: NodeId,
+        offset: u64,
+        len: u64,
+    },
+    NestedPickle {
+        wrapper: NodeId,
+        root: NodeId,
+        start: u64,
+        end: u64,
+    },
+}
+
+impl<'a> Kind<'a> {
+    /// The public view.
+    #[inline]
+    fn view(&self) -> NodeKind<'_> {
+        match self {
+            Kind::None => NodeKind::None,
+            Kind::Bool(b) => NodeKind::Bool(*b),
+            Kind::Int(v) => NodeKind::Int(*v),
+            Kind::BigInt(b) => NodeKind::BigInt(b),
+            Kind::Float(v) => NodeKind::Float(*v),
+            Kind::Str(s) => NodeKind::Str(s),
+            Kind::Bytes(b) => NodeKind::Bytes(b),
+            Kind::ByteArray(b) => NodeKind::ByteArray(b),
+            Kind::LegacyStr(b) => NodeKind::LegacyStr(b),
+            Kind::Tuple(items) => NodeKind::Tuple(items),
+            Kind::List(items) => NodeKind::List(items),
+            Kind::Dict(pairs) => NodeKind::Dict(pairs),
+            Kind::Set(items) => NodeKind::Set(items),
+            Kind::FrozenSet(items) => NodeKind::FrozenSet(items),
+            Kind::Global(g) => NodeKind::Global(g),
+            &Kind::Reduce { callable, args } => NodeKind::Reduce { callable, args },
+            &Kind::NewObj { cls, args, kwargs } => NodeKind::NewObj { cls, args, kwargs },
+            Kind::Obj { cls, args } => NodeKind::Obj { cls: *cls, args },
+            Kind::Inst { class, args } => NodeKind::Inst {
+                class: *class,
+                args,
+            },
+            &Kind::PersId { pid } => NodeKind::PersId { pid },
+            &Kind::Ext { code } => NodeKind::Ext { code },
+            &Kind::Buffer { index } => NodeKind::Buffer { index },
+            &Kind::ReadOnly { inner } => NodeKind::ReadOnly { inner },
+            &Kind::InlineData {
+                wrapper,
+                offset,
+                len,
+            } => NodeKind::InlineData {
+                wrapper,
+                offset,
+                len,
+            },
+            &Kind::NestedPickle {
+                wrapper,
+                root,
+                start,
+                end,
+            } => NodeKind::NestedPickle {
+                wrapper,
+                root,
+                start,
+                end,
+            },
+        }
+    }
+}
+
+/// A stored node: its kind, and which opcode at which offset created it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stored<'a> {
+    pub(crate) kind: Kind<'a>,
     pub(crate) offset: u64,
     pub(crate) opcode: Opcode,
     pub(crate) depth: u32,
 }
 
-impl<'a> Node<'a> {
-    /// What the node is.
+/// One value: what it is, and which opcode at which offset created it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Node<'g> {
+    kind: NodeKind<'g>,
+    offset: u64,
+    opcode: Opcode,
+    depth: u32,
+}
+
+impl<'g> Node<'g> {
+    /// What the value is.
     #[must_use]
     #[inline]
-    pub fn kind(&self) -> &NodeKind<'a> {
-        &self.kind
+    pub fn kind(self) -> NodeKind<'g> {
+        self.kind
     }
 
     /// Offset of the opcode that created it.
     #[must_use]
-    pub fn offset(&self) -> u64 {
+    pub fn offset(self) -> u64 {
         self.offset
     }
 
     /// The opcode that created it.
     #[must_use]
-    pub fn opcode(&self) -> Opcode {
+    pub fn opcode(self) -> Opcode {
         self.opcode
     }
 
@@ -243,14 +469,14 @@ impl<'a> Node<'a> {
     /// not when a child is).
     #[must_use]
     #[inline]
-    pub fn depth(&self) -> u32 {
+    pub fn depth(self) -> u32 {
         self.depth
     }
 
     /// The text if this is a [`NodeKind::Str`].
     #[must_use]
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.kind {
+    pub fn as_str(self) -> Option<&'g str> {
+        match self.kind {
             NodeKind::Str(s) => Some(s),
             _ => None,
         }
@@ -258,7 +484,7 @@ impl<'a> Node<'a> {
 
     /// The value if this is a [`NodeKind::Int`] (or a bool, as Python does).
     #[must_use]
-    pub fn as_i64(&self) -> Option<i64> {
+    pub fn as_i64(self) -> Option<i64> {
         match self.kind {
             NodeKind::Int(v) => Some(v),
             NodeKind::Bool(b) => Some(i64::from(b)),
@@ -268,8 +494,8 @@ impl<'a> Node<'a> {
 
     /// The payload of `bytes`, `bytearray` or a Python 2 `str`.
     #[must_use]
-    pub fn as_bytes(&self) -> Option<&[u8]> {
-        match &self.kind {
+    pub fn as_bytes(self) -> Option<&'g [u8]> {
+        match self.kind {
             NodeKind::Bytes(b) | NodeKind::ByteArray(b) | NodeKind::LegacyStr(b) => Some(b),
             _ => None,
         }
@@ -277,8 +503,8 @@ impl<'a> Node<'a> {
 
     /// The items if this is a tuple.
     #[must_use]
-    pub fn as_tuple(&self) -> Option<&[NodeId]> {
-        match &self.kind {
+    pub fn as_tuple(self) -> Option<&'g [NodeId]> {
+        match self.kind {
             NodeKind::Tuple(items) => Some(items),
             _ => None,
         }
@@ -286,8 +512,8 @@ impl<'a> Node<'a> {
 
     /// The global if this is a [`NodeKind::Global`].
     #[must_use]
-    pub fn as_global(&self) -> Option<&Global<'a>> {
-        match &self.kind {
+    pub fn as_global(self) -> Option<&'g Global<'g>> {
+        match self.kind {
             NodeKind::Global(g) => Some(g),
             _ => None,
         }
@@ -343,26 +569,57 @@ pub struct Event {
 const CHUNK_BITS: usize = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// The arena: every node and event of one parse (nested pickles included).
-#[derive(Debug, Clone, Default)]
+/// The arena: every node, leaf and event of one parse (nested pickles included).
+#[derive(Clone, Default)]
 pub struct Graph<'a> {
-    chunks: Vec<Vec<Node<'a>>>,
+    /// The input, which leaves are decoded from.
+    data: &'a [u8],
+    chunks: Vec<Vec<Stored<'a>>>,
     len: usize,
+    leaves: usize,
+    /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
+    leaf_depths: BTreeMap<NodeId, u32>,
     pub(crate) events: Vec<Event>,
 }
 
+impl std::fmt::Debug for Graph<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("nodes", &self.chunks)
+            .field("leaves", &self.leaves)
+            .field("leaf_depths", &self.leaf_depths)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Graph<'a> {
-    /// Number of nodes.
+    /// An empty graph over `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Graph {
+            data,
+            ..Graph::default()
+        }
+    }
+
+    /// Number of stored nodes (what [`Graph::iter`] yields).
     #[must_use]
     #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether there are no nodes.
+    /// Whether there are no stored nodes.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Number of leaves created (each push of a leaf scalar counts once).
+    #[must_use]
+    #[inline]
+    pub fn leaves(&self) -> usize {
+        self.leaves
     }
 
     /// Reserve room for about `nodes` nodes in the first chunk (at most a
@@ -376,8 +633,8 @@ impl<'a> Graph<'a> {
 
     /// Append a node; the caller has checked the node limit.
     #[inline]
-    pub(crate) fn push(&mut self, node: Node<'a>) -> Option<NodeId> {
-        let id = u32::try_from(self.len).ok().filter(|&i| i != u32::MAX)?;
+    pub(crate) fn push(&mut self, node: Stored<'a>) -> Option<NodeId> {
+        let id = u32::try_from(self.len).ok().filter(|&i| i < LEAF_BIT)?;
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(node),
             last => {
@@ -396,30 +653,103 @@ impl<'a> Graph<'a> {
         Some(NodeId(id))
     }
 
+    /// Count a leaf for the opcode at `offset`: `None` if the offset is
+    /// too large for a leaf id (the caller stores a node instead).
     #[inline]
-    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Node<'a>> {
+    pub(crate) fn push_leaf(&mut self, offset: usize) -> Option<NodeId> {
+        let id = NodeId::leaf(offset)?;
+        self.leaves += 1;
+        Some(id)
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Stored<'a>> {
         let i = id.index();
         self.chunks
             .get_mut(i >> CHUNK_BITS)?
             .get_mut(i & (CHUNK - 1))
     }
 
-    /// The node with this id, or `None` for an id from another graph.
-    #[must_use]
     #[inline]
-    pub fn get(&self, id: NodeId) -> Option<&Node<'a>> {
+    fn stored(&self, id: NodeId) -> Option<&Stored<'a>> {
         let i = id.index();
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
     }
 
-    /// The kind of the node with this id.
-    #[must_use]
+    /// The depth of a value (as [`Node::depth`]), 0 if unknown.
     #[inline]
-    pub fn kind(&self, id: NodeId) -> Option<&NodeKind<'a>> {
-        self.get(id).map(Node::kind)
+    pub(crate) fn depth(&self, id: NodeId) -> u32 {
+        if id.is_leaf() {
+            if self.leaf_depths.is_empty() {
+                return 0;
+            }
+            return self.leaf_depths.get(&id).copied().unwrap_or(0);
+        }
+        self.stored(id).map_or(0, |n| n.depth)
     }
 
-    /// All nodes in creation order.
+    /// Raise a value's recorded depth to at least `depth`; returns it.
+    pub(crate) fn raise_depth(&mut self, id: NodeId, depth: u32) -> Option<u32> {
+        if id.is_leaf() {
+            let d = self.leaf_depths.entry(id).or_insert(0);
+            *d = (*d).max(depth);
+            return Some(*d);
+        }
+        let node = self.get_mut(id)?;
+        node.depth = node.depth.max(depth);
+        Some(node.depth)
+    }
+
+    /// The text of a `str` value, as the input or the parse holds it;
+    /// else the kind's name (`"unknown"` for an id from another graph).
+    pub(crate) fn text(&self, id: NodeId) -> Result<Cow<'a, str>, &'static str> {
+        if id.is_leaf() {
+            return match decode_leaf(self.data, id.leaf_offset()) {
+                Some((NodeKind::Str(s), _)) => Ok(Cow::Borrowed(s)),
+                Some((other, _)) => Err(other.name()),
+                None => Err("unknown"),
+            };
+        }
+        match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::Str(s)) => Ok(s.clone()),
+            Some(other) => Err(other.view().name()),
+            None => Err("unknown"),
+        }
+    }
+
+    /// The value with this id, or `None` for an id from another graph.
+    #[must_use]
+    #[inline]
+    pub fn get(&self, id: NodeId) -> Option<Node<'_>> {
+        if id.is_leaf() {
+            let offset = id.leaf_offset();
+            let (kind, opcode) = decode_leaf(self.data, offset)?;
+            return Some(Node {
+                kind,
+                offset: u64::try_from(offset).ok()?,
+                opcode,
+                depth: self.depth(id),
+            });
+        }
+        self.stored(id).map(|n| Node {
+            kind: n.kind.view(),
+            offset: n.offset,
+            opcode: n.opcode,
+            depth: n.depth,
+        })
+    }
+
+    /// The kind of the value with this id.
+    #[must_use]
+    #[inline]
+    pub fn kind(&self, id: NodeId) -> Option<NodeKind<'_>> {
+        if id.is_leaf() {
+            return decode_leaf(self.data, id.leaf_offset()).map(|(k, _)| k);
+        }
+        self.stored(id).map(|n| n.kind.view())
+    }
+
+    /// All stored nodes in creation order (leaves are not listed).
     pub fn iter(&self) -> Nodes<'_, 'a> {
         Nodes {
             chunks: self.chunks.iter(),
@@ -441,12 +771,15 @@ impl<'a> Graph<'a> {
         self.events.iter().filter(move |e| e.target == id)
     }
 
-    /// An index from node to its events.
+    /// An index from value to its events.
     #[must_use]
     pub fn event_index(&self) -> EventIndex {
         let mut starts = vec![0u32; self.len + 1];
-        for e in &self.events {
-            if let Some(s) = starts.get_mut(e.target.index() + 1) {
+        let mut leaf = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            if e.target.is_leaf() {
+                leaf.push((e.target, u32::try_from(i).unwrap_or(u32::MAX)));
+            } else if let Some(s) = starts.get_mut(e.target.index() + 1) {
                 *s += 1;
             }
         }
@@ -457,8 +790,11 @@ impl<'a> Graph<'a> {
             }
         }
         let mut fill = starts.clone();
-        let mut order = vec![0u32; self.events.len()];
+        let mut order = vec![0u32; starts.last().map_or(0, |&n| n as usize)];
         for (i, e) in self.events.iter().enumerate() {
+            if e.target.is_leaf() {
+                continue;
+            }
             if let Some(slot) = fill.get_mut(e.target.index()) {
                 if let Some(o) = order.get_mut(*slot as usize) {
                     *o = u32::try_from(i).unwrap_or(u32::MAX);
@@ -466,7 +802,15 @@ impl<'a> Graph<'a> {
                 *slot += 1;
             }
         }
-        EventIndex { starts, order }
+        // Stable: events of one leaf stay in stream order.
+        leaf.sort_by_key(|&(id, _)| id);
+        let (leaf_ids, leaf_order) = leaf.into_iter().unzip();
+        EventIndex {
+            starts,
+            order,
+            leaf_ids,
+            leaf_order,
+        }
     }
 
     /// Direct children of a node: items, keys and values, callables and
@@ -475,27 +819,25 @@ impl<'a> Graph<'a> {
         let Some(node) = self.get(id) else {
             return fixed([None, None, None].into_iter());
         };
-        match &node.kind {
-            NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => {
-                Children(ChildIter::Slice(items.iter()))
-            }
-            NodeKind::List(items) | NodeKind::Set(items) => {
-                Children(ChildIter::Slice(items.iter()))
-            }
+        match node.kind {
+            NodeKind::Tuple(items)
+            | NodeKind::FrozenSet(items)
+            | NodeKind::List(items)
+            | NodeKind::Set(items) => Children(ChildIter::Slice(items.iter())),
             NodeKind::Dict(pairs) => Children(ChildIter::Pairs(pairs.iter(), None)),
-            NodeKind::Obj { cls, args } => Children(ChildIter::Lead(Some(*cls), args.iter())),
-            NodeKind::Inst { class, args } => Children(ChildIter::Lead(Some(*class), args.iter())),
+            NodeKind::Obj { cls, args } => Children(ChildIter::Lead(Some(cls), args.iter())),
+            NodeKind::Inst { class, args } => Children(ChildIter::Lead(Some(class), args.iter())),
             NodeKind::Reduce { callable, args } => {
-                fixed([Some(*callable), Some(*args), None].into_iter())
+                fixed([Some(callable), Some(args), None].into_iter())
             }
             NodeKind::NewObj { cls, args, kwargs } => {
-                fixed([Some(*cls), Some(*args), *kwargs].into_iter())
+                fixed([Some(cls), Some(args), kwargs].into_iter())
             }
-            NodeKind::PersId { pid } => fixed([Some(*pid), None, None].into_iter()),
-            NodeKind::ReadOnly { inner } => fixed([Some(*inner), None, None].into_iter()),
-            NodeKind::InlineData { wrapper, .. } => fixed([Some(*wrapper), None, None].into_iter()),
+            NodeKind::PersId { pid } => fixed([Some(pid), None, None].into_iter()),
+            NodeKind::ReadOnly { inner } => fixed([Some(inner), None, None].into_iter()),
+            NodeKind::InlineData { wrapper, .. } => fixed([Some(wrapper), None, None].into_iter()),
             NodeKind::NestedPickle { wrapper, root, .. } => {
-                fixed([Some(*wrapper), Some(*root), None].into_iter())
+                fixed([Some(wrapper), Some(root), None].into_iter())
             }
             NodeKind::Global(g) => match g.operands {
                 Some((m, n)) => fixed([Some(m), Some(n), None].into_iter()),
@@ -509,21 +851,28 @@ impl<'a> Graph<'a> {
 /// Iterator over `(id, node)` in creation order ([`Graph::iter`]).
 #[derive(Debug, Clone)]
 pub struct Nodes<'g, 'a> {
-    chunks: std::slice::Iter<'g, Vec<Node<'a>>>,
-    current: std::slice::Iter<'g, Node<'a>>,
+    chunks: std::slice::Iter<'g, Vec<Stored<'a>>>,
+    current: std::slice::Iter<'g, Stored<'a>>,
     next: u32,
     remaining: usize,
 }
 
-impl<'g, 'a> Iterator for Nodes<'g, 'a> {
-    type Item = (NodeId, &'g Node<'a>);
+impl<'g> Iterator for Nodes<'g, '_> {
+    type Item = (NodeId, Node<'g>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(node) = self.current.next() {
+            if let Some(n) = self.current.next() {
                 let id = NodeId(self.next);
                 self.next = self.next.saturating_add(1);
                 self.remaining = self.remaining.saturating_sub(1);
+                let node = Node {
+                    kind: n.kind.view(),
+                    offset: n.offset,
+                    opcode: n.opcode,
+                    depth: n.depth,
+                };
                 return Some((id, node));
             }
             self.current = self.chunks.next()?.iter();
@@ -541,17 +890,25 @@ fn fixed<'g>(edges: std::array::IntoIter<Option<NodeId>, 3>) -> Children<'g> {
     Children(ChildIter::Fixed(edges))
 }
 
-/// Node → events lookup built by [`Graph::event_index`].
+/// Value → events lookup built by [`Graph::event_index`].
 #[derive(Debug, Clone)]
 pub struct EventIndex {
     starts: Vec<u32>,
     order: Vec<u32>,
+    /// Leaves with events, sorted, one entry per event.
+    leaf_ids: Vec<NodeId>,
+    leaf_order: Vec<u32>,
 }
 
 impl EventIndex {
     /// Indices into [`Graph::events`] of the events targeting `id`, in order.
     #[must_use]
     pub fn of(&self, id: NodeId) -> &[u32] {
+        if id.is_leaf() {
+            let a = self.leaf_ids.partition_point(|&l| l < id);
+            let b = self.leaf_ids.partition_point(|&l| l <= id);
+            return self.leaf_order.get(a..b).unwrap_or_default();
+        }
         let (Some(&a), Some(&b)) = (self.starts.get(id.index()), self.starts.get(id.index() + 1))
         else {
             return &[];
@@ -600,8 +957,8 @@ impl Iterator for Children<'_> {
 mod tests {
     use super::*;
 
-    fn node(kind: NodeKind<'static>) -> Node<'static> {
-        Node {
+    fn node(kind: Kind<'static>) -> Stored<'static> {
+        Stored {
             kind,
             offset: 0,
             opcode: Opcode::NONE,
@@ -612,14 +969,14 @@ mod tests {
     #[test]
     fn children_and_events() {
         let mut g = Graph::default();
-        g.push(node(NodeKind::None)); // 0
-        g.push(node(NodeKind::Int(1))); // 1
-        g.push(node(NodeKind::Dict(vec![(NodeId(0), NodeId(1))]))); // 2
-        g.push(node(NodeKind::Obj {
+        g.push(node(Kind::None)); // 0
+        g.push(node(Kind::Int(1))); // 1
+        g.push(node(Kind::Dict(vec![(NodeId(0), NodeId(1))]))); // 2
+        g.push(node(Kind::Obj {
             cls: NodeId(0),
             args: vec![NodeId(1), NodeId(2)].into(),
         })); // 3
-        g.push(node(NodeKind::Tuple(vec![NodeId(3), NodeId(3)].into()))); // 4
+        g.push(node(Kind::Tuple(vec![NodeId(3), NodeId(3)].into()))); // 4
         assert_eq!(
             g.children(NodeId(2)).collect::<Vec<_>>(),
             [NodeId(0), NodeId(1)]
@@ -661,7 +1018,7 @@ mod tests {
         let mut g = Graph::default();
         let n = 3 * CHUNK + 5;
         for i in 0..n {
-            let id = g.push(node(NodeKind::Int(i64::try_from(i).unwrap_or(0))));
+            let id = g.push(node(Kind::Int(i64::try_from(i).unwrap_or(0))));
             assert_eq!(id.map(NodeId::index), Some(i));
         }
         assert_eq!(g.len(), n);
@@ -673,5 +1030,54 @@ mod tests {
         assert!(g.get(last).is_some());
         assert!(g.get_mut(last).is_some());
         assert!(g.get(NodeId(u32::try_from(n).unwrap_or(0))).is_none());
+    }
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn leaves_decode_from_the_input() {
+        // N, K 7, X "hé", C b"ab", G 1.5, U "x"
+        let data = b"NK\x07X\x03\x00\x00\x00h\xc3\xa9C\x02abG?\xf8\x00\x00\x00\x00\x00\x00U\x01x";
+        let mut g = Graph::new(data);
+        let ids: Vec<NodeId> = [0, 1, 3, 11, 15, 24]
+            .into_iter()
+            .map(|o| g.push_leaf(o).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id.is_leaf()));
+        assert_eq!(g.leaves(), 6);
+        assert_eq!(g.len(), 0);
+        assert_eq!(g.kind(ids[0]), Some(NodeKind::None));
+        assert_eq!(g.get(ids[1]).unwrap().as_i64(), Some(7));
+        assert_eq!(g.get(ids[2]).unwrap().as_str(), Some("hé"));
+        assert_eq!(g.text(ids[2]).unwrap(), "hé");
+        assert_eq!(g.text(ids[1]), Err("int"));
+        assert_eq!(g.get(ids[3]).unwrap().as_bytes(), Some(&b"ab"[..]));
+        assert_eq!(g.kind(ids[4]), Some(NodeKind::Float(1.5)));
+        assert_eq!(g.kind(ids[5]), Some(NodeKind::LegacyStr(b"x")));
+        let n = g.get(ids[3]).unwrap();
+        assert_eq!(
+            (n.offset(), n.opcode(), n.depth()),
+            (11, Opcode::SHORT_BINBYTES, 0)
+        );
+        assert_eq!(g.children(ids[2]).count(), 0);
+        // A mutated leaf keeps its depth, and its events are indexed.
+        assert_eq!(g.raise_depth(ids[1], 3), Some(3));
+        assert_eq!(g.get(ids[1]).unwrap().depth(), 3);
+        g.events.push(Event {
+            target: ids[1],
+            offset: 30,
+            opcode: Opcode::APPEND,
+            kind: EventKind::Append { item: ids[0] },
+        });
+        let idx = g.event_index();
+        assert_eq!(idx.of(ids[1]), &[0]);
+        assert!(idx.of(ids[0]).is_empty());
+        // An id past the input decodes to nothing.
+        assert!(g.get(NodeId::leaf(1000).unwrap()).is_none());
+        assert!(NodeId::leaf(1 << 31).is_none());
     }
 }

@@ -208,14 +208,14 @@ impl Hook for JoblibHook {
 pub fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
     let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global).map(|g| g.dotted());
     match graph.kind(obj)? {
-        NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(*cls),
-        NodeKind::Inst { class, .. } => global_of(*class),
+        NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(cls),
+        NodeKind::Inst { class, .. } => global_of(class),
         NodeKind::Reduce { callable, args } => {
-            let f = global_of(*callable)?;
+            let f = global_of(callable)?;
             if f != "copyreg._reconstructor" && f != "copyreg.__newobj__" {
                 return None;
             }
-            let first = graph.get(*args)?.as_tuple()?.first()?;
+            let first = graph.get(args)?.as_tuple()?.first()?;
             global_of(*first)
         }
         _ => None,
@@ -292,10 +292,10 @@ fn dtype_parts<'g>(
     let NodeKind::Reduce { callable, args } = graph.kind(id)? else {
         return None;
     };
-    if graph.get(*callable)?.as_global()?.dotted() != "numpy.dtype" {
+    if graph.get(callable)?.as_global()?.dotted() != "numpy.dtype" {
         return None;
     }
-    let descr = str_of(graph, *graph.get(*args)?.as_tuple()?.first()?)?;
+    let descr = str_of(graph, *graph.get(args)?.as_tuple()?.first()?)?;
     let state = builds
         .get(&id)
         .and_then(|&s| graph.get(s))

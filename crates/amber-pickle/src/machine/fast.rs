@@ -15,7 +15,7 @@
 //! [`Instruction`]: crate::reader::Instruction
 
 use super::{Machine, NO_ENTRY, Run, node_bytes};
-use crate::graph::{Node, NodeId, NodeKind};
+use crate::graph::{Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
 use crate::reader::Arg;
@@ -68,11 +68,19 @@ impl<'a> Run<'a, '_> {
                 (mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode))
                     .then_some(at)
             }
-            _ => {
-                let Some((kind, depth, next)) = Self::fast_scalar(cur, opcode, at) else {
+            _ if is_leaf_opcode(opcode) => {
+                // Decoding checks the argument (UTF-8 included); the leaf
+                // is decoded again only if someone looks at it.
+                let Some((_, next)) = cur.reader.fast_arg(opcode, at) else {
                     return false;
                 };
-                self.fast_new(cur, kind, pos, opcode, depth).then_some(next)
+                self.fast_leaf(cur, pos).then_some(next)
+            }
+            _ => {
+                let Some(kind) = Self::fast_empty(opcode) else {
+                    return false;
+                };
+                self.fast_new(cur, kind, pos, opcode).then_some(at)
             }
         };
         let Some(next) = next else {
@@ -86,52 +94,16 @@ impl<'a> Run<'a, '_> {
         true
     }
 
-    /// The node a scalar or empty-container opcode creates, its depth and
-    /// the position after the opcode (as `step` makes them).
+    /// The node an empty-container opcode creates (depth 1).
     #[inline]
-    fn fast_scalar(
-        cur: &Machine<'a>,
-        opcode: Opcode,
-        at: usize,
-    ) -> Option<(NodeKind<'a>, u32, usize)> {
-        use Opcode as O;
-        let (kind, depth) = match opcode {
-            O::NONE => (NodeKind::None, 0),
-            O::NEWTRUE | O::NEWFALSE => (NodeKind::Bool(opcode == O::NEWTRUE), 0),
-            O::EMPTY_LIST => (NodeKind::List(Vec::new()), 1),
-            O::EMPTY_DICT => (NodeKind::Dict(Vec::new()), 1),
-            O::EMPTY_TUPLE => (NodeKind::Tuple(Box::default()), 1),
-            O::EMPTY_SET => (NodeKind::Set(Vec::new()), 1),
-            O::BININT | O::BININT1 | O::BININT2 | O::BINFLOAT => {
-                let (arg, next) = cur.reader.fast_arg(opcode, at)?;
-                let kind = match arg {
-                    Arg::Uint(v) => NodeKind::Int(i64::try_from(v).ok()?),
-                    Arg::Int(v) => NodeKind::Int(v),
-                    Arg::Float(v) => NodeKind::Float(v),
-                    _ => return None,
-                };
-                return Some((kind, 0, next));
-            }
-            O::SHORT_BINUNICODE | O::BINUNICODE | O::BINUNICODE8 => {
-                let (Arg::Str(s), next) = cur.reader.fast_arg(opcode, at)? else {
-                    return None;
-                };
-                return Some((NodeKind::Str(s), 0, next));
-            }
-            O::SHORT_BINBYTES | O::BINBYTES | O::BINBYTES8 | O::BYTEARRAY8 | O::SHORT_BINSTRING => {
-                let (Arg::Bytes(b), next) = cur.reader.fast_arg(opcode, at)? else {
-                    return None;
-                };
-                let kind = match opcode {
-                    O::BYTEARRAY8 => NodeKind::ByteArray(b),
-                    O::SHORT_BINSTRING => NodeKind::LegacyStr(b),
-                    _ => NodeKind::Bytes(b),
-                };
-                return Some((kind, 0, next));
-            }
+    fn fast_empty(opcode: Opcode) -> Option<Kind<'a>> {
+        Some(match opcode {
+            Opcode::EMPTY_LIST => Kind::List(Vec::new()),
+            Opcode::EMPTY_DICT => Kind::Dict(Vec::new()),
+            Opcode::EMPTY_TUPLE => Kind::Tuple(Box::default()),
+            Opcode::EMPTY_SET => Kind::Set(Vec::new()),
             _ => return None,
-        };
-        Some((kind, depth, at))
+        })
     }
 
     /// The stack depth (all levels) after popping `popped` entries and
@@ -151,8 +123,8 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn fast_fits(&self, bytes: u64) -> bool {
         let len = self.graph.len();
-        u32::try_from(len).is_ok_and(|i| i != NO_ENTRY)
-            && to_u64(len).saturating_add(1) <= self.limits.max_nodes
+        u32::try_from(len).is_ok_and(|i| i < NO_ENTRY >> 1)
+            && self.values().saturating_add(1) <= self.limits.max_nodes
             && self.graph_bytes.saturating_add(bytes) <= self.limits.max_graph_bytes
     }
 
@@ -161,13 +133,13 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn fast_add(
         &mut self,
-        kind: NodeKind<'a>,
+        kind: Kind<'a>,
         bytes: u64,
         pos: usize,
         opcode: Opcode,
         depth: u32,
     ) -> Option<NodeId> {
-        let id = self.graph.push(Node {
+        let id = self.graph.push(Stored {
             kind,
             offset: to_u64(pos),
             opcode,
@@ -184,15 +156,30 @@ impl<'a> Run<'a, '_> {
         self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
     }
 
-    /// A scalar or empty container.
+    /// A leaf scalar.
+    #[inline]
+    fn fast_leaf(&mut self, cur: &mut Machine<'a>, pos: usize) -> bool {
+        let Some(total) = self.fast_room(cur, 0, 1) else {
+            return false;
+        };
+        if self.values().saturating_add(1) > self.limits.max_nodes {
+            return false;
+        }
+        let Some(id) = self.graph.push_leaf(pos) else {
+            return false;
+        };
+        self.fast_push(cur, id, total);
+        true
+    }
+
+    /// An empty container.
     #[inline]
     fn fast_new(
         &mut self,
         cur: &mut Machine<'a>,
-        kind: NodeKind<'a>,
+        kind: Kind<'a>,
         pos: usize,
         opcode: Opcode,
-        depth: u32,
     ) -> bool {
         let bytes = node_bytes(&kind);
         let Some(total) = self.fast_room(cur, 0, 1) else {
@@ -201,7 +188,7 @@ impl<'a> Run<'a, '_> {
         if !self.fast_fits(bytes) {
             return false;
         }
-        let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
+        let Some(id) = self.fast_add(kind, bytes, pos, opcode, 1) else {
             return false;
         };
         self.fast_push(cur, id, total);
@@ -237,9 +224,9 @@ impl<'a> Run<'a, '_> {
             return false;
         };
         let kind = match (opcode, items) {
-            (Opcode::REDUCE, &[callable, args]) => NodeKind::Reduce { callable, args },
+            (Opcode::REDUCE, &[callable, args]) => Kind::Reduce { callable, args },
             (Opcode::REDUCE, _) => return false,
-            _ => NodeKind::Tuple(items.into()),
+            _ => Kind::Tuple(items.into()),
         };
         let bytes = node_bytes(&kind);
         if !self.fast_fits(bytes) {
