@@ -14,7 +14,8 @@
 //!
 //! [`Instruction`]: crate::reader::Instruction
 
-use super::{Machine, NO_ENTRY, Run, node_bytes};
+use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, Run, items_bytes, node_bytes};
+use crate::graph::{Event, EventKind};
 use crate::graph::{Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
@@ -51,6 +52,10 @@ impl<'a> Run<'a, '_> {
                 done.then_some(next)
             }
             Opcode::MARK => self.fast_mark(cur).then_some(at),
+            Opcode::APPENDS | Opcode::SETITEMS | Opcode::ADDITEMS => {
+                self.fast_extend(cur, opcode).then_some(at)
+            }
+            Opcode::BUILD => self.fast_build(cur, pos).then_some(at),
             Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE => {
                 let n = match opcode {
                     Opcode::TUPLE1 => 1,
@@ -71,10 +76,13 @@ impl<'a> Run<'a, '_> {
             _ if is_leaf_opcode(opcode) => {
                 // Decoding checks the argument (UTF-8 included); the leaf
                 // is decoded again only if someone looks at it.
-                let Some((_, next)) = cur.reader.fast_arg(opcode, at) else {
+                let Some(len) = window
+                    .get(1..)
+                    .and_then(|arg| cur.reader.fast_leaf_len(opcode, arg))
+                else {
                     return false;
                 };
-                self.fast_leaf(cur, pos).then_some(next)
+                self.fast_leaf(cur, pos).then_some(at.saturating_add(len))
             }
             _ => {
                 let Some(kind) = Self::fast_empty(opcode) else {
@@ -241,6 +249,107 @@ impl<'a> Run<'a, '_> {
         }
         self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
         self.fast_push(cur, id, total);
+        true
+    }
+
+    /// `APPENDS`, `SETITEMS`, `ADDITEMS` onto a literal container of the
+    /// matching type (anything else is an event, left to `step`).
+    #[inline]
+    fn fast_extend(&mut self, cur: &mut Machine<'a>, opcode: Opcode) -> bool {
+        let Some(&mark) = cur.marks.last() else {
+            return false;
+        };
+        // The target sits just below the mark, above the next fence.
+        let fence = cur
+            .marks
+            .len()
+            .checked_sub(2)
+            .and_then(|i| cur.marks.get(i))
+            .copied()
+            .unwrap_or(0);
+        let Some(target_at) = mark.checked_sub(1).filter(|&t| t >= fence) else {
+            return false;
+        };
+        let (Some(&target), Some(items)) = (cur.stack.get(target_at), cur.stack.get(mark..)) else {
+            return false;
+        };
+        let n = items.len();
+        let bytes = if opcode == Opcode::SETITEMS {
+            if !n.is_multiple_of(2) {
+                return false;
+            }
+            items_bytes(n / 2, 2 * ID_BYTES)
+        } else {
+            items_bytes(n, ID_BYTES)
+        };
+        if self.graph_bytes.saturating_add(bytes) > self.limits.max_graph_bytes {
+            return false;
+        }
+        let child = items
+            .iter()
+            .map(|&c| self.graph.depth(c))
+            .max()
+            .unwrap_or(0);
+        let Some(node) = self.graph.get_mut(target) else {
+            return false;
+        };
+        let depth = node.depth.max(child.saturating_add(1));
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
+        match (&mut node.kind, opcode) {
+            (Kind::Dict(dict), Opcode::SETITEMS) => {
+                dict.extend(items.chunks_exact(2).filter_map(|p| match *p {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                }));
+            }
+            (Kind::List(list), Opcode::APPENDS) => list.extend_from_slice(items),
+            (Kind::Set(set), Opcode::ADDITEMS) => set.extend_from_slice(items),
+            _ => return false,
+        }
+        node.depth = depth;
+        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        cur.stack.truncate(mark);
+        cur.marks.pop();
+        true
+    }
+
+    /// `BUILD` when no hook is installed (a hook decides what follows).
+    #[inline]
+    fn fast_build(&mut self, cur: &mut Machine<'a>, pos: usize) -> bool {
+        if self.hook.is_some() || cur.above_fence() < 2 {
+            return false;
+        }
+        let Some(&[target, state]) = cur
+            .stack
+            .len()
+            .checked_sub(2)
+            .and_then(|at| cur.stack.get(at..))
+        else {
+            return false;
+        };
+        if self.graph_bytes.saturating_add(EVENT_BYTES) > self.limits.max_graph_bytes {
+            return false;
+        }
+        let depth = self
+            .graph
+            .depth(target)
+            .max(self.graph.depth(state).saturating_add(1));
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
+        self.graph_bytes = self.graph_bytes.saturating_add(EVENT_BYTES);
+        self.graph.events.push(Event {
+            target,
+            offset: to_u64(pos),
+            opcode: Opcode::BUILD,
+            kind: EventKind::Build { state },
+        });
+        self.graph.raise_depth(target, depth);
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        cur.stack.pop();
         true
     }
 
