@@ -311,23 +311,66 @@ impl NodeKind<'_> {
     }
 }
 
-/// How a [`NodeKind`] is stored: what a parse owns or borrows.
+/// Items of an immutable sequence (tuple, frozenset, call arguments):
+/// a range of [`Graph`]'s shared item pool, so a tuple costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Items {
+    start: u32,
+    len: u32,
+}
+
+impl Items {
+    pub(crate) fn len(self) -> usize {
+        self.len as usize
+    }
+
+    fn of(self, pool: &[NodeId]) -> &[NodeId] {
+        let start = self.start as usize;
+        pool.get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default()
+    }
+}
+
+/// Raw data after a `BUILD` ([`NodeKind::InlineData`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inline {
+    pub(crate) wrapper: NodeId,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// A nested pickle ([`NodeKind::NestedPickle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Nested {
+    pub(crate) wrapper: NodeId,
+    pub(crate) root: NodeId,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// How a [`NodeKind`] is stored: 16 bytes, payloads that are rare in
+/// stored nodes (decoded text, big ints, joblib data) boxed, immutable
+/// sequences in the item pool, growing containers behind one pointer.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::box_collection,
+    reason = "one pointer keeps `Kind` at 16 bytes; literal lists and dicts are few"
+)]
 pub(crate) enum Kind<'a> {
     None,
     Bool(bool),
     Int(i64),
-    BigInt(Cow<'a, [u8]>),
+    BigInt(Box<Cow<'a, [u8]>>),
     Float(f64),
-    Str(Cow<'a, str>),
-    Bytes(Cow<'a, [u8]>),
-    ByteArray(Cow<'a, [u8]>),
-    LegacyStr(Cow<'a, [u8]>),
-    Tuple(Box<[NodeId]>),
-    List(Vec<NodeId>),
-    Dict(Vec<(NodeId, NodeId)>),
-    Set(Vec<NodeId>),
-    FrozenSet(Box<[NodeId]>),
+    Str(Box<Cow<'a, str>>),
+    Bytes(Box<Cow<'a, [u8]>>),
+    ByteArray(Box<Cow<'a, [u8]>>),
+    LegacyStr(Box<Cow<'a, [u8]>>),
+    Tuple(Items),
+    List(Box<Vec<NodeId>>),
+    Dict(Box<Vec<(NodeId, NodeId)>>),
+    Set(Box<Vec<NodeId>>),
+    FrozenSet(Items),
     Global(Box<Global<'a>>),
     Reduce {
         callable: NodeId,
@@ -336,15 +379,19 @@ pub(crate) enum Kind<'a> {
     NewObj {
         cls: NodeId,
         args: NodeId,
-        kwargs: Option<NodeId>,
+    },
+    NewObjEx {
+        cls: NodeId,
+        args: NodeId,
+        kwargs: NodeId,
     },
     Obj {
         cls: NodeId,
-        args: Box<[NodeId]>,
+        args: Items,
     },
     Inst {
         class: NodeId,
-        args: Box<[NodeId]>,
+        args: Items,
     },
     PersId {
         pid: NodeId,
@@ -358,23 +405,16 @@ pub(crate) enum Kind<'a> {
     ReadOnly {
         inner: NodeId,
     },
-    InlineData {
-        wrapper: NodeId,
-        offset: u64,
-        len: u64,
-    },
-    NestedPickle {
-        wrapper: NodeId,
-        root: NodeId,
-        start: u64,
-        end: u64,
-    },
+    InlineData(Box<Inline>),
+    NestedPickle(Box<Nested>),
 }
 
+const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
+
 impl<'a> Kind<'a> {
-    /// The public view.
+    /// The public view (`pool` is the graph's item pool).
     #[inline]
-    fn view(&self) -> NodeKind<'_> {
+    fn view<'s>(&'s self, pool: &'s [NodeId]) -> NodeKind<'s> {
         match self {
             Kind::None => NodeKind::None,
             Kind::Bool(b) => NodeKind::Bool(*b),
@@ -385,42 +425,45 @@ impl<'a> Kind<'a> {
             Kind::Bytes(b) => NodeKind::Bytes(b),
             Kind::ByteArray(b) => NodeKind::ByteArray(b),
             Kind::LegacyStr(b) => NodeKind::LegacyStr(b),
-            Kind::Tuple(items) => NodeKind::Tuple(items),
+            Kind::Tuple(items) => NodeKind::Tuple(items.of(pool)),
             Kind::List(items) => NodeKind::List(items),
             Kind::Dict(pairs) => NodeKind::Dict(pairs),
             Kind::Set(items) => NodeKind::Set(items),
-            Kind::FrozenSet(items) => NodeKind::FrozenSet(items),
+            Kind::FrozenSet(items) => NodeKind::FrozenSet(items.of(pool)),
             Kind::Global(g) => NodeKind::Global(g),
             &Kind::Reduce { callable, args } => NodeKind::Reduce { callable, args },
-            &Kind::NewObj { cls, args, kwargs } => NodeKind::NewObj { cls, args, kwargs },
-            Kind::Obj { cls, args } => NodeKind::Obj { cls: *cls, args },
-            Kind::Inst { class, args } => NodeKind::Inst {
-                class: *class,
+            &Kind::NewObj { cls, args } => NodeKind::NewObj {
+                cls,
                 args,
+                kwargs: None,
+            },
+            &Kind::NewObjEx { cls, args, kwargs } => NodeKind::NewObj {
+                cls,
+                args,
+                kwargs: Some(kwargs),
+            },
+            &Kind::Obj { cls, args } => NodeKind::Obj {
+                cls,
+                args: args.of(pool),
+            },
+            &Kind::Inst { class, args } => NodeKind::Inst {
+                class,
+                args: args.of(pool),
             },
             &Kind::PersId { pid } => NodeKind::PersId { pid },
             &Kind::Ext { code } => NodeKind::Ext { code },
             &Kind::Buffer { index } => NodeKind::Buffer { index },
             &Kind::ReadOnly { inner } => NodeKind::ReadOnly { inner },
-            &Kind::InlineData {
-                wrapper,
-                offset,
-                len,
-            } => NodeKind::InlineData {
-                wrapper,
-                offset,
-                len,
+            Kind::InlineData(d) => NodeKind::InlineData {
+                wrapper: d.wrapper,
+                offset: d.offset,
+                len: d.len,
             },
-            &Kind::NestedPickle {
-                wrapper,
-                root,
-                start,
-                end,
-            } => NodeKind::NestedPickle {
-                wrapper,
-                root,
-                start,
-                end,
+            Kind::NestedPickle(n) => NodeKind::NestedPickle {
+                wrapper: n.wrapper,
+                root: n.root,
+                start: n.start,
+                end: n.end,
             },
         }
     }
@@ -576,6 +619,8 @@ pub struct Graph<'a> {
     data: &'a [u8],
     chunks: Vec<Vec<Stored<'a>>>,
     len: usize,
+    /// The items of every tuple, frozenset and `OBJ`/`INST` argument list.
+    pool: Vec<NodeId>,
     leaves: usize,
     /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
     leaf_depths: BTreeMap<NodeId, u32>,
@@ -586,6 +631,7 @@ impl std::fmt::Debug for Graph<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
             .field("nodes", &self.chunks)
+            .field("pool", &self.pool)
             .field("leaves", &self.leaves)
             .field("leaf_depths", &self.leaf_depths)
             .field("events", &self.events)
@@ -653,6 +699,17 @@ impl<'a> Graph<'a> {
         Some(NodeId(id))
     }
 
+    /// Store the items of an immutable sequence; `None` if the pool is full
+    /// (2^32 items, far beyond any graph-bytes limit).
+    #[inline]
+    pub(crate) fn intern(&mut self, items: &[NodeId]) -> Option<Items> {
+        let start = u32::try_from(self.pool.len()).ok()?;
+        let len = u32::try_from(items.len()).ok()?;
+        start.checked_add(len)?;
+        self.pool.extend_from_slice(items);
+        Some(Items { start, len })
+    }
+
     /// Count a leaf for the opcode at `offset`: `None` if the offset is
     /// too large for a leaf id (the caller stores a node instead).
     #[inline]
@@ -711,8 +768,8 @@ impl<'a> Graph<'a> {
             };
         }
         match self.stored(id).map(|n| &n.kind) {
-            Some(Kind::Str(s)) => Ok(s.clone()),
-            Some(other) => Err(other.view().name()),
+            Some(Kind::Str(s)) => Ok((**s).clone()),
+            Some(other) => Err(other.view(&self.pool).name()),
             None => Err("unknown"),
         }
     }
@@ -732,7 +789,7 @@ impl<'a> Graph<'a> {
             });
         }
         self.stored(id).map(|n| Node {
-            kind: n.kind.view(),
+            kind: n.kind.view(&self.pool),
             offset: n.offset,
             opcode: n.opcode,
             depth: n.depth,
@@ -746,12 +803,13 @@ impl<'a> Graph<'a> {
         if id.is_leaf() {
             return decode_leaf(self.data, id.leaf_offset()).map(|(k, _)| k);
         }
-        self.stored(id).map(|n| n.kind.view())
+        self.stored(id).map(|n| n.kind.view(&self.pool))
     }
 
     /// All stored nodes in creation order (leaves are not listed).
     pub fn iter(&self) -> Nodes<'_, 'a> {
         Nodes {
+            pool: &self.pool,
             chunks: self.chunks.iter(),
             current: [].iter(),
             next: 0,
@@ -851,6 +909,7 @@ impl<'a> Graph<'a> {
 /// Iterator over `(id, node)` in creation order ([`Graph::iter`]).
 #[derive(Debug, Clone)]
 pub struct Nodes<'g, 'a> {
+    pool: &'g [NodeId],
     chunks: std::slice::Iter<'g, Vec<Stored<'a>>>,
     current: std::slice::Iter<'g, Stored<'a>>,
     next: u32,
@@ -868,7 +927,7 @@ impl<'g> Iterator for Nodes<'g, '_> {
                 self.next = self.next.saturating_add(1);
                 self.remaining = self.remaining.saturating_sub(1);
                 let node = Node {
-                    kind: n.kind.view(),
+                    kind: n.kind.view(self.pool),
                     offset: n.offset,
                     opcode: n.opcode,
                     depth: n.depth,
@@ -971,12 +1030,14 @@ mod tests {
         let mut g = Graph::default();
         g.push(node(Kind::None)); // 0
         g.push(node(Kind::Int(1))); // 1
-        g.push(node(Kind::Dict(vec![(NodeId(0), NodeId(1))]))); // 2
+        g.push(node(Kind::Dict(Box::new(vec![(NodeId(0), NodeId(1))])))); // 2
+        let args = g.intern(&[NodeId(1), NodeId(2)]).unwrap_or_default();
         g.push(node(Kind::Obj {
             cls: NodeId(0),
-            args: vec![NodeId(1), NodeId(2)].into(),
+            args,
         })); // 3
-        g.push(node(Kind::Tuple(vec![NodeId(3), NodeId(3)].into()))); // 4
+        let items = g.intern(&[NodeId(3), NodeId(3)]).unwrap_or_default();
+        g.push(node(Kind::Tuple(items))); // 4
         assert_eq!(
             g.children(NodeId(2)).collect::<Vec<_>>(),
             [NodeId(0), NodeId(1)]

@@ -23,7 +23,9 @@ use std::borrow::Cow;
 
 use crate::disasm::{Disassembly, Line};
 use crate::error::{LimitKind, PickleError, Result};
-use crate::graph::{Event, EventKind, Global, Graph, Kind, NodeId, Stored, is_leaf_opcode};
+use crate::graph::{
+    Event, EventKind, Global, Graph, Inline, Items, Kind, Nested, NodeId, Stored, is_leaf_opcode,
+};
 use crate::limits::Limits;
 use crate::opcodes::Opcode;
 use crate::parser::{BuildContext, HIGHEST_PROTOCOL, Hook, HookAction, Stats, to_u64};
@@ -120,18 +122,26 @@ fn items_bytes(n: usize, per: u64) -> u64 {
     to_u64(n).saturating_mul(per)
 }
 
+/// A boxed payload header (`Cow`, `Vec`, ...) plus allocator overhead.
+const BOX_BYTES: u64 = 24 + ALLOC_OVERHEAD;
+
 /// Heap bytes a new node accounts for: the node plus what it owns.
 fn node_bytes(kind: &Kind<'_>) -> u64 {
     let extra = match kind {
-        Kind::BigInt(b) | Kind::Bytes(b) | Kind::ByteArray(b) | Kind::LegacyStr(b) => owned_len(b),
-        Kind::Str(s) => owned_len(s),
+        Kind::BigInt(b) | Kind::Bytes(b) | Kind::ByteArray(b) | Kind::LegacyStr(b) => {
+            BOX_BYTES.saturating_add(owned_len(b))
+        }
+        Kind::Str(s) => BOX_BYTES.saturating_add(owned_len(s)),
         Kind::Tuple(items) | Kind::FrozenSet(items) => items_bytes(items.len(), ID_BYTES),
         Kind::Obj { args, .. } | Kind::Inst { args, .. } => items_bytes(args.len(), ID_BYTES),
-        Kind::List(items) | Kind::Set(items) => items_bytes(items.len(), ID_BYTES),
-        Kind::Dict(pairs) => items_bytes(pairs.len(), 2 * ID_BYTES),
+        Kind::List(items) | Kind::Set(items) => {
+            BOX_BYTES.saturating_add(items_bytes(items.len(), ID_BYTES))
+        }
+        Kind::Dict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
         Kind::Global(g) => GLOBAL_BYTES
             .saturating_add(owned_len(&g.module))
             .saturating_add(owned_len(&g.name)),
+        Kind::InlineData(_) | Kind::NestedPickle(_) => BOX_BYTES.saturating_add(8),
         _ => 0,
     };
     NODE_BYTES.saturating_add(extra)
@@ -262,12 +272,12 @@ impl<'a> Run<'a, '_> {
                     let start = to_u64(cur.start);
                     let depth = self.nest(&[wrapper, root], end)?;
                     let id = self.add(
-                        Kind::NestedPickle {
+                        Kind::NestedPickle(Box::new(Nested {
                             wrapper,
                             root,
                             start,
                             end,
-                        },
+                        })),
                         start,
                         Opcode::STOP,
                         depth,
@@ -331,6 +341,16 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn values(&self) -> u64 {
         to_u64(self.graph.len().saturating_add(self.graph.leaves()))
+    }
+
+    /// Put the items of an immutable sequence in the graph's pool.
+    fn intern(&mut self, items: &[NodeId], offset: u64) -> Result<Items> {
+        self.graph.intern(items).ok_or(PickleError::Limit {
+            offset,
+            limit: LimitKind::GraphBytes,
+            value: u64::MAX,
+            max: self.limits.max_graph_bytes,
+        })
     }
 
     /// Account for `bytes` more of graph memory.
@@ -620,7 +640,7 @@ impl<'a> Run<'a, '_> {
                     Arg::Int(v) => Kind::Int(v),
                     Arg::Uint(v) => Kind::Int(i64::try_from(v).map_err(|_| Self::bad_arg(ins))?),
                     Arg::Bool(b) => Kind::Bool(b),
-                    Arg::BigInt(b) => Kind::BigInt(b),
+                    Arg::BigInt(b) => Kind::BigInt(Box::new(b)),
                     _ => return Err(Self::bad_arg(ins)),
                 };
                 self.push_new(cur, kind, ins, 0)?;
@@ -635,7 +655,7 @@ impl<'a> Run<'a, '_> {
                 let Arg::Str(s) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
-                self.push_new(cur, Kind::Str(s), ins, 0)?;
+                self.push_new(cur, Kind::Str(Box::new(s)), ins, 0)?;
             }
             O::STRING
             | O::BINSTRING
@@ -647,6 +667,7 @@ impl<'a> Run<'a, '_> {
                 let Arg::Bytes(b) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
+                let b = Box::new(b);
                 let kind = match ins.opcode {
                     O::BYTEARRAY8 => Kind::ByteArray(b),
                     O::BINBYTES | O::SHORT_BINBYTES | O::BINBYTES8 => Kind::Bytes(b),
@@ -657,25 +678,25 @@ impl<'a> Run<'a, '_> {
 
             // Containers.
             O::EMPTY_LIST => {
-                self.push_new(cur, Kind::List(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::List(Box::default()), ins, 1)?;
             }
             O::EMPTY_TUPLE => {
-                self.push_new(cur, Kind::Tuple(Box::default()), ins, 1)?;
+                self.push_new(cur, Kind::Tuple(Items::default()), ins, 1)?;
             }
             O::EMPTY_DICT => {
-                self.push_new(cur, Kind::Dict(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::Dict(Box::default()), ins, 1)?;
             }
             O::EMPTY_SET => {
-                self.push_new(cur, Kind::Set(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::Set(Box::default()), ins, 1)?;
             }
             O::LIST | O::TUPLE | O::FROZENSET | O::DICT => {
                 let items = Self::pop_mark(cur, ins)?;
                 let depth = self.nest(&items, offset)?;
                 let kind = match ins.opcode {
-                    O::LIST => Kind::List(items),
-                    O::TUPLE => Kind::Tuple(items.into_boxed_slice()),
-                    O::FROZENSET => Kind::FrozenSet(items.into_boxed_slice()),
-                    _ => Kind::Dict(Self::pairs(items, ins)?),
+                    O::LIST => Kind::List(Box::new(items)),
+                    O::TUPLE => Kind::Tuple(self.intern(&items, offset)?),
+                    O::FROZENSET => Kind::FrozenSet(self.intern(&items, offset)?),
+                    _ => Kind::Dict(Box::new(Self::pairs(items, ins)?)),
                 };
                 self.push_new(cur, kind, ins, depth)?;
             }
@@ -689,7 +710,8 @@ impl<'a> Run<'a, '_> {
                 let at = cur.stack.len().saturating_sub(n);
                 let items = cur.stack.split_off(at);
                 let depth = self.nest(&items, offset)?;
-                self.push_new(cur, Kind::Tuple(items.into_boxed_slice()), ins, depth)?;
+                let items = self.intern(&items, offset)?;
+                self.push_new(cur, Kind::Tuple(items), ins, depth)?;
             }
             O::APPEND => {
                 Self::need(cur, 2, ins)?;
@@ -840,11 +862,7 @@ impl<'a> Run<'a, '_> {
                 let args = Self::pop(cur, ins)?;
                 let cls = Self::pop(cur, ins)?;
                 let depth = self.nest(&[cls, args], offset)?;
-                let kind = Kind::NewObj {
-                    cls,
-                    args,
-                    kwargs: None,
-                };
+                let kind = Kind::NewObj { cls, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::NEWOBJ_EX => {
@@ -853,11 +871,7 @@ impl<'a> Run<'a, '_> {
                 let args = Self::pop(cur, ins)?;
                 let cls = Self::pop(cur, ins)?;
                 let depth = self.nest(&[cls, args, kwargs], offset)?;
-                let kind = Kind::NewObj {
-                    cls,
-                    args,
-                    kwargs: Some(kwargs),
-                };
+                let kind = Kind::NewObjEx { cls, args, kwargs };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::OBJ => {
@@ -871,10 +885,8 @@ impl<'a> Run<'a, '_> {
                     });
                 };
                 let depth = self.nest(&items, offset)?;
-                let kind = Kind::Obj {
-                    cls,
-                    args: args.into(),
-                };
+                let args = self.intern(args, offset)?;
+                let kind = Kind::Obj { cls, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::INST => {
@@ -891,10 +903,8 @@ impl<'a> Run<'a, '_> {
                 };
                 let class = self.add(Kind::Global(Box::new(g)), offset, ins.opcode, 0)?;
                 let depth = self.nest(&items, offset)?;
-                let kind = Kind::Inst {
-                    class,
-                    args: items.into_boxed_slice(),
-                };
+                let args = self.intern(&items, offset)?;
+                let kind = Kind::Inst { class, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::BUILD => {
@@ -921,7 +931,7 @@ impl<'a> Run<'a, '_> {
                 let Arg::Str(s) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
-                let pid = self.add(Kind::Str(s), offset, ins.opcode, 0)?;
+                let pid = self.add(Kind::Str(Box::new(s)), offset, ins.opcode, 0)?;
                 self.push_new(cur, Kind::PersId { pid }, ins, 1)?;
             }
             O::BINPERSID => {
@@ -979,11 +989,11 @@ impl<'a> Run<'a, '_> {
                 self.stats.inline_data_bytes = self.stats.inline_data_bytes.saturating_add(len);
                 let depth = self.nest(&[target], position)?;
                 let id = self.add(
-                    Kind::InlineData {
+                    Kind::InlineData(Box::new(Inline {
                         wrapper: target,
                         offset: to_u64(data_start),
                         len,
-                    },
+                    })),
                     position,
                     ins.opcode,
                     depth,

@@ -14,9 +14,9 @@
 //!
 //! [`Instruction`]: crate::reader::Instruction
 
-use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, Run, items_bytes, node_bytes};
+use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
 use crate::graph::{Event, EventKind};
-use crate::graph::{Kind, NodeId, Stored, is_leaf_opcode};
+use crate::graph::{Items, Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
 use crate::reader::Arg;
@@ -106,10 +106,10 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn fast_empty(opcode: Opcode) -> Option<Kind<'a>> {
         Some(match opcode {
-            Opcode::EMPTY_LIST => Kind::List(Vec::new()),
-            Opcode::EMPTY_DICT => Kind::Dict(Vec::new()),
-            Opcode::EMPTY_TUPLE => Kind::Tuple(Box::default()),
-            Opcode::EMPTY_SET => Kind::Set(Vec::new()),
+            Opcode::EMPTY_LIST => Kind::List(Box::default()),
+            Opcode::EMPTY_DICT => Kind::Dict(Box::default()),
+            Opcode::EMPTY_TUPLE => Kind::Tuple(Items::default()),
+            Opcode::EMPTY_SET => Kind::Set(Box::default()),
             _ => return None,
         })
     }
@@ -231,15 +231,26 @@ impl<'a> Run<'a, '_> {
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
-        let kind = match (opcode, items) {
-            (Opcode::REDUCE, &[callable, args]) => Kind::Reduce { callable, args },
+        let (reduce, bytes) = match (opcode, items) {
+            (Opcode::REDUCE, &[callable, args]) => {
+                let kind = Kind::Reduce { callable, args };
+                let bytes = node_bytes(&kind);
+                (Some(kind), bytes)
+            }
             (Opcode::REDUCE, _) => return false,
-            _ => Kind::Tuple(items.into()),
+            _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
         };
-        let bytes = node_bytes(&kind);
         if !self.fast_fits(bytes) {
             return false;
         }
+        // Interned only once the node is certain to be added.
+        let kind = match reduce {
+            Some(kind) => kind,
+            None => match self.graph.intern(items) {
+                Some(items) => Kind::Tuple(items),
+                None => return false,
+            },
+        };
         let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
             return false;
         };
