@@ -94,12 +94,29 @@ impl<'a> Run<'a, '_> {
         let Some(next) = next else {
             return false;
         };
+        self.count(byte);
+        // Protocol 4+ memoizes almost every value it pushes: take a
+        // `MEMOIZE` that follows in the same frame without another dispatch.
+        let next = if window.get(next.saturating_sub(pos)) == Some(&Opcode::MEMOIZE.byte())
+            && self.stats.opcodes < self.limits.max_opcodes
+            && self.fast_put(cur, cur.memo_len)
+        {
+            self.count(Opcode::MEMOIZE.byte());
+            next.saturating_add(1)
+        } else {
+            next
+        };
         cur.reader.advance_to(next);
+        true
+    }
+
+    /// Count one opcode executed.
+    #[inline]
+    fn count(&mut self, byte: u8) {
         self.stats.opcodes = self.stats.opcodes.saturating_add(1);
         if let Some(c) = self.stats.op_counts.get_mut(usize::from(byte)) {
             *c = c.saturating_add(1);
         }
-        true
     }
 
     /// The node an empty-container opcode creates (depth 1).
