@@ -165,6 +165,16 @@ impl Global<'_> {
         let (m, n) = self.canonical();
         format!("{m}.{n}")
     }
+
+    /// Whether [`Global::dotted`] is `dotted`, without allocating.
+    #[must_use]
+    pub fn dotted_is(&self, dotted: &str) -> bool {
+        let (m, n) = self.canonical();
+        dotted.len() == m.len() + 1 + n.len()
+            && dotted.starts_with(m)
+            && dotted.ends_with(n)
+            && dotted.as_bytes().get(m.len()) == Some(&b'.')
+    }
 }
 
 /// What a node is: a view borrowed from the [`Graph`] (and the input).
@@ -624,6 +634,8 @@ pub struct Graph<'a> {
     leaves: usize,
     /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
     leaf_depths: BTreeMap<NodeId, u32>,
+    /// The [`NodeKind::Global`] nodes, in creation order.
+    pub(crate) globals: Vec<NodeId>,
     pub(crate) events: Vec<Event>,
 }
 
@@ -815,6 +827,13 @@ impl<'a> Graph<'a> {
             next: 0,
             remaining: self.len,
         }
+    }
+
+    /// The [`NodeKind::Global`] nodes, in creation order (a stream has
+    /// few; this saves walking every node to find them).
+    #[must_use]
+    pub fn globals(&self) -> &[NodeId] {
+        &self.globals
     }
 
     /// All events in stream order.
@@ -1140,5 +1159,34 @@ mod leaf_tests {
         // An id past the input decodes to nothing.
         assert!(g.get(NodeId::leaf(1000).unwrap()).is_none());
         assert!(NodeId::leaf(1 << 31).is_none());
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_is_matches_dotted() {
+        let g = |module: &'static str, name: &'static str, protocol| Global {
+            module: Cow::Borrowed(module),
+            name: Cow::Borrowed(name),
+            protocol,
+            operands: None,
+        };
+        for (global, other) in [
+            (g("a.b", "C", 4), "a.bC"),
+            (g("a", "b.C", 4), "a.b.D"),
+            (
+                g("copy_reg", "_reconstructor", 2),
+                "copy_reg._reconstructor",
+            ),
+            (g("", "", 4), ""),
+        ] {
+            assert!(global.dotted_is(&global.dotted()), "{global:?}");
+            assert!(!global.dotted_is(other), "{global:?} {other}");
+        }
+        assert!(g("a", "b.C", 4).dotted_is("a.b.C"));
+        assert!(g("copy_reg", "_reconstructor", 2).dotted_is("copyreg._reconstructor"));
     }
 }

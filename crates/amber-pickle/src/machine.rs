@@ -54,8 +54,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) stats: Stats,
     pub(crate) highest_protocol: Option<u8>,
     pub(crate) listing: Option<Disassembly<'a>>,
-    /// The [`Kind::Global`] nodes, in creation order.
-    pub(crate) globals: Vec<NodeId>,
 }
 
 /// Parse one pickle (and any nested ones a hook asks for).
@@ -73,7 +71,6 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         suspended_depth: 0,
         listing: config.record.then(Disassembly::default),
         graph_bytes: 0,
-        globals: Vec::new(),
     };
     // Real streams hold a node per 10-20 bytes: reserve for one per 16
     // (within the node limit; at most one arena chunk).
@@ -96,7 +93,6 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         stats: run.stats,
         highest_protocol: run.highest_protocol,
         listing,
-        globals: run.globals,
     })
 }
 
@@ -224,7 +220,6 @@ struct Run<'a, 'h> {
     suspended_depth: u64,
     listing: Option<Disassembly<'a>>,
     graph_bytes: u64,
-    globals: Vec<NodeId>,
 }
 
 impl<'a> Run<'a, '_> {
@@ -332,7 +327,7 @@ impl<'a> Run<'a, '_> {
                 max: u64::from(NO_ENTRY >> 1),
             })?;
         if global {
-            self.globals.push(id);
+            self.graph.globals.push(id);
         }
         Ok(id)
     }

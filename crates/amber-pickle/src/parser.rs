@@ -340,7 +340,7 @@ impl<'a, 'h> Parser<'a, 'h> {
                 remaining: to_u64(self.data.len().saturating_sub(out.end_pos)),
             });
         }
-        let globals = summarize_globals(&out.graph, &out.globals);
+        let globals = summarize_globals(&out.graph, out.graph.globals());
         let end = out.end;
         Ok(Pickle {
             graph: out.graph,

@@ -168,7 +168,11 @@ impl Analyser<'_, '_, '_> {
             built: HashSet::new(),
             checker: None,
         };
-        for (id, node) in graph.iter() {
+        for (id, node) in graph
+            .globals()
+            .iter()
+            .filter_map(|&id| Some((id, graph.get(id)?)))
+        {
             if let NodeKind::Global(g) = node.kind() {
                 let name = g.dotted();
                 let entry = run.an.policy.entry(&name, run.an.joblib);
