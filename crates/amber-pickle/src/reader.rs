@@ -290,7 +290,7 @@ impl<'a> Reader<'a> {
     /// opcode up to the end of the frame or input, when [`Reader::fast_arg`]
     /// would decode it: the same bounds, limits and UTF-8 check, without
     /// building the value (the graph decodes a leaf again when asked).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fast_leaf_len(&self, opcode: Opcode, arg: &[u8]) -> Option<usize> {
         let (head, max): (usize, usize) = match opcode.arg() {
             ArgKind::None => return Some(0),

@@ -34,15 +34,85 @@ impl<'a> Run<'a, '_> {
         let Some(&byte) = window.first() else {
             return false;
         };
-        let Some(opcode) = Opcode::from_byte(byte) else {
+        // One dispatch on the byte for the commonest opcodes, each with its
+        // opcode a constant so that its checks compile to a few instructions.
+        let next = match byte {
+            0x8c => self.leaf_op(cur, window, pos, Opcode::SHORT_BINUNICODE),
+            b'K' => self.leaf_op(cur, window, pos, Opcode::BININT1),
+            b'M' => self.leaf_op(cur, window, pos, Opcode::BININT2),
+            b'J' => self.leaf_op(cur, window, pos, Opcode::BININT),
+            b'G' => self.leaf_op(cur, window, pos, Opcode::BINFLOAT),
+            b'N' => self.leaf_op(cur, window, pos, Opcode::NONE),
+            0x88 => self.leaf_op(cur, window, pos, Opcode::NEWTRUE),
+            0x89 => self.leaf_op(cur, window, pos, Opcode::NEWFALSE),
+            b'C' => self.leaf_op(cur, window, pos, Opcode::SHORT_BINBYTES),
+            0x94 => self.other_op(cur, window, pos, Opcode::MEMOIZE),
+            b'h' => self.other_op(cur, window, pos, Opcode::BINGET),
+            b'q' => self.other_op(cur, window, pos, Opcode::BINPUT),
+            b'(' => self.other_op(cur, window, pos, Opcode::MARK),
+            0x85 => self.other_op(cur, window, pos, Opcode::TUPLE1),
+            0x86 => self.other_op(cur, window, pos, Opcode::TUPLE2),
+            0x87 => self.other_op(cur, window, pos, Opcode::TUPLE3),
+            b't' => self.other_op(cur, window, pos, Opcode::TUPLE),
+            b'R' => self.other_op(cur, window, pos, Opcode::REDUCE),
+            b'b' => self.other_op(cur, window, pos, Opcode::BUILD),
+            _ => {
+                let Some(opcode) = Opcode::from_byte(byte) else {
+                    return false;
+                };
+                self.other_op(cur, window, pos, opcode)
+            }
+        };
+        let Some(next) = next else {
             return false;
         };
+        self.count(byte);
+        // Protocol 4+ memoizes almost every value it pushes: take a
+        // `MEMOIZE` that follows in the same frame without another dispatch.
+        let next = if window.get(next.saturating_sub(pos)) == Some(&Opcode::MEMOIZE.byte())
+            && self.stats.opcodes < self.limits.max_opcodes
+            && self.fast_put(cur, cur.memo_len)
+        {
+            self.count(Opcode::MEMOIZE.byte());
+            next.saturating_add(1)
+        } else {
+            next
+        };
+        cur.reader.advance_to(next);
+        true
+    }
+
+    /// A leaf opcode at `pos` (`window` starts there): the position after it.
+    #[inline(always)]
+    fn leaf_op(
+        &mut self,
+        cur: &mut Machine<'a>,
+        window: &[u8],
+        pos: usize,
+        opcode: Opcode,
+    ) -> Option<usize> {
+        // Checking the argument (UTF-8 included) is all decoding does
+        // here; the leaf is decoded again only if someone looks at it.
+        let len = cur.reader.fast_leaf_len(opcode, window.get(1..)?)?;
+        self.fast_leaf(cur, pos)
+            .then_some(pos.saturating_add(1).saturating_add(len))
+    }
+
+    /// Any other opcode the fast path takes: the position after it.
+    #[inline(always)]
+    fn other_op(
+        &mut self,
+        cur: &mut Machine<'a>,
+        window: &[u8],
+        pos: usize,
+        opcode: Opcode,
+    ) -> Option<usize> {
         let at = pos.saturating_add(1);
-        let next = match opcode {
+        match opcode {
             Opcode::MEMOIZE => self.fast_put(cur, cur.memo_len).then_some(at),
             Opcode::BINPUT | Opcode::LONG_BINPUT | Opcode::BINGET | Opcode::LONG_BINGET => {
                 let Some((Arg::Uint(index), next)) = cur.reader.fast_arg(opcode, at) else {
-                    return false;
+                    return None;
                 };
                 let done = if matches!(opcode, Opcode::BINPUT | Opcode::LONG_BINPUT) {
                     self.fast_put(cur, index)
@@ -67,47 +137,16 @@ impl<'a> Run<'a, '_> {
                     .then_some(at)
             }
             Opcode::TUPLE => {
-                let Some(&mark) = cur.marks.last() else {
-                    return false;
-                };
+                let &mark = cur.marks.last()?;
                 (mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode))
                     .then_some(at)
             }
-            _ if is_leaf_opcode(opcode) => {
-                // Decoding checks the argument (UTF-8 included); the leaf
-                // is decoded again only if someone looks at it.
-                let Some(len) = window
-                    .get(1..)
-                    .and_then(|arg| cur.reader.fast_leaf_len(opcode, arg))
-                else {
-                    return false;
-                };
-                self.fast_leaf(cur, pos).then_some(at.saturating_add(len))
-            }
+            _ if is_leaf_opcode(opcode) => self.leaf_op(cur, window, pos, opcode),
             _ => {
-                let Some(kind) = Self::fast_empty(opcode) else {
-                    return false;
-                };
+                let kind = Self::fast_empty(opcode)?;
                 self.fast_new(cur, kind, pos, opcode).then_some(at)
             }
-        };
-        let Some(next) = next else {
-            return false;
-        };
-        self.count(byte);
-        // Protocol 4+ memoizes almost every value it pushes: take a
-        // `MEMOIZE` that follows in the same frame without another dispatch.
-        let next = if window.get(next.saturating_sub(pos)) == Some(&Opcode::MEMOIZE.byte())
-            && self.stats.opcodes < self.limits.max_opcodes
-            && self.fast_put(cur, cur.memo_len)
-        {
-            self.count(Opcode::MEMOIZE.byte());
-            next.saturating_add(1)
-        } else {
-            next
-        };
-        cur.reader.advance_to(next);
-        true
+        }
     }
 
     /// Count one opcode executed.
