@@ -105,34 +105,44 @@ pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
 fn decode_leaf(data: &[u8], offset: usize) -> Option<(NodeKind<'_>, Opcode)> {
     use Opcode as O;
     let (&byte, rest) = data.get(offset..)?.split_first()?;
-    let opcode = Opcode::from_byte(byte)?;
-    let fixed = |n: usize| rest.get(..n);
+    let word = |n: usize| -> Option<u64> {
+        let b = rest.get(..n)?;
+        Some(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        )
+    };
     // A payload after a `head`-byte little-endian length.
     let payload = |head: usize| -> Option<&[u8]> {
-        let mut len = [0u8; 8];
-        len.get_mut(..head)?.copy_from_slice(rest.get(..head)?);
-        let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+        let len = usize::try_from(word(head)?).ok()?;
         rest.get(head..head.checked_add(len)?)
     };
     let text = |head: usize| std::str::from_utf8(payload(head)?).ok();
-    let kind = match opcode {
-        O::NONE => NodeKind::None,
-        O::NEWTRUE => NodeKind::Bool(true),
-        O::NEWFALSE => NodeKind::Bool(false),
-        O::BININT1 => NodeKind::Int(i64::from(*rest.first()?)),
-        O::BININT2 => NodeKind::Int(i64::from(u16::from_le_bytes(fixed(2)?.try_into().ok()?))),
-        O::BININT => NodeKind::Int(i64::from(i32::from_le_bytes(fixed(4)?.try_into().ok()?))),
-        O::BINFLOAT => NodeKind::Float(f64::from_be_bytes(fixed(8)?.try_into().ok()?)),
-        O::SHORT_BINUNICODE => NodeKind::Str(text(1)?),
-        O::BINUNICODE => NodeKind::Str(text(4)?),
-        O::BINUNICODE8 => NodeKind::Str(text(8)?),
-        O::SHORT_BINBYTES => NodeKind::Bytes(payload(1)?),
-        O::BINBYTES => NodeKind::Bytes(payload(4)?),
-        O::BINBYTES8 => NodeKind::Bytes(payload(8)?),
-        O::BYTEARRAY8 => NodeKind::ByteArray(payload(8)?),
-        O::SHORT_BINSTRING => NodeKind::LegacyStr(payload(1)?),
+    let (kind, opcode) = match byte {
+        b'N' => (NodeKind::None, O::NONE),
+        0x88 => (NodeKind::Bool(true), O::NEWTRUE),
+        0x89 => (NodeKind::Bool(false), O::NEWFALSE),
+        b'K' => (NodeKind::Int(i64::from(*rest.first()?)), O::BININT1),
+        b'M' => (NodeKind::Int(i64::try_from(word(2)?).ok()?), O::BININT2),
+        b'J' => {
+            let v = i32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            (NodeKind::Int(i64::from(v)), O::BININT)
+        }
+        b'G' => {
+            let v = f64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            (NodeKind::Float(v), O::BINFLOAT)
+        }
+        0x8c => (NodeKind::Str(text(1)?), O::SHORT_BINUNICODE),
+        b'X' => (NodeKind::Str(text(4)?), O::BINUNICODE),
+        0x8d => (NodeKind::Str(text(8)?), O::BINUNICODE8),
+        b'C' => (NodeKind::Bytes(payload(1)?), O::SHORT_BINBYTES),
+        b'B' => (NodeKind::Bytes(payload(4)?), O::BINBYTES),
+        0x8e => (NodeKind::Bytes(payload(8)?), O::BINBYTES8),
+        0x96 => (NodeKind::ByteArray(payload(8)?), O::BYTEARRAY8),
+        b'U' => (NodeKind::LegacyStr(payload(1)?), O::SHORT_BINSTRING),
         // A negative length never parsed, so the length is below 2^31.
-        O::BINSTRING => NodeKind::LegacyStr(payload(4)?),
+        b'T' => (NodeKind::LegacyStr(payload(4)?), O::BINSTRING),
         _ => return None,
     };
     Some((kind, opcode))
@@ -487,6 +497,8 @@ pub(crate) struct Stored<'a> {
     pub(crate) opcode: Opcode,
     pub(crate) depth: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Stored<'static>>() == 32);
 
 /// One value: what it is, and which opcode at which offset created it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1117,6 +1129,16 @@ mod tests {
 mod leaf_tests {
     #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn every_leaf_opcode_decodes_and_nothing_else() {
+        for byte in 0..=255u8 {
+            let data = [byte, 0, 0, 0, 0, 0, 0, 0, 0];
+            let leaf = Opcode::from_byte(byte).is_some_and(is_leaf_opcode);
+            let decoded = decode_leaf(&data, 0).map(|(_, op)| op.byte());
+            assert_eq!(decoded, leaf.then_some(byte), "{byte:#x}");
+        }
+    }
 
     #[test]
     fn leaves_decode_from_the_input() {
