@@ -905,10 +905,11 @@ impl<'a> Graph<'a> {
     /// Direct children of a node: items, keys and values, callables and
     /// arguments, wrapped values. Events are not included.
     pub fn children(&self, id: NodeId) -> Children<'_> {
-        let Some(node) = self.get(id) else {
+        // Leaves are scalars: nothing to decode to know they have no edges.
+        let Some(node) = self.stored(id).filter(|_| !id.is_leaf()) else {
             return fixed([None, None, None].into_iter());
         };
-        match node.kind {
+        match node.kind.view(&self.pool) {
             NodeKind::Tuple(items)
             | NodeKind::FrozenSet(items)
             | NodeKind::List(items)

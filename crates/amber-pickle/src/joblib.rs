@@ -292,6 +292,9 @@ fn dtype_parts<'g>(
     builds: &HashMap<NodeId, NodeId>,
     id: NodeId,
 ) -> Option<(&'g str, Option<&'g [NodeId]>)> {
+    if id.is_leaf() {
+        return None; // a scalar: no need to decode it
+    }
     let NodeKind::Reduce { callable, args } = graph.kind(id)? else {
         return None;
     };
