@@ -22,8 +22,12 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(p.end() as usize, data.len());
         let _ = render_tree(p.graph(), p.root(), &TreeOptions::default());
         for (id, _) in p.graph().iter() {
-            let _ = p.graph().children(id).count();
+            // Every edge leads to a value: leaves decode from the input.
+            for child in p.graph().children(id) {
+                assert!(p.graph().get(child).is_some(), "{child} of {id}");
+            }
         }
+        assert!(p.graph().get(p.root()).is_some());
         let _ = p.graph().event_index();
     }
 

@@ -77,11 +77,11 @@ impl<'g, 'a> Inspector<'g, 'a> {
         self.value(root, 0)
     }
 
-    fn node(&self, id: NodeId) -> Option<&'g Node<'a>> {
+    fn node(&self, id: NodeId) -> Option<Node<'g>> {
         self.graph.get(id)
     }
 
-    fn kind(&self, id: NodeId) -> Option<&'g NodeKind<'a>> {
+    fn kind(&self, id: NodeId) -> Option<NodeKind<'g>> {
         self.graph.kind(id)
     }
 
@@ -145,7 +145,7 @@ impl<'g, 'a> Inspector<'g, 'a> {
         }
     }
 
-    fn composite(&mut self, id: NodeId, node: &'g Node<'a>, depth: usize) -> Value {
+    fn composite(&mut self, id: NodeId, node: Node<'g>, depth: usize) -> Value {
         match node.kind() {
             NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => {
                 json!({"type": node.kind().name(), "len": items.len(), "items": self.seq(items, depth)})
@@ -157,13 +157,13 @@ impl<'g, 'a> Inspector<'g, 'a> {
                 json!({"type": "dict", "len": pairs.len(), "items": self.pairs(pairs, depth, MAX_ITEMS)})
             }
             NodeKind::Global(g) => json!({"type": "global", "name": g.dotted()}),
-            NodeKind::Reduce { callable, args } => self.call(id, *callable, *args, depth),
+            NodeKind::Reduce { callable, args } => self.call(id, callable, args, depth),
             NodeKind::NewObj { cls, .. } => {
-                let class = self.global_name(*cls).unwrap_or_else(|| "?".into());
+                let class = self.global_name(cls).unwrap_or_else(|| "?".into());
                 self.object(id, class, depth)
             }
             NodeKind::InlineData { wrapper, len, .. } => {
-                let mut v = self.joblib_array(*wrapper);
+                let mut v = self.joblib_array(wrapper);
                 if let Some(m) = v.as_object_mut() {
                     m.insert(
                         "storage".into(),
@@ -173,8 +173,8 @@ impl<'g, 'a> Inspector<'g, 'a> {
                 v
             }
             NodeKind::NestedPickle { wrapper, root, .. } => {
-                let mut v = self.joblib_array(*wrapper);
-                let items = self.value(*root, depth + 1);
+                let mut v = self.joblib_array(wrapper);
+                let items = self.value(root, depth + 1);
                 if let Some(m) = v.as_object_mut() {
                     m.insert("storage".into(), "joblib nested pickle".into());
                     m.insert("value".into(), items);
@@ -182,7 +182,7 @@ impl<'g, 'a> Inspector<'g, 'a> {
                 v
             }
             NodeKind::Buffer { index } => json!({"type": "buffer", "index": index}),
-            NodeKind::ReadOnly { inner } => self.value(*inner, depth),
+            NodeKind::ReadOnly { inner } => self.value(inner, depth),
             other => json!({"type": other.name()}),
         }
     }
@@ -314,8 +314,8 @@ impl<'g, 'a> Inspector<'g, 'a> {
         if let Some(NodeKind::Dict(pairs)) = state {
             for &(k, v) in pairs {
                 match self.kind(k) {
-                    Some(NodeKind::Str(s)) if s == "dtype" => dtype = Some(v),
-                    Some(NodeKind::Str(s)) if s == "shape" => shape = Some(v),
+                    Some(NodeKind::Str("dtype")) => dtype = Some(v),
+                    Some(NodeKind::Str("shape")) => shape = Some(v),
                     _ => {}
                 }
             }
@@ -329,7 +329,7 @@ impl<'g, 'a> Inspector<'g, 'a> {
             return self.global_name(id).unwrap_or_else(|| "?".into());
         };
         let code = self
-            .tuple(*args)
+            .tuple(args)
             .and_then(|a| a.first())
             .and_then(|&c| self.node(c))
             .and_then(Node::as_str)
@@ -382,7 +382,7 @@ fn decode_scalar(dtype: &str, b: &[u8]) -> Option<Value> {
 }
 
 /// Plain values as JSON; `None` for composites.
-fn scalar(node: &Node<'_>) -> Option<Value> {
+fn scalar(node: Node<'_>) -> Option<Value> {
     Some(match node.kind() {
         NodeKind::None => Value::Null,
         NodeKind::Bool(b) => json!(b),

@@ -784,7 +784,7 @@ fn parse(
         .graph()
         .iter()
         .filter_map(|(_, node)| match node.kind() {
-            NodeKind::NestedPickle { start, end, .. } => Some((*start, *end)),
+            NodeKind::NestedPickle { start, end, .. } => Some((start, end)),
             _ => None,
         })
         .collect();

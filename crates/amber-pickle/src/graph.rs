@@ -1,32 +1,68 @@
-//! The value graph a pickle describes, as an arena of nodes.
+//! The value graph a pickle describes, as an arena of nodes plus leaves.
 //!
-//! This module owns [`Graph`], [`Node`], [`NodeKind`] and [`Event`]. Nodes
+//! This module owns [`Graph`], [`Node`], [`NodeKind`] and [`Event`]. Values
 //! are addressed by [`NodeId`]s, never by references, so shared values
 //! (memo `GET`s), cycles (a list appended to itself) and billion-laughs
 //! DAGs cost one id per reference and are never expanded. Nothing here
 //! recurses: [`Graph::children`] yields direct edges for callers to walk
 //! with their own explicit stack and visited set.
 //!
-//! Each node records the byte offset and opcode that created it. Calls
+//! Each value records the byte offset and opcode that created it. Calls
 //! (`REDUCE`, `NEWOBJ`, `OBJ`, `INST`) are nodes; things done *to* an
 //! existing object (`BUILD`, and `APPEND(S)`/`SETITEM(S)`/`ADDITEMS` on a
 //! value that is not the matching literal container) are [`Event`]s, in
 //! stream order, so an analyser sees every one of them.
+//!
+//! Most values of a large stream are scalars (`str` keys, ints, floats,
+//! raw bytes) written by binary opcodes. Those are *leaves*: the id itself
+//! holds the offset of the opcode that pushed it, nothing is stored, and
+//! [`Graph::get`] decodes the value from the input when asked. This keeps
+//! a vocabulary of a million strings from costing a million stored nodes.
+//! [`Graph::get`] and [`Graph::kind`] therefore return small views by
+//! value, borrowed from the graph and the input.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::compat::canonicalize;
 use crate::opcodes::Opcode;
 
-/// Index of a node in a [`Graph`].
+/// Ids from this bit up are leaves: the low bits are the offset of the
+/// opcode that pushed the value.
+const LEAF_BIT: u32 = 1 << 31;
+
+/// Index of a value in a [`Graph`]: a stored node or a leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) u32);
 
 impl NodeId {
-    /// The position in [`Graph::iter`] order (creation order).
+    /// A stored node's position in [`Graph::iter`] order (creation
+    /// order); for a leaf, a number from 2^31 up, unique in the graph.
     #[must_use]
     pub const fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// Whether this is a leaf (a scalar decoded from the input on demand,
+    /// not listed by [`Graph::iter`]).
+    #[must_use]
+    #[inline]
+    pub const fn is_leaf(self) -> bool {
+        self.0 >= LEAF_BIT
+    }
+
+    /// The leaf for the opcode at `offset`, if the offset fits.
+    #[inline]
+    pub(crate) fn leaf(offset: usize) -> Option<NodeId> {
+        u32::try_from(offset)
+            .ok()
+            .filter(|&o| o < LEAF_BIT)
+            .map(|o| NodeId(o | LEAF_BIT))
+    }
+
+    /// The offset of a leaf's opcode.
+    const fn leaf_offset(self) -> usize {
+        (self.0 & !LEAF_BIT) as usize
     }
 }
 
@@ -34,6 +70,82 @@ impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "#{}", self.0)
     }
+}
+
+/// Whether the values `opcode` pushes are leaves: binary scalars whose
+/// value the opcode's bytes alone determine, payloads borrowed from the input.
+#[must_use]
+#[inline]
+pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::NONE
+            | Opcode::NEWTRUE
+            | Opcode::NEWFALSE
+            | Opcode::BININT
+            | Opcode::BININT1
+            | Opcode::BININT2
+            | Opcode::BINFLOAT
+            | Opcode::SHORT_BINUNICODE
+            | Opcode::BINUNICODE
+            | Opcode::BINUNICODE8
+            | Opcode::SHORT_BINBYTES
+            | Opcode::BINBYTES
+            | Opcode::BINBYTES8
+            | Opcode::BYTEARRAY8
+            | Opcode::SHORT_BINSTRING
+            | Opcode::BINSTRING
+    )
+}
+
+/// Decode the leaf pushed by the opcode at `offset`. The parse already
+/// read and checked it (frame, limits, UTF-8), so this only re-slices; it
+/// still checks every bound and gives `None` rather than trust the id.
+#[inline]
+fn decode_leaf(data: &[u8], offset: usize) -> Option<(NodeKind<'_>, Opcode)> {
+    use Opcode as O;
+    let (&byte, rest) = data.get(offset..)?.split_first()?;
+    let word = |n: usize| -> Option<u64> {
+        let b = rest.get(..n)?;
+        Some(
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        )
+    };
+    // A payload after a `head`-byte little-endian length.
+    let payload = |head: usize| -> Option<&[u8]> {
+        let len = usize::try_from(word(head)?).ok()?;
+        rest.get(head..head.checked_add(len)?)
+    };
+    let text = |head: usize| std::str::from_utf8(payload(head)?).ok();
+    let (kind, opcode) = match byte {
+        b'N' => (NodeKind::None, O::NONE),
+        0x88 => (NodeKind::Bool(true), O::NEWTRUE),
+        0x89 => (NodeKind::Bool(false), O::NEWFALSE),
+        b'K' => (NodeKind::Int(i64::from(*rest.first()?)), O::BININT1),
+        b'M' => (NodeKind::Int(i64::try_from(word(2)?).ok()?), O::BININT2),
+        b'J' => {
+            let v = i32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            (NodeKind::Int(i64::from(v)), O::BININT)
+        }
+        b'G' => {
+            let v = f64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            (NodeKind::Float(v), O::BINFLOAT)
+        }
+        0x8c => (NodeKind::Str(text(1)?), O::SHORT_BINUNICODE),
+        b'X' => (NodeKind::Str(text(4)?), O::BINUNICODE),
+        0x8d => (NodeKind::Str(text(8)?), O::BINUNICODE8),
+        b'C' => (NodeKind::Bytes(payload(1)?), O::SHORT_BINBYTES),
+        b'B' => (NodeKind::Bytes(payload(4)?), O::BINBYTES),
+        0x8e => (NodeKind::Bytes(payload(8)?), O::BINBYTES8),
+        0x96 => (NodeKind::ByteArray(payload(8)?), O::BYTEARRAY8),
+        b'U' => (NodeKind::LegacyStr(payload(1)?), O::SHORT_BINSTRING),
+        // A negative length never parsed, so the length is below 2^31.
+        b'T' => (NodeKind::LegacyStr(payload(4)?), O::BINSTRING),
+        _ => return None,
+    };
+    Some((kind, opcode))
 }
 
 /// A reference to a global: `GLOBAL`, `STACK_GLOBAL` or the class of `INST`.
@@ -63,12 +175,22 @@ impl Global<'_> {
         let (m, n) = self.canonical();
         format!("{m}.{n}")
     }
+
+    /// Whether [`Global::dotted`] is `dotted`, without allocating.
+    #[must_use]
+    pub fn dotted_is(&self, dotted: &str) -> bool {
+        let (m, n) = self.canonical();
+        dotted.len() == m.len() + 1 + n.len()
+            && dotted.starts_with(m)
+            && dotted.ends_with(n)
+            && dotted.as_bytes().get(m.len()) == Some(&b'.')
+    }
 }
 
-/// What a node is.
-#[derive(Debug, Clone, PartialEq)]
+/// What a node is: a view borrowed from the [`Graph`] (and the input).
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
-pub enum NodeKind<'a> {
+pub enum NodeKind<'g> {
     /// `None`.
     None,
     /// `True` / `False` (`NEWTRUE`, `NEWFALSE`, `INT 01`/`00`).
@@ -76,30 +198,30 @@ pub enum NodeKind<'a> {
     /// An integer that fits in an `i64`.
     Int(i64),
     /// An integer that does not: minimal little-endian two's complement.
-    BigInt(Cow<'a, [u8]>),
+    BigInt(&'g [u8]),
     /// A float.
     Float(f64),
     /// A Python 3 `str`.
-    Str(Cow<'a, str>),
+    Str(&'g str),
     /// `bytes`.
-    Bytes(Cow<'a, [u8]>),
+    Bytes(&'g [u8]),
     /// `bytearray` (`BYTEARRAY8`).
-    ByteArray(Cow<'a, [u8]>),
+    ByteArray(&'g [u8]),
     /// A Python 2 `str` (`STRING`, `BINSTRING`, `SHORT_BINSTRING`): `str` or
     /// `bytes` depending on the unpickler's `encoding`.
-    LegacyStr(Cow<'a, [u8]>),
+    LegacyStr(&'g [u8]),
     /// A tuple.
-    Tuple(Box<[NodeId]>),
+    Tuple(&'g [NodeId]),
     /// A literal list with every item later appended to it.
-    List(Vec<NodeId>),
+    List(&'g [NodeId]),
     /// A literal dict with every pair later set on it, in order (keys may repeat).
-    Dict(Vec<(NodeId, NodeId)>),
+    Dict(&'g [(NodeId, NodeId)]),
     /// A literal set with every item later added to it.
-    Set(Vec<NodeId>),
+    Set(&'g [NodeId]),
     /// A frozenset.
-    FrozenSet(Box<[NodeId]>),
+    FrozenSet(&'g [NodeId]),
     /// A global reference.
-    Global(Box<Global<'a>>),
+    Global(&'g Global<'g>),
     /// `callable(*args)` (`REDUCE`).
     Reduce {
         /// The callable.
@@ -121,14 +243,14 @@ pub enum NodeKind<'a> {
         /// The callable (first item above the mark).
         cls: NodeId,
         /// The remaining items.
-        args: Box<[NodeId]>,
+        args: &'g [NodeId],
     },
     /// `INST`: a class by name called with the items above the mark.
     Inst {
         /// The [`NodeKind::Global`] node `INST` named.
         class: NodeId,
         /// The arguments.
-        args: Box<[NodeId]>,
+        args: &'g [NodeId],
     },
     /// `persistent_load(pid)` (`PERSID`, `BINPERSID`).
     PersId {
@@ -179,7 +301,7 @@ pub enum NodeKind<'a> {
 impl NodeKind<'_> {
     /// A short lowercase name for messages (`tuple`, `reduce`, ...).
     #[must_use]
-    pub const fn name(&self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             NodeKind::None => "none",
             NodeKind::Bool(_) => "bool",
@@ -209,32 +331,201 @@ impl NodeKind<'_> {
     }
 }
 
-/// One node: what it is, and which opcode at which offset created it.
+/// Items of an immutable sequence (tuple, frozenset, call arguments):
+/// a range of [`Graph`]'s shared item pool, so a tuple costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Items {
+    start: u32,
+    len: u32,
+}
+
+impl Items {
+    pub(crate) fn len(self) -> usize {
+        self.len as usize
+    }
+
+    fn of(self, pool: &[NodeId]) -> &[NodeId] {
+        let start = self.start as usize;
+        pool.get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default()
+    }
+}
+
+/// Raw data after a `BUILD` ([`NodeKind::InlineData`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inline {
+    pub(crate) wrapper: NodeId,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// A nested pickle ([`NodeKind::NestedPickle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Nested {
+    pub(crate) wrapper: NodeId,
+    pub(crate) root: NodeId,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+/// How a [`NodeKind`] is stored: 16 bytes, payloads that are rare in
+/// stored nodes (decoded text, big ints, joblib data) boxed, immutable
+/// sequences in the item pool, growing containers behind one pointer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node<'a> {
-    pub(crate) kind: NodeKind<'a>,
+#[expect(
+    clippy::box_collection,
+    reason = "one pointer keeps `Kind` at 16 bytes; literal lists and dicts are few"
+)]
+pub(crate) enum Kind<'a> {
+    None,
+    Bool(bool),
+    Int(i64),
+    BigInt(Box<Cow<'a, [u8]>>),
+    Float(f64),
+    Str(Box<Cow<'a, str>>),
+    Bytes(Box<Cow<'a, [u8]>>),
+    ByteArray(Box<Cow<'a, [u8]>>),
+    LegacyStr(Box<Cow<'a, [u8]>>),
+    Tuple(Items),
+    List(Box<Vec<NodeId>>),
+    Dict(Box<Vec<(NodeId, NodeId)>>),
+    Set(Box<Vec<NodeId>>),
+    FrozenSet(Items),
+    Global(Box<Global<'a>>),
+    Reduce {
+        callable: NodeId,
+        args: NodeId,
+    },
+    NewObj {
+        cls: NodeId,
+        args: NodeId,
+    },
+    NewObjEx {
+        cls: NodeId,
+        args: NodeId,
+        kwargs: NodeId,
+    },
+    Obj {
+        cls: NodeId,
+        args: Items,
+    },
+    Inst {
+        class: NodeId,
+        args: Items,
+    },
+    PersId {
+        pid: NodeId,
+    },
+    Ext {
+        code: i32,
+    },
+    Buffer {
+        index: u64,
+    },
+    ReadOnly {
+        inner: NodeId,
+    },
+    InlineData(Box<Inline>),
+    NestedPickle(Box<Nested>),
+}
+
+const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
+
+impl<'a> Kind<'a> {
+    /// The public view (`pool` is the graph's item pool).
+    #[inline]
+    fn view<'s>(&'s self, pool: &'s [NodeId]) -> NodeKind<'s> {
+        match self {
+            Kind::None => NodeKind::None,
+            Kind::Bool(b) => NodeKind::Bool(*b),
+            Kind::Int(v) => NodeKind::Int(*v),
+            Kind::BigInt(b) => NodeKind::BigInt(b),
+            Kind::Float(v) => NodeKind::Float(*v),
+            Kind::Str(s) => NodeKind::Str(s),
+            Kind::Bytes(b) => NodeKind::Bytes(b),
+            Kind::ByteArray(b) => NodeKind::ByteArray(b),
+            Kind::LegacyStr(b) => NodeKind::LegacyStr(b),
+            Kind::Tuple(items) => NodeKind::Tuple(items.of(pool)),
+            Kind::List(items) => NodeKind::List(items),
+            Kind::Dict(pairs) => NodeKind::Dict(pairs),
+            Kind::Set(items) => NodeKind::Set(items),
+            Kind::FrozenSet(items) => NodeKind::FrozenSet(items.of(pool)),
+            Kind::Global(g) => NodeKind::Global(g),
+            &Kind::Reduce { callable, args } => NodeKind::Reduce { callable, args },
+            &Kind::NewObj { cls, args } => NodeKind::NewObj {
+                cls,
+                args,
+                kwargs: None,
+            },
+            &Kind::NewObjEx { cls, args, kwargs } => NodeKind::NewObj {
+                cls,
+                args,
+                kwargs: Some(kwargs),
+            },
+            &Kind::Obj { cls, args } => NodeKind::Obj {
+                cls,
+                args: args.of(pool),
+            },
+            &Kind::Inst { class, args } => NodeKind::Inst {
+                class,
+                args: args.of(pool),
+            },
+            &Kind::PersId { pid } => NodeKind::PersId { pid },
+            &Kind::Ext { code } => NodeKind::Ext { code },
+            &Kind::Buffer { index } => NodeKind::Buffer { index },
+            &Kind::ReadOnly { inner } => NodeKind::ReadOnly { inner },
+            Kind::InlineData(d) => NodeKind::InlineData {
+                wrapper: d.wrapper,
+                offset: d.offset,
+                len: d.len,
+            },
+            Kind::NestedPickle(n) => NodeKind::NestedPickle {
+                wrapper: n.wrapper,
+                root: n.root,
+                start: n.start,
+                end: n.end,
+            },
+        }
+    }
+}
+
+/// A stored node: its kind, and which opcode at which offset created it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stored<'a> {
+    pub(crate) kind: Kind<'a>,
     pub(crate) offset: u64,
     pub(crate) opcode: Opcode,
     pub(crate) depth: u32,
 }
 
-impl<'a> Node<'a> {
-    /// What the node is.
+const _: () = assert!(std::mem::size_of::<Stored<'static>>() == 32);
+
+/// One value: what it is, and which opcode at which offset created it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Node<'g> {
+    kind: NodeKind<'g>,
+    offset: u64,
+    opcode: Opcode,
+    depth: u32,
+}
+
+impl<'g> Node<'g> {
+    /// What the value is.
     #[must_use]
     #[inline]
-    pub fn kind(&self) -> &NodeKind<'a> {
-        &self.kind
+    pub fn kind(self) -> NodeKind<'g> {
+        self.kind
     }
 
     /// Offset of the opcode that created it.
     #[must_use]
-    pub fn offset(&self) -> u64 {
+    pub fn offset(self) -> u64 {
         self.offset
     }
 
     /// The opcode that created it.
     #[must_use]
-    pub fn opcode(&self) -> Opcode {
+    pub fn opcode(self) -> Opcode {
         self.opcode
     }
 
@@ -243,14 +534,14 @@ impl<'a> Node<'a> {
     /// not when a child is).
     #[must_use]
     #[inline]
-    pub fn depth(&self) -> u32 {
+    pub fn depth(self) -> u32 {
         self.depth
     }
 
     /// The text if this is a [`NodeKind::Str`].
     #[must_use]
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.kind {
+    pub fn as_str(self) -> Option<&'g str> {
+        match self.kind {
             NodeKind::Str(s) => Some(s),
             _ => None,
         }
@@ -258,7 +549,7 @@ impl<'a> Node<'a> {
 
     /// The value if this is a [`NodeKind::Int`] (or a bool, as Python does).
     #[must_use]
-    pub fn as_i64(&self) -> Option<i64> {
+    pub fn as_i64(self) -> Option<i64> {
         match self.kind {
             NodeKind::Int(v) => Some(v),
             NodeKind::Bool(b) => Some(i64::from(b)),
@@ -268,8 +559,8 @@ impl<'a> Node<'a> {
 
     /// The payload of `bytes`, `bytearray` or a Python 2 `str`.
     #[must_use]
-    pub fn as_bytes(&self) -> Option<&[u8]> {
-        match &self.kind {
+    pub fn as_bytes(self) -> Option<&'g [u8]> {
+        match self.kind {
             NodeKind::Bytes(b) | NodeKind::ByteArray(b) | NodeKind::LegacyStr(b) => Some(b),
             _ => None,
         }
@@ -277,8 +568,8 @@ impl<'a> Node<'a> {
 
     /// The items if this is a tuple.
     #[must_use]
-    pub fn as_tuple(&self) -> Option<&[NodeId]> {
-        match &self.kind {
+    pub fn as_tuple(self) -> Option<&'g [NodeId]> {
+        match self.kind {
             NodeKind::Tuple(items) => Some(items),
             _ => None,
         }
@@ -286,8 +577,8 @@ impl<'a> Node<'a> {
 
     /// The global if this is a [`NodeKind::Global`].
     #[must_use]
-    pub fn as_global(&self) -> Option<&Global<'a>> {
-        match &self.kind {
+    pub fn as_global(self) -> Option<&'g Global<'g>> {
+        match self.kind {
             NodeKind::Global(g) => Some(g),
             _ => None,
         }
@@ -343,26 +634,62 @@ pub struct Event {
 const CHUNK_BITS: usize = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// The arena: every node and event of one parse (nested pickles included).
-#[derive(Debug, Clone, Default)]
+/// The arena: every node, leaf and event of one parse (nested pickles included).
+#[derive(Clone, Default)]
 pub struct Graph<'a> {
-    chunks: Vec<Vec<Node<'a>>>,
+    /// The input, which leaves are decoded from.
+    data: &'a [u8],
+    chunks: Vec<Vec<Stored<'a>>>,
     len: usize,
+    /// The items of every tuple, frozenset and `OBJ`/`INST` argument list.
+    pool: Vec<NodeId>,
+    leaves: usize,
+    /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
+    leaf_depths: BTreeMap<NodeId, u32>,
+    /// The [`NodeKind::Global`] nodes, in creation order.
+    pub(crate) globals: Vec<NodeId>,
     pub(crate) events: Vec<Event>,
 }
 
+impl std::fmt::Debug for Graph<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("nodes", &self.chunks)
+            .field("pool", &self.pool)
+            .field("leaves", &self.leaves)
+            .field("leaf_depths", &self.leaf_depths)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Graph<'a> {
-    /// Number of nodes.
+    /// An empty graph over `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Graph {
+            data,
+            ..Graph::default()
+        }
+    }
+
+    /// Number of stored nodes (what [`Graph::iter`] yields).
     #[must_use]
     #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether there are no nodes.
+    /// Whether there are no stored nodes.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Number of leaves created (each push of a leaf scalar counts once).
+    #[must_use]
+    #[inline]
+    pub fn leaves(&self) -> usize {
+        self.leaves
     }
 
     /// Reserve room for about `nodes` nodes in the first chunk (at most a
@@ -376,8 +703,8 @@ impl<'a> Graph<'a> {
 
     /// Append a node; the caller has checked the node limit.
     #[inline]
-    pub(crate) fn push(&mut self, node: Node<'a>) -> Option<NodeId> {
-        let id = u32::try_from(self.len).ok().filter(|&i| i != u32::MAX)?;
+    pub(crate) fn push(&mut self, node: Stored<'a>) -> Option<NodeId> {
+        let id = u32::try_from(self.len).ok().filter(|&i| i < LEAF_BIT)?;
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(node),
             last => {
@@ -396,37 +723,129 @@ impl<'a> Graph<'a> {
         Some(NodeId(id))
     }
 
+    /// Store the items of an immutable sequence; `None` if the pool is full
+    /// (2^32 items, far beyond any graph-bytes limit).
     #[inline]
-    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Node<'a>> {
+    pub(crate) fn intern(&mut self, items: &[NodeId]) -> Option<Items> {
+        let start = u32::try_from(self.pool.len()).ok()?;
+        let len = u32::try_from(items.len()).ok()?;
+        start.checked_add(len)?;
+        self.pool.extend_from_slice(items);
+        Some(Items { start, len })
+    }
+
+    /// Count a leaf for the opcode at `offset`: `None` if the offset is
+    /// too large for a leaf id (the caller stores a node instead).
+    #[inline]
+    pub(crate) fn push_leaf(&mut self, offset: usize) -> Option<NodeId> {
+        let id = NodeId::leaf(offset)?;
+        self.leaves += 1;
+        Some(id)
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Stored<'a>> {
         let i = id.index();
         self.chunks
             .get_mut(i >> CHUNK_BITS)?
             .get_mut(i & (CHUNK - 1))
     }
 
-    /// The node with this id, or `None` for an id from another graph.
-    #[must_use]
     #[inline]
-    pub fn get(&self, id: NodeId) -> Option<&Node<'a>> {
+    fn stored(&self, id: NodeId) -> Option<&Stored<'a>> {
         let i = id.index();
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
     }
 
-    /// The kind of the node with this id.
-    #[must_use]
+    /// The depth of a value (as [`Node::depth`]), 0 if unknown.
     #[inline]
-    pub fn kind(&self, id: NodeId) -> Option<&NodeKind<'a>> {
-        self.get(id).map(Node::kind)
+    pub(crate) fn depth(&self, id: NodeId) -> u32 {
+        if id.is_leaf() {
+            if self.leaf_depths.is_empty() {
+                return 0;
+            }
+            return self.leaf_depths.get(&id).copied().unwrap_or(0);
+        }
+        self.stored(id).map_or(0, |n| n.depth)
     }
 
-    /// All nodes in creation order.
+    /// Raise a value's recorded depth to at least `depth`; returns it.
+    pub(crate) fn raise_depth(&mut self, id: NodeId, depth: u32) -> Option<u32> {
+        if id.is_leaf() {
+            let d = self.leaf_depths.entry(id).or_insert(0);
+            *d = (*d).max(depth);
+            return Some(*d);
+        }
+        let node = self.get_mut(id)?;
+        node.depth = node.depth.max(depth);
+        Some(node.depth)
+    }
+
+    /// The text of a `str` value, as the input or the parse holds it;
+    /// else the kind's name (`"unknown"` for an id from another graph).
+    pub(crate) fn text(&self, id: NodeId) -> Result<Cow<'a, str>, &'static str> {
+        if id.is_leaf() {
+            return match decode_leaf(self.data, id.leaf_offset()) {
+                Some((NodeKind::Str(s), _)) => Ok(Cow::Borrowed(s)),
+                Some((other, _)) => Err(other.name()),
+                None => Err("unknown"),
+            };
+        }
+        match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::Str(s)) => Ok((**s).clone()),
+            Some(other) => Err(other.view(&self.pool).name()),
+            None => Err("unknown"),
+        }
+    }
+
+    /// The value with this id, or `None` for an id from another graph.
+    #[must_use]
+    #[inline]
+    pub fn get(&self, id: NodeId) -> Option<Node<'_>> {
+        if id.is_leaf() {
+            let offset = id.leaf_offset();
+            let (kind, opcode) = decode_leaf(self.data, offset)?;
+            return Some(Node {
+                kind,
+                offset: u64::try_from(offset).ok()?,
+                opcode,
+                depth: self.depth(id),
+            });
+        }
+        self.stored(id).map(|n| Node {
+            kind: n.kind.view(&self.pool),
+            offset: n.offset,
+            opcode: n.opcode,
+            depth: n.depth,
+        })
+    }
+
+    /// The kind of the value with this id.
+    #[must_use]
+    #[inline]
+    pub fn kind(&self, id: NodeId) -> Option<NodeKind<'_>> {
+        if id.is_leaf() {
+            return decode_leaf(self.data, id.leaf_offset()).map(|(k, _)| k);
+        }
+        self.stored(id).map(|n| n.kind.view(&self.pool))
+    }
+
+    /// All stored nodes in creation order (leaves are not listed).
     pub fn iter(&self) -> Nodes<'_, 'a> {
         Nodes {
+            pool: &self.pool,
             chunks: self.chunks.iter(),
             current: [].iter(),
             next: 0,
             remaining: self.len,
         }
+    }
+
+    /// The [`NodeKind::Global`] nodes, in creation order (a stream has
+    /// few; this saves walking every node to find them).
+    #[must_use]
+    pub fn globals(&self) -> &[NodeId] {
+        &self.globals
     }
 
     /// All events in stream order.
@@ -441,12 +860,15 @@ impl<'a> Graph<'a> {
         self.events.iter().filter(move |e| e.target == id)
     }
 
-    /// An index from node to its events.
+    /// An index from value to its events.
     #[must_use]
     pub fn event_index(&self) -> EventIndex {
         let mut starts = vec![0u32; self.len + 1];
-        for e in &self.events {
-            if let Some(s) = starts.get_mut(e.target.index() + 1) {
+        let mut leaf = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            if e.target.is_leaf() {
+                leaf.push((e.target, u32::try_from(i).unwrap_or(u32::MAX)));
+            } else if let Some(s) = starts.get_mut(e.target.index() + 1) {
                 *s += 1;
             }
         }
@@ -457,8 +879,11 @@ impl<'a> Graph<'a> {
             }
         }
         let mut fill = starts.clone();
-        let mut order = vec![0u32; self.events.len()];
+        let mut order = vec![0u32; starts.last().map_or(0, |&n| n as usize)];
         for (i, e) in self.events.iter().enumerate() {
+            if e.target.is_leaf() {
+                continue;
+            }
             if let Some(slot) = fill.get_mut(e.target.index()) {
                 if let Some(o) = order.get_mut(*slot as usize) {
                     *o = u32::try_from(i).unwrap_or(u32::MAX);
@@ -466,36 +891,43 @@ impl<'a> Graph<'a> {
                 *slot += 1;
             }
         }
-        EventIndex { starts, order }
+        // Stable: events of one leaf stay in stream order.
+        leaf.sort_by_key(|&(id, _)| id);
+        let (leaf_ids, leaf_order) = leaf.into_iter().unzip();
+        EventIndex {
+            starts,
+            order,
+            leaf_ids,
+            leaf_order,
+        }
     }
 
     /// Direct children of a node: items, keys and values, callables and
     /// arguments, wrapped values. Events are not included.
     pub fn children(&self, id: NodeId) -> Children<'_> {
-        let Some(node) = self.get(id) else {
+        // Leaves are scalars: nothing to decode to know they have no edges.
+        let Some(node) = self.stored(id).filter(|_| !id.is_leaf()) else {
             return fixed([None, None, None].into_iter());
         };
-        match &node.kind {
-            NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => {
-                Children(ChildIter::Slice(items.iter()))
-            }
-            NodeKind::List(items) | NodeKind::Set(items) => {
-                Children(ChildIter::Slice(items.iter()))
-            }
+        match node.kind.view(&self.pool) {
+            NodeKind::Tuple(items)
+            | NodeKind::FrozenSet(items)
+            | NodeKind::List(items)
+            | NodeKind::Set(items) => Children(ChildIter::Slice(items.iter())),
             NodeKind::Dict(pairs) => Children(ChildIter::Pairs(pairs.iter(), None)),
-            NodeKind::Obj { cls, args } => Children(ChildIter::Lead(Some(*cls), args.iter())),
-            NodeKind::Inst { class, args } => Children(ChildIter::Lead(Some(*class), args.iter())),
+            NodeKind::Obj { cls, args } => Children(ChildIter::Lead(Some(cls), args.iter())),
+            NodeKind::Inst { class, args } => Children(ChildIter::Lead(Some(class), args.iter())),
             NodeKind::Reduce { callable, args } => {
-                fixed([Some(*callable), Some(*args), None].into_iter())
+                fixed([Some(callable), Some(args), None].into_iter())
             }
             NodeKind::NewObj { cls, args, kwargs } => {
-                fixed([Some(*cls), Some(*args), *kwargs].into_iter())
+                fixed([Some(cls), Some(args), kwargs].into_iter())
             }
-            NodeKind::PersId { pid } => fixed([Some(*pid), None, None].into_iter()),
-            NodeKind::ReadOnly { inner } => fixed([Some(*inner), None, None].into_iter()),
-            NodeKind::InlineData { wrapper, .. } => fixed([Some(*wrapper), None, None].into_iter()),
+            NodeKind::PersId { pid } => fixed([Some(pid), None, None].into_iter()),
+            NodeKind::ReadOnly { inner } => fixed([Some(inner), None, None].into_iter()),
+            NodeKind::InlineData { wrapper, .. } => fixed([Some(wrapper), None, None].into_iter()),
             NodeKind::NestedPickle { wrapper, root, .. } => {
-                fixed([Some(*wrapper), Some(*root), None].into_iter())
+                fixed([Some(wrapper), Some(root), None].into_iter())
             }
             NodeKind::Global(g) => match g.operands {
                 Some((m, n)) => fixed([Some(m), Some(n), None].into_iter()),
@@ -509,21 +941,29 @@ impl<'a> Graph<'a> {
 /// Iterator over `(id, node)` in creation order ([`Graph::iter`]).
 #[derive(Debug, Clone)]
 pub struct Nodes<'g, 'a> {
-    chunks: std::slice::Iter<'g, Vec<Node<'a>>>,
-    current: std::slice::Iter<'g, Node<'a>>,
+    pool: &'g [NodeId],
+    chunks: std::slice::Iter<'g, Vec<Stored<'a>>>,
+    current: std::slice::Iter<'g, Stored<'a>>,
     next: u32,
     remaining: usize,
 }
 
-impl<'g, 'a> Iterator for Nodes<'g, 'a> {
-    type Item = (NodeId, &'g Node<'a>);
+impl<'g> Iterator for Nodes<'g, '_> {
+    type Item = (NodeId, Node<'g>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(node) = self.current.next() {
+            if let Some(n) = self.current.next() {
                 let id = NodeId(self.next);
                 self.next = self.next.saturating_add(1);
                 self.remaining = self.remaining.saturating_sub(1);
+                let node = Node {
+                    kind: n.kind.view(self.pool),
+                    offset: n.offset,
+                    opcode: n.opcode,
+                    depth: n.depth,
+                };
                 return Some((id, node));
             }
             self.current = self.chunks.next()?.iter();
@@ -541,17 +981,25 @@ fn fixed<'g>(edges: std::array::IntoIter<Option<NodeId>, 3>) -> Children<'g> {
     Children(ChildIter::Fixed(edges))
 }
 
-/// Node → events lookup built by [`Graph::event_index`].
+/// Value → events lookup built by [`Graph::event_index`].
 #[derive(Debug, Clone)]
 pub struct EventIndex {
     starts: Vec<u32>,
     order: Vec<u32>,
+    /// Leaves with events, sorted, one entry per event.
+    leaf_ids: Vec<NodeId>,
+    leaf_order: Vec<u32>,
 }
 
 impl EventIndex {
     /// Indices into [`Graph::events`] of the events targeting `id`, in order.
     #[must_use]
     pub fn of(&self, id: NodeId) -> &[u32] {
+        if id.is_leaf() {
+            let a = self.leaf_ids.partition_point(|&l| l < id);
+            let b = self.leaf_ids.partition_point(|&l| l <= id);
+            return self.leaf_order.get(a..b).unwrap_or_default();
+        }
         let (Some(&a), Some(&b)) = (self.starts.get(id.index()), self.starts.get(id.index() + 1))
         else {
             return &[];
@@ -600,8 +1048,8 @@ impl Iterator for Children<'_> {
 mod tests {
     use super::*;
 
-    fn node(kind: NodeKind<'static>) -> Node<'static> {
-        Node {
+    fn node(kind: Kind<'static>) -> Stored<'static> {
+        Stored {
             kind,
             offset: 0,
             opcode: Opcode::NONE,
@@ -612,14 +1060,16 @@ mod tests {
     #[test]
     fn children_and_events() {
         let mut g = Graph::default();
-        g.push(node(NodeKind::None)); // 0
-        g.push(node(NodeKind::Int(1))); // 1
-        g.push(node(NodeKind::Dict(vec![(NodeId(0), NodeId(1))]))); // 2
-        g.push(node(NodeKind::Obj {
+        g.push(node(Kind::None)); // 0
+        g.push(node(Kind::Int(1))); // 1
+        g.push(node(Kind::Dict(Box::new(vec![(NodeId(0), NodeId(1))])))); // 2
+        let args = g.intern(&[NodeId(1), NodeId(2)]).unwrap_or_default();
+        g.push(node(Kind::Obj {
             cls: NodeId(0),
-            args: vec![NodeId(1), NodeId(2)].into(),
+            args,
         })); // 3
-        g.push(node(NodeKind::Tuple(vec![NodeId(3), NodeId(3)].into()))); // 4
+        let items = g.intern(&[NodeId(3), NodeId(3)]).unwrap_or_default();
+        g.push(node(Kind::Tuple(items))); // 4
         assert_eq!(
             g.children(NodeId(2)).collect::<Vec<_>>(),
             [NodeId(0), NodeId(1)]
@@ -661,7 +1111,7 @@ mod tests {
         let mut g = Graph::default();
         let n = 3 * CHUNK + 5;
         for i in 0..n {
-            let id = g.push(node(NodeKind::Int(i64::try_from(i).unwrap_or(0))));
+            let id = g.push(node(Kind::Int(i64::try_from(i).unwrap_or(0))));
             assert_eq!(id.map(NodeId::index), Some(i));
         }
         assert_eq!(g.len(), n);
@@ -673,5 +1123,93 @@ mod tests {
         assert!(g.get(last).is_some());
         assert!(g.get_mut(last).is_some());
         assert!(g.get(NodeId(u32::try_from(n).unwrap_or(0))).is_none());
+    }
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn every_leaf_opcode_decodes_and_nothing_else() {
+        for byte in 0..=255u8 {
+            let data = [byte, 0, 0, 0, 0, 0, 0, 0, 0];
+            let leaf = Opcode::from_byte(byte).is_some_and(is_leaf_opcode);
+            let decoded = decode_leaf(&data, 0).map(|(_, op)| op.byte());
+            assert_eq!(decoded, leaf.then_some(byte), "{byte:#x}");
+        }
+    }
+
+    #[test]
+    fn leaves_decode_from_the_input() {
+        // N, K 7, X "hé", C b"ab", G 1.5, U "x"
+        let data = b"NK\x07X\x03\x00\x00\x00h\xc3\xa9C\x02abG?\xf8\x00\x00\x00\x00\x00\x00U\x01x";
+        let mut g = Graph::new(data);
+        let ids: Vec<NodeId> = [0, 1, 3, 11, 15, 24]
+            .into_iter()
+            .map(|o| g.push_leaf(o).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id.is_leaf()));
+        assert_eq!(g.leaves(), 6);
+        assert_eq!(g.len(), 0);
+        assert_eq!(g.kind(ids[0]), Some(NodeKind::None));
+        assert_eq!(g.get(ids[1]).unwrap().as_i64(), Some(7));
+        assert_eq!(g.get(ids[2]).unwrap().as_str(), Some("hé"));
+        assert_eq!(g.text(ids[2]).unwrap(), "hé");
+        assert_eq!(g.text(ids[1]), Err("int"));
+        assert_eq!(g.get(ids[3]).unwrap().as_bytes(), Some(&b"ab"[..]));
+        assert_eq!(g.kind(ids[4]), Some(NodeKind::Float(1.5)));
+        assert_eq!(g.kind(ids[5]), Some(NodeKind::LegacyStr(b"x")));
+        let n = g.get(ids[3]).unwrap();
+        assert_eq!(
+            (n.offset(), n.opcode(), n.depth()),
+            (11, Opcode::SHORT_BINBYTES, 0)
+        );
+        assert_eq!(g.children(ids[2]).count(), 0);
+        // A mutated leaf keeps its depth, and its events are indexed.
+        assert_eq!(g.raise_depth(ids[1], 3), Some(3));
+        assert_eq!(g.get(ids[1]).unwrap().depth(), 3);
+        g.events.push(Event {
+            target: ids[1],
+            offset: 30,
+            opcode: Opcode::APPEND,
+            kind: EventKind::Append { item: ids[0] },
+        });
+        let idx = g.event_index();
+        assert_eq!(idx.of(ids[1]), &[0]);
+        assert!(idx.of(ids[0]).is_empty());
+        // An id past the input decodes to nothing.
+        assert!(g.get(NodeId::leaf(1000).unwrap()).is_none());
+        assert!(NodeId::leaf(1 << 31).is_none());
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_is_matches_dotted() {
+        let g = |module: &'static str, name: &'static str, protocol| Global {
+            module: Cow::Borrowed(module),
+            name: Cow::Borrowed(name),
+            protocol,
+            operands: None,
+        };
+        for (global, other) in [
+            (g("a.b", "C", 4), "a.bC"),
+            (g("a", "b.C", 4), "a.b.D"),
+            (
+                g("copy_reg", "_reconstructor", 2),
+                "copy_reg._reconstructor",
+            ),
+            (g("", "", 4), ""),
+        ] {
+            assert!(global.dotted_is(&global.dotted()), "{global:?}");
+            assert!(!global.dotted_is(other), "{global:?} {other}");
+        }
+        assert!(g("a", "b.C", 4).dotted_is("a.b.C"));
+        assert!(g("copy_reg", "_reconstructor", 2).dotted_is("copyreg._reconstructor"));
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{PickleError, Result};
-use crate::graph::{EventKind, Graph, Node, NodeId, NodeKind};
+use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind};
 use crate::parser::{BuildContext, Hook, HookAction};
 
 /// Fully qualified names of the wrapper class joblib and scikit-learn's
@@ -124,10 +124,9 @@ impl Hook for JoblibHook {
             return Ok(HookAction::Continue);
         }
         let graph = ctx.graph;
-        let Some(class) = class_name(graph, ctx.target) else {
-            return Ok(HookAction::Continue);
-        };
-        if !WRAPPERS.contains(&class.as_str()) {
+        let is_wrapper = class_global(graph, ctx.target)
+            .is_some_and(|g| WRAPPERS.iter().any(|&w| g.dotted_is(w)));
+        if !is_wrapper {
             return Ok(HookAction::Continue);
         }
         self.catch_up(graph);
@@ -135,19 +134,19 @@ impl Hook for JoblibHook {
         let fail = |what: &str| PickleError::hook(at, format!("joblib array wrapper: {what}"));
         let state = lookup_state(graph, ctx.state).map_err(|w| fail(&w))?;
 
-        let shape_id = state.get("shape").ok_or_else(|| fail("no `shape`"))?;
-        let shape = read_shape(graph, *shape_id).map_err(|w| fail(&w))?;
-        let fortran_order = match state.get("order").and_then(|&id| str_of(graph, id)) {
+        let field = |key: &str| state.iter().rev().find(|(k, _)| *k == key).map(|&(_, v)| v);
+        let shape_id = field("shape").ok_or_else(|| fail("no `shape`"))?;
+        let shape = read_shape(graph, shape_id).map_err(|w| fail(&w))?;
+        let fortran_order = match field("order").and_then(|id| str_of(graph, id)) {
             Some("C") => false,
             Some("F") => true,
             _ => return Err(fail("`order` is not `'C'` or `'F'`")),
         };
-        let dtype_id = state.get("dtype").ok_or_else(|| fail("no `dtype`"))?;
-        let dtype = read_dtype(graph, &self.builds, *dtype_id, &mut self.walk_budget)
+        let dtype_id = field("dtype").ok_or_else(|| fail("no `dtype`"))?;
+        let dtype = read_dtype(graph, &self.builds, dtype_id, &mut self.walk_budget)
             .map_err(|w| fail(&w))?;
-        let aligned = state
-            .get("numpy_array_alignment_bytes")
-            .is_some_and(|&id| !matches!(graph.kind(id), Some(NodeKind::None)));
+        let aligned = field("numpy_array_alignment_bytes")
+            .is_some_and(|id| !matches!(graph.kind(id), Some(NodeKind::None)));
 
         let count = shape
             .iter()
@@ -206,16 +205,21 @@ impl Hook for JoblibHook {
 /// 0–1), `OBJ`, `INST`.
 #[must_use]
 pub fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
-    let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global).map(|g| g.dotted());
+    class_global(graph, obj).map(Global::dotted)
+}
+
+/// The global [`class_name`] names.
+fn class_global<'g>(graph: &'g Graph<'_>, obj: NodeId) -> Option<&'g Global<'g>> {
+    let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global);
     match graph.kind(obj)? {
-        NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(*cls),
-        NodeKind::Inst { class, .. } => global_of(*class),
+        NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. } => global_of(cls),
+        NodeKind::Inst { class, .. } => global_of(class),
         NodeKind::Reduce { callable, args } => {
-            let f = global_of(*callable)?;
-            if f != "copyreg._reconstructor" && f != "copyreg.__newobj__" {
+            let f = global_of(callable)?;
+            if !f.dotted_is("copyreg._reconstructor") && !f.dotted_is("copyreg.__newobj__") {
                 return None;
             }
-            let first = graph.get(*args)?.as_tuple()?.first()?;
+            let first = graph.get(args)?.as_tuple()?.first()?;
             global_of(*first)
         }
         _ => None,
@@ -236,23 +240,22 @@ pub fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
     }
 }
 
-/// The wrapper's state dict, last value per `str` key.
-fn lookup_state(
-    graph: &Graph<'_>,
+/// The wrapper's state dict as `(key, value)` pairs (the last of a
+/// repeated key wins, as in the dict).
+fn lookup_state<'g>(
+    graph: &'g Graph<'_>,
     state: NodeId,
-) -> std::result::Result<HashMap<String, NodeId>, String> {
+) -> std::result::Result<Vec<(&'g str, NodeId)>, String> {
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err("state is not a dict".to_owned());
     };
     if pairs.len() > MAX_STATE_KEYS {
         return Err(format!("state has {} items", pairs.len()));
     }
-    let mut out = HashMap::new();
-    for &(k, v) in pairs {
-        let key = str_of(graph, k).ok_or("state key is not a `str`")?;
-        out.insert(key.to_owned(), v);
-    }
-    Ok(out)
+    pairs
+        .iter()
+        .map(|&(k, v)| Ok((str_of(graph, k).ok_or("state key is not a `str`")?, v)))
+        .collect()
 }
 
 fn read_shape(graph: &Graph<'_>, id: NodeId) -> std::result::Result<Vec<u64>, String> {
@@ -289,13 +292,16 @@ fn dtype_parts<'g>(
     builds: &HashMap<NodeId, NodeId>,
     id: NodeId,
 ) -> Option<(&'g str, Option<&'g [NodeId]>)> {
+    if id.is_leaf() {
+        return None; // a scalar: no need to decode it
+    }
     let NodeKind::Reduce { callable, args } = graph.kind(id)? else {
         return None;
     };
-    if graph.get(*callable)?.as_global()?.dotted() != "numpy.dtype" {
+    if !graph.get(callable)?.as_global()?.dotted_is("numpy.dtype") {
         return None;
     }
-    let descr = str_of(graph, *graph.get(*args)?.as_tuple()?.first()?)?;
+    let descr = str_of(graph, *graph.get(args)?.as_tuple()?.first()?)?;
     let state = builds
         .get(&id)
         .and_then(|&s| graph.get(s))

@@ -5,9 +5,11 @@
 //! unpickler exactly — stack, marks, memo, frames — and, where the
 //! unpickler would import or call, records a node instead. The result is a
 //! [`Graph`] of values addressed by [`NodeId`], each with the byte offset
-//! and opcode that created it, plus the globals used and counters. A safety
-//! analyser decides on that graph; nothing here imports, calls or expands
-//! references.
+//! and opcode that created it, plus the globals used and counters. Binary
+//! scalars are leaves: their id is their offset and they are decoded from
+//! the input when looked at, so a million-string vocabulary costs no
+//! stored nodes. A safety analyser decides on that graph; nothing here
+//! imports, calls or expands references.
 //!
 //! It is built for hostile input: [`Limits`] bound opcodes, nodes, stack,
 //! nesting, memo and lengths, checked before any allocation; every length is

@@ -17,8 +17,9 @@ use crate::error::{LimitKind, PickleError};
 pub struct Limits {
     /// Opcodes executed, including those of nested pickles.
     pub max_opcodes: u64,
-    /// Nodes in the value graph (48 bytes each, plus what they hold; see
-    /// `max_graph_bytes`).
+    /// Values in the value graph: stored nodes (32 bytes each, plus what
+    /// they hold; see `max_graph_bytes`) and leaves (scalars decoded from
+    /// the input on demand, which cost nothing stored) together.
     pub max_nodes: u64,
     /// Stack items plus open marks, over all levels.
     pub max_stack_depth: u64,

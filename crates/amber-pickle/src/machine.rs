@@ -23,7 +23,9 @@ use std::borrow::Cow;
 
 use crate::disasm::{Disassembly, Line};
 use crate::error::{LimitKind, PickleError, Result};
-use crate::graph::{Event, EventKind, Global, Graph, Node, NodeId, NodeKind};
+use crate::graph::{
+    Event, EventKind, Global, Graph, Inline, Items, Kind, Nested, NodeId, Stored, is_leaf_opcode,
+};
 use crate::limits::Limits;
 use crate::opcodes::Opcode;
 use crate::parser::{BuildContext, HIGHEST_PROTOCOL, Hook, HookAction, Stats, to_u64};
@@ -52,8 +54,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) stats: Stats,
     pub(crate) highest_protocol: Option<u8>,
     pub(crate) listing: Option<Disassembly<'a>>,
-    /// The [`NodeKind::Global`] nodes, in creation order.
-    pub(crate) globals: Vec<NodeId>,
 }
 
 /// Parse one pickle (and any nested ones a hook asks for).
@@ -64,14 +64,13 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         limits: config.limits,
         buffers: config.buffers,
         hook: config.hook,
-        graph: Graph::default(),
+        graph: Graph::new(config.data),
         stats: Stats::default(),
         highest_protocol: None,
         suspended: Vec::new(),
         suspended_depth: 0,
         listing: config.record.then(Disassembly::default),
         graph_bytes: 0,
-        globals: Vec::new(),
     };
     // Real streams hold a node per 10-20 bytes: reserve for one per 16
     // (within the node limit; at most one arena chunk).
@@ -94,11 +93,10 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         stats: run.stats,
         highest_protocol: run.highest_protocol,
         listing,
-        globals: run.globals,
     })
 }
 
-const NODE_BYTES: u64 = std::mem::size_of::<Node<'static>>() as u64;
+const NODE_BYTES: u64 = std::mem::size_of::<Stored<'static>>() as u64;
 const EVENT_BYTES: u64 = std::mem::size_of::<Event>() as u64;
 /// What the allocator adds to each heap block, roughly.
 const ALLOC_OVERHEAD: u64 = 16;
@@ -120,23 +118,26 @@ fn items_bytes(n: usize, per: u64) -> u64 {
     to_u64(n).saturating_mul(per)
 }
 
+/// A boxed payload header (`Cow`, `Vec`, ...) plus allocator overhead.
+const BOX_BYTES: u64 = 24 + ALLOC_OVERHEAD;
+
 /// Heap bytes a new node accounts for: the node plus what it owns.
-fn node_bytes(kind: &NodeKind<'_>) -> u64 {
+fn node_bytes(kind: &Kind<'_>) -> u64 {
     let extra = match kind {
-        NodeKind::BigInt(b)
-        | NodeKind::Bytes(b)
-        | NodeKind::ByteArray(b)
-        | NodeKind::LegacyStr(b) => owned_len(b),
-        NodeKind::Str(s) => owned_len(s),
-        NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => items_bytes(items.len(), ID_BYTES),
-        NodeKind::Obj { args, .. } | NodeKind::Inst { args, .. } => {
-            items_bytes(args.len(), ID_BYTES)
+        Kind::BigInt(b) | Kind::Bytes(b) | Kind::ByteArray(b) | Kind::LegacyStr(b) => {
+            BOX_BYTES.saturating_add(owned_len(b))
         }
-        NodeKind::List(items) | NodeKind::Set(items) => items_bytes(items.len(), ID_BYTES),
-        NodeKind::Dict(pairs) => items_bytes(pairs.len(), 2 * ID_BYTES),
-        NodeKind::Global(g) => GLOBAL_BYTES
+        Kind::Str(s) => BOX_BYTES.saturating_add(owned_len(s)),
+        Kind::Tuple(items) | Kind::FrozenSet(items) => items_bytes(items.len(), ID_BYTES),
+        Kind::Obj { args, .. } | Kind::Inst { args, .. } => items_bytes(args.len(), ID_BYTES),
+        Kind::List(items) | Kind::Set(items) => {
+            BOX_BYTES.saturating_add(items_bytes(items.len(), ID_BYTES))
+        }
+        Kind::Dict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
+        Kind::Global(g) => GLOBAL_BYTES
             .saturating_add(owned_len(&g.module))
             .saturating_add(owned_len(&g.name)),
+        Kind::InlineData(_) | Kind::NestedPickle(_) => BOX_BYTES.saturating_add(8),
         _ => 0,
     };
     NODE_BYTES.saturating_add(extra)
@@ -219,7 +220,6 @@ struct Run<'a, 'h> {
     suspended_depth: u64,
     listing: Option<Disassembly<'a>>,
     graph_bytes: u64,
-    globals: Vec<NodeId>,
 }
 
 impl<'a> Run<'a, '_> {
@@ -267,12 +267,12 @@ impl<'a> Run<'a, '_> {
                     let start = to_u64(cur.start);
                     let depth = self.nest(&[wrapper, root], end)?;
                     let id = self.add(
-                        NodeKind::NestedPickle {
+                        Kind::NestedPickle(Box::new(Nested {
                             wrapper,
                             root,
                             start,
                             end,
-                        },
+                        })),
                         start,
                         Opcode::STOP,
                         depth,
@@ -299,20 +299,22 @@ impl<'a> Run<'a, '_> {
         }
     }
 
-    fn add(
-        &mut self,
-        kind: NodeKind<'a>,
-        offset: u64,
-        opcode: Opcode,
-        depth: u32,
-    ) -> Result<NodeId> {
-        let count = to_u64(self.graph.len()).saturating_add(1);
+    fn add(&mut self, kind: Kind<'a>, offset: u64, opcode: Opcode, depth: u32) -> Result<NodeId> {
+        let count = self.values().saturating_add(1);
         self.limits.check(LimitKind::Nodes, count, offset)?;
+        // Leaves are not stored: they cost no graph bytes.
+        if is_leaf_opcode(opcode)
+            && let Some(id) = usize::try_from(offset)
+                .ok()
+                .and_then(|o| self.graph.push_leaf(o))
+        {
+            return Ok(id);
+        }
         self.charge(node_bytes(&kind), offset)?;
-        let global = matches!(kind, NodeKind::Global(_));
+        let global = matches!(kind, Kind::Global(_));
         let id = self
             .graph
-            .push(Node {
+            .push(Stored {
                 kind,
                 offset,
                 opcode,
@@ -322,12 +324,28 @@ impl<'a> Run<'a, '_> {
                 offset,
                 limit: LimitKind::Nodes,
                 value: count,
-                max: u64::from(NO_ENTRY),
+                max: u64::from(NO_ENTRY >> 1),
             })?;
         if global {
-            self.globals.push(id);
+            self.graph.globals.push(id);
         }
         Ok(id)
+    }
+
+    /// Values created so far: stored nodes and leaves (the node limit's count).
+    #[inline]
+    fn values(&self) -> u64 {
+        to_u64(self.graph.len().saturating_add(self.graph.leaves()))
+    }
+
+    /// Put the items of an immutable sequence in the graph's pool.
+    fn intern(&mut self, items: &[NodeId], offset: u64) -> Result<Items> {
+        self.graph.intern(items).ok_or(PickleError::Limit {
+            offset,
+            limit: LimitKind::GraphBytes,
+            value: u64::MAX,
+            max: self.limits.max_graph_bytes,
+        })
     }
 
     /// Account for `bytes` more of graph memory.
@@ -338,7 +356,7 @@ impl<'a> Run<'a, '_> {
     }
 
     fn depth_of(&self, id: NodeId) -> u32 {
-        self.graph.get(id).map_or(0, Node::depth)
+        self.graph.depth(id)
     }
 
     /// Depth of a node holding `children`: one more than the deepest.
@@ -380,7 +398,7 @@ impl<'a> Run<'a, '_> {
     fn push_new(
         &mut self,
         cur: &mut Machine<'a>,
-        kind: NodeKind<'a>,
+        kind: Kind<'a>,
         ins: &Instruction<'_>,
         depth: u32,
     ) -> Result<NodeId> {
@@ -465,26 +483,33 @@ impl<'a> Run<'a, '_> {
         };
         let new_depth = child_depth.saturating_add(1);
         self.charge(mutation_bytes(&kind), ins.offset)?;
-        let node = self.graph.get_mut(target).ok_or(PickleError::Internal {
+        let unknown = PickleError::Internal {
             offset: ins.offset,
             what: "stack holds an unknown node",
-        })?;
-        let depth = node.depth.max(new_depth);
-        node.depth = depth;
-        let leftover = match (&mut node.kind, kind) {
-            (NodeKind::List(list), EventKind::Append { item }) => {
+        };
+        let depth = self
+            .graph
+            .raise_depth(target, new_depth)
+            .ok_or(unknown.clone())?;
+        let literal = match self.graph.get_mut(target) {
+            Some(node) => Some(&mut node.kind),
+            None if target.is_leaf() => None,
+            None => return Err(unknown),
+        };
+        let leftover = match (literal, kind) {
+            (Some(Kind::List(list)), EventKind::Append { item }) => {
                 list.push(item);
                 None
             }
-            (NodeKind::List(list), EventKind::Extend { items }) => {
+            (Some(Kind::List(list)), EventKind::Extend { items }) => {
                 list.extend_from_slice(&items);
                 None
             }
-            (NodeKind::Dict(dict), EventKind::SetItems { pairs }) => {
+            (Some(Kind::Dict(dict)), EventKind::SetItems { pairs }) => {
                 dict.extend_from_slice(&pairs);
                 None
             }
-            (NodeKind::Set(set), EventKind::AddItems { items }) => {
+            (Some(Kind::Set(set)), EventKind::AddItems { items }) => {
                 set.extend_from_slice(&items);
                 None
             }
@@ -600,19 +625,17 @@ impl<'a> Run<'a, '_> {
 
             // Scalars.
             O::NONE => {
-                self.push_new(cur, NodeKind::None, ins, 0)?;
+                self.push_new(cur, Kind::None, ins, 0)?;
             }
             O::NEWTRUE | O::NEWFALSE => {
-                self.push_new(cur, NodeKind::Bool(ins.opcode == O::NEWTRUE), ins, 0)?;
+                self.push_new(cur, Kind::Bool(ins.opcode == O::NEWTRUE), ins, 0)?;
             }
             O::INT | O::BININT | O::BININT1 | O::BININT2 | O::LONG | O::LONG1 | O::LONG4 => {
                 let kind = match take_arg(ins) {
-                    Arg::Int(v) => NodeKind::Int(v),
-                    Arg::Uint(v) => {
-                        NodeKind::Int(i64::try_from(v).map_err(|_| Self::bad_arg(ins))?)
-                    }
-                    Arg::Bool(b) => NodeKind::Bool(b),
-                    Arg::BigInt(b) => NodeKind::BigInt(b),
+                    Arg::Int(v) => Kind::Int(v),
+                    Arg::Uint(v) => Kind::Int(i64::try_from(v).map_err(|_| Self::bad_arg(ins))?),
+                    Arg::Bool(b) => Kind::Bool(b),
+                    Arg::BigInt(b) => Kind::BigInt(Box::new(b)),
                     _ => return Err(Self::bad_arg(ins)),
                 };
                 self.push_new(cur, kind, ins, 0)?;
@@ -621,13 +644,13 @@ impl<'a> Run<'a, '_> {
                 let Arg::Float(v) = ins.arg else {
                     return Err(Self::bad_arg(ins));
                 };
-                self.push_new(cur, NodeKind::Float(v), ins, 0)?;
+                self.push_new(cur, Kind::Float(v), ins, 0)?;
             }
             O::UNICODE | O::SHORT_BINUNICODE | O::BINUNICODE | O::BINUNICODE8 => {
                 let Arg::Str(s) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
-                self.push_new(cur, NodeKind::Str(s), ins, 0)?;
+                self.push_new(cur, Kind::Str(Box::new(s)), ins, 0)?;
             }
             O::STRING
             | O::BINSTRING
@@ -639,35 +662,36 @@ impl<'a> Run<'a, '_> {
                 let Arg::Bytes(b) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
+                let b = Box::new(b);
                 let kind = match ins.opcode {
-                    O::BYTEARRAY8 => NodeKind::ByteArray(b),
-                    O::BINBYTES | O::SHORT_BINBYTES | O::BINBYTES8 => NodeKind::Bytes(b),
-                    _ => NodeKind::LegacyStr(b),
+                    O::BYTEARRAY8 => Kind::ByteArray(b),
+                    O::BINBYTES | O::SHORT_BINBYTES | O::BINBYTES8 => Kind::Bytes(b),
+                    _ => Kind::LegacyStr(b),
                 };
                 self.push_new(cur, kind, ins, 0)?;
             }
 
             // Containers.
             O::EMPTY_LIST => {
-                self.push_new(cur, NodeKind::List(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::List(Box::default()), ins, 1)?;
             }
             O::EMPTY_TUPLE => {
-                self.push_new(cur, NodeKind::Tuple(Box::default()), ins, 1)?;
+                self.push_new(cur, Kind::Tuple(Items::default()), ins, 1)?;
             }
             O::EMPTY_DICT => {
-                self.push_new(cur, NodeKind::Dict(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::Dict(Box::default()), ins, 1)?;
             }
             O::EMPTY_SET => {
-                self.push_new(cur, NodeKind::Set(Vec::new()), ins, 1)?;
+                self.push_new(cur, Kind::Set(Box::default()), ins, 1)?;
             }
             O::LIST | O::TUPLE | O::FROZENSET | O::DICT => {
                 let items = Self::pop_mark(cur, ins)?;
                 let depth = self.nest(&items, offset)?;
                 let kind = match ins.opcode {
-                    O::LIST => NodeKind::List(items),
-                    O::TUPLE => NodeKind::Tuple(items.into_boxed_slice()),
-                    O::FROZENSET => NodeKind::FrozenSet(items.into_boxed_slice()),
-                    _ => NodeKind::Dict(Self::pairs(items, ins)?),
+                    O::LIST => Kind::List(Box::new(items)),
+                    O::TUPLE => Kind::Tuple(self.intern(&items, offset)?),
+                    O::FROZENSET => Kind::FrozenSet(self.intern(&items, offset)?),
+                    _ => Kind::Dict(Box::new(Self::pairs(items, ins)?)),
                 };
                 self.push_new(cur, kind, ins, depth)?;
             }
@@ -681,7 +705,8 @@ impl<'a> Run<'a, '_> {
                 let at = cur.stack.len().saturating_sub(n);
                 let items = cur.stack.split_off(at);
                 let depth = self.nest(&items, offset)?;
-                self.push_new(cur, NodeKind::Tuple(items.into_boxed_slice()), ins, depth)?;
+                let items = self.intern(&items, offset)?;
+                self.push_new(cur, Kind::Tuple(items), ins, depth)?;
             }
             O::APPEND => {
                 Self::need(cur, 2, ins)?;
@@ -771,20 +796,13 @@ impl<'a> Run<'a, '_> {
                     protocol: cur.proto,
                     operands: None,
                 };
-                self.push_new(cur, NodeKind::Global(Box::new(g)), ins, 0)?;
+                self.push_new(cur, Kind::Global(Box::new(g)), ins, 0)?;
             }
             O::STACK_GLOBAL => {
                 Self::need(cur, 2, ins)?;
                 let name_id = Self::pop(cur, ins)?;
                 let module_id = Self::pop(cur, ins)?;
-                let as_str = |id: NodeId| -> std::result::Result<Cow<'a, str>, &'static str> {
-                    match self.graph.kind(id) {
-                        Some(NodeKind::Str(s)) => Ok(s.clone()),
-                        Some(other) => Err(other.name()),
-                        None => Err("unknown"),
-                    }
-                };
-                let (module, name) = match (as_str(module_id), as_str(name_id)) {
+                let (module, name) = match (self.graph.text(module_id), self.graph.text(name_id)) {
                     (Ok(m), Ok(n)) => (m, n),
                     (m, n) => {
                         let kind = |r: std::result::Result<Cow<'a, str>, &'static str>| match r {
@@ -808,7 +826,7 @@ impl<'a> Run<'a, '_> {
                     protocol: cur.proto,
                     operands: Some((module_id, name_id)),
                 };
-                self.push_new(cur, NodeKind::Global(Box::new(g)), ins, 1)?;
+                self.push_new(cur, Kind::Global(Box::new(g)), ins, 1)?;
             }
             O::EXT1 | O::EXT2 | O::EXT4 => {
                 let code = match ins.arg {
@@ -823,7 +841,7 @@ impl<'a> Run<'a, '_> {
                         reason: format!("extension code {code} is not positive"),
                     }
                 })?;
-                self.push_new(cur, NodeKind::Ext { code }, ins, 0)?;
+                self.push_new(cur, Kind::Ext { code }, ins, 0)?;
             }
 
             // Calls.
@@ -832,18 +850,14 @@ impl<'a> Run<'a, '_> {
                 let args = Self::pop(cur, ins)?;
                 let callable = Self::pop(cur, ins)?;
                 let depth = self.nest(&[callable, args], offset)?;
-                self.push_new(cur, NodeKind::Reduce { callable, args }, ins, depth)?;
+                self.push_new(cur, Kind::Reduce { callable, args }, ins, depth)?;
             }
             O::NEWOBJ => {
                 Self::need(cur, 2, ins)?;
                 let args = Self::pop(cur, ins)?;
                 let cls = Self::pop(cur, ins)?;
                 let depth = self.nest(&[cls, args], offset)?;
-                let kind = NodeKind::NewObj {
-                    cls,
-                    args,
-                    kwargs: None,
-                };
+                let kind = Kind::NewObj { cls, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::NEWOBJ_EX => {
@@ -852,11 +866,7 @@ impl<'a> Run<'a, '_> {
                 let args = Self::pop(cur, ins)?;
                 let cls = Self::pop(cur, ins)?;
                 let depth = self.nest(&[cls, args, kwargs], offset)?;
-                let kind = NodeKind::NewObj {
-                    cls,
-                    args,
-                    kwargs: Some(kwargs),
-                };
+                let kind = Kind::NewObjEx { cls, args, kwargs };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::OBJ => {
@@ -870,10 +880,8 @@ impl<'a> Run<'a, '_> {
                     });
                 };
                 let depth = self.nest(&items, offset)?;
-                let kind = NodeKind::Obj {
-                    cls,
-                    args: args.into(),
-                };
+                let args = self.intern(args, offset)?;
+                let kind = Kind::Obj { cls, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::INST => {
@@ -888,12 +896,10 @@ impl<'a> Run<'a, '_> {
                     protocol: cur.proto,
                     operands: None,
                 };
-                let class = self.add(NodeKind::Global(Box::new(g)), offset, ins.opcode, 0)?;
+                let class = self.add(Kind::Global(Box::new(g)), offset, ins.opcode, 0)?;
                 let depth = self.nest(&items, offset)?;
-                let kind = NodeKind::Inst {
-                    class,
-                    args: items.into_boxed_slice(),
-                };
+                let args = self.intern(&items, offset)?;
+                let kind = Kind::Inst { class, args };
                 self.push_new(cur, kind, ins, depth)?;
             }
             O::BUILD => {
@@ -910,9 +916,7 @@ impl<'a> Run<'a, '_> {
                 let depth = self
                     .depth_of(target)
                     .max(self.depth_of(state).saturating_add(1));
-                if let Some(node) = self.graph.get_mut(target) {
-                    node.depth = depth;
-                }
+                self.graph.raise_depth(target, depth);
                 self.note_depth(depth, offset)?;
                 return self.after_build(cur, target, state, ins);
             }
@@ -922,13 +926,13 @@ impl<'a> Run<'a, '_> {
                 let Arg::Str(s) = take_arg(ins) else {
                     return Err(Self::bad_arg(ins));
                 };
-                let pid = self.add(NodeKind::Str(s), offset, ins.opcode, 0)?;
-                self.push_new(cur, NodeKind::PersId { pid }, ins, 1)?;
+                let pid = self.add(Kind::Str(Box::new(s)), offset, ins.opcode, 0)?;
+                self.push_new(cur, Kind::PersId { pid }, ins, 1)?;
             }
             O::BINPERSID => {
                 let pid = Self::pop(cur, ins)?;
                 let depth = self.nest(&[pid], offset)?;
-                self.push_new(cur, NodeKind::PersId { pid }, ins, depth)?;
+                self.push_new(cur, Kind::PersId { pid }, ins, depth)?;
             }
             O::NEXT_BUFFER => {
                 let index = self.stats.buffers;
@@ -942,12 +946,12 @@ impl<'a> Run<'a, '_> {
                     });
                 }
                 self.stats.buffers = index.saturating_add(1);
-                self.push_new(cur, NodeKind::Buffer { index }, ins, 0)?;
+                self.push_new(cur, Kind::Buffer { index }, ins, 0)?;
             }
             O::READONLY_BUFFER => {
                 let inner = Self::pop(cur, ins)?;
                 let depth = self.nest(&[inner], offset)?;
-                self.push_new(cur, NodeKind::ReadOnly { inner }, ins, depth)?;
+                self.push_new(cur, Kind::ReadOnly { inner }, ins, depth)?;
             }
         }
         Ok(Step::Continue)
@@ -980,11 +984,11 @@ impl<'a> Run<'a, '_> {
                 self.stats.inline_data_bytes = self.stats.inline_data_bytes.saturating_add(len);
                 let depth = self.nest(&[target], position)?;
                 let id = self.add(
-                    NodeKind::InlineData {
+                    Kind::InlineData(Box::new(Inline {
                         wrapper: target,
                         offset: to_u64(data_start),
                         len,
-                    },
+                    })),
                     position,
                     ins.opcode,
                     depth,

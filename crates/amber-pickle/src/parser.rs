@@ -340,7 +340,7 @@ impl<'a, 'h> Parser<'a, 'h> {
                 remaining: to_u64(self.data.len().saturating_sub(out.end_pos)),
             });
         }
-        let globals = summarize_globals(&out.graph, &out.globals);
+        let globals = summarize_globals(&out.graph, out.graph.globals());
         let end = out.end;
         Ok(Pickle {
             graph: out.graph,
@@ -402,7 +402,7 @@ mod tests {
     use crate::error::LimitKind;
     use crate::graph::EventKind;
 
-    fn kind<'p>(p: &'p Pickle<'_>, id: NodeId) -> &'p NodeKind<'p> {
+    fn kind<'p>(p: &'p Pickle<'_>, id: NodeId) -> NodeKind<'p> {
         p.graph().kind(id).unwrap()
     }
 
@@ -533,7 +533,7 @@ mod tests {
             panic!("not inst");
         };
         assert_eq!(args.len(), 1);
-        assert!(p.graph().get(*class).unwrap().as_global().is_some());
+        assert!(p.graph().get(class).unwrap().as_global().is_some());
         let p = parse(b"(cmod\nf\nK\x01o.").unwrap();
         assert!(matches!(kind(&p, p.root()), NodeKind::Obj { .. }));
         assert_eq!(p.globals().len(), 1);

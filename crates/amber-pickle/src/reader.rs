@@ -285,6 +285,47 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// For the machine's fast path: the length of the argument of a leaf
+    /// opcode (see `graph::is_leaf_opcode`) in `arg`, the bytes after the
+    /// opcode up to the end of the frame or input, when [`Reader::fast_arg`]
+    /// would decode it: the same bounds, limits and UTF-8 check, without
+    /// building the value (the graph decodes a leaf again when asked).
+    #[inline(always)]
+    pub(crate) fn fast_leaf_len(&self, opcode: Opcode, arg: &[u8]) -> Option<usize> {
+        let (head, max): (usize, usize) = match opcode.arg() {
+            ArgKind::None => return Some(0),
+            ArgKind::U8 => return (!arg.is_empty()).then_some(1),
+            ArgKind::U16 => return (arg.len() >= 2).then_some(2),
+            ArgKind::I32 => return (arg.len() >= 4).then_some(4),
+            ArgKind::F64 => return (arg.len() >= 8).then_some(8),
+            ArgKind::Bytes1 => (1, usize::from(*arg.first()?)),
+            ArgKind::Bytes4 => (
+                4,
+                usize::try_from(u32::from_le_bytes(arg.get(..4)?.try_into().ok()?)).ok()?,
+            ),
+            ArgKind::Bytes8 => (
+                8,
+                usize::try_from(u64::from_le_bytes(arg.get(..8)?.try_into().ok()?)).ok()?,
+            ),
+            _ => return None,
+        };
+        let end = head.checked_add(max)?;
+        let raw = arg.get(head..end)?;
+        let n = to_u64(max);
+        if matches!(
+            opcode,
+            Opcode::SHORT_BINUNICODE | Opcode::BINUNICODE | Opcode::BINUNICODE8
+        ) {
+            if n > self.limits.max_str_len || !(raw.is_ascii() || std::str::from_utf8(raw).is_ok())
+            {
+                return None;
+            }
+        } else if n > self.limits.max_bytes_len {
+            return None;
+        }
+        Some(end)
+    }
+
     /// A length-prefixed payload for [`Reader::fast_arg`]: `head` length
     /// bytes, then `len` bytes, all inside `window` (which starts at `at`).
     #[inline]

@@ -83,6 +83,7 @@ enum Work {
 pub fn render_tree(graph: &Graph<'_>, root: NodeId, opts: &TreeOptions) -> String {
     let index = graph.event_index();
     let mut shown = vec![false; graph.len()];
+    let mut shown_leaves = std::collections::HashSet::new();
     let mut out = String::new();
     let mut lines = 0usize;
     let mut work = vec![Work::Node {
@@ -117,7 +118,12 @@ pub fn render_tree(graph: &Graph<'_>, root: NodeId, opts: &TreeOptions) -> Strin
             out.push('\n');
             continue;
         }
-        let seen = shown.get(id.index()).copied().unwrap_or(true);
+        let seen = if id.is_leaf() {
+            // A leaf with events (hostile streams only).
+            !shown_leaves.insert(id)
+        } else {
+            shown.get(id.index()).copied().unwrap_or(true)
+        };
         if seen {
             let _ = writeln!(out, "-> {id}");
             continue;
@@ -199,37 +205,37 @@ fn pairs(
     }
 }
 
-fn child_entries(graph: &Graph<'_>, node: &Node<'_>, opts: &TreeOptions) -> Entries {
+fn child_entries(graph: &Graph<'_>, node: Node<'_>, opts: &TreeOptions) -> Entries {
     let mut e = Entries::new();
     match node.kind() {
         NodeKind::Tuple(items) | NodeKind::FrozenSet(items) => seq(&mut e, "", items, opts),
         NodeKind::List(items) | NodeKind::Set(items) => seq(&mut e, "", items, opts),
         NodeKind::Dict(items) => pairs(graph, &mut e, "", items, opts),
         NodeKind::Reduce { callable, args } => {
-            e.push(("callable: ".to_owned(), Some(*callable)));
-            e.push(("args: ".to_owned(), Some(*args)));
+            e.push(("callable: ".to_owned(), Some(callable)));
+            e.push(("args: ".to_owned(), Some(args)));
         }
         NodeKind::NewObj { cls, args, kwargs } => {
-            e.push(("cls: ".to_owned(), Some(*cls)));
-            e.push(("args: ".to_owned(), Some(*args)));
+            e.push(("cls: ".to_owned(), Some(cls)));
+            e.push(("args: ".to_owned(), Some(args)));
             if let Some(k) = kwargs {
-                e.push(("kwargs: ".to_owned(), Some(*k)));
+                e.push(("kwargs: ".to_owned(), Some(k)));
             }
         }
         NodeKind::Obj { cls, args } => {
-            e.push(("cls: ".to_owned(), Some(*cls)));
+            e.push(("cls: ".to_owned(), Some(cls)));
             seq(&mut e, "arg", args, opts);
         }
         NodeKind::Inst { class, args } => {
-            e.push(("class: ".to_owned(), Some(*class)));
+            e.push(("class: ".to_owned(), Some(class)));
             seq(&mut e, "arg", args, opts);
         }
-        NodeKind::PersId { pid } => e.push(("pid: ".to_owned(), Some(*pid))),
-        NodeKind::ReadOnly { inner } => e.push(("inner: ".to_owned(), Some(*inner))),
-        NodeKind::InlineData { wrapper, .. } => e.push(("wrapper: ".to_owned(), Some(*wrapper))),
+        NodeKind::PersId { pid } => e.push(("pid: ".to_owned(), Some(pid))),
+        NodeKind::ReadOnly { inner } => e.push(("inner: ".to_owned(), Some(inner))),
+        NodeKind::InlineData { wrapper, .. } => e.push(("wrapper: ".to_owned(), Some(wrapper))),
         NodeKind::NestedPickle { wrapper, root, .. } => {
-            e.push(("wrapper: ".to_owned(), Some(*wrapper)));
-            e.push(("root: ".to_owned(), Some(*root)));
+            e.push(("wrapper: ".to_owned(), Some(wrapper)));
+            e.push(("root: ".to_owned(), Some(root)));
         }
         NodeKind::Global(g) => {
             if let Some((m, n)) = g.operands {
@@ -261,14 +267,14 @@ fn event_entries(graph: &Graph<'_>, index: &EventIndex, id: NodeId, opts: &TreeO
     e
 }
 
-fn summary(graph: &Graph<'_>, node: &Node<'_>, opts: &TreeOptions) -> String {
+fn summary(graph: &Graph<'_>, node: Node<'_>, opts: &TreeOptions) -> String {
     let n = opts.max_value_len;
     match node.kind() {
         NodeKind::None => "None".to_owned(),
-        NodeKind::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
+        NodeKind::Bool(b) => if b { "True" } else { "False" }.to_owned(),
         NodeKind::Int(v) => v.to_string(),
         NodeKind::BigInt(b) => format_le_int(b),
-        NodeKind::Float(v) => format_float(*v),
+        NodeKind::Float(v) => format_float(v),
         NodeKind::Str(s) => repr_str(s, n),
         NodeKind::Bytes(b) => repr_bytes(b, n),
         NodeKind::ByteArray(b) => format!("bytearray({})", repr_bytes(b, n)),
@@ -287,10 +293,10 @@ fn summary(graph: &Graph<'_>, node: &Node<'_>, opts: &TreeOptions) -> String {
                 format!("global {canonical} (written {written})")
             }
         }
-        NodeKind::Reduce { callable, .. } => format!("reduce {}", callee(graph, *callable)),
-        NodeKind::NewObj { cls, .. } => format!("newobj {}", callee(graph, *cls)),
-        NodeKind::Obj { cls, .. } => format!("obj {}", callee(graph, *cls)),
-        NodeKind::Inst { class, .. } => format!("inst {}", callee(graph, *class)),
+        NodeKind::Reduce { callable, .. } => format!("reduce {}", callee(graph, callable)),
+        NodeKind::NewObj { cls, .. } => format!("newobj {}", callee(graph, cls)),
+        NodeKind::Obj { cls, .. } => format!("obj {}", callee(graph, cls)),
+        NodeKind::Inst { class, .. } => format!("inst {}", callee(graph, class)),
         NodeKind::PersId { .. } => "persistent id".to_owned(),
         NodeKind::Ext { code } => format!("extension {code}"),
         NodeKind::Buffer { index } => format!("out-of-band buffer {index}"),

@@ -168,7 +168,11 @@ impl Analyser<'_, '_, '_> {
             built: HashSet::new(),
             content_jobs: Vec::new(),
         };
-        for (id, node) in graph.iter() {
+        for (id, node) in graph
+            .globals()
+            .iter()
+            .filter_map(|&id| Some((id, graph.get(id)?)))
+        {
             if let NodeKind::Global(g) = node.kind() {
                 let name = g.dotted();
                 let entry = run.an.policy.entry(&name, run.an.joblib);
@@ -218,7 +222,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         });
     }
 
-    fn not_allowed(&mut self, name: &str, node: &Node<'_>) {
+    fn not_allowed(&mut self, name: &str, node: Node<'_>) {
         let dangerous = name
             .split('.')
             .any(|s| DANGEROUS_SEGMENTS.contains(&s) || (s.starts_with("__") && s.ends_with("__")));
@@ -258,7 +262,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         self.global(id).map(|r| &*r.name)
     }
 
-    fn node(&mut self, node: &Node<'_>) {
+    fn node(&mut self, node: Node<'_>) {
         match node.kind() {
             NodeKind::Obj { .. } | NodeKind::Inst { .. } => self.refused(
                 node,
@@ -280,13 +284,13 @@ impl<'x> Run<'_, 'x, '_, '_> {
             NodeKind::NewObj {
                 kwargs: Some(_), ..
             } => self.refused(node, "calls `cls.__new__` with keyword arguments"),
-            NodeKind::NewObj { cls, args, .. } => self.newobj(node, *cls, *args),
-            NodeKind::Reduce { callable, args } => self.reduce(node, *callable, *args),
+            NodeKind::NewObj { cls, args, .. } => self.newobj(node, cls, args),
+            NodeKind::Reduce { callable, args } => self.reduce(node, callable, args),
             _ => {}
         }
     }
 
-    fn refused(&mut self, node: &Node<'_>, why: &str) {
+    fn refused(&mut self, node: Node<'_>, why: &str) {
         let op = node.opcode();
         self.push(
             "opcode.refused",
@@ -298,7 +302,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         );
     }
 
-    fn newobj(&mut self, node: &Node<'_>, cls: NodeId, args: NodeId) {
+    fn newobj(&mut self, node: Node<'_>, cls: NodeId, args: NodeId) {
         let Some(resolved) = self.global(cls) else {
             let kind = self.kind_name(cls);
             self.push(
@@ -341,7 +345,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
-    fn reduce(&mut self, node: &Node<'_>, callable: NodeId, args: NodeId) {
+    fn reduce(&mut self, node: Node<'_>, callable: NodeId, args: NodeId) {
         let Some(resolved) = self.global(callable) else {
             let kind = self.kind_name(callable);
             self.push(
@@ -388,7 +392,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
         self.an.graph.kind(id).map_or("value", NodeKind::name)
     }
 
-    fn get(&self, id: NodeId) -> Option<&NodeKind<'_>> {
+    fn get(&self, id: NodeId) -> Option<NodeKind<'_>> {
         self.an.graph.kind(id)
     }
 
@@ -436,7 +440,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
     /// A call of the named global.
     fn is_call_of(&self, id: NodeId, name: &str) -> bool {
         match self.get(id) {
-            Some(NodeKind::Reduce { callable, .. }) => self.global_name(*callable) == Some(name),
+            Some(NodeKind::Reduce { callable, .. }) => self.global_name(callable) == Some(name),
             _ => false,
         }
     }
@@ -457,10 +461,10 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 | NodeKind::Buffer { .. },
             ) => true,
             Some(NodeKind::ReadOnly { inner }) => {
-                matches!(self.get(*inner), Some(NodeKind::Buffer { .. }))
+                matches!(self.get(inner), Some(NodeKind::Buffer { .. }))
             }
             Some(NodeKind::Reduce { callable, .. }) => {
-                self.global_name(*callable) == Some("_codecs.encode")
+                self.global_name(callable) == Some("_codecs.encode")
             }
             _ => false,
         }
@@ -706,12 +710,12 @@ impl<'x> Run<'_, 'x, '_, '_> {
         match self.get(target)? {
             NodeKind::NewObj {
                 cls, kwargs: None, ..
-            } => self.global(*cls).map(|r| (&r.name, r.entry)),
+            } => self.global(cls).map(|r| (&r.name, r.entry)),
             NodeKind::Reduce { callable, args } => {
-                let f = self.global(*callable)?;
+                let f = self.global(callable)?;
                 match f.entry {
                     Some(e) if e.call.is_some_and(ArgCheck::makes_first_arg) => {
-                        let first = *self.tuple(*args)?.first()?;
+                        let first = *self.tuple(args)?.first()?;
                         self.global(first).map(|r| (&r.name, r.entry))
                     }
                     entry => Some((&f.name, entry)),

@@ -817,12 +817,12 @@ pub fn decode_with<'g>(
         .ok_or_else(|| not_array("no such node".to_owned()))?;
     let (dtype, shape, order, data) = match node.kind() {
         NodeKind::Reduce { callable, args } => {
-            if global_is(graph, *callable, FROMBUFFER) {
-                from_buffer(graph, *args, arrays, offset, builds)?
-            } else if global_is(graph, *callable, RECONSTRUCT) {
-                reconstruct(graph, id, *args, offset, builds)?
+            if global_is(graph, callable, FROMBUFFER) {
+                from_buffer(graph, args, arrays, offset, builds)?
+            } else if global_is(graph, callable, RECONSTRUCT) {
+                reconstruct(graph, id, args, offset, builds)?
             } else {
-                let name = global_name(graph, *callable).ok_or_else(|| {
+                let name = global_name(graph, callable).ok_or_else(|| {
                     not_array("a call of something that is not a global".to_owned())
                 })?;
                 return Err(not_array(format!("a call of `{name}`")));
@@ -833,9 +833,9 @@ pub fn decode_with<'g>(
             offset: at,
             len,
         } => {
-            let (dtype, shape, order) = joblib_wrapper(graph, *wrapper, offset, builds)?;
+            let (dtype, shape, order) = joblib_wrapper(graph, wrapper, offset, builds)?;
             let data = arrays
-                .inline(*at, *len)
+                .inline(at, len)
                 .ok_or_else(|| ArrayError::MissingBytes {
                     offset,
                     what: format!("inline data of {len} bytes at {at}"),
@@ -897,7 +897,7 @@ pub fn object_items<'g>(
     };
     let mut id = id;
     if let Some(NodeKind::NestedPickle { root, .. }) = graph.kind(id) {
-        id = *root;
+        id = root;
     }
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(ArrayError::NotAnArray {
@@ -905,8 +905,8 @@ pub fn object_items<'g>(
             reason: "not `_reconstruct(...)`".to_owned(),
         });
     };
-    let name = global_name(graph, *callable).unwrap_or_default();
-    let cls = tuple(graph, *args).and_then(|t| t.first().copied());
+    let name = global_name(graph, callable).unwrap_or_default();
+    let cls = tuple(graph, args).and_then(|t| t.first().copied());
     if !RECONSTRUCT.contains(&name.as_str())
         || cls.and_then(|c| global_name(graph, c)).as_deref() != Some("numpy.ndarray")
     {
@@ -944,13 +944,13 @@ fn from_buffer<'g>(
         .ok_or_else(|| malformed("takes (buffer, dtype, shape, order)"))?;
     let mut buf = buf;
     if let Some(NodeKind::ReadOnly { inner }) = graph.kind(buf) {
-        buf = *inner;
+        buf = inner;
     }
     let data: &'g [u8] = match graph.kind(buf) {
         Some(NodeKind::Bytes(b) | NodeKind::ByteArray(b)) => b,
         Some(NodeKind::Buffer { index }) => {
             arrays
-                .buffer(*index)
+                .buffer(index)
                 .ok_or_else(|| ArrayError::MissingBytes {
                     offset,
                     what: format!("out-of-band buffer {index}"),
@@ -1029,8 +1029,8 @@ fn raw_data<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<Cow<'g, [u8]>> {
             Some(Cow::Borrowed(b))
         }
         NodeKind::Reduce { callable, args } => {
-            let name = global_name(graph, *callable)?;
-            let args = tuple(graph, *args)?;
+            let name = global_name(graph, callable)?;
+            let args = tuple(graph, args)?;
             // Protocols 0–2 write `b''` as `bytes()`.
             if name == "builtins.bytes" && args.is_empty() {
                 return Some(Cow::Borrowed(&[]));
@@ -1076,8 +1076,8 @@ fn joblib_wrapper(
         reason: format!("joblib array wrapper {reason}"),
     };
     let class = match graph.kind(wrapper) {
-        Some(NodeKind::NewObj { cls, .. }) => Some(*cls),
-        Some(NodeKind::Reduce { args, .. }) => tuple(graph, *args).and_then(|t| t.first().copied()),
+        Some(NodeKind::NewObj { cls, .. }) => Some(cls),
+        Some(NodeKind::Reduce { args, .. }) => tuple(graph, args).and_then(|t| t.first().copied()),
         _ => None,
     };
     if !class.is_some_and(|c| global_is(graph, c, JOBLIB_WRAPPERS)) {
@@ -1182,10 +1182,10 @@ fn dtype_at(
     let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     };
-    if !global_is(graph, *callable, &["numpy.dtype"]) {
+    if !global_is(graph, callable, &["numpy.dtype"]) {
         return Err(fail("not a call of `numpy.dtype`".to_owned()));
     }
-    let descr = tuple(graph, *args)
+    let descr = tuple(graph, args)
         .filter(|t| (1..=3).contains(&t.len()))
         .and_then(|t| t.first())
         .and_then(|&d| text_of(graph, d))

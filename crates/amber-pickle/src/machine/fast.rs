@@ -14,8 +14,9 @@
 //!
 //! [`Instruction`]: crate::reader::Instruction
 
-use super::{Machine, NO_ENTRY, Run, node_bytes};
-use crate::graph::{Node, NodeId, NodeKind};
+use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
+use crate::graph::{Event, EventKind};
+use crate::graph::{Items, Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
 use crate::reader::Arg;
@@ -33,15 +34,85 @@ impl<'a> Run<'a, '_> {
         let Some(&byte) = window.first() else {
             return false;
         };
-        let Some(opcode) = Opcode::from_byte(byte) else {
+        // One dispatch on the byte for the commonest opcodes, each with its
+        // opcode a constant so that its checks compile to a few instructions.
+        let next = match byte {
+            0x8c => self.leaf_op(cur, window, pos, Opcode::SHORT_BINUNICODE),
+            b'K' => self.leaf_op(cur, window, pos, Opcode::BININT1),
+            b'M' => self.leaf_op(cur, window, pos, Opcode::BININT2),
+            b'J' => self.leaf_op(cur, window, pos, Opcode::BININT),
+            b'G' => self.leaf_op(cur, window, pos, Opcode::BINFLOAT),
+            b'N' => self.leaf_op(cur, window, pos, Opcode::NONE),
+            0x88 => self.leaf_op(cur, window, pos, Opcode::NEWTRUE),
+            0x89 => self.leaf_op(cur, window, pos, Opcode::NEWFALSE),
+            b'C' => self.leaf_op(cur, window, pos, Opcode::SHORT_BINBYTES),
+            0x94 => self.other_op(cur, window, pos, Opcode::MEMOIZE),
+            b'h' => self.other_op(cur, window, pos, Opcode::BINGET),
+            b'q' => self.other_op(cur, window, pos, Opcode::BINPUT),
+            b'(' => self.other_op(cur, window, pos, Opcode::MARK),
+            0x85 => self.other_op(cur, window, pos, Opcode::TUPLE1),
+            0x86 => self.other_op(cur, window, pos, Opcode::TUPLE2),
+            0x87 => self.other_op(cur, window, pos, Opcode::TUPLE3),
+            b't' => self.other_op(cur, window, pos, Opcode::TUPLE),
+            b'R' => self.other_op(cur, window, pos, Opcode::REDUCE),
+            b'b' => self.other_op(cur, window, pos, Opcode::BUILD),
+            _ => {
+                let Some(opcode) = Opcode::from_byte(byte) else {
+                    return false;
+                };
+                self.other_op(cur, window, pos, opcode)
+            }
+        };
+        let Some(next) = next else {
             return false;
         };
+        self.count(byte);
+        // Protocol 4+ memoizes almost every value it pushes: take a
+        // `MEMOIZE` that follows in the same frame without another dispatch.
+        let next = if window.get(next.saturating_sub(pos)) == Some(&Opcode::MEMOIZE.byte())
+            && self.stats.opcodes < self.limits.max_opcodes
+            && self.fast_put(cur, cur.memo_len)
+        {
+            self.count(Opcode::MEMOIZE.byte());
+            next.saturating_add(1)
+        } else {
+            next
+        };
+        cur.reader.advance_to(next);
+        true
+    }
+
+    /// A leaf opcode at `pos` (`window` starts there): the position after it.
+    #[inline(always)]
+    fn leaf_op(
+        &mut self,
+        cur: &mut Machine<'a>,
+        window: &[u8],
+        pos: usize,
+        opcode: Opcode,
+    ) -> Option<usize> {
+        // Checking the argument (UTF-8 included) is all decoding does
+        // here; the leaf is decoded again only if someone looks at it.
+        let len = cur.reader.fast_leaf_len(opcode, window.get(1..)?)?;
+        self.fast_leaf(cur, pos)
+            .then_some(pos.saturating_add(1).saturating_add(len))
+    }
+
+    /// Any other opcode the fast path takes: the position after it.
+    #[inline(always)]
+    fn other_op(
+        &mut self,
+        cur: &mut Machine<'a>,
+        window: &[u8],
+        pos: usize,
+        opcode: Opcode,
+    ) -> Option<usize> {
         let at = pos.saturating_add(1);
-        let next = match opcode {
+        match opcode {
             Opcode::MEMOIZE => self.fast_put(cur, cur.memo_len).then_some(at),
             Opcode::BINPUT | Opcode::LONG_BINPUT | Opcode::BINGET | Opcode::LONG_BINGET => {
                 let Some((Arg::Uint(index), next)) = cur.reader.fast_arg(opcode, at) else {
-                    return false;
+                    return None;
                 };
                 let done = if matches!(opcode, Opcode::BINPUT | Opcode::LONG_BINPUT) {
                     self.fast_put(cur, index)
@@ -51,6 +122,10 @@ impl<'a> Run<'a, '_> {
                 done.then_some(next)
             }
             Opcode::MARK => self.fast_mark(cur).then_some(at),
+            Opcode::APPENDS | Opcode::SETITEMS | Opcode::ADDITEMS => {
+                self.fast_extend(cur, opcode).then_some(at)
+            }
+            Opcode::BUILD => self.fast_build(cur, pos).then_some(at),
             Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE => {
                 let n = match opcode {
                     Opcode::TUPLE1 => 1,
@@ -62,76 +137,37 @@ impl<'a> Run<'a, '_> {
                     .then_some(at)
             }
             Opcode::TUPLE => {
-                let Some(&mark) = cur.marks.last() else {
-                    return false;
-                };
+                let &mark = cur.marks.last()?;
                 (mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode))
                     .then_some(at)
             }
+            _ if is_leaf_opcode(opcode) => self.leaf_op(cur, window, pos, opcode),
             _ => {
-                let Some((kind, depth, next)) = Self::fast_scalar(cur, opcode, at) else {
-                    return false;
-                };
-                self.fast_new(cur, kind, pos, opcode, depth).then_some(next)
+                let kind = Self::fast_empty(opcode)?;
+                self.fast_new(cur, kind, pos, opcode).then_some(at)
             }
-        };
-        let Some(next) = next else {
-            return false;
-        };
-        cur.reader.advance_to(next);
+        }
+    }
+
+    /// Count one opcode executed.
+    #[inline]
+    fn count(&mut self, byte: u8) {
         self.stats.opcodes = self.stats.opcodes.saturating_add(1);
         if let Some(c) = self.stats.op_counts.get_mut(usize::from(byte)) {
             *c = c.saturating_add(1);
         }
-        true
     }
 
-    /// The node a scalar or empty-container opcode creates, its depth and
-    /// the position after the opcode (as `step` makes them).
+    /// The node an empty-container opcode creates (depth 1).
     #[inline]
-    fn fast_scalar(
-        cur: &Machine<'a>,
-        opcode: Opcode,
-        at: usize,
-    ) -> Option<(NodeKind<'a>, u32, usize)> {
-        use Opcode as O;
-        let (kind, depth) = match opcode {
-            O::NONE => (NodeKind::None, 0),
-            O::NEWTRUE | O::NEWFALSE => (NodeKind::Bool(opcode == O::NEWTRUE), 0),
-            O::EMPTY_LIST => (NodeKind::List(Vec::new()), 1),
-            O::EMPTY_DICT => (NodeKind::Dict(Vec::new()), 1),
-            O::EMPTY_TUPLE => (NodeKind::Tuple(Box::default()), 1),
-            O::EMPTY_SET => (NodeKind::Set(Vec::new()), 1),
-            O::BININT | O::BININT1 | O::BININT2 | O::BINFLOAT => {
-                let (arg, next) = cur.reader.fast_arg(opcode, at)?;
-                let kind = match arg {
-                    Arg::Uint(v) => NodeKind::Int(i64::try_from(v).ok()?),
-                    Arg::Int(v) => NodeKind::Int(v),
-                    Arg::Float(v) => NodeKind::Float(v),
-                    _ => return None,
-                };
-                return Some((kind, 0, next));
-            }
-            O::SHORT_BINUNICODE | O::BINUNICODE | O::BINUNICODE8 => {
-                let (Arg::Str(s), next) = cur.reader.fast_arg(opcode, at)? else {
-                    return None;
-                };
-                return Some((NodeKind::Str(s), 0, next));
-            }
-            O::SHORT_BINBYTES | O::BINBYTES | O::BINBYTES8 | O::BYTEARRAY8 | O::SHORT_BINSTRING => {
-                let (Arg::Bytes(b), next) = cur.reader.fast_arg(opcode, at)? else {
-                    return None;
-                };
-                let kind = match opcode {
-                    O::BYTEARRAY8 => NodeKind::ByteArray(b),
-                    O::SHORT_BINSTRING => NodeKind::LegacyStr(b),
-                    _ => NodeKind::Bytes(b),
-                };
-                return Some((kind, 0, next));
-            }
+    fn fast_empty(opcode: Opcode) -> Option<Kind<'a>> {
+        Some(match opcode {
+            Opcode::EMPTY_LIST => Kind::List(Box::default()),
+            Opcode::EMPTY_DICT => Kind::Dict(Box::default()),
+            Opcode::EMPTY_TUPLE => Kind::Tuple(Items::default()),
+            Opcode::EMPTY_SET => Kind::Set(Box::default()),
             _ => return None,
-        };
-        Some((kind, depth, at))
+        })
     }
 
     /// The stack depth (all levels) after popping `popped` entries and
@@ -151,8 +187,8 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn fast_fits(&self, bytes: u64) -> bool {
         let len = self.graph.len();
-        u32::try_from(len).is_ok_and(|i| i != NO_ENTRY)
-            && to_u64(len).saturating_add(1) <= self.limits.max_nodes
+        u32::try_from(len).is_ok_and(|i| i < NO_ENTRY >> 1)
+            && self.values().saturating_add(1) <= self.limits.max_nodes
             && self.graph_bytes.saturating_add(bytes) <= self.limits.max_graph_bytes
     }
 
@@ -161,13 +197,13 @@ impl<'a> Run<'a, '_> {
     #[inline]
     fn fast_add(
         &mut self,
-        kind: NodeKind<'a>,
+        kind: Kind<'a>,
         bytes: u64,
         pos: usize,
         opcode: Opcode,
         depth: u32,
     ) -> Option<NodeId> {
-        let id = self.graph.push(Node {
+        let id = self.graph.push(Stored {
             kind,
             offset: to_u64(pos),
             opcode,
@@ -184,15 +220,30 @@ impl<'a> Run<'a, '_> {
         self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
     }
 
-    /// A scalar or empty container.
+    /// A leaf scalar.
+    #[inline]
+    fn fast_leaf(&mut self, cur: &mut Machine<'a>, pos: usize) -> bool {
+        let Some(total) = self.fast_room(cur, 0, 1) else {
+            return false;
+        };
+        if self.values().saturating_add(1) > self.limits.max_nodes {
+            return false;
+        }
+        let Some(id) = self.graph.push_leaf(pos) else {
+            return false;
+        };
+        self.fast_push(cur, id, total);
+        true
+    }
+
+    /// An empty container.
     #[inline]
     fn fast_new(
         &mut self,
         cur: &mut Machine<'a>,
-        kind: NodeKind<'a>,
+        kind: Kind<'a>,
         pos: usize,
         opcode: Opcode,
-        depth: u32,
     ) -> bool {
         let bytes = node_bytes(&kind);
         let Some(total) = self.fast_room(cur, 0, 1) else {
@@ -201,7 +252,7 @@ impl<'a> Run<'a, '_> {
         if !self.fast_fits(bytes) {
             return false;
         }
-        let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
+        let Some(id) = self.fast_add(kind, bytes, pos, opcode, 1) else {
             return false;
         };
         self.fast_push(cur, id, total);
@@ -236,15 +287,26 @@ impl<'a> Run<'a, '_> {
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
-        let kind = match (opcode, items) {
-            (Opcode::REDUCE, &[callable, args]) => NodeKind::Reduce { callable, args },
+        let (reduce, bytes) = match (opcode, items) {
+            (Opcode::REDUCE, &[callable, args]) => {
+                let kind = Kind::Reduce { callable, args };
+                let bytes = node_bytes(&kind);
+                (Some(kind), bytes)
+            }
             (Opcode::REDUCE, _) => return false,
-            _ => NodeKind::Tuple(items.into()),
+            _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
         };
-        let bytes = node_bytes(&kind);
         if !self.fast_fits(bytes) {
             return false;
         }
+        // Interned only once the node is certain to be added.
+        let kind = match reduce {
+            Some(kind) => kind,
+            None => match self.graph.intern(items) {
+                Some(items) => Kind::Tuple(items),
+                None => return false,
+            },
+        };
         let Some(id) = self.fast_add(kind, bytes, pos, opcode, depth) else {
             return false;
         };
@@ -254,6 +316,107 @@ impl<'a> Run<'a, '_> {
         }
         self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
         self.fast_push(cur, id, total);
+        true
+    }
+
+    /// `APPENDS`, `SETITEMS`, `ADDITEMS` onto a literal container of the
+    /// matching type (anything else is an event, left to `step`).
+    #[inline]
+    fn fast_extend(&mut self, cur: &mut Machine<'a>, opcode: Opcode) -> bool {
+        let Some(&mark) = cur.marks.last() else {
+            return false;
+        };
+        // The target sits just below the mark, above the next fence.
+        let fence = cur
+            .marks
+            .len()
+            .checked_sub(2)
+            .and_then(|i| cur.marks.get(i))
+            .copied()
+            .unwrap_or(0);
+        let Some(target_at) = mark.checked_sub(1).filter(|&t| t >= fence) else {
+            return false;
+        };
+        let (Some(&target), Some(items)) = (cur.stack.get(target_at), cur.stack.get(mark..)) else {
+            return false;
+        };
+        let n = items.len();
+        let bytes = if opcode == Opcode::SETITEMS {
+            if !n.is_multiple_of(2) {
+                return false;
+            }
+            items_bytes(n / 2, 2 * ID_BYTES)
+        } else {
+            items_bytes(n, ID_BYTES)
+        };
+        if self.graph_bytes.saturating_add(bytes) > self.limits.max_graph_bytes {
+            return false;
+        }
+        let child = items
+            .iter()
+            .map(|&c| self.graph.depth(c))
+            .max()
+            .unwrap_or(0);
+        let Some(node) = self.graph.get_mut(target) else {
+            return false;
+        };
+        let depth = node.depth.max(child.saturating_add(1));
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
+        match (&mut node.kind, opcode) {
+            (Kind::Dict(dict), Opcode::SETITEMS) => {
+                dict.extend(items.chunks_exact(2).filter_map(|p| match *p {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                }));
+            }
+            (Kind::List(list), Opcode::APPENDS) => list.extend_from_slice(items),
+            (Kind::Set(set), Opcode::ADDITEMS) => set.extend_from_slice(items),
+            _ => return false,
+        }
+        node.depth = depth;
+        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        cur.stack.truncate(mark);
+        cur.marks.pop();
+        true
+    }
+
+    /// `BUILD` when no hook is installed (a hook decides what follows).
+    #[inline]
+    fn fast_build(&mut self, cur: &mut Machine<'a>, pos: usize) -> bool {
+        if self.hook.is_some() || cur.above_fence() < 2 {
+            return false;
+        }
+        let Some(&[target, state]) = cur
+            .stack
+            .len()
+            .checked_sub(2)
+            .and_then(|at| cur.stack.get(at..))
+        else {
+            return false;
+        };
+        if self.graph_bytes.saturating_add(EVENT_BYTES) > self.limits.max_graph_bytes {
+            return false;
+        }
+        let depth = self
+            .graph
+            .depth(target)
+            .max(self.graph.depth(state).saturating_add(1));
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
+        self.graph_bytes = self.graph_bytes.saturating_add(EVENT_BYTES);
+        self.graph.events.push(Event {
+            target,
+            offset: to_u64(pos),
+            opcode: Opcode::BUILD,
+            kind: EventKind::Build { state },
+        });
+        self.graph.raise_depth(target, depth);
+        self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        cur.stack.pop();
         true
     }
 

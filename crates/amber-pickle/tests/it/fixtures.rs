@@ -2,12 +2,15 @@
 //! globals agree with what `find_class` was asked for, and every
 //! truncation or single-byte corruption is an error, never a panic.
 
+use std::borrow::Cow;
+
+use amber_pickle::joblib::JoblibHook;
 use amber_pickle::{
-    Line, NodeKind, Opcode, Parser, PickleError, TreeOptions, disassemble, parse, parse_prefix,
-    render_tree,
+    Arg, Limits, Line, NodeId, NodeKind, Opcode, Parser, PickleError, Reader, TreeOptions,
+    disassemble, parse, parse_prefix, render_tree,
 };
 
-use crate::{expected, fixture};
+use crate::{data_dir, expected, fixture};
 
 /// Fixtures that are one plain pickle each (not joblib).
 fn pickle_fixtures() -> Vec<String> {
@@ -134,7 +137,7 @@ fn sklearn_models_have_the_expected_shape() {
     let NodeKind::NewObj { cls, .. } = root.kind() else {
         panic!("root is {:?}", root.kind());
     };
-    let g = p.graph().get(*cls).unwrap().as_global().unwrap();
+    let g = p.graph().get(cls).unwrap().as_global().unwrap();
     assert_eq!(
         g.dotted(),
         "sklearn.linear_model._logistic.LogisticRegression"
@@ -142,12 +145,15 @@ fn sklearn_models_have_the_expected_shape() {
     let builds: Vec<_> = p.graph().events_of(p.root()).collect();
     assert_eq!(builds.len(), 1);
     assert_eq!(builds[0].opcode, Opcode::BUILD);
-    // Protocol 5 in-band arrays are BYTEARRAY8 payloads borrowed from the input.
+    // Protocol 5 in-band arrays are BYTEARRAY8 payloads: leaves, decoded
+    // from the input when looked at.
     assert!(p.stats().count(Opcode::BYTEARRAY8) > 0);
+    let g = p.graph();
     assert!(
-        p.graph()
-            .iter()
-            .any(|(_, n)| matches!(n.kind(), NodeKind::ByteArray(std::borrow::Cow::Borrowed(_))))
+        g.iter()
+            .flat_map(|(id, _)| g.children(id))
+            .any(|c| c.is_leaf()
+                && matches!(g.kind(c), Some(NodeKind::ByteArray(b)) if !b.is_empty()))
     );
     let opts = TreeOptions::default().max_items(100);
     let tree = render_tree(p.graph(), p.root(), &opts);
@@ -181,7 +187,7 @@ fn python2_streams() {
     assert_eq!(p.graph().get(k).unwrap().as_bytes(), Some(&b"a"[..]));
     assert!(matches!(
         p.graph().kind(v),
-        Some(NodeKind::LegacyStr(b)) if b.as_ref() == b"b\n\x00'q"
+        Some(NodeKind::LegacyStr(b)) if b == b"b\n\x00'q"
     ));
     let u = pairs[2].1;
     assert_eq!(
@@ -351,20 +357,85 @@ fn nodes_record_their_opcode_and_offset() {
     // pickle.dumps({'a': (1, 2.5)}, protocol=4)
     let data = b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01G@\x04\x00\x00\x00\x00\x00\x00\x86\x94s.";
     let p = parse(data).unwrap();
-    let seen: Vec<(u64, Opcode)> = p
-        .graph()
-        .iter()
-        .map(|(_, n)| (n.offset(), n.opcode()))
-        .collect();
+    let g = p.graph();
+    let stored: Vec<(u64, Opcode)> = g.iter().map(|(_, n)| (n.offset(), n.opcode())).collect();
+    assert_eq!(stored, [(11, Opcode::EMPTY_DICT), (28, Opcode::TUPLE2)]);
+    // The scalars are leaves, with their own offset and opcode too.
+    let mut seen = Vec::new();
+    let mut work = vec![p.root()];
+    while let Some(id) = work.pop() {
+        let n = g.get(id).unwrap();
+        seen.push((n.offset(), n.opcode(), id.is_leaf()));
+        work.extend(g.children(id));
+    }
+    seen.sort_unstable_by_key(|s| s.0);
     assert_eq!(
         seen,
         vec![
-            (11, Opcode::EMPTY_DICT),
-            (13, Opcode::SHORT_BINUNICODE),
-            (17, Opcode::BININT1),
-            (19, Opcode::BINFLOAT),
-            (28, Opcode::TUPLE2),
+            (11, Opcode::EMPTY_DICT, false),
+            (13, Opcode::SHORT_BINUNICODE, true),
+            (17, Opcode::BININT1, true),
+            (19, Opcode::BINFLOAT, true),
+            (28, Opcode::TUPLE2, false),
         ]
     );
     assert_eq!(p.graph().get(p.root()).unwrap().depth(), 2);
+}
+
+/// What the general reader decodes at `offset`, as the value it pushes.
+fn reread(data: &[u8], offset: u64) -> (NodeKind<'_>, Opcode) {
+    let mut reader = Reader::new(data, offset as usize, Limits::unlimited()).unwrap();
+    let ins = reader.next_instruction().unwrap();
+    let kind = match (ins.opcode, ins.arg) {
+        (Opcode::NONE, _) => NodeKind::None,
+        (Opcode::NEWTRUE, _) => NodeKind::Bool(true),
+        (Opcode::NEWFALSE, _) => NodeKind::Bool(false),
+        (_, Arg::Int(v)) => NodeKind::Int(v),
+        (_, Arg::Uint(v)) => NodeKind::Int(i64::try_from(v).unwrap()),
+        (_, Arg::Float(v)) => NodeKind::Float(v),
+        (_, Arg::Str(Cow::Borrowed(s))) => NodeKind::Str(s),
+        (Opcode::BYTEARRAY8, Arg::Bytes(Cow::Borrowed(b))) => NodeKind::ByteArray(b),
+        (Opcode::SHORT_BINSTRING | Opcode::BINSTRING, Arg::Bytes(Cow::Borrowed(b))) => {
+            NodeKind::LegacyStr(b)
+        }
+        (_, Arg::Bytes(Cow::Borrowed(b))) => NodeKind::Bytes(b),
+        (op, arg) => panic!("{op:?} {arg:?} at {offset} is not a leaf"),
+    };
+    (kind, ins.opcode)
+}
+
+#[test]
+fn leaves_decode_as_the_reader_reads_them() {
+    let mut names: Vec<_> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".pkl") || n.ends_with(".joblib"))
+        .collect();
+    names.sort();
+    let mut leaves = 0;
+    for name in names {
+        let data = fixture(&name);
+        let mut hook = JoblibHook::new();
+        let mut parser = Parser::new(&data).allow_trailing(true);
+        if name.ends_with(".joblib") {
+            parser = parser.hook(&mut hook);
+        }
+        let Ok(p) = parser.parse() else { continue };
+        let g = p.graph();
+        let mut ids: Vec<NodeId> = g.iter().flat_map(|(id, _)| g.children(id)).collect();
+        ids.push(p.root());
+        for e in g.events() {
+            ids.push(e.target);
+        }
+        for id in ids.into_iter().filter(|id| id.is_leaf()) {
+            let node = g.get(id).unwrap();
+            assert_eq!(
+                (node.kind(), node.opcode()),
+                reread(&data, node.offset()),
+                "{name}"
+            );
+            leaves += 1;
+        }
+    }
+    assert!(leaves > 1000, "{leaves}");
 }

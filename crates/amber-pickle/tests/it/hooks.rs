@@ -55,7 +55,7 @@ impl Hook for Synthetic {
         let is_wrapper = match ctx.graph.kind(ctx.target) {
             Some(NodeKind::NewObj { cls, .. }) => ctx
                 .graph
-                .get(*cls)
+                .get(cls)
                 .and_then(|n| n.as_global())
                 .is_some_and(|g| g.dotted() == "mod.W"),
             _ => false,
@@ -95,11 +95,11 @@ fn raw_bytes_between_frames() {
     else {
         panic!("wrapper not replaced");
     };
-    assert_eq!(*offset, position + 3);
-    assert_eq!(*len, 4);
-    assert_eq!(&data[*offset as usize..][..4], b"DATA");
+    assert_eq!(offset, position + 3);
+    assert_eq!(len, 4);
+    assert_eq!(&data[offset as usize..][..4], b"DATA");
     assert!(matches!(
-        p.graph().kind(*wrapper),
+        p.graph().kind(wrapper),
         Some(NodeKind::NewObj { .. })
     ));
     assert_eq!(p.stats().inline_data_bytes, 4);
@@ -160,8 +160,8 @@ fn nested_pickle_after_build() {
     else {
         panic!("wrapper not replaced");
     };
-    assert_eq!(*end - *start, nested.len() as u64);
-    assert!(matches!(p.graph().kind(*root), Some(NodeKind::List(l)) if l.len() == 1));
+    assert_eq!(end - start, nested.len() as u64);
+    assert!(matches!(p.graph().kind(root), Some(NodeKind::List(l)) if l.len() == 1));
     assert_eq!(p.stats().nested_pickles, 1);
     assert_eq!(p.highest_protocol(), Some(5));
 
@@ -243,7 +243,7 @@ fn real_joblib_file() {
                             start,
                             end,
                             ..
-                        } if *wrapper == a.wrapper => Some((*start, *end)),
+                        } if wrapper == a.wrapper => Some((start, end)),
                         _ => None,
                     })
                     .unwrap();

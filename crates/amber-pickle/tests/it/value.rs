@@ -52,7 +52,7 @@ fn render(graph: &Graph<'_>, id: NodeId) -> Result<String, String> {
     let node = graph.get(id).ok_or("unknown node")?;
     Ok(match node.kind() {
         NodeKind::None => "N".to_owned(),
-        NodeKind::Bool(b) => if *b { "T" } else { "F" }.to_owned(),
+        NodeKind::Bool(b) => if b { "T" } else { "F" }.to_owned(),
         NodeKind::Int(v) => format!("i{v}"),
         NodeKind::BigInt(b) => format!("i{}", format_le_int(b)),
         NodeKind::Float(v) => format!("f{:016x}", v.to_bits()),
@@ -66,10 +66,10 @@ fn render(graph: &Graph<'_>, id: NodeId) -> Result<String, String> {
         NodeKind::FrozenSet(items) => format!("z<{}>", join(graph, items)?),
         NodeKind::Reduce { callable, args } => {
             let g = graph
-                .get(*callable)
+                .get(callable)
                 .and_then(|n| n.as_global())
                 .ok_or("reduce of a non-global")?;
-            let args = tuple_items(graph, *args)?;
+            let args = tuple_items(graph, args)?;
             match (g.dotted().as_str(), args) {
                 ("builtins.set", [list]) => {
                     format!("<{}>", join(graph, list_items(graph, *list)?)?)

@@ -45,7 +45,7 @@ const CODE: &str = "tree.n_features";
 /// `n_features` of the `Tree` made by `id` (`REDUCE(Tree, (n_features, ...))`).
 fn tree_features(view: &View<'_, '_>, id: NodeId) -> Result<i64, Issue> {
     let (callable, args) = match view.graph.kind(id) {
-        Some(NodeKind::Reduce { callable, args }) => (*callable, *args),
+        Some(NodeKind::Reduce { callable, args }) => (callable, args),
         _ => return Err(Issue::undecodable(view.offset(id), "`tree_` is not a Tree")),
     };
     if !global_is(view.graph, callable, &[tree::CLASS]) {
@@ -129,7 +129,7 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
     };
     let expected = features_in(view, &d, "_predictors")?;
     let list = |id: NodeId| match view.graph.kind(id) {
-        Some(NodeKind::List(items)) => Ok(items.as_slice()),
+        Some(NodeKind::List(items)) => Ok(items),
         _ => Err(Issue::undecodable(
             view.offset(id),
             "`_predictors` is not a list of lists",

@@ -30,7 +30,7 @@ const LEAF: i64 = -1;
 pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcome {
     let object_offset = ctx.offset(object);
     let args = match ctx.graph.kind(object) {
-        Some(NodeKind::Reduce { args, .. }) => ctx.tuple(*args),
+        Some(NodeKind::Reduce { args, .. }) => ctx.tuple(args),
         _ => None,
     };
     let [n_features, n_classes, n_outputs] = args

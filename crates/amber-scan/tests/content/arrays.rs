@@ -11,7 +11,7 @@ fn is_array(graph: &Graph<'_>, id: NodeId) -> bool {
     match graph.kind(id) {
         Some(NodeKind::InlineData { .. }) => true,
         Some(NodeKind::Reduce { callable, .. }) => graph
-            .get(*callable)
+            .get(callable)
             .and_then(Node::as_global)
             .is_some_and(|g| {
                 let name = g.dotted();

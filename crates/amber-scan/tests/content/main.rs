@@ -153,11 +153,11 @@ fn global(graph: &Graph<'_>, id: NodeId) -> Option<String> {
 /// The class an object was made from, as the analyser would name it.
 pub(crate) fn class_of(graph: &Graph<'_>, object: NodeId) -> Option<String> {
     match graph.kind(object)? {
-        NodeKind::NewObj { cls, .. } => global(graph, *cls),
+        NodeKind::NewObj { cls, .. } => global(graph, cls),
         NodeKind::Reduce { callable, args } => {
-            let f = global(graph, *callable)?;
+            let f = global(graph, callable)?;
             let first = || {
-                let first = *graph.get(*args)?.as_tuple()?.first()?;
+                let first = *graph.get(args)?.as_tuple()?.first()?;
                 global(graph, first)
             };
             if f.ends_with(".newObj") || f.starts_with("copyreg.") {

@@ -134,10 +134,10 @@ fn nodes_buffer(loaded: &Loaded) -> (usize, usize) {
             if array.dtype.field("left_child").is_none() {
                 continue;
             }
-            let buf = graph.get(*args).and_then(|a| a.as_tuple()).unwrap()[0];
+            let buf = graph.get(args).and_then(|a| a.as_tuple()).unwrap()[0];
             if let Some(NodeKind::Buffer { index }) = graph.kind(buf) {
                 assert_eq!(array.dtype.itemsize, 64);
-                return (*index as usize, 0);
+                return (index as usize, 0);
             }
         }
         panic!("no node buffer");
