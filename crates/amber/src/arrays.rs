@@ -7,11 +7,10 @@
 //! checked) only when a validator asks, once each.
 //!
 //! A load gives [`ContainerArrays::with_destinations`] the memory it will
-//! hand the unpickler: an array a validator asks for is then copied there
-//! (CRC checked, decoded if compressed) and checked in place, while its
-//! bytes are still in cache. So a checked array is read from the file once,
-//! and what is unpickled is exactly what was checked, even if the file
-//! changes under its map.
+//! hand the unpickler for some arrays (amber's loads: the compressed ones):
+//! such an array is copied there when a validator first asks for it (CRC
+//! checked, decoded if compressed) and checked in place. So it is decoded
+//! once, and what is unpickled is exactly what was checked.
 
 use std::sync::{Mutex, OnceLock};
 
