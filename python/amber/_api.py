@@ -251,12 +251,12 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
                     break
                 used = (used + sizes[index] + 63) // 64 * 64
                 index += 1
-        if ready[first] is None:
-            batch = _allocate(sizes, list(range(first, index)))
-        else:
-            batch = [None] * len(sizes)
-            batch[first:index] = ready[first:index]
-            ready[first:index] = [None] * (index - first)
+        # A batch may mix arrays with memory set aside (compressed ones the
+        # checks did not read) and arrays without.
+        batch = _allocate(sizes, [i for i in range(first, index) if ready[i] is None])
+        for i in range(first, index):
+            if ready[i] is not None:
+                batch[i], ready[i] = ready[i], None
         if index - first == 1:
             reader.copy_array_into(first, batch[first])
         else:

@@ -250,3 +250,39 @@ def test_small_arrays_read_a_block_at_a_time_round_trip_and_name_damage(compress
     with pytest.raises(amber.ChecksumError) as caught:
         amber.loads(bad)
     assert caught.value.entry == f"arrays/000008.{ext}"
+
+
+@pytest.mark.parametrize("trusted", [None, True])
+def test_file_mixing_compressed_and_stored_arrays_loads(tmp_path, trusted) -> None:
+    """Array entries of one file may differ in codec (FORMAT.md allows it per
+    entry): a safe load sets memory aside for the compressed ones only, and
+    arrays of both kinds read in one batch all arrive."""
+    from amber import __version__, _amber, _manifest, _versions
+    from amber._npy import header_bytes
+    from amber._pickling import Pickler
+
+    rng = np.random.default_rng(3)
+    value = [rng.integers(0, 9, size=20_000, dtype=np.int64) for _ in range(6)]
+    path = tmp_path / "mixed.amber"
+    writer = _amber.Writer.to_path(str(path), threads=None)
+    writer.begin_entry(_manifest.pickle_entry_name(False), None, 0)
+    pickler = Pickler(writer)
+    pickler.dump(value)
+    pickler.check()
+    pickle_record = writer.end_entry()
+    headers = [header_bytes(a.array.dtype, a.array.shape, a.fortran_order) for a in pickler.arrays]
+    records = []
+    for i, (a, header) in enumerate(zip(pickler.arrays, headers)):
+        packed = i % 2 == 0  # the first of a batch compressed, the next stored
+        item = (_manifest.array_entry_name(i, packed), header, a.raw, a.array.dtype.itemsize, 0)
+        records += writer.add_arrays([item], "zstd" if packed else None, 3)
+    manifest = _manifest.build(
+        pickle_record, records, pickler.arrays, headers, _versions.capture(pickler.modules), {}, __version__,
+        writer.content_hash(),
+    )
+    writer.finish(manifest)
+    assert [e.get("codec") for e in amber.info(path)["entries"][1:]] == ["zstd", None] * 3
+    amber.verify(path)
+    got = amber.load(path, trusted=trusted)
+    for a, b in zip(got, value):
+        np.testing.assert_array_equal(a, b)
