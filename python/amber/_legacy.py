@@ -249,7 +249,9 @@ def _open(source: Any, scan: list[str] | None = None) -> Any:
 
 
 def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, source: str = "") -> Any:
-    """Unpickles an opened :class:`amber._amber.Legacy` file."""
+    """Unpickles an opened :class:`amber._amber.Legacy` file. A file opened
+    with ``scan=`` carries the report of that scan, which is used as it is:
+    it must have been opened with ``trusted_names(trusted)``."""
     # Nothing has been unpickled yet. Rust analyses the original stream (and
     # object-array pickles kept in companion files); the load stream differs
     # from it only by dropped FRAMEs and the persistent-id triples amber inserted.

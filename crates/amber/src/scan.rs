@@ -155,8 +155,7 @@ pub fn scan_path(
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let map = amber_format::map_file(path, MapMode::ReadOnly)?;
     if sniff::kind(map.as_ref()) == Kind::Zip {
-        let opened = Opened::Amber(Container::parse(Backing::Map(map))?);
-        return Ok((opened.format(), opened.scan(policy, &limits.pickle)?));
+        return scan_amber(Backing::Map(map), policy, limits);
     }
     drop(map);
     scan_opened(open_legacy_path_scanned(path, policy, limits), size)
@@ -173,10 +172,19 @@ pub fn scan_bytes(
 ) -> Result<(&'static str, Report)> {
     let size = data.len() as u64;
     if sniff::kind(&data) == Kind::Zip {
-        let opened = Opened::Amber(Container::parse(Backing::Owned(data))?);
-        return Ok((opened.format(), opened.scan(policy, &limits.pickle)?));
+        return scan_amber(Backing::Owned(data), policy, limits);
     }
     scan_opened(open_legacy_bytes_scanned(data, policy, limits), size)
+}
+
+/// The report of an amber container held in `backing`.
+fn scan_amber(
+    backing: Backing,
+    policy: &Policy,
+    limits: &amber_legacy::Limits,
+) -> Result<(&'static str, Report)> {
+    let opened = Opened::Amber(Container::parse(backing)?);
+    Ok((opened.format(), opened.scan(policy, &limits.pickle)?))
 }
 
 /// The report of a legacy file opened and scanned; a pickle the legacy
@@ -245,18 +253,14 @@ fn open_scanned(
             parse.joblib_arrays,
         ));
     })?;
-    let mut report = match report {
-        Some(r) => r,
-        // The open made no parse to show (it cannot succeed without one).
-        None => amber_scan::scan(
-            legacy.stream(),
-            legacy_stream_kind(&legacy),
-            &LegacyArrays(&legacy),
-            policy,
-            &limits.pickle,
-        ),
+    let report = match report {
+        Some(mut r) => {
+            scan_outside(&legacy, &mut r, policy, &limits.pickle);
+            r
+        }
+        // The open showed no parse (it cannot succeed without one): scan afresh.
+        None => scan_legacy(&legacy, policy, &limits.pickle),
     };
-    scan_outside(&legacy, &mut report, policy, &limits.pickle);
     Ok((legacy, report))
 }
 
@@ -286,7 +290,7 @@ pub fn scan_container<B: AsRef<[u8]> + Source + Sync>(
 }
 
 /// [`scan_container`] with the container's arrays given (see
-/// [`ContainerArrays::with_decoded`]).
+/// [`ContainerArrays::with_destinations`]).
 #[must_use]
 pub fn scan_container_arrays<B: AsRef<[u8]> + Source + Sync>(
     arrays: &ContainerArrays<'_, B>,
