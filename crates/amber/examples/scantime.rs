@@ -50,6 +50,17 @@ fn main() {
         let (analyse, _) = best_of(20, || {
             amber_scan::scan(stream, view.kind, &*view.arrays, &policy, &limits)
         });
+        let (whole, _) = best_of(20, || {
+            amber::scan_path(path.as_ref(), &policy, &amber_legacy::Limits::default()).unwrap()
+        });
+        let (open, _) = best_of(20, || {
+            open_path(path.as_ref(), &amber_legacy::Limits::default()).unwrap()
+        });
+        println!(
+            "{path}: scan_path {:.3} ms, open_path {:.3} ms",
+            whole * 1e3,
+            open * 1e3
+        );
         println!(
             "{path}: {} stream bytes, {nodes} nodes, {}: parse {:.3} ms, amber_scan::scan {:.3} ms, file scan {:.3} ms ({} findings)",
             stream.len(),
