@@ -317,14 +317,7 @@ def is_legacy(source: Any) -> bool:
             return False
         head = bytes(view[:16]) + bytes(view[-1:])
     elif isinstance(source, str):
-        try:
-            with open(source, "rb") as f:
-                head = f.read(16)
-                if head:
-                    f.seek(-1, os.SEEK_END)
-                    head += f.read(1)
-        except OSError:
-            return False
+        return _amber.is_legacy_path(source)
     else:
         return False
     return bool(head) and _amber.is_legacy(head)

@@ -103,6 +103,26 @@ def test_every_file_of_joblibs_test_data(path: Path) -> None:
     assert_same(got, EXPECTED)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"N", b"N.", b"\x80\x05N.", pickle.dumps({"a": 1}, protocol=2), b"PK\x03\x04" + bytes(40),
+     gzip.compress(b"x" * 100), b"ZF" + bytes(30), b"\x00" * 15 + b".", b"hello world, not a pickle"],
+    ids=lambda c: repr(c[:6]),
+)
+def test_sniffing_a_path_reads_what_sniffing_its_bytes_reads(tmp_path: Path, content: bytes) -> None:
+    # Loads sniff paths in Rust (first 16 bytes and the last one); the verdict
+    # must be the one the bytes themselves get.
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    head = content[:16] + content[-1:] if content else b""
+    expected = bool(head) and _amber.is_legacy(head)
+    assert _amber.is_legacy_path(str(path)) is expected
+    assert amber._legacy.is_legacy(content) is expected
+    assert amber._legacy.is_legacy(str(path)) is expected
+    assert _amber.is_legacy_path(str(tmp_path)) is False  # a directory
+    assert _amber.is_legacy_path(str(tmp_path / "missing")) is False
+
+
 def test_old_uncompressed_files_with_mmap_copy_unaligned_arrays() -> None:
     path = DATA / "joblib_0.11.0_pickle_py36_np111.pkl"
     with pytest.warns(UserWarning, match="not aligned"):

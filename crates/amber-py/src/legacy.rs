@@ -4,6 +4,7 @@
 //! The original stream, the rewritten load stream and each array's bytes are
 //! handed out as zero-copy `Region`s of memory the opened file keeps alive.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -339,6 +340,41 @@ pub fn is_legacy(head: &[u8]) -> bool {
     amber_legacy::is_legacy_content(head)
 }
 
+/// [`is_legacy`] for the file at `path`, reading only its first 16 bytes and
+/// its last byte; `false` when it cannot be read (the amber reader then says
+/// what is wrong). Cheaper than opening the file from Python on every load.
+#[pyfunction]
+pub fn is_legacy_path(py: Python<'_>, path: PathBuf) -> bool {
+    py.detach(|| {
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return false;
+        };
+        let mut head = [0u8; 17];
+        let mut len = 0;
+        while len < 16 {
+            match file.read(head.get_mut(len..16).unwrap_or_default()) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if len == 0 {
+            return false;
+        }
+        let mut last = [0u8; 1];
+        if file.seek(SeekFrom::End(-1)).is_err() || file.read_exact(&mut last).is_err() {
+            return false;
+        }
+        let [last] = last;
+        if let Some(slot) = head.get_mut(len) {
+            *slot = last;
+        }
+        head.get(..=len)
+            .is_some_and(amber_legacy::is_legacy_content)
+    })
+}
+
 /// Registers the class and its exceptions.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -349,5 +385,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("CompanionFileError", py.get_type::<CompanionFileError>())?;
     m.add_function(wrap_pyfunction!(is_legacy, m)?)?;
+    m.add_function(wrap_pyfunction!(is_legacy_path, m)?)?;
     m.add_class::<Legacy>()
 }

@@ -98,8 +98,12 @@ impl Reader {
                 return Err(PyValueError::new_err(format!("unknown map mode `{other}`")));
             }
         };
+        // Without `mode` the arrays are copied out: a small file is then read, not mapped.
         let mapping = py
-            .detach(|| amber_format::map_file(&path, map_mode))
+            .detach(|| match mode {
+                None => amber_format::open_file(&path),
+                Some(_) => amber_format::map_file(&path, map_mode),
+            })
             .py(py)?;
         Self::new(py, Backing::Map(mapping), writable, threads)
     }

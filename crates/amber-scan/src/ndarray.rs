@@ -498,6 +498,34 @@ impl Column<'_> {
         s.size == 8 && s.signed && !s.float && !s.big
     }
 
+    /// Whether the elements are little-endian `u32` (`<u4`): the child and
+    /// bitset indices of HistGradientBoosting's predictor nodes.
+    #[must_use]
+    pub(crate) fn is_le_u32(&self) -> bool {
+        let s = self.scalar;
+        s.size == 4 && !s.signed && !s.float && !s.big
+    }
+
+    /// Whether the elements are single bytes holding integers (`u1`, `i1`, `?`).
+    #[must_use]
+    pub(crate) fn is_byte(&self) -> bool {
+        self.scalar.size == 1 && !self.scalar.float
+    }
+
+    /// [`Column::i64_in`] for a column for which [`Column::is_le_u32`] holds.
+    #[inline(always)]
+    pub(crate) fn le_u32_in(&self, element: &[u8]) -> Option<i64> {
+        let bytes = element.get(self.offset..self.offset.checked_add(4)?)?;
+        Some(i64::from(u32::from_le_bytes(bytes.try_into().ok()?)))
+    }
+
+    /// Whether the byte of a column for which [`Column::is_byte`] holds is
+    /// non-zero (what a flag's value is compared with).
+    #[inline(always)]
+    pub(crate) fn flag_in(&self, element: &[u8]) -> Option<bool> {
+        element.get(self.offset).map(|&b| b != 0)
+    }
+
     /// One element's value from its `scalar.size` bytes.
     #[inline(always)]
     fn int_of(&self, bytes: &[u8]) -> Option<i64> {

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use amber_format::sniff::{self, Kind};
-use amber_format::{Container, MapMode, Mapping, Source};
+use amber_format::{Container, Mapping, Source};
 use amber_legacy::{Legacy, LegacyError, LegacyKind};
 use amber_scan::{
     ArrayBytes, GlobalCount, Limits, Policy, Report, StreamKind, Verdict, refused, scan,
@@ -53,7 +53,7 @@ pub enum Opened {
 /// # Errors
 /// The container's or the legacy reader's error.
 pub fn open_path(path: &Path, limits: &amber_legacy::Limits) -> Result<Opened> {
-    let map = amber_format::map_file(path, MapMode::ReadOnly)?;
+    let map = amber_format::open_file(path)?;
     if sniff::kind(map.as_ref()) == Kind::Zip {
         return Ok(Opened::Amber(Container::parse(Backing::Map(map))?));
     }
@@ -152,8 +152,8 @@ pub fn scan_path(
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
-    let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    let map = amber_format::map_file(path, MapMode::ReadOnly)?;
+    let map = amber_format::open_file(path)?;
+    let size = map.len() as u64;
     if sniff::kind(map.as_ref()) == Kind::Zip {
         return scan_amber(Backing::Map(map), policy, limits);
     }

@@ -68,6 +68,44 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
     let categorical = ctx.int_column(&nodes, Some("is_categorical"), "nodes")?;
     let bitset_idx = ctx.int_column(&nodes, Some("bitset_idx"), "nodes")?;
     let count = i64::try_from(n).unwrap_or(i64::MAX);
+    // The record layout every scikit-learn version writes, read without a
+    // per-field type dispatch: a predictor that passes this branch-free
+    // pass has no findings; any other is walked again for them, in order.
+    let native = left.is_le_u32()
+        && right.is_le_u32()
+        && bitset_idx.is_le_u32()
+        && feature.is_le_i64()
+        && is_leaf.is_byte()
+        && categorical.is_byte();
+    if native {
+        let mut bad = false;
+        let mut visited = 0;
+        for (i, el) in left.elements().enumerate() {
+            visited = i + 1;
+            let (Some(leaf), Some(cat)) = (is_leaf.flag_in(el), categorical.flag_in(el)) else {
+                bad = true;
+                break;
+            };
+            if leaf {
+                continue;
+            }
+            let (Some(l), Some(r), Some(f), Some(b)) = (
+                left.le_u32_in(el),
+                right.le_u32_in(el),
+                feature.le_i64_in(el),
+                bitset_idx.le_u32_in(el),
+            ) else {
+                bad = true;
+                break;
+            };
+            let id = i64::try_from(i).unwrap_or(i64::MAX);
+            bad |= !((id < l) & (l < count) & (id < r) & (r < count) & (f >= 0))
+                | (cat & (b >= bitsets));
+        }
+        if !bad && visited == n {
+            return Ok(found.finish());
+        }
+    }
     let mut visited = 0;
     for (i, el) in left.elements().enumerate() {
         visited = i + 1;
