@@ -218,30 +218,17 @@ def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
     return buffers
 
 
-def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
-    """Each array, read into fresh memory (and its CRC checked) only when the
-    unpickler asks for it: objects that copy their arrays (scikit-learn's trees
-    do) have dropped the previous ones by then, so a load never holds all the
-    arrays twice. Small arrays are views into shared blocks, the arrays of a
-    block read together by one call (in parallel: one call per array would
-    decompress a model's many single-chunk arrays one at a time); the block is
-    allocated whole anyway, so reading it ahead holds no more memory. Large
-    arrays get their own allocation.
-
-    ``ready`` holds memory a safe load allocated beforehand for compressed
-    arrays (``None`` items otherwise); the arrays marked ``filled`` were
-    decoded there by the content checks, which read them in place, and are
-    handed over as they are."""
-    sizes = reader.array_sizes()
+def _batches(sizes: list[int], filled: list[bool]) -> Any:
+    """``(first, end, filled)`` ranges of arrays read together: one array
+    the checks already filled, one large array, or the small ones that fill
+    a block."""
     index = 0
     while index < len(sizes):
-        if filled[index]:
-            buffer, ready[index] = ready[index], None
-            index += 1
-            yield buffer
-            continue
-        # The next batch: one large array, or the small ones that fill a block.
         first = index
+        if filled[index]:
+            index += 1
+            yield first, index, True
+            continue
         if sizes[index] >= _PACK_BELOW:
             index += 1
         else:
@@ -251,19 +238,59 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
                     break
                 used = (used + sizes[index] + 63) // 64 * 64
                 index += 1
+        yield first, index, False
+
+
+def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
+    """Each array, read into fresh memory (and its CRC checked) as the
+    unpickler comes to it: objects that copy their arrays (scikit-learn's trees
+    do) have dropped the previous ones by then, so a load never holds all the
+    arrays twice. Small arrays are views into shared blocks, the arrays of a
+    block read together by one call (in parallel: one call per array would
+    decompress a model's many single-chunk arrays one at a time); the block is
+    allocated whole anyway, so reading it ahead holds no more memory. Large
+    arrays get their own allocation.
+
+    Reading runs one batch ahead, on the pool and without the GIL: while the
+    unpickler builds objects from one batch, the next is copied or
+    decompressed, so the two overlap on a machine with cores to spare. So a
+    load holds at most one batch more than the arrays already handed over.
+
+    ``ready`` holds memory a safe load allocated beforehand for compressed
+    arrays (``None`` items otherwise); the arrays marked ``filled`` were
+    decoded there by the content checks, which read them in place, and are
+    handed over as they are."""
+    sizes = reader.array_sizes()
+
+    def start(batch: tuple[int, int, bool] | None) -> Any:
+        if batch is None:
+            return None
+        first, end, done = batch
+        if done:
+            return first, end, None, None
         # A batch may mix arrays with memory set aside (compressed ones the
         # checks did not read) and arrays without.
-        batch = _allocate(sizes, [i for i in range(first, index) if ready[i] is None])
-        for i in range(first, index):
+        buffers = _allocate(sizes, [i for i in range(first, end) if ready[i] is None])
+        for i in range(first, end):
             if ready[i] is not None:
-                batch[i], ready[i] = ready[i], None
-        if index - first == 1:
-            reader.copy_array_into(first, batch[first])
-        else:
-            reader.copy_arrays_into(batch)
-        for i in range(first, index):
-            buffer, batch[i] = batch[i], None
+                buffers[i], ready[i] = ready[i], None
+        # Nothing touches `buffers` until `wait()` has returned.
+        return first, end, buffers, reader.start_copy_arrays_into(buffers)
+
+    batches = _batches(sizes, filled)
+    current = start(next(batches, None))
+    while current is not None:
+        following = start(next(batches, None))
+        first, end, buffers, pending = current
+        if pending is None:
+            buffer, ready[first] = ready[first], None
             yield buffer
+        else:
+            pending.wait()
+            for i in range(first, end):
+                buffer, buffers[i] = buffers[i], None
+                yield buffer
+        current = following
 
 
 def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:

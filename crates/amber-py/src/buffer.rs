@@ -130,3 +130,69 @@ impl Borrowed {
         unsafe { std::slice::from_raw_parts_mut(self.buffer.buf_ptr().cast::<u8>(), len) }
     }
 }
+
+/// Writable buffers lent to a job on another thread, so that filling them
+/// (copying or decompressing arrays) overlaps Python code running meanwhile.
+/// The buffers stay held until the job has finished: [`InFlight::wait`]
+/// and dropping both block until it has, so the memory cannot be released
+/// while the job writes to it.
+pub struct InFlight<R> {
+    done: Option<std::sync::mpsc::Receiver<R>>,
+    _held: Vec<(usize, Borrowed)>,
+}
+
+/// Hands `job` mutable slices of `held`'s buffers (obtained with `writable`),
+/// through `spawn`, which must run it on another thread.
+///
+/// The caller's contract: each buffer appears once in `held`, and nothing
+/// reads or writes those buffers until [`InFlight::wait`] returns (amber's
+/// loads lend memory they allocated and reach only through the result).
+pub fn fill_in_background<R: Send + 'static>(
+    held: Vec<(usize, Borrowed)>,
+    spawn: impl FnOnce(Box<dyn FnOnce() + Send>),
+    job: impl FnOnce(Vec<(usize, &mut [u8])>) -> R + Send + 'static,
+) -> InFlight<R> {
+    let raw: Vec<(usize, usize, usize)> = held
+        .iter()
+        .map(|(i, b)| (*i, b.buffer.buf_ptr() as usize, b.buffer.len_bytes()))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    spawn(Box::new(move || {
+        let dests = raw
+            .into_iter()
+            .map(|(i, ptr, len)| {
+                let slice: &mut [u8] = if len == 0 {
+                    &mut []
+                } else {
+                    // SAFETY: `ptr`/`len` describe a writable, C-contiguous buffer that
+                    // the `InFlight` holds until this job has sent its result (its
+                    // `wait` and `Drop` block on that), so the memory stays valid; each
+                    // buffer is lent once and nothing else touches it meanwhile (the
+                    // contract above), so this is the only reference to it.
+                    unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) }
+                };
+                (i, slice)
+            })
+            .collect();
+        let _ = tx.send(job(dests));
+    }));
+    InFlight {
+        done: Some(rx),
+        _held: held,
+    }
+}
+
+impl<R> InFlight<R> {
+    /// Blocks until the job has finished; its result, or `None` if it was
+    /// already taken or the job died without one.
+    pub fn wait(&mut self) -> Option<R> {
+        self.done.take().and_then(|rx| rx.recv().ok())
+    }
+}
+
+impl<R> Drop for InFlight<R> {
+    fn drop(&mut self) {
+        // The job may still be writing into the held buffers.
+        let _ = self.wait();
+    }
+}

@@ -38,6 +38,7 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::Region>()?;
     m.add_class::<writer::Writer>()?;
     m.add_class::<reader::Reader>()?;
+    m.add_class::<reader::PendingCopy>()?;
     m.add_class::<store::StoreCore>()?;
     m.add_function(wrap_pyfunction!(reader::sniff, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_path, m)?)?;

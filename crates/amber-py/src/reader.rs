@@ -7,14 +7,14 @@
 //! all cores and without the GIL.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use amber_format::{Container, MapMode};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::buffer::{Borrowed, Region};
+use crate::buffer::{Borrowed, InFlight, Region};
 use crate::errors::IntoPyResult;
 use crate::scan;
 use crate::threads::Threads;
@@ -236,6 +236,24 @@ impl Reader {
             .py(py)
     }
 
+    /// [`Self::copy_arrays_into`] started on the pool, returning at once: the
+    /// load decodes the next arrays while the unpickler builds objects from
+    /// the previous ones. `buffers` must not be touched until the returned
+    /// `PendingCopy`'s `wait()` has returned (it raises what the copy would).
+    fn start_copy_arrays_into(&self, buffers: &Bound<'_, PyList>) -> PyResult<PendingCopy> {
+        let held = self.borrow_buffers(buffers)?;
+        let container = Arc::clone(&self.container);
+        let threads = self.threads.clone();
+        let flight = crate::buffer::fill_in_background(
+            held,
+            |job| self.threads.spawn(job),
+            move |dests| threads.run(|| container.copy_arrays_into(dests)),
+        );
+        Ok(PendingCopy {
+            flight: Mutex::new(Some(flight)),
+        })
+    }
+
     /// Copies (or decompresses) array `index` into `buffer` (writable, exactly
     /// its size), checking its CRC, without the GIL.
     fn copy_array_into(
@@ -263,6 +281,34 @@ impl Reader {
     /// Size of the file in bytes.
     fn __len__(&self) -> usize {
         self.container.bytes().len()
+    }
+}
+
+/// Arrays being copied into memory by [`Reader::start_copy_arrays_into`].
+#[pyclass(frozen, module = "amber._amber")]
+pub struct PendingCopy {
+    flight: Mutex<Option<InFlight<amber_format::Result<()>>>>,
+}
+
+#[pymethods]
+impl PendingCopy {
+    /// Waits (without the GIL) until the arrays are in their buffers; raises
+    /// what the copy met (`ChecksumError` naming a damaged entry, …).
+    fn wait(&self, py: Python<'_>) -> PyResult<()> {
+        let flight = self
+            .flight
+            .lock()
+            .map_err(|_| PyValueError::new_err("array copy state poisoned"))?
+            .take();
+        let Some(mut flight) = flight else {
+            return Err(PyValueError::new_err("this copy was already waited for"));
+        };
+        match py.detach(|| flight.wait()) {
+            Some(result) => result.py(py),
+            None => Err(PyValueError::new_err(
+                "the thread copying the arrays stopped without a result",
+            )),
+        }
     }
 }
 

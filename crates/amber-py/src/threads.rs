@@ -36,6 +36,14 @@ impl Threads {
         Ok(Self(Some(pool)))
     }
 
+    /// Starts `f` on a thread of this pool and returns at once.
+    pub fn spawn(&self, f: Box<dyn FnOnce() + Send>) {
+        match &self.0 {
+            Some(pool) => pool.spawn(f),
+            None => rayon::spawn(f),
+        }
+    }
+
     /// Runs `f` in this pool.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         match &self.0 {
