@@ -750,3 +750,29 @@ def test_writing_mmap_modes_are_refused_with_a_reason(tmp_path, mode) -> None:
     assert repr(mode) in str(caught.value)
     assert "mmap_mode='c'" in str(caught.value)  # tells the user what to use instead
     assert digest(path) == before
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_background_array_copies_finish_before_their_buffers_are_released(tmp_path: Path, compress: int) -> None:
+    # Loads copy the next batch of arrays on the pool while unpickling; a copy
+    # whose handle is dropped unwaited (an unpickler that failed midway) must
+    # still finish into its buffers, and a handle is waited for once.
+    from amber import _amber
+
+    arrays = [np.arange(n, dtype=np.float64) * (i + 1) for i, n in enumerate((9_000, 70_000, 300_000))]
+    assert all(a.nbytes >= ARRAY_THRESHOLD for a in arrays)
+    path = tmp_path / "m.amber"
+    amber.dump(arrays, path, compress=compress)
+    reader = _amber.Reader.open(str(path), None, threads=None)
+    assert len(reader.array_sizes()) == len(arrays)
+    buffers = [np.empty(n, dtype=np.uint8) for n in reader.array_sizes()]
+    pending = reader.start_copy_arrays_into(buffers)
+    del pending
+    for buffer, expected in zip(buffers, arrays):
+        assert bytes(buffer) == expected.tobytes()
+    again = [np.zeros(n, dtype=np.uint8) for n in reader.array_sizes()]
+    pending = reader.start_copy_arrays_into(again)
+    pending.wait()
+    with pytest.raises(ValueError, match="already waited"):
+        pending.wait()
+    assert [bytes(b) for b in again] == [a.tobytes() for a in arrays]
