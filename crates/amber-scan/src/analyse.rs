@@ -725,6 +725,35 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
+    /// The first `str` key of `pairs` that repeats an earlier one.
+    fn repeated_key(&self, pairs: &[(NodeId, NodeId)]) -> Option<String> {
+        // Object states are small: compare pairwise rather than hash.
+        const SMALL: usize = 16;
+        if pairs.len() <= SMALL {
+            let mut seen: [&str; SMALL] = [""; SMALL];
+            let mut n = 0;
+            for &(k, _) in pairs {
+                let Some(key) = self.str_of(k) else {
+                    continue;
+                };
+                let earlier = seen.get(..n).unwrap_or_default();
+                if earlier.contains(&key) {
+                    return Some(key.to_owned());
+                }
+                if let Some(slot) = seen.get_mut(n) {
+                    *slot = key;
+                    n += 1;
+                }
+            }
+            return None;
+        }
+        let mut keys = HashSet::new();
+        pairs.iter().find_map(|&(k, _)| {
+            let key = self.str_of(k)?;
+            (!keys.insert(key)).then(|| key.to_owned())
+        })
+    }
+
     fn build(&mut self, target: NodeId, state: NodeId, offset: u64) {
         // The graph holds each object's and each dict's final contents; a
         // second BUILD, or a state dict whose key repeats, would let what was
@@ -742,11 +771,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             return;
         }
         if let Some(NodeKind::Dict(pairs)) = self.get(state) {
-            let mut keys = HashSet::new();
-            let repeated = pairs.iter().find_map(|&(k, _)| {
-                let key = self.str_of(k)?;
-                (!keys.insert(key)).then(|| key.to_owned())
-            });
+            let repeated = self.repeated_key(pairs);
             if let Some(key) = repeated {
                 let global = self.made_from(target).map(|(c, _)| c.to_owned());
                 self.push(
