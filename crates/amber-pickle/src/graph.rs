@@ -61,7 +61,7 @@ impl NodeId {
     }
 
     /// The offset of a leaf's opcode.
-    const fn leaf_offset(self) -> usize {
+    pub(crate) const fn leaf_offset(self) -> usize {
         (self.0 & !LEAF_BIT) as usize
     }
 }
@@ -699,6 +699,11 @@ impl<'a> Graph<'a> {
         if self.chunks.is_empty() && nodes > 0 {
             self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
         }
+    }
+
+    /// Reserve room for `items` pooled tuple items.
+    pub(crate) fn reserve_pool(&mut self, items: usize) {
+        self.pool.reserve(items);
     }
 
     /// Append a node; the caller has checked the node limit.

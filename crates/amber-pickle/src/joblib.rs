@@ -11,7 +11,7 @@
 //! ambiguous (a dtype whose object-ness numpy and this hook could judge
 //! differently, odd padding) is refused rather than guessed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::error::{PickleError, Result};
 use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind};
@@ -81,9 +81,9 @@ pub struct JoblibHook {
     /// Last `BUILD` state per target, for events seen so far.
     builds: Builds,
     events_seen: usize,
-    /// Nodes the dtype walks may still visit (shared dtypes must not make
-    /// the work quadratic).
-    walk_budget: usize,
+    /// What the dtype walks share (shared dtypes must not make the work
+    /// quadratic).
+    walk: DtypeWalk,
 }
 
 impl Default for JoblibHook {
@@ -94,7 +94,10 @@ impl Default for JoblibHook {
             count: 0,
             builds: Builds::default(),
             events_seen: 0,
-            walk_budget: DTYPE_WALK_BUDGET,
+            walk: DtypeWalk {
+                budget: DTYPE_WALK_BUDGET,
+                seen: Seen::default(),
+            },
         }
     }
 }
@@ -207,8 +210,8 @@ impl Hook for JoblibHook {
             _ => return Err(fail("`order` is not `'C'` or `'F'`")),
         };
         let dtype_id = state.dtype.ok_or_else(|| fail("no `dtype`"))?;
-        let dtype = read_dtype(graph, &self.builds, dtype_id, &mut self.walk_budget)
-            .map_err(|w| fail(&w))?;
+        let dtype =
+            read_dtype(graph, &self.builds, dtype_id, &mut self.walk).map_err(|w| fail(&w))?;
         let aligned = state
             .alignment
             .is_some_and(|id| !matches!(graph.kind(id), Some(NodeKind::None)));
@@ -392,7 +395,7 @@ fn read_dtype<'g>(
     graph: &'g Graph<'_>,
     builds: &Builds,
     id: NodeId,
-    budget: &mut usize,
+    walk: &mut DtypeWalk,
 ) -> std::result::Result<Dtype<'g>, String> {
     let (descr, state) =
         dtype_parts(graph, builds, id).ok_or("`dtype` is not `numpy.dtype(descr, ...)`")?;
@@ -424,7 +427,7 @@ fn read_dtype<'g>(
     let flag_object = flags & 1 != 0;
     let structured = !is_none(2) || !is_none(4);
     let object = if structured {
-        let fields_object = subgraph_has_object_dtype(graph, builds, id, budget)?;
+        let fields_object = subgraph_has_object_dtype(graph, builds, id, walk)?;
         if fields_object != flag_object {
             return Err(format!(
                 "`dtype` `{descr}` flags say object={flag_object} but its fields say {fields_object}"
@@ -458,15 +461,90 @@ fn size_from_descr(descr: &str) -> Option<u64> {
     .filter(|&n| n > 0)
 }
 
+/// The state of the structured-dtype walks of one stream.
+#[derive(Debug)]
+struct DtypeWalk {
+    /// Nodes the walks may still visit, over all wrappers.
+    budget: usize,
+    /// The nodes one walk has visited.
+    seen: Seen,
+}
+
+/// A set of node ids that is cheap to clear: a bit per stored node and
+/// one per leaf offset (at most one bit per input byte), kept between
+/// walks; only the words set are reset.
+#[derive(Debug, Default)]
+struct Seen {
+    nodes: Bits,
+    leaves: Bits,
+}
+
+impl Seen {
+    /// Adds `id`; whether it was new.
+    fn insert(&mut self, id: NodeId) -> bool {
+        if id.is_leaf() {
+            self.leaves.insert(id.leaf_offset())
+        } else {
+            self.nodes.insert(id.index())
+        }
+    }
+
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.leaves.clear();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bits {
+    words: Vec<u64>,
+    /// The words with a bit set.
+    dirty: Vec<usize>,
+}
+
+impl Bits {
+    fn insert(&mut self, i: usize) -> bool {
+        let word = i / 64;
+        let bit = 1u64 << (i % 64);
+        if word >= self.words.len() {
+            let len = word
+                .saturating_add(1)
+                .max(self.words.len().saturating_mul(2));
+            self.words.resize(len, 0);
+        }
+        let Some(w) = self.words.get_mut(word) else {
+            return true;
+        };
+        if *w & bit != 0 {
+            return false;
+        }
+        if *w == 0 {
+            self.dirty.push(word);
+        }
+        *w |= bit;
+        true
+    }
+
+    fn clear(&mut self) {
+        for &word in &self.dirty {
+            if let Some(w) = self.words.get_mut(word) {
+                *w = 0;
+            }
+        }
+        self.dirty.clear();
+    }
+}
+
 /// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
 /// an object dtype. Iterative and bounded.
 fn subgraph_has_object_dtype(
     graph: &Graph<'_>,
     builds: &Builds,
     root: NodeId,
-    budget: &mut usize,
+    walk: &mut DtypeWalk,
 ) -> std::result::Result<bool, String> {
-    let mut seen: HashSet<NodeId> = HashSet::new();
+    let DtypeWalk { budget, seen } = walk;
+    seen.clear();
     let mut work = vec![root];
     while let Some(id) = work.pop() {
         if !seen.insert(id) {
@@ -491,7 +569,27 @@ fn subgraph_has_object_dtype(
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn seen_sets_clear_between_walks() {
+        let mut seen = Seen::default();
+        let ids = [NodeId(0), NodeId(63), NodeId(64), NodeId(5000)];
+        let leaves = [NodeId::leaf(0), NodeId::leaf(12_345)].map(Option::unwrap);
+        for &id in ids.iter().chain(&leaves) {
+            assert!(seen.insert(id), "{id}");
+            assert!(!seen.insert(id), "{id}");
+        }
+        assert!(seen.insert(NodeId(1)));
+        // A leaf and a stored node with the same low bits are different ids.
+        assert!(seen.insert(NodeId::leaf(63).unwrap()));
+        seen.clear();
+        for &id in ids.iter().chain(&leaves) {
+            assert!(seen.insert(id), "{id} after clear");
+        }
+        assert!(seen.insert(NodeId(1)));
+    }
 
     #[test]
     fn descr_sizes() {
