@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use crate::error::{PickleError, Result};
-use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind};
+use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind, NodeSet};
 use crate::parser::{BuildContext, Hook, HookAction};
 
 /// Fully qualified names of the wrapper class joblib and scikit-learn's
@@ -96,7 +96,7 @@ impl Default for JoblibHook {
             events_seen: 0,
             walk: DtypeWalk {
                 budget: DTYPE_WALK_BUDGET,
-                seen: Seen::default(),
+                seen: NodeSet::default(),
             },
         }
     }
@@ -467,72 +467,7 @@ struct DtypeWalk {
     /// Nodes the walks may still visit, over all wrappers.
     budget: usize,
     /// The nodes one walk has visited.
-    seen: Seen,
-}
-
-/// A set of node ids that is cheap to clear: a bit per stored node and
-/// one per leaf offset (at most one bit per input byte), kept between
-/// walks; only the words set are reset.
-#[derive(Debug, Default)]
-struct Seen {
-    nodes: Bits,
-    leaves: Bits,
-}
-
-impl Seen {
-    /// Adds `id`; whether it was new.
-    fn insert(&mut self, id: NodeId) -> bool {
-        if id.is_leaf() {
-            self.leaves.insert(id.leaf_offset())
-        } else {
-            self.nodes.insert(id.index())
-        }
-    }
-
-    fn clear(&mut self) {
-        self.nodes.clear();
-        self.leaves.clear();
-    }
-}
-
-#[derive(Debug, Default)]
-struct Bits {
-    words: Vec<u64>,
-    /// The words with a bit set.
-    dirty: Vec<usize>,
-}
-
-impl Bits {
-    fn insert(&mut self, i: usize) -> bool {
-        let word = i / 64;
-        let bit = 1u64 << (i % 64);
-        if word >= self.words.len() {
-            let len = word
-                .saturating_add(1)
-                .max(self.words.len().saturating_mul(2));
-            self.words.resize(len, 0);
-        }
-        let Some(w) = self.words.get_mut(word) else {
-            return true;
-        };
-        if *w & bit != 0 {
-            return false;
-        }
-        if *w == 0 {
-            self.dirty.push(word);
-        }
-        *w |= bit;
-        true
-    }
-
-    fn clear(&mut self) {
-        for &word in &self.dirty {
-            if let Some(w) = self.words.get_mut(word) {
-                *w = 0;
-            }
-        }
-        self.dirty.clear();
-    }
+    seen: NodeSet,
 }
 
 /// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
@@ -569,27 +504,7 @@ fn subgraph_has_object_dtype(
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
-
-    #[test]
-    fn seen_sets_clear_between_walks() {
-        let mut seen = Seen::default();
-        let ids = [NodeId(0), NodeId(63), NodeId(64), NodeId(5000)];
-        let leaves = [NodeId::leaf(0), NodeId::leaf(12_345)].map(Option::unwrap);
-        for &id in ids.iter().chain(&leaves) {
-            assert!(seen.insert(id), "{id}");
-            assert!(!seen.insert(id), "{id}");
-        }
-        assert!(seen.insert(NodeId(1)));
-        // A leaf and a stored node with the same low bits are different ids.
-        assert!(seen.insert(NodeId::leaf(63).unwrap()));
-        seen.clear();
-        for &id in ids.iter().chain(&leaves) {
-            assert!(seen.insert(id), "{id} after clear");
-        }
-        assert!(seen.insert(NodeId(1)));
-    }
 
     #[test]
     fn descr_sizes() {

@@ -11,10 +11,10 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Opcode};
+use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, NodeSet, Opcode};
 
 use crate::content;
 use crate::ndarray::ArrayBytes;
@@ -142,6 +142,7 @@ pub(crate) struct Analyser<'x, 'g, 'a> {
 }
 
 /// A resolved global node.
+#[derive(Clone)]
 struct Resolved<'x> {
     name: Rc<str>,
     entry: Option<&'x Entry>,
@@ -153,7 +154,7 @@ struct Run<'r, 'x, 'g, 'a> {
     /// stream has few global nodes, each referenced through the memo).
     globals: Vec<(NodeId, Resolved<'x>)>,
     /// Objects that already received a `BUILD`.
-    built: HashSet<NodeId>,
+    built: NodeSet,
     /// Objects whose content the validators check once the walk is done
     /// (all together, on every thread): class, object, state.
     content_jobs: Vec<(Rc<str>, NodeId, NodeId)>,
@@ -165,27 +166,33 @@ impl Analyser<'_, '_, '_> {
         let mut run = Run {
             an: self,
             globals: Vec::new(),
-            built: HashSet::new(),
+            built: NodeSet::default(),
             content_jobs: Vec::new(),
         };
+        // Each distinct name is resolved once; every node naming it is
+        // still checked (and reported) on its own.
+        let mut resolved: HashMap<(&str, &str), Resolved<'_>> = HashMap::new();
         for (id, node) in graph
             .globals()
             .iter()
             .filter_map(|&id| Some((id, graph.get(id)?)))
         {
             if let NodeKind::Global(g) = node.kind() {
-                let name = g.dotted();
-                let entry = run.an.policy.entry(&name, run.an.joblib);
-                if entry.is_none() {
-                    run.not_allowed(&name, node);
+                let r = resolved
+                    .entry(g.canonical())
+                    .or_insert_with(|| {
+                        let name = g.dotted();
+                        let entry = run.an.policy.entry(&name, run.an.joblib);
+                        Resolved {
+                            name: name.into(),
+                            entry,
+                        }
+                    })
+                    .clone();
+                if r.entry.is_none() {
+                    run.not_allowed(&r.name, node);
                 }
-                run.globals.push((
-                    id,
-                    Resolved {
-                        name: name.into(),
-                        entry,
-                    },
-                ));
+                run.globals.push((id, r));
             }
         }
         for (_, node) in graph.iter() {
