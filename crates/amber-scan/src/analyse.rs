@@ -170,25 +170,36 @@ impl Analyser<'_, '_, '_> {
             content_jobs: Vec::new(),
         };
         // Each distinct name is resolved once; every node naming it is
-        // still checked (and reported) on its own.
-        let mut resolved: HashMap<(&str, &str), Resolved<'_>> = HashMap::new();
+        // still checked (and reported) on its own. Streams name few
+        // distinct globals: the first are looked up by comparison, the rest
+        // by hash.
+        const FEW: usize = 16;
+        let mut few: Vec<((&str, &str), Resolved<'_>)> = Vec::with_capacity(FEW);
+        let mut many: HashMap<(&str, &str), Resolved<'_>> = HashMap::new();
         for (id, node) in graph
             .globals()
             .iter()
             .filter_map(|&id| Some((id, graph.get(id)?)))
         {
             if let NodeKind::Global(g) = node.kind() {
-                let r = resolved
-                    .entry(g.canonical())
-                    .or_insert_with(|| {
-                        let name = g.dotted();
-                        let entry = run.an.policy.entry(&name, run.an.joblib);
-                        Resolved {
-                            name: name.into(),
-                            entry,
-                        }
-                    })
-                    .clone();
+                let key = g.canonical();
+                let resolve = || {
+                    let name = g.dotted();
+                    let entry = run.an.policy.entry(&name, run.an.joblib);
+                    Resolved {
+                        name: name.into(),
+                        entry,
+                    }
+                };
+                let r = if let Some((_, r)) = few.iter().find(|(k, _)| *k == key) {
+                    r.clone()
+                } else if few.len() < FEW {
+                    let r = resolve();
+                    few.push((key, r.clone()));
+                    r
+                } else {
+                    many.entry(key).or_insert_with(resolve).clone()
+                };
                 if r.entry.is_none() {
                     run.not_allowed(&r.name, node);
                 }

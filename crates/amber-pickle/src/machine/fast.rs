@@ -290,17 +290,12 @@ impl<'a> Run<'a, '_> {
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
+        // A call owns nothing beyond the node (as `node_bytes` counts it).
         let (call, bytes) = match (opcode, items) {
             (Opcode::REDUCE, &[callable, args]) => {
-                let kind = Kind::Reduce { callable, args };
-                let bytes = node_bytes(&kind);
-                (Some(kind), bytes)
+                (Some(Kind::Reduce { callable, args }), NODE_BYTES)
             }
-            (Opcode::NEWOBJ, &[cls, args]) => {
-                let kind = Kind::NewObj { cls, args };
-                let bytes = node_bytes(&kind);
-                (Some(kind), bytes)
-            }
+            (Opcode::NEWOBJ, &[cls, args]) => (Some(Kind::NewObj { cls, args }), NODE_BYTES),
             (Opcode::REDUCE | Opcode::NEWOBJ, _) => return false,
             _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
         };
