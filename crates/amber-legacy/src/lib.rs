@@ -269,7 +269,7 @@ impl std::fmt::Debug for Companion {
 /// An opened pickle or joblib file.
 pub struct Legacy {
     stream: Backing,
-    load_stream: Option<Vec<u8>>,
+    load_stream: LoadStream,
     arrays: Vec<ArraySource>,
     companions: Vec<Companion>,
     kind: LegacyKind,
@@ -299,16 +299,30 @@ impl Legacy {
     }
 
     /// The stream to give CPython's unpickler (see the crate docs); the
-    /// original stream for plain pickles.
+    /// original stream for plain pickles. A file opened for a scan only
+    /// ([`scan_open_path`]) has it made on first use; should that fail
+    /// (it cannot for a stream the open parsed), it is empty, which no
+    /// unpickler loads.
     #[must_use]
     pub fn load_stream(&self) -> &[u8] {
-        self.load_stream.as_deref().unwrap_or_else(|| self.stream())
+        match &self.load_stream {
+            LoadStream::Original => self.stream(),
+            LoadStream::Rewritten(v) => v,
+            LoadStream::Deferred {
+                spans,
+                end,
+                limits,
+                made,
+            } => made.get_or_init(|| {
+                rewrite::rewrite(self.stream(), *end, spans, *limits).unwrap_or_default()
+            }),
+        }
     }
 
     /// Whether [`Self::load_stream`] differs from [`Self::stream`].
     #[must_use]
     pub fn is_rewritten(&self) -> bool {
-        self.load_stream.is_some()
+        !matches!(self.load_stream, LoadStream::Original)
     }
 
     /// Where each array's bytes are, indexed by the `k` of `persistent_load((wrapper, k))`.
@@ -430,6 +444,30 @@ impl Legacy {
     }
 }
 
+/// [`Legacy::load_stream`], as the open left it.
+enum LoadStream {
+    /// The original stream (a plain pickle).
+    Original,
+    /// Rewritten by the open.
+    Rewritten(Vec<u8>),
+    /// Not made by a scan-only open: the regions to cut, made on first use.
+    Deferred {
+        spans: Vec<(u64, u64)>,
+        end: u64,
+        limits: amber_pickle::Limits,
+        made: std::sync::OnceLock<Vec<u8>>,
+    },
+}
+
+/// What an open prepares beyond the parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Everything a load needs (the rewritten stream).
+    Load,
+    /// Only what a safety scan reads: no stream rewrite.
+    Scan,
+}
+
 fn slice(data: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
     let start = usize::try_from(offset).ok()?;
     let end = start.checked_add(usize::try_from(len).ok()?)?;
@@ -502,6 +540,30 @@ pub fn open_path_inspected(
     limits: &Limits,
     inspect: &mut dyn FnMut(&Parse<'_, '_>),
 ) -> Result<Legacy> {
+    open_path_for(path, limits, Purpose::Load, inspect)
+}
+
+/// [`open_path_inspected`] for a safety scan: the same checks and the same
+/// errors, but the stream is not rewritten for loading
+/// ([`Legacy::load_stream`] is made on first use instead), which halves
+/// the cost of scanning a large joblib file.
+///
+/// # Errors
+/// Any [`LegacyError`], as [`open_path`].
+pub fn scan_open_path(
+    path: &Path,
+    limits: &Limits,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
+    open_path_for(path, limits, Purpose::Scan, inspect)
+}
+
+fn open_path_for(
+    path: &Path,
+    limits: &Limits,
+    purpose: Purpose,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
     let io = |action, source| LegacyError::Io {
         action,
         path: path.to_path_buf(),
@@ -521,7 +583,13 @@ pub fn open_path_inspected(
             p.to_path_buf()
         }
     });
-    open_backing(Backing::Map(mapping, file), dir.as_deref(), limits, inspect)
+    open_backing(
+        Backing::Map(mapping, file),
+        dir.as_deref(),
+        limits,
+        purpose,
+        inspect,
+    )
 }
 
 /// Opens a pickle or joblib file held in memory. Pre-0.10 dumps with
@@ -542,13 +610,26 @@ pub fn open_bytes_inspected(
     limits: &Limits,
     inspect: &mut dyn FnMut(&Parse<'_, '_>),
 ) -> Result<Legacy> {
-    open_backing(Backing::Owned(data), None, limits, inspect)
+    open_backing(Backing::Owned(data), None, limits, Purpose::Load, inspect)
+}
+
+/// [`scan_open_path`] for a file held in memory.
+///
+/// # Errors
+/// Any [`LegacyError`], as [`open_bytes`].
+pub fn scan_open_bytes(
+    data: Vec<u8>,
+    limits: &Limits,
+    inspect: &mut dyn FnMut(&Parse<'_, '_>),
+) -> Result<Legacy> {
+    open_backing(Backing::Owned(data), None, limits, Purpose::Scan, inspect)
 }
 
 fn open_backing(
     file: Backing,
     dir: Option<&Path>,
     limits: &Limits,
+    purpose: Purpose,
     inspect: &mut dyn FnMut(&Parse<'_, '_>),
 ) -> Result<Legacy> {
     let data = file.as_ref();
@@ -575,7 +656,7 @@ fn open_backing(
         },
     };
     let joblib = zf || compression.is_some();
-    let parsed = parse(stream.as_ref(), limits, joblib, inspect)?;
+    let parsed = parse(stream.as_ref(), limits, joblib, purpose, inspect)?;
     let companions = match dir {
         Some(dir) => companion::open_all(dir, &parsed.companion_names, limits)?,
         None => match parsed.companion_names.first() {
@@ -633,7 +714,7 @@ pub(crate) enum Found {
 struct Parsed {
     arrays: Vec<Found>,
     companion_names: Vec<String>,
-    load_stream: Option<Vec<u8>>,
+    load_stream: LoadStream,
     protocol: u8,
     py2: bool,
 }
@@ -736,10 +817,11 @@ fn parse(
     stream: &[u8],
     limits: &Limits,
     compressed: bool,
+    purpose: Purpose,
     inspect: &mut dyn FnMut(&Parse<'_, '_>),
 ) -> Result<Parsed> {
     let mut hook = LegacyHook {
-        joblib: JoblibHook::new(),
+        joblib: JoblibHook::counting(),
         cuts: Vec::new(),
         size_error: None,
     };
@@ -765,7 +847,7 @@ fn parse(
         stream,
         pickle: &pickle,
         joblib: compressed || !hook.cuts.is_empty(),
-        joblib_arrays: to_u64(hook.joblib.arrays().len()),
+        joblib_arrays: hook.joblib.count(),
     });
     let stats = pickle.stats();
     let py2 = [Opcode::STRING, Opcode::BINSTRING, Opcode::SHORT_BINSTRING]
@@ -779,15 +861,19 @@ fn parse(
         .unwrap_or(0);
     let protocol = pickle.highest_protocol().unwrap_or(0).max(implied);
 
-    // Nested pickles: start -> end.
-    let nested: std::collections::HashMap<u64, u64> = pickle
-        .graph()
-        .iter()
-        .filter_map(|(_, node)| match node.kind() {
-            NodeKind::NestedPickle { start, end, .. } => Some((start, end)),
-            _ => None,
-        })
-        .collect();
+    // Nested pickles: start -> end (the graph is walked only if there are any).
+    let nested: std::collections::HashMap<u64, u64> = if pickle.stats().nested_pickles == 0 {
+        std::collections::HashMap::new()
+    } else {
+        pickle
+            .graph()
+            .iter()
+            .filter_map(|(_, node)| match node.kind() {
+                NodeKind::NestedPickle { start, end, .. } => Some((start, end)),
+                _ => None,
+            })
+            .collect()
+    };
 
     let mut arrays = Vec::with_capacity(hook.cuts.len());
     let mut companion_names: Vec<String> = Vec::new();
@@ -834,15 +920,20 @@ fn parse(
             }
         }
     }
-    let load_stream = if spans.is_empty() {
-        None
-    } else {
-        Some(rewrite::rewrite(
+    let load_stream = match (spans.is_empty(), purpose) {
+        (true, _) => LoadStream::Original,
+        (false, Purpose::Load) => LoadStream::Rewritten(rewrite::rewrite(
             stream,
             pickle.end(),
             &spans,
             limits.pickle,
-        )?)
+        )?),
+        (false, Purpose::Scan) => LoadStream::Deferred {
+            spans,
+            end: pickle.end(),
+            limits: limits.pickle,
+            made: std::sync::OnceLock::new(),
+        },
     };
     Ok(Parsed {
         arrays,

@@ -61,7 +61,7 @@ impl NodeId {
     }
 
     /// The offset of a leaf's opcode.
-    const fn leaf_offset(self) -> usize {
+    pub(crate) const fn leaf_offset(self) -> usize {
         (self.0 & !LEAF_BIT) as usize
     }
 }
@@ -629,6 +629,93 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// A set of the [`NodeId`]s of one graph, cheap to fill and to clear: a
+/// bit per stored node and one per leaf offset (so at most a bit per input
+/// byte), grown as ids come; [`NodeSet::clear`] resets only the words set,
+/// so one set can serve many small walks.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSet {
+    nodes: Bits,
+    leaves: Bits,
+}
+
+impl NodeSet {
+    /// Adds `id`; whether it was not in the set.
+    #[inline]
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        if id.is_leaf() {
+            self.leaves.insert(id.leaf_offset())
+        } else {
+            self.nodes.insert(id.index())
+        }
+    }
+
+    /// Whether `id` is in the set.
+    #[must_use]
+    #[inline]
+    pub fn contains(&self, id: NodeId) -> bool {
+        if id.is_leaf() {
+            self.leaves.contains(id.leaf_offset())
+        } else {
+            self.nodes.contains(id.index())
+        }
+    }
+
+    /// Empties the set (keeping its memory).
+    pub fn clear(&mut self) {
+        self.nodes.clear();
+        self.leaves.clear();
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bits {
+    words: Vec<u64>,
+    /// The words with a bit set.
+    dirty: Vec<usize>,
+}
+
+impl Bits {
+    #[inline]
+    fn insert(&mut self, i: usize) -> bool {
+        let word = i / 64;
+        let bit = 1u64 << (i % 64);
+        if word >= self.words.len() {
+            let len = word
+                .saturating_add(1)
+                .max(self.words.len().saturating_mul(2));
+            self.words.resize(len, 0);
+        }
+        let Some(w) = self.words.get_mut(word) else {
+            return true;
+        };
+        if *w & bit != 0 {
+            return false;
+        }
+        if *w == 0 {
+            self.dirty.push(word);
+        }
+        *w |= bit;
+        true
+    }
+
+    #[inline]
+    fn contains(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
+    fn clear(&mut self) {
+        for &word in &self.dirty {
+            if let Some(w) = self.words.get_mut(word) {
+                *w = 0;
+            }
+        }
+        self.dirty.clear();
+    }
+}
+
 /// Nodes per arena chunk: chunks never reallocate once full, so a large
 /// graph grows without copying (or doubling) the whole arena.
 const CHUNK_BITS: usize = 14;
@@ -699,6 +786,11 @@ impl<'a> Graph<'a> {
         if self.chunks.is_empty() && nodes > 0 {
             self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
         }
+    }
+
+    /// Reserve room for `items` pooled tuple items.
+    pub(crate) fn reserve_pool(&mut self, items: usize) {
+        self.pool.reserve(items);
     }
 
     /// Append a node; the caller has checked the node limit.
@@ -1188,6 +1280,28 @@ mod leaf_tests {
 #[cfg(test)]
 mod global_tests {
     use super::*;
+
+    #[test]
+    #[expect(clippy::unwrap_used, reason = "tests")]
+    fn node_sets_clear_between_walks() {
+        let mut seen = NodeSet::default();
+        let ids = [NodeId(0), NodeId(63), NodeId(64), NodeId(5000)];
+        let leaves = [NodeId::leaf(0), NodeId::leaf(12_345)].map(Option::unwrap);
+        for &id in ids.iter().chain(&leaves) {
+            assert!(seen.insert(id), "{id}");
+            assert!(!seen.insert(id), "{id}");
+        }
+        assert!(seen.insert(NodeId(1)));
+        // A leaf and a stored node with the same low bits are different ids.
+        assert!(seen.insert(NodeId::leaf(63).unwrap()));
+        seen.clear();
+        for &id in ids.iter().chain(&leaves) {
+            assert!(seen.insert(id), "{id} after clear");
+        }
+        assert!(seen.insert(NodeId(1)));
+        assert!(seen.contains(NodeId(5000)) && !seen.contains(NodeId(5001)));
+        assert!(!seen.contains(NodeId::leaf(1).unwrap()));
+    }
 
     #[test]
     fn dotted_is_matches_dotted() {

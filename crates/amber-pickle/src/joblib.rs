@@ -11,10 +11,10 @@
 //! ambiguous (a dtype whose object-ness numpy and this hook could judge
 //! differently, odd padding) is refused rather than guessed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::error::{PickleError, Result};
-use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind};
+use crate::graph::{EventKind, Global, Graph, Node, NodeId, NodeKind, NodeSet};
 use crate::parser::{BuildContext, Hook, HookAction};
 
 /// Fully qualified names of the wrapper class joblib and scikit-learn's
@@ -75,21 +75,29 @@ pub struct JoblibArray {
 #[derive(Debug)]
 pub struct JoblibHook {
     arrays: Vec<JoblibArray>,
+    /// Whether [`JoblibHook::arrays`] is kept (else only counted).
+    keep: bool,
+    count: u64,
     /// Last `BUILD` state per target, for events seen so far.
-    builds: HashMap<NodeId, NodeId>,
+    builds: Builds,
     events_seen: usize,
-    /// Nodes the dtype walks may still visit (shared dtypes must not make
-    /// the work quadratic).
-    walk_budget: usize,
+    /// What the dtype walks share (shared dtypes must not make the work
+    /// quadratic).
+    walk: DtypeWalk,
 }
 
 impl Default for JoblibHook {
     fn default() -> Self {
         JoblibHook {
             arrays: Vec::new(),
-            builds: HashMap::new(),
+            keep: true,
+            count: 0,
+            builds: Builds::default(),
             events_seen: 0,
-            walk_budget: DTYPE_WALK_BUDGET,
+            walk: DtypeWalk {
+                budget: DTYPE_WALK_BUDGET,
+                seen: NodeSet::default(),
+            },
         }
     }
 }
@@ -101,10 +109,35 @@ impl JoblibHook {
         Self::default()
     }
 
-    /// The arrays found, in stream order.
+    /// A hook that reads and checks every wrapper as [`JoblibHook::new`]
+    /// does, and decides the same, but only counts the arrays
+    /// ([`JoblibHook::count`]) instead of recording them: what a scan needs,
+    /// without an allocation per array.
+    #[must_use]
+    pub fn counting() -> Self {
+        JoblibHook {
+            keep: false,
+            ..Self::default()
+        }
+    }
+
+    /// The arrays found, in stream order (empty for [`JoblibHook::counting`]).
     #[must_use]
     pub fn arrays(&self) -> &[JoblibArray] {
         &self.arrays
+    }
+
+    /// How many arrays were found (recorded or not).
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn record(&mut self, array: impl FnOnce() -> JoblibArray) {
+        self.count = self.count.saturating_add(1);
+        if self.keep {
+            self.arrays.push(array());
+        }
     }
 
     fn catch_up(&mut self, graph: &Graph<'_>) {
@@ -114,6 +147,39 @@ impl JoblibHook {
             }
         }
         self.events_seen = graph.events().len();
+    }
+}
+
+/// The last `BUILD` state of each target: a table by node index for stored
+/// nodes (one lookup per wrapper, no hashing), a map for the rare leaves.
+#[derive(Debug, Default)]
+struct Builds {
+    nodes: Vec<Option<NodeId>>,
+    leaves: HashMap<NodeId, NodeId>,
+}
+
+impl Builds {
+    fn insert(&mut self, target: NodeId, state: NodeId) {
+        if target.is_leaf() {
+            self.leaves.insert(target, state);
+            return;
+        }
+        let i = target.index();
+        if i >= self.nodes.len() {
+            // Ids grow with the stream: grow the table geometrically.
+            let len = i.saturating_add(1).max(self.nodes.len().saturating_mul(2));
+            self.nodes.resize(len, None);
+        }
+        if let Some(slot) = self.nodes.get_mut(i) {
+            *slot = Some(state);
+        }
+    }
+
+    fn get(&self, target: NodeId) -> Option<NodeId> {
+        if target.is_leaf() {
+            return self.leaves.get(&target).copied();
+        }
+        self.nodes.get(target.index()).copied().flatten()
     }
 }
 
@@ -134,38 +200,40 @@ impl Hook for JoblibHook {
         let fail = |what: &str| PickleError::hook(at, format!("joblib array wrapper: {what}"));
         let state = lookup_state(graph, ctx.state).map_err(|w| fail(&w))?;
 
-        let field = |key: &str| state.iter().rev().find(|(k, _)| *k == key).map(|&(_, v)| v);
-        let shape_id = field("shape").ok_or_else(|| fail("no `shape`"))?;
-        let shape = read_shape(graph, shape_id).map_err(|w| fail(&w))?;
-        let fortran_order = match field("order").and_then(|id| str_of(graph, id)) {
+        let shape_id = state.shape.ok_or_else(|| fail("no `shape`"))?;
+        let mut dims = [0u64; MAX_DIMS];
+        let ndim = read_shape(graph, shape_id, &mut dims).map_err(|w| fail(&w))?;
+        let shape = dims.get(..ndim).unwrap_or_default();
+        let fortran_order = match state.order.and_then(|id| str_of(graph, id)) {
             Some("C") => false,
             Some("F") => true,
             _ => return Err(fail("`order` is not `'C'` or `'F'`")),
         };
-        let dtype_id = field("dtype").ok_or_else(|| fail("no `dtype`"))?;
-        let dtype = read_dtype(graph, &self.builds, dtype_id, &mut self.walk_budget)
-            .map_err(|w| fail(&w))?;
-        let aligned = field("numpy_array_alignment_bytes")
+        let dtype_id = state.dtype.ok_or_else(|| fail("no `dtype`"))?;
+        let dtype =
+            read_dtype(graph, &self.builds, dtype_id, &mut self.walk).map_err(|w| fail(&w))?;
+        let aligned = state
+            .alignment
             .is_some_and(|id| !matches!(graph.kind(id), Some(NodeKind::None)));
 
         let count = shape
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| fail("element count overflows"))?;
-        let mut array = JoblibArray {
+        let array = |data_offset, data_len, padding| JoblibArray {
             wrapper: ctx.target,
-            shape,
-            descr: dtype.descr,
-            byteorder: dtype.byteorder,
+            shape: shape.to_vec(),
+            descr: dtype.descr.to_owned(),
+            byteorder: dtype.byteorder.map(str::to_owned),
             itemsize: dtype.itemsize,
             fortran_order,
             object: dtype.object,
-            data_offset: at,
-            data_len: 0,
-            padding: 0,
+            data_offset,
+            data_len,
+            padding,
         };
         if dtype.object {
-            self.arrays.push(array);
+            self.record(|| array(at, 0, 0));
             return Ok(HookAction::NestedPickle);
         }
         let len = count
@@ -192,10 +260,7 @@ impl Hook for JoblibHook {
         } else {
             0
         };
-        array.padding = padding;
-        array.data_offset = at.saturating_add(padding);
-        array.data_len = len;
-        self.arrays.push(array);
+        self.record(|| array(at.saturating_add(padding), len, padding));
         Ok(HookAction::Data { padding, len })
     }
 }
@@ -240,25 +305,44 @@ pub fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
     }
 }
 
-/// The wrapper's state dict as `(key, value)` pairs (the last of a
-/// repeated key wins, as in the dict).
-fn lookup_state<'g>(
-    graph: &'g Graph<'_>,
-    state: NodeId,
-) -> std::result::Result<Vec<(&'g str, NodeId)>, String> {
+/// The values of the wrapper state keys the hook reads.
+#[derive(Default)]
+struct WrapperState {
+    shape: Option<NodeId>,
+    order: Option<NodeId>,
+    dtype: Option<NodeId>,
+    alignment: Option<NodeId>,
+}
+
+/// The wrapper's state dict, read in one pass without allocating: every
+/// key must be a `str`; the last of a repeated key wins, as in the dict.
+fn lookup_state(graph: &Graph<'_>, state: NodeId) -> std::result::Result<WrapperState, String> {
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err("state is not a dict".to_owned());
     };
     if pairs.len() > MAX_STATE_KEYS {
         return Err(format!("state has {} items", pairs.len()));
     }
-    pairs
-        .iter()
-        .map(|&(k, v)| Ok((str_of(graph, k).ok_or("state key is not a `str`")?, v)))
-        .collect()
+    let mut out = WrapperState::default();
+    for &(k, v) in pairs.iter().rev() {
+        let slot = match str_of(graph, k).ok_or("state key is not a `str`")? {
+            "shape" => &mut out.shape,
+            "order" => &mut out.order,
+            "dtype" => &mut out.dtype,
+            "numpy_array_alignment_bytes" => &mut out.alignment,
+            _ => continue,
+        };
+        slot.get_or_insert(v);
+    }
+    Ok(out)
 }
 
-fn read_shape(graph: &Graph<'_>, id: NodeId) -> std::result::Result<Vec<u64>, String> {
+/// Reads `shape` into `dims`; returns the number of dimensions.
+fn read_shape(
+    graph: &Graph<'_>,
+    id: NodeId,
+    dims: &mut [u64; MAX_DIMS],
+) -> std::result::Result<usize, String> {
     let items = graph
         .get(id)
         .and_then(Node::as_tuple)
@@ -266,21 +350,19 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> std::result::Result<Vec<u64>, St
     if items.len() > MAX_DIMS {
         return Err(format!("`shape` has {} dimensions", items.len()));
     }
-    items
-        .iter()
-        .map(|&d| {
-            let v = graph
-                .get(d)
-                .and_then(Node::as_i64)
-                .ok_or("`shape` holds a non-int")?;
-            u64::try_from(v).map_err(|_| format!("negative dimension {v}"))
-        })
-        .collect()
+    for (&d, slot) in items.iter().zip(dims.iter_mut()) {
+        let v = graph
+            .get(d)
+            .and_then(Node::as_i64)
+            .ok_or("`shape` holds a non-int")?;
+        *slot = u64::try_from(v).map_err(|_| format!("negative dimension {v}"))?;
+    }
+    Ok(items.len())
 }
 
-struct Dtype {
-    descr: String,
-    byteorder: Option<String>,
+struct Dtype<'g> {
+    descr: &'g str,
+    byteorder: Option<&'g str>,
     itemsize: u64,
     object: bool,
 }
@@ -289,7 +371,7 @@ struct Dtype {
 /// (descr, False, True))` plus its last `BUILD` state.
 fn dtype_parts<'g>(
     graph: &'g Graph<'_>,
-    builds: &HashMap<NodeId, NodeId>,
+    builds: &Builds,
     id: NodeId,
 ) -> Option<(&'g str, Option<&'g [NodeId]>)> {
     if id.is_leaf() {
@@ -303,18 +385,18 @@ fn dtype_parts<'g>(
     }
     let descr = str_of(graph, *graph.get(args)?.as_tuple()?.first()?)?;
     let state = builds
-        .get(&id)
-        .and_then(|&s| graph.get(s))
+        .get(id)
+        .and_then(|s| graph.get(s))
         .and_then(Node::as_tuple);
     Some((descr, state))
 }
 
-fn read_dtype(
-    graph: &Graph<'_>,
-    builds: &HashMap<NodeId, NodeId>,
+fn read_dtype<'g>(
+    graph: &'g Graph<'_>,
+    builds: &Builds,
     id: NodeId,
-    budget: &mut usize,
-) -> std::result::Result<Dtype, String> {
+    walk: &mut DtypeWalk,
+) -> std::result::Result<Dtype<'g>, String> {
     let (descr, state) =
         dtype_parts(graph, builds, id).ok_or("`dtype` is not `numpy.dtype(descr, ...)`")?;
     let field = |i: usize| state.and_then(|s| s.get(i)).copied();
@@ -323,7 +405,7 @@ fn read_dtype(
     if state.is_some_and(|s| s.len() < 8) {
         return Err("`dtype` state has fewer than 8 items".to_owned());
     }
-    let byteorder = field(1).and_then(|f| str_of(graph, f)).map(str::to_owned);
+    let byteorder = field(1).and_then(|f| str_of(graph, f));
     let elsize = int_field(5).unwrap_or(-1);
     let flags = int_field(7).unwrap_or(0);
 
@@ -345,7 +427,7 @@ fn read_dtype(
     let flag_object = flags & 1 != 0;
     let structured = !is_none(2) || !is_none(4);
     let object = if structured {
-        let fields_object = subgraph_has_object_dtype(graph, builds, id, budget)?;
+        let fields_object = subgraph_has_object_dtype(graph, builds, id, walk)?;
         if fields_object != flag_object {
             return Err(format!(
                 "`dtype` `{descr}` flags say object={flag_object} but its fields say {fields_object}"
@@ -359,7 +441,7 @@ fn read_dtype(
         builtin_object
     };
     Ok(Dtype {
-        descr: descr.to_owned(),
+        descr,
         byteorder,
         itemsize,
         object,
@@ -379,15 +461,25 @@ fn size_from_descr(descr: &str) -> Option<u64> {
     .filter(|&n| n > 0)
 }
 
+/// The state of the structured-dtype walks of one stream.
+#[derive(Debug)]
+struct DtypeWalk {
+    /// Nodes the walks may still visit, over all wrappers.
+    budget: usize,
+    /// The nodes one walk has visited.
+    seen: NodeSet,
+}
+
 /// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
 /// an object dtype. Iterative and bounded.
 fn subgraph_has_object_dtype(
     graph: &Graph<'_>,
-    builds: &HashMap<NodeId, NodeId>,
+    builds: &Builds,
     root: NodeId,
-    budget: &mut usize,
+    walk: &mut DtypeWalk,
 ) -> std::result::Result<bool, String> {
-    let mut seen: HashSet<NodeId> = HashSet::new();
+    let DtypeWalk { budget, seen } = walk;
+    seen.clear();
     let mut work = vec![root];
     while let Some(id) = work.pop() {
         if !seen.insert(id) {
@@ -403,7 +495,7 @@ fn subgraph_has_object_dtype(
             return Ok(true);
         }
         work.extend(graph.children(id));
-        if let Some(&state) = builds.get(&id) {
+        if let Some(state) = builds.get(id) {
             work.push(state);
         }
     }

@@ -53,7 +53,9 @@ pub mod tree;
 pub use compat::canonicalize;
 pub use disasm::{Disassembly, Line, disassemble, disassemble_with};
 pub use error::{LimitKind, PickleError, Result};
-pub use graph::{Children, Event, EventIndex, EventKind, Global, Graph, Node, NodeId, NodeKind};
+pub use graph::{
+    Children, Event, EventIndex, EventKind, Global, Graph, Node, NodeId, NodeKind, NodeSet,
+};
 pub use limits::Limits;
 pub use opcodes::{ArgKind, Opcode};
 pub use parser::{

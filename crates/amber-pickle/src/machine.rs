@@ -74,11 +74,19 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
     };
     // Real streams hold a node per 10-20 bytes: reserve for one per 16
     // (within the node limit; at most one arena chunk).
-    let expected = to_u64(config.data.len().saturating_sub(config.start) / 16);
-    let expected = expected.min(config.limits.max_nodes);
+    let per_16 = to_u64(config.data.len().saturating_sub(config.start) / 16);
+    let expected = per_16.min(config.limits.max_nodes);
     run.graph
         .reserve_first(usize::try_from(expected).unwrap_or(0));
     let mut cur = Machine::new(reader, None);
+    // Memo slots and tuple items come at about the same rate (protocol 4+
+    // memoizes almost every value): reserving for that rate up front saves
+    // copying them while they grow. Bounded by the limits and by a fixed
+    // cap, and untouched reserved memory costs no pages.
+    let cap = |limit: u64| usize::try_from(per_16.min(limit).min(RESERVE_CAP)).unwrap_or(0);
+    cur.memo.reserve(cap(config.limits.max_memo_entries));
+    run.graph
+        .reserve_pool(cap(config.limits.max_graph_bytes / ID_BYTES));
     let (root, end) = run.run(&mut cur)?;
     run.stats.graph_bytes = run.graph_bytes;
     let mut listing = run.listing;
@@ -95,6 +103,9 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
         listing,
     })
 }
+
+/// Most memo slots or pooled items reserved before parsing (64 MiB of ids).
+const RESERVE_CAP: u64 = 1 << 24;
 
 const NODE_BYTES: u64 = std::mem::size_of::<Stored<'static>>() as u64;
 const EVENT_BYTES: u64 = std::mem::size_of::<Event>() as u64;

@@ -11,10 +11,10 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, Opcode};
+use amber_pickle::{EventKind, Graph, Node, NodeId, NodeKind, NodeSet, Opcode};
 
 use crate::content;
 use crate::ndarray::ArrayBytes;
@@ -142,6 +142,7 @@ pub(crate) struct Analyser<'x, 'g, 'a> {
 }
 
 /// A resolved global node.
+#[derive(Clone)]
 struct Resolved<'x> {
     name: Rc<str>,
     entry: Option<&'x Entry>,
@@ -153,7 +154,7 @@ struct Run<'r, 'x, 'g, 'a> {
     /// stream has few global nodes, each referenced through the memo).
     globals: Vec<(NodeId, Resolved<'x>)>,
     /// Objects that already received a `BUILD`.
-    built: HashSet<NodeId>,
+    built: NodeSet,
     /// Objects whose content the validators check once the walk is done
     /// (all together, on every thread): class, object, state.
     content_jobs: Vec<(Rc<str>, NodeId, NodeId)>,
@@ -165,27 +166,44 @@ impl Analyser<'_, '_, '_> {
         let mut run = Run {
             an: self,
             globals: Vec::new(),
-            built: HashSet::new(),
+            built: NodeSet::default(),
             content_jobs: Vec::new(),
         };
+        // Each distinct name is resolved once; every node naming it is
+        // still checked (and reported) on its own. Streams name few
+        // distinct globals: the first are looked up by comparison, the rest
+        // by hash.
+        const FEW: usize = 16;
+        let mut few: Vec<((&str, &str), Resolved<'_>)> = Vec::with_capacity(FEW);
+        let mut many: HashMap<(&str, &str), Resolved<'_>> = HashMap::new();
         for (id, node) in graph
             .globals()
             .iter()
             .filter_map(|&id| Some((id, graph.get(id)?)))
         {
             if let NodeKind::Global(g) = node.kind() {
-                let name = g.dotted();
-                let entry = run.an.policy.entry(&name, run.an.joblib);
-                if entry.is_none() {
-                    run.not_allowed(&name, node);
-                }
-                run.globals.push((
-                    id,
+                let key = g.canonical();
+                let resolve = || {
+                    let name = g.dotted();
+                    let entry = run.an.policy.entry(&name, run.an.joblib);
                     Resolved {
                         name: name.into(),
                         entry,
-                    },
-                ));
+                    }
+                };
+                let r = if let Some((_, r)) = few.iter().find(|(k, _)| *k == key) {
+                    r.clone()
+                } else if few.len() < FEW {
+                    let r = resolve();
+                    few.push((key, r.clone()));
+                    r
+                } else {
+                    many.entry(key).or_insert_with(resolve).clone()
+                };
+                if r.entry.is_none() {
+                    run.not_allowed(&r.name, node);
+                }
+                run.globals.push((id, r));
             }
         }
         for (_, node) in graph.iter() {
@@ -725,6 +743,35 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
+    /// The first `str` key of `pairs` that repeats an earlier one.
+    fn repeated_key(&self, pairs: &[(NodeId, NodeId)]) -> Option<String> {
+        // Object states are small: compare pairwise rather than hash.
+        const SMALL: usize = 16;
+        if pairs.len() <= SMALL {
+            let mut seen: [&str; SMALL] = [""; SMALL];
+            let mut n = 0;
+            for &(k, _) in pairs {
+                let Some(key) = self.str_of(k) else {
+                    continue;
+                };
+                let earlier = seen.get(..n).unwrap_or_default();
+                if earlier.contains(&key) {
+                    return Some(key.to_owned());
+                }
+                if let Some(slot) = seen.get_mut(n) {
+                    *slot = key;
+                    n += 1;
+                }
+            }
+            return None;
+        }
+        let mut keys = HashSet::new();
+        pairs.iter().find_map(|&(k, _)| {
+            let key = self.str_of(k)?;
+            (!keys.insert(key)).then(|| key.to_owned())
+        })
+    }
+
     fn build(&mut self, target: NodeId, state: NodeId, offset: u64) {
         // The graph holds each object's and each dict's final contents; a
         // second BUILD, or a state dict whose key repeats, would let what was
@@ -742,11 +789,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
             return;
         }
         if let Some(NodeKind::Dict(pairs)) = self.get(state) {
-            let mut keys = HashSet::new();
-            let repeated = pairs.iter().find_map(|&(k, _)| {
-                let key = self.str_of(k)?;
-                (!keys.insert(key)).then(|| key.to_owned())
-            });
+            let repeated = self.repeated_key(pairs);
             if let Some(key) = repeated {
                 let global = self.made_from(target).map(|(c, _)| c.to_owned());
                 self.push(

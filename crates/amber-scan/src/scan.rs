@@ -40,7 +40,7 @@ pub fn scan(
     policy: &Policy,
     limits: &Limits,
 ) -> Report {
-    let mut hook = JoblibHook::new();
+    let mut hook = JoblibHook::counting();
     let mut parser = Parser::new(data).limits(*limits).allow_trailing(true);
     match kind {
         StreamKind::Amber { buffers } => parser = parser.out_of_band_buffers(buffers),
@@ -52,7 +52,7 @@ pub fn scan(
         Ok(p) => p,
         Err(e) => return refused(&e, stream_len),
     };
-    let joblib_arrays = u64::try_from(hook.arrays().len()).unwrap_or(u64::MAX);
+    let joblib_arrays = hook.count();
     scan_parsed(&pickle, data, kind, arrays, policy, joblib_arrays)
 }
 

@@ -158,7 +158,11 @@ pub fn scan_path(
         return scan_amber(Backing::Map(map), policy, limits);
     }
     drop(map);
-    scan_opened(open_legacy_path_scanned(path, policy, limits), size)
+    // A scan needs the parse, not the stream rewritten for loading.
+    let opened = open_scanned(policy, limits, |inspect| {
+        amber_legacy::scan_open_path(path, limits, inspect)
+    });
+    scan_opened(opened, size)
 }
 
 /// [`scan_path`] for a file held in memory.
@@ -174,7 +178,10 @@ pub fn scan_bytes(
     if sniff::kind(&data) == Kind::Zip {
         return scan_amber(Backing::Owned(data), policy, limits);
     }
-    scan_opened(open_legacy_bytes_scanned(data, policy, limits), size)
+    let opened = open_scanned(policy, limits, |inspect| {
+        amber_legacy::scan_open_bytes(data, limits, inspect)
+    });
+    scan_opened(opened, size)
 }
 
 /// The report of an amber container held in `backing`.

@@ -122,6 +122,57 @@ fn joblib_16_fixtures_every_protocol_and_codec() {
     }
 }
 
+/// A scan-only open parses and checks as an open for loading does and shows
+/// the same parse; only the rewritten stream is left until first asked for,
+/// and it is then the same bytes.
+#[test]
+fn scan_only_open_matches_the_full_open() {
+    for name in [
+        "small_p2.joblib",
+        "small_p5.joblib",
+        "small.joblib.gz",
+        "small.joblib.xz",
+    ] {
+        let full = open_path(&data(name), &limits()).unwrap();
+        let mut seen = Vec::new();
+        let scan = amber_legacy::scan_open_path(&data(name), &limits(), &mut |p| {
+            seen.push((p.joblib, p.joblib_arrays, p.pickle.graph().len()));
+        })
+        .unwrap();
+        let mut full_seen = Vec::new();
+        amber_legacy::open_path_inspected(&data(name), &limits(), &mut |p| {
+            full_seen.push((p.joblib, p.joblib_arrays, p.pickle.graph().len()));
+        })
+        .unwrap();
+        assert_eq!(seen, full_seen, "{name}");
+        assert_eq!(seen.first().map(|s| s.1), Some(3), "{name}");
+        assert_eq!(scan.kind(), full.kind(), "{name}");
+        assert_eq!(scan.arrays(), full.arrays(), "{name}");
+        assert!(scan.is_rewritten(), "{name}");
+        assert_eq!(scan.load_stream(), full.load_stream(), "{name}");
+        check_small(&scan);
+        let bytes = std::fs::read(data(name)).unwrap();
+        let from_bytes = amber_legacy::scan_open_bytes(bytes, &limits(), &mut |_| {}).unwrap();
+        assert_eq!(from_bytes.load_stream(), full.load_stream(), "{name}");
+    }
+    // A plain pickle is not rewritten either way.
+    let plain = amber_pickle_plain();
+    let l = amber_legacy::scan_open_bytes(plain.clone(), &limits(), &mut |_| {}).unwrap();
+    assert!(!l.is_rewritten());
+    assert_eq!(l.load_stream(), plain.as_slice());
+    // Errors are the open's.
+    let damaged = std::fs::read(data("small_p4.joblib")).unwrap();
+    let cut = damaged[..damaged.len() - 40].to_vec();
+    let scan_err = amber_legacy::scan_open_bytes(cut.clone(), &limits(), &mut |_| {}).unwrap_err();
+    let full_err = open_bytes(cut, &limits()).unwrap_err();
+    assert_eq!(scan_err.to_string(), full_err.to_string());
+}
+
+/// `pickle.dumps([1, 2], protocol=2)`.
+fn amber_pickle_plain() -> Vec<u8> {
+    b"\x80\x02]q\x00(K\x01K\x02e.".to_vec()
+}
+
 fn lz4(data: &[u8]) -> Vec<u8> {
     let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
     e.write_all(data).unwrap();

@@ -16,7 +16,7 @@
 
 use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
 use crate::graph::{Event, EventKind};
-use crate::graph::{Items, Kind, NodeId, Stored, is_leaf_opcode};
+use crate::graph::{Global, Items, Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
 use crate::reader::Arg;
@@ -55,6 +55,8 @@ impl<'a> Run<'a, '_> {
             0x87 => self.other_op(cur, window, pos, Opcode::TUPLE3),
             b't' => self.other_op(cur, window, pos, Opcode::TUPLE),
             b'R' => self.other_op(cur, window, pos, Opcode::REDUCE),
+            0x81 => self.other_op(cur, window, pos, Opcode::NEWOBJ),
+            0x93 => self.other_op(cur, window, pos, Opcode::STACK_GLOBAL),
             b'b' => self.other_op(cur, window, pos, Opcode::BUILD),
             _ => {
                 let Some(opcode) = Opcode::from_byte(byte) else {
@@ -126,7 +128,8 @@ impl<'a> Run<'a, '_> {
                 self.fast_extend(cur, opcode).then_some(at)
             }
             Opcode::BUILD => self.fast_build(cur, pos).then_some(at),
-            Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE => {
+            Opcode::STACK_GLOBAL => self.fast_stack_global(cur, pos).then_some(at),
+            Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE | Opcode::NEWOBJ => {
                 let n = match opcode {
                     Opcode::TUPLE1 => 1,
                     Opcode::TUPLE3 => 3,
@@ -287,20 +290,20 @@ impl<'a> Run<'a, '_> {
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
-        let (reduce, bytes) = match (opcode, items) {
+        // A call owns nothing beyond the node (as `node_bytes` counts it).
+        let (call, bytes) = match (opcode, items) {
             (Opcode::REDUCE, &[callable, args]) => {
-                let kind = Kind::Reduce { callable, args };
-                let bytes = node_bytes(&kind);
-                (Some(kind), bytes)
+                (Some(Kind::Reduce { callable, args }), NODE_BYTES)
             }
-            (Opcode::REDUCE, _) => return false,
+            (Opcode::NEWOBJ, &[cls, args]) => (Some(Kind::NewObj { cls, args }), NODE_BYTES),
+            (Opcode::REDUCE | Opcode::NEWOBJ, _) => return false,
             _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
         };
         if !self.fast_fits(bytes) {
             return false;
         }
         // Interned only once the node is certain to be added.
-        let kind = match reduce {
+        let kind = match call {
             Some(kind) => kind,
             None => match self.graph.intern(items) {
                 Some(items) => Kind::Tuple(items),
@@ -315,6 +318,41 @@ impl<'a> Run<'a, '_> {
             cur.marks.pop();
         }
         self.stats.max_nesting_depth = self.stats.max_nesting_depth.max(u64::from(depth));
+        self.fast_push(cur, id, total);
+        true
+    }
+
+    /// `STACK_GLOBAL` of two `str`s (anything else is an error `step` reports).
+    #[inline]
+    fn fast_stack_global(&mut self, cur: &mut Machine<'a>, pos: usize) -> bool {
+        if cur.above_fence() < 2 {
+            return false;
+        }
+        let at = cur.stack.len().saturating_sub(2);
+        let Some(&[module_id, name_id]) = cur.stack.get(at..) else {
+            return false;
+        };
+        let (Ok(module), Ok(name)) = (self.graph.text(module_id), self.graph.text(name_id)) else {
+            return false;
+        };
+        let kind = Kind::Global(Box::new(Global {
+            module,
+            name,
+            protocol: cur.proto,
+            operands: Some((module_id, name_id)),
+        }));
+        let bytes = node_bytes(&kind);
+        let Some(total) = self.fast_room(cur, 2, 1) else {
+            return false;
+        };
+        if !self.fast_fits(bytes) {
+            return false;
+        }
+        let Some(id) = self.fast_add(kind, bytes, pos, Opcode::STACK_GLOBAL, 1) else {
+            return false;
+        };
+        self.graph.globals.push(id);
+        cur.stack.truncate(at);
         self.fast_push(cur, id, total);
         true
     }
@@ -366,6 +404,7 @@ impl<'a> Run<'a, '_> {
         }
         match (&mut node.kind, opcode) {
             (Kind::Dict(dict), Opcode::SETITEMS) => {
+                dict.reserve(n / 2);
                 dict.extend(items.chunks_exact(2).filter_map(|p| match *p {
                     [k, v] => Some((k, v)),
                     _ => None,

@@ -64,6 +64,46 @@ fn fixtures_parse_the_same_on_both_paths() {
     }
 }
 
+/// Everything a joblib parse reports with `hook`, plus the arrays it counted.
+fn hooked(data: &[u8], mut hook: JoblibHook) -> (String, u64, usize) {
+    let parsed = Parser::new(data)
+        .allow_trailing(true)
+        .hook(&mut hook)
+        .parse()
+        .map(|p| format!("{:?}\n{:?}\n{:?}", p.root(), p.stats(), p.graph()));
+    let text = match parsed {
+        Ok(t) => t,
+        Err(e) => format!("error {e:?}"),
+    };
+    (text, hook.count(), hook.arrays().len())
+}
+
+#[test]
+fn counting_hook_decides_as_the_recording_one() {
+    let mut names: Vec<_> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".joblib"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    let mut arrays = 0;
+    for name in names {
+        let data = fixture(&name);
+        for end in (0..=data.len()).rev().step_by(5) {
+            let (kept, kept_count, kept_len) = hooked(&data[..end], JoblibHook::new());
+            let (counted, count, len) = hooked(&data[..end], JoblibHook::counting());
+            assert_eq!(kept, counted, "{name} cut at {end}");
+            assert_eq!((kept_count, len), (count, 0), "{name} cut at {end}");
+            assert_eq!(usize::try_from(kept_count).unwrap(), kept_len);
+            if end == data.len() {
+                arrays += kept_len;
+            }
+        }
+    }
+    assert!(arrays > 0, "the joblib fixtures hold arrays");
+}
+
 /// Fragments of the opcodes the fast path takes, and some it does not.
 fn fragment() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -81,6 +121,7 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\x86".to_vec()),
         Just(b"\x87".to_vec()),
         Just(b"R".to_vec()),
+        Just(b"\x81".to_vec()),
         Just(b"u".to_vec()),
         Just(b"e".to_vec()),
         Just(b"a".to_vec()),
