@@ -267,16 +267,25 @@ impl Streaming {
 
     /// Compresses and writes what is left, then the index and footer.
     fn finish(mut self, sink: &mut PieceSink<'_>, label: &Path) -> Result<Summary> {
-        self.write_done(0, sink, label)?;
         let settings = Settings {
             chunk_size: self.chunk_size,
             ..self.settings
         };
+        // The last bytes are compressed while the chunks still in flight are
+        // waited for and written: the pickler is done, so nothing else would
+        // keep the pool's threads busy meanwhile.
+        let rest = std::mem::take(&mut self.pending);
+        // (Less than one chunk: `pack_all` packs it whole, as `encode` would.)
+        let (packed, written) = rayon::join(
+            || Encoder::with_filter(settings, Filter::None).pack_all(&rest),
+            || self.write_done(0, sink, label),
+        );
+        written?;
         let mut encoder = self
             .encoder
             .take()
             .unwrap_or_else(|| Encoder::new(settings, &[]));
-        encoder.encode(&self.pending, sink)?;
+        encoder.write_packed(&rest, &packed, sink)?;
         encoder.finish(sink)
     }
 }
