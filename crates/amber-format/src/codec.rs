@@ -499,6 +499,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Inputs up to this size are compressed at the fast zstd levels (up to 3)
+/// with match tables of 2^[`SMALL_TABLES_LOG`] entries, which stay in the
+/// core's cache, instead of the level's 2^16–2^17: on a forest's node and
+/// value arrays (a few hundred KiB each) that was 5–8% faster for sizes
+/// within 0.2% either way.
+const SMALL_TABLES_MAX: usize = 1 << 20;
+/// See [`SMALL_TABLES_MAX`].
+const SMALL_TABLES_LOG: u32 = 15;
+
 /// Appends `input` compressed to `out`; returns the compressed length.
 fn compress_chunk(input: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize> {
     let start = out.len();
@@ -509,6 +518,15 @@ fn compress_chunk(input: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize
                 *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
             }
             let (_, compressor) = cell.as_mut()?;
+            // 0 restores the level's own table sizes.
+            let small = level <= 3 && input.len() <= SMALL_TABLES_MAX;
+            let log = if small { SMALL_TABLES_LOG } else { 0 };
+            compressor
+                .set_parameter(zstd::zstd_safe::CParameter::HashLog(log))
+                .ok()?;
+            compressor
+                .set_parameter(zstd::zstd_safe::CParameter::ChainLog(log))
+                .ok()?;
             out.reserve(zstd::zstd_safe::compress_bound(input.len()));
             // Written straight into `out`'s spare capacity, after what it holds.
             let mut cursor = std::io::Cursor::new(&mut *out);
@@ -1370,6 +1388,30 @@ mod tests {
         }
         let mut small = vec![0u8; data.len() - 1];
         assert!(decode_into(&payload, "x", &mut small).is_err());
+    }
+
+    #[test]
+    fn small_inputs_get_small_tables_and_large_ones_the_levels_own() {
+        // The thread's context is reused: after a small input, a large one must
+        // be compressed exactly as a fresh context at the level does it.
+        let large: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i / 7 % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
+        let small = large.get(..100_000).unwrap();
+        let mut out = Vec::new();
+        compress_chunk(small, Codec::Zstd(3), &mut out).unwrap();
+        let mut tuned = zstd::bulk::Compressor::new(3).unwrap();
+        tuned
+            .set_parameter(zstd::zstd_safe::CParameter::HashLog(SMALL_TABLES_LOG))
+            .unwrap();
+        tuned
+            .set_parameter(zstd::zstd_safe::CParameter::ChainLog(SMALL_TABLES_LOG))
+            .unwrap();
+        assert_eq!(out, tuned.compress(small).unwrap());
+        out.clear();
+        compress_chunk(&large, Codec::Zstd(3), &mut out).unwrap();
+        assert_eq!(out, zstd::bulk::compress(&large, 3).unwrap());
+        assert_eq!(zstd::bulk::decompress(&out, large.len()).unwrap(), large);
     }
 
     /// How [`small_ints`] are compressed.
