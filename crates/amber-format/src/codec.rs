@@ -1391,6 +1391,45 @@ mod tests {
     }
 
     #[test]
+    fn raw_planes_after_a_compressed_one_move_up_into_place() {
+        // u16 values whose low byte is constant and high byte random: byte
+        // plane 0 compresses to almost nothing, plane 1 is stored raw and has
+        // to move up behind it, as do the trailing byte and the next chunks.
+        let mut x: u32 = 12345;
+        let mut data: Vec<u8> = (0..300_001)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                [7u8, (x >> 24) as u8]
+            })
+            .collect();
+        data.push(9);
+        let settings = Settings {
+            codec: Codec::Zstd(3),
+            itemsize: 2,
+            chunk_size: 1 << 18,
+        };
+        let (payload, summary) = encode(&data, settings);
+        assert_eq!(summary.filter, Filter::Shuffle(2));
+        let layout = read_layout(&payload, "x").unwrap();
+        let (offset, _, _, raw) = layout.chunks[0];
+        assert!(!raw);
+        let word = |at: usize| {
+            u32::from_le_bytes(payload[offset as usize + at..][..4].try_into().unwrap())
+        };
+        assert_eq!(word(0) & PLANE_RAW, 0);
+        assert_eq!(word(4), PLANE_RAW | (1 << 17));
+        assert!(
+            summary.stored_size < data.len() as u64 * 53 / 100,
+            "{summary:?}"
+        );
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
     fn small_inputs_get_small_tables_and_large_ones_the_levels_own() {
         // The thread's context is reused: after a small input, a large one must
         // be compressed exactly as a fresh context at the level does it.
