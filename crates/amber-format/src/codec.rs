@@ -134,6 +134,15 @@ impl Filter {
     }
 }
 
+/// A piece of a payload and its CRC-32 when the encoder already knows it (a
+/// chunk's, from its index record), so that the zip entry's CRC is combined
+/// from those rather than computed over the bytes a second time.
+pub type Piece<'a> = (&'a [u8], Option<u32>);
+
+/// Where an encoder writes a payload's bytes, in order, a batch of pieces at
+/// a time (so the writer can hash a batch while it writes it).
+pub type PieceSink<'a> = dyn FnMut(&[Piece<'_>]) -> Result<()> + Send + 'a;
+
 /// How to compress one payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -235,11 +244,7 @@ impl Encoder {
     ///
     /// Work goes in batches of a few chunks per thread, so memory stays bounded,
     /// and batch `i` is written while batch `i + 1` is being compressed.
-    pub fn encode(
-        &mut self,
-        data: &[u8],
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
-    ) -> Result<()> {
+    pub fn encode(&mut self, data: &[u8], sink: &mut PieceSink<'_>) -> Result<()> {
         let settings = self.settings;
         let filter = self.filter;
         let chunk_size = settings.chunk_size.max(1);
@@ -301,7 +306,7 @@ impl Encoder {
         &mut self,
         data: &[u8],
         packed: &PackedPayload,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        sink: &mut PieceSink<'_>,
     ) -> Result<()> {
         let chunk_size = self.settings.chunk_size.max(1);
         self.emit(data, &packed.0, chunk_size, sink)
@@ -313,14 +318,15 @@ impl Encoder {
         raw: &[u8],
         packed: &[(Packed, u32)],
         chunk_size: usize,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        sink: &mut PieceSink<'_>,
     ) -> Result<()> {
+        let mut pieces = Vec::with_capacity(packed.len());
         for ((packed, crc), chunk) in packed.iter().zip(raw.chunks(chunk_size)) {
             let (bytes, flags) = match packed {
                 Packed::Raw => (chunk, FLAG_RAW),
                 Packed::Data(d) => (d.as_slice(), 0),
             };
-            sink(bytes)?;
+            pieces.push((bytes, Some(*crc)));
             self.index
                 .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             self.index.extend_from_slice(&crc.to_le_bytes());
@@ -328,14 +334,14 @@ impl Encoder {
             self.written += bytes.len() as u64;
             self.chunks += 1;
         }
+        sink(&pieces)?;
         self.raw_size += raw.len() as u64;
         Ok(())
     }
 
     /// Writes the index and footer; returns the summary.
-    pub fn finish(self, sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send)) -> Result<Summary> {
+    pub fn finish(self, sink: &mut PieceSink<'_>) -> Result<Summary> {
         let index_offset = self.written;
-        sink(&self.index)?;
         let mut footer = Vec::with_capacity(FOOTER_LEN);
         footer.extend_from_slice(FOOTER_MAGIC);
         footer.push(1);
@@ -353,7 +359,7 @@ impl Encoder {
         hasher.update(&self.index);
         hasher.update(&footer);
         footer.extend_from_slice(&hasher.finalize().to_le_bytes());
-        sink(&footer)?;
+        sink(&[(&self.index, None), (&footer, None)])?;
         Ok(Summary {
             codec: self.settings.codec,
             filter: self.filter,
@@ -456,23 +462,22 @@ fn compressed_len(data: &[u8], codec: Codec, filter: Filter) -> usize {
     }
 }
 
-/// Appends `chunk` filtered and compressed to `out` (empty) and returns `true`,
-/// or `false` when that does not make it smaller.
+/// Makes `out` hold `chunk` filtered and compressed and returns `true`, or
+/// `false` when that does not make it smaller (`out` then holds no meaning).
+/// `out` may hold anything before: a reused buffer is not cleared first.
 fn pack_into(chunk: &[u8], codec: Codec, filter: Filter, out: &mut Vec<u8>) -> bool {
     let packed = match filter {
-        Filter::None => pack_block(chunk, codec, PROBE_RATIO, out),
-        filter => with_scratch(chunk.len(), |planar| {
-            filter.permute(chunk, planar, true);
-            pack_planes(planar, filter, codec, out)
-        })
-        .is_some(),
+        Filter::None => {
+            out.clear();
+            pack_block(chunk, codec, PROBE_RATIO, out)
+        }
+        filter => pack_planes(chunk, filter, codec, out).is_some(),
     };
     packed && out.len() < chunk.len()
 }
 
 /// Compresses one chunk into `out` (a reused buffer), or marks it raw.
 fn pack(chunk: &[u8], codec: Codec, filter: Filter, mut out: Vec<u8>) -> (Packed, u32) {
-    out.clear();
     if pack_into(chunk, codec, filter, &mut out) {
         let crc = crc32fast::hash(&out);
         (Packed::Data(out), crc)
@@ -494,6 +499,15 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Inputs up to this size are compressed at the fast zstd levels (up to 3)
+/// with match tables of 2^[`SMALL_TABLES_LOG`] entries, which stay in the
+/// core's cache, instead of the level's 2^16–2^17: on a forest's node and
+/// value arrays (a few hundred KiB each) that was 5–8% faster for sizes
+/// within 0.2% either way.
+const SMALL_TABLES_MAX: usize = 1 << 20;
+/// See [`SMALL_TABLES_MAX`].
+const SMALL_TABLES_LOG: u32 = 15;
+
 /// Appends `input` compressed to `out`; returns the compressed length.
 fn compress_chunk(input: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize> {
     let start = out.len();
@@ -504,6 +518,15 @@ fn compress_chunk(input: &[u8], codec: Codec, out: &mut Vec<u8>) -> Option<usize
                 *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
             }
             let (_, compressor) = cell.as_mut()?;
+            // 0 restores the level's own table sizes.
+            let small = level <= 3 && input.len() <= SMALL_TABLES_MAX;
+            let log = if small { SMALL_TABLES_LOG } else { 0 };
+            compressor
+                .set_parameter(zstd::zstd_safe::CParameter::HashLog(log))
+                .ok()?;
+            compressor
+                .set_parameter(zstd::zstd_safe::CParameter::ChainLog(log))
+                .ok()?;
             out.reserve(zstd::zstd_safe::compress_bound(input.len()));
             // Written straight into `out`'s spare capacity, after what it holds.
             let mut cursor = std::io::Cursor::new(&mut *out);
@@ -575,32 +598,59 @@ fn pack_block(block: &[u8], codec: Codec, worth: f64, out: &mut Vec<u8>) -> bool
 /// High bit of a plane size: the plane is stored raw.
 const PLANE_RAW: u32 = 1 << 31;
 
-/// A chunk permuted by `filter` as its `k` planes of `m` bytes compressed (or
-/// stored raw, or left out when zero) one by one, appended to `out` (empty):
-/// `k × u32` sizes (high bit: raw), the planes, then the trailing bytes.
-fn pack_planes(planar: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) -> Option<()> {
-    let (k, m) = filter.planes(planar.len());
+/// `chunk` permuted by `filter` as its `k` planes of `m` bytes compressed (or
+/// stored raw, or left out when zero) one by one, into `out`: `k × u32` sizes
+/// (high bit: raw), the planes, then the trailing bytes.
+///
+/// The permutation is written straight into `out`, each plane where it goes
+/// if stored raw; a plane that compresses is compressed aside and copied back
+/// over it, and the planes after it move up. Random planes, most of a random
+/// float's, are so never copied after the permutation.
+fn pack_planes(chunk: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) -> Option<()> {
+    let (k, m) = filter.planes(chunk.len());
     let zero_planes = filter.has_zero_planes();
-    let (body, tail) = planar.split_at_checked(m * k)?;
-    // The size table first (filled in as planes are packed), then the planes.
-    out.reserve(4 * k + planar.len());
-    out.resize(4 * k, 0);
+    let table = 4 * k;
+    let body = m.checked_mul(k)?;
+    // Every byte of `out` is overwritten below: a reused buffer is not zeroed.
+    out.resize(table + chunk.len(), 0);
+    out.truncate(table + chunk.len());
+    filter.permute(chunk, out.get_mut(table..)?, true);
+    let mut packed = PLANE_OUT.take();
+    let mut at = table;
     for j in 0..k {
-        let plane = body.get(j * m..(j + 1) * m).unwrap_or_default();
-        let start = out.len();
+        let start = table + j * m;
+        let plane = out.get(start..start + m)?;
         let word = if zero_planes && m > 0 && plane.iter().all(|&b| b == 0) {
             0
-        } else if pack_block(plane, codec, plane_ratio(codec), out) {
-            u32::try_from(out.len() - start).ok()?
         } else {
-            out.extend_from_slice(plane);
-            u32::try_from(plane.len()).ok()? | PLANE_RAW
+            packed.clear();
+            if pack_block(plane, codec, plane_ratio(codec), &mut packed) {
+                // Shorter than the plane, so it ends before the next one starts.
+                out.get_mut(at..at + packed.len())?.copy_from_slice(&packed);
+                at += packed.len();
+                u32::try_from(packed.len()).ok()?
+            } else {
+                out.copy_within(start..start + m, at);
+                at += m;
+                u32::try_from(m).ok()? | PLANE_RAW
+            }
         };
         out.get_mut(4 * j..4 * j + 4)?
             .copy_from_slice(&word.to_le_bytes());
     }
-    out.extend_from_slice(tail);
+    let tail = table + body..out.len();
+    let tail_len = tail.len();
+    out.copy_within(tail, at);
+    out.truncate(at + tail_len);
+    if packed.capacity() <= KEEP_SCRATCH {
+        PLANE_OUT.set(packed);
+    }
     Some(())
+}
+
+thread_local! {
+    /// The thread's buffer for compressing one plane aside.
+    static PLANE_OUT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Inverse of [`pack_planes`] into `out` (the chunk's raw length), undoing the filter as well.
@@ -788,7 +838,8 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
 /// between interleaved and planar layouts. Both slices hold exactly `n * K`
 /// bytes. Groups of `K` elements are a `K`×`K` byte matrix, transposed in
 /// registers as `K` words ([`transpose_words`]), so every plane is read or
-/// written a word at a time.
+/// written a word at a time; the planes are indexed directly (not walked by
+/// iterators held in memory), which lets the compiler keep the loop in registers.
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
     if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
         return;
@@ -796,25 +847,22 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
     let whole = n / K * K;
     if forward {
         let (groups, _) = src.get(..whole * K).unwrap_or_default().as_chunks::<K>();
-        let mut planes: Vec<_> = dst
-            .chunks_exact_mut(n)
-            .map(|plane| {
-                plane
-                    .get_mut(..whole)
-                    .unwrap_or_default()
-                    .as_chunks_mut::<K>()
-                    .0
-                    .iter_mut()
-            })
-            .collect();
-        for group in groups.chunks_exact(K) {
+        let mut planes: [&mut [[u8; K]]; 8] = Default::default();
+        for (slot, plane) in planes.iter_mut().zip(dst.chunks_exact_mut(n)) {
+            *slot = plane
+                .get_mut(..whole)
+                .unwrap_or_default()
+                .as_chunks_mut::<K>()
+                .0;
+        }
+        for (g, group) in groups.chunks_exact(K).enumerate() {
             let mut words = [0u64; K];
             for (word, element) in words.iter_mut().zip(group) {
                 *word = load_word(element);
             }
             transpose_words(&mut words);
             for (plane, word) in planes.iter_mut().zip(words) {
-                if let Some(out) = plane.next() {
+                if let Some(out) = plane.get_mut(g) {
                     store_word(out, word);
                 }
             }
@@ -827,25 +875,18 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
             }
         }
     } else {
-        let mut planes: Vec<_> = src
-            .chunks_exact(n)
-            .map(|plane| {
-                plane
-                    .get(..whole)
-                    .unwrap_or_default()
-                    .as_chunks::<K>()
-                    .0
-                    .iter()
-            })
-            .collect();
+        let mut planes: [&[[u8; K]]; 8] = Default::default();
+        for (slot, plane) in planes.iter_mut().zip(src.chunks_exact(n)) {
+            *slot = plane.get(..whole).unwrap_or_default().as_chunks::<K>().0;
+        }
         let (groups, _) = dst
             .get_mut(..whole * K)
             .unwrap_or_default()
             .as_chunks_mut::<K>();
-        for group in groups.chunks_exact_mut(K) {
+        for (g, group) in groups.chunks_exact_mut(K).enumerate() {
             let mut words = [0u64; K];
-            for (word, plane) in words.iter_mut().zip(planes.iter_mut()) {
-                if let Some(bytes) = plane.next() {
+            for (word, plane) in words.iter_mut().zip(&planes) {
+                if let Some(bytes) = plane.get(g) {
                     *word = load_word(bytes);
                 }
             }
@@ -1148,14 +1189,14 @@ mod tests {
             settings,
             data.get(..settings.chunk_size.min(data.len())).unwrap(),
         );
-        enc.encode(data, &mut |b| {
-            out.extend_from_slice(b);
+        enc.encode(data, &mut |pieces| {
+            pieces.iter().for_each(|(b, _)| out.extend_from_slice(b));
             Ok(())
         })
         .unwrap();
         let summary = enc
-            .finish(&mut |b| {
-                out.extend_from_slice(b);
+            .finish(&mut |pieces| {
+                pieces.iter().for_each(|(b, _)| out.extend_from_slice(b));
                 Ok(())
             })
             .unwrap();
@@ -1349,6 +1390,69 @@ mod tests {
         assert!(decode_into(&payload, "x", &mut small).is_err());
     }
 
+    #[test]
+    fn raw_planes_after_a_compressed_one_move_up_into_place() {
+        // u16 values whose low byte is constant and high byte random: byte
+        // plane 0 compresses to almost nothing, plane 1 is stored raw and has
+        // to move up behind it, as do the trailing byte and the next chunks.
+        let mut x: u32 = 12345;
+        let mut data: Vec<u8> = (0..300_001)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                [7u8, (x >> 24) as u8]
+            })
+            .collect();
+        data.push(9);
+        let settings = Settings {
+            codec: Codec::Zstd(3),
+            itemsize: 2,
+            chunk_size: 1 << 18,
+        };
+        let (payload, summary) = encode(&data, settings);
+        assert_eq!(summary.filter, Filter::Shuffle(2));
+        let layout = read_layout(&payload, "x").unwrap();
+        let (offset, _, _, raw) = layout.chunks[0];
+        assert!(!raw);
+        let word = |at: usize| {
+            u32::from_le_bytes(payload[offset as usize + at..][..4].try_into().unwrap())
+        };
+        assert_eq!(word(0) & PLANE_RAW, 0);
+        assert_eq!(word(4), PLANE_RAW | (1 << 17));
+        assert!(
+            summary.stored_size < data.len() as u64 * 53 / 100,
+            "{summary:?}"
+        );
+        let mut out = vec![0u8; data.len()];
+        decode_into(&payload, "x", &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn small_inputs_get_small_tables_and_large_ones_the_levels_own() {
+        // The thread's context is reused: after a small input, a large one must
+        // be compressed exactly as a fresh context at the level does it.
+        let large: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i / 7 % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
+        let small = large.get(..100_000).unwrap();
+        let mut out = Vec::new();
+        compress_chunk(small, Codec::Zstd(3), &mut out).unwrap();
+        let mut tuned = zstd::bulk::Compressor::new(3).unwrap();
+        tuned
+            .set_parameter(zstd::zstd_safe::CParameter::HashLog(SMALL_TABLES_LOG))
+            .unwrap();
+        tuned
+            .set_parameter(zstd::zstd_safe::CParameter::ChainLog(SMALL_TABLES_LOG))
+            .unwrap();
+        assert_eq!(out, tuned.compress(small).unwrap());
+        out.clear();
+        compress_chunk(&large, Codec::Zstd(3), &mut out).unwrap();
+        assert_eq!(out, zstd::bulk::compress(&large, 3).unwrap());
+        assert_eq!(zstd::bulk::decompress(&out, large.len()).unwrap(), large);
+    }
+
     /// How [`small_ints`] are compressed.
     const INTS: Settings = Settings {
         codec: Codec::Zstd(3),
@@ -1392,8 +1496,8 @@ mod tests {
         let packed = shuffled.pack_all(&data);
         let mut bytes = 0;
         shuffled
-            .write_packed(&data, &packed, &mut |b| {
-                bytes += b.len();
+            .write_packed(&data, &packed, &mut |pieces| {
+                bytes += pieces.iter().map(|(b, _)| b.len()).sum::<usize>();
                 Ok(())
             })
             .unwrap();
@@ -1441,8 +1545,10 @@ mod tests {
                     let mut enc = Encoder::new(settings, &[]);
                     enc.filter = Filter::BitShuffle(k);
                     let mut payload = Vec::new();
-                    let mut sink = |b: &[u8]| {
-                        payload.extend_from_slice(b);
+                    let mut sink = |pieces: &[Piece<'_>]| {
+                        pieces
+                            .iter()
+                            .for_each(|(b, _)| payload.extend_from_slice(b));
                         Ok(())
                     };
                     enc.encode(&data, &mut sink).unwrap();
@@ -1543,8 +1649,8 @@ mod timing {
         let mut enc = Encoder::new(settings, &[]);
         enc.filter = filter;
         let mut out = Vec::with_capacity(data.len());
-        let mut sink = |b: &[u8]| {
-            out.extend_from_slice(b);
+        let mut sink = |pieces: &[Piece<'_>]| {
+            pieces.iter().for_each(|(b, _)| out.extend_from_slice(b));
             Ok(())
         };
         enc.encode(data, &mut sink).unwrap();

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError, mpsc};
 
 use rayon::prelude::*;
 
-use crate::codec::{Encoder, Filter, PackedPayload, Settings, Summary};
+use crate::codec::{Encoder, Filter, PackedPayload, Piece, PieceSink, Settings, Summary};
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
@@ -237,12 +237,7 @@ impl Streaming {
     /// Writes the chunks whose compression is done, in order; waits for the
     /// oldest ones while more than `keep` are in flight. A short stream's
     /// chunks are held back (it may still go over to full chunks).
-    fn write_done(
-        &mut self,
-        keep: usize,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
-        label: &Path,
-    ) -> Result<()> {
+    fn write_done(&mut self, keep: usize, sink: &mut PieceSink<'_>, label: &Path) -> Result<()> {
         if self.is_short() && keep > 0 {
             return Ok(());
         }
@@ -271,21 +266,26 @@ impl Streaming {
     }
 
     /// Compresses and writes what is left, then the index and footer.
-    fn finish(
-        mut self,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
-        label: &Path,
-    ) -> Result<Summary> {
-        self.write_done(0, sink, label)?;
+    fn finish(mut self, sink: &mut PieceSink<'_>, label: &Path) -> Result<Summary> {
         let settings = Settings {
             chunk_size: self.chunk_size,
             ..self.settings
         };
+        // The last bytes are compressed while the chunks still in flight are
+        // waited for and written: the pickler is done, so nothing else would
+        // keep the pool's threads busy meanwhile.
+        let rest = std::mem::take(&mut self.pending);
+        // (Less than one chunk: `pack_all` packs it whole, as `encode` would.)
+        let (packed, written) = rayon::join(
+            || Encoder::with_filter(settings, Filter::None).pack_all(&rest),
+            || self.write_done(0, sink, label),
+        );
+        written?;
         let mut encoder = self
             .encoder
             .take()
             .unwrap_or_else(|| Encoder::new(settings, &[]));
-        encoder.encode(&self.pending, sink)?;
+        encoder.write_packed(&rest, &packed, sink)?;
         encoder.finish(sink)
     }
 }
@@ -371,7 +371,8 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
             let label = &self.label;
             stream.hand_over_full_chunks(label)?;
             let zip = &mut self.zip;
-            let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+            let mut sink =
+                |pieces: &[Piece<'_>]| zip.write_pieces(pieces).map_err(|e| io_error(label, e));
             let keep = stream.max_in_flight;
             stream.write_done(keep, &mut sink, label)?;
         }
@@ -383,7 +384,8 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         if let Some(stream) = self.streaming.take() {
             let zip = &mut self.zip;
             let label = &self.label;
-            let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+            let mut sink =
+                |pieces: &[Piece<'_>]| zip.write_pieces(pieces).map_err(|e| io_error(label, e));
             self.last_summary = Some(stream.finish(&mut sink, label)?);
         }
         match self.zip.end_entry() {
@@ -416,7 +418,8 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         let mut encoder = Encoder::new(settings, sample);
         let zip = &mut self.zip;
         let label = &self.label;
-        let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+        let mut sink =
+            |pieces: &[Piece<'_>]| zip.write_pieces(pieces).map_err(|e| io_error(label, e));
         encoder.encode(data, &mut sink)?;
         let summary = encoder.finish(&mut sink)?;
         let entry = self.end_entry()?;
@@ -501,7 +504,8 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
             self.zip.write(item.header).map_err(|e| self.io(e))?;
             let zip = &mut self.zip;
             let label = &self.label;
-            let mut sink = |b: &[u8]| zip.write(b).map_err(|e| io_error(label, e));
+            let mut sink =
+                |pieces: &[Piece<'_>]| zip.write_pieces(pieces).map_err(|e| io_error(label, e));
             encoder.write_packed(item.data, &payload, &mut sink)?;
             let summary = encoder.finish(&mut sink)?;
             let entry = self.end_entry()?;

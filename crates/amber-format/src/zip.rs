@@ -155,17 +155,61 @@ impl<W: Write + Seek + Send> ZipWriter<W> {
 
     /// Appends bytes to the streamed entry.
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write_piece(data, None)
+    }
+
+    /// Appends bytes to the streamed entry; `crc`, when given, is their CRC-32
+    /// (known to the caller), combined into the entry's instead of computed.
+    pub fn write_piece(&mut self, data: &[u8], crc: Option<u32>) -> std::io::Result<()> {
         let Some(open) = self.open.as_mut() else {
             return Err(usage("no entry is open for writing"));
         };
         self.sink.write_all(data)?;
-        open.hasher.update(data);
+        match crc {
+            Some(crc) => open
+                .hasher
+                .combine(&crc32fast::Hasher::new_with_initial_len(
+                    crc,
+                    data.len() as u64,
+                )),
+            None => open.hasher.update(data),
+        }
         if let Some(content) = self.content.as_mut() {
             content.update(data);
         }
         open.size += data.len() as u64;
         self.pos += data.len() as u64;
         Ok(())
+    }
+
+    /// Appends pieces to the streamed entry, as [`Self::write_piece`] one by
+    /// one; when they are large, another thread of the pool feeds them to the
+    /// content hash meanwhile (the hash would otherwise take as long as the
+    /// write, on the thread a compressed entry's chunks wait for).
+    pub fn write_pieces(&mut self, pieces: &[(&[u8], Option<u32>)]) -> std::io::Result<()> {
+        let total: usize = pieces.iter().map(|(p, _)| p.len()).sum();
+        if total < PARALLEL_HASH_MIN {
+            return pieces
+                .iter()
+                .try_for_each(|(p, crc)| self.write_piece(p, *crc));
+        }
+        let mut content = self.content.take();
+        let (written, ()) = rayon::join(
+            || {
+                pieces
+                    .iter()
+                    .try_for_each(|(p, crc)| self.write_piece(p, *crc))
+            },
+            || {
+                if let Some(hasher) = content.as_mut() {
+                    pieces.iter().for_each(|(p, _)| {
+                        hasher.update(p);
+                    });
+                }
+            },
+        );
+        self.content = content;
+        written
     }
 
     /// Closes the streamed entry and patches its header with the CRC and sizes.
@@ -939,6 +983,21 @@ mod tests {
             }
         }
         w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn pieces_written_with_their_crc_give_the_entry_crc_of_their_bytes() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        w.begin_entry("x").unwrap();
+        for (i, piece) in data.chunks(777).enumerate() {
+            let crc = (i % 2 == 0).then(|| crc32fast::hash(piece));
+            w.write_piece(piece, crc).unwrap();
+        }
+        assert_eq!(w.end_entry().unwrap().crc32, crc32fast::hash(&data));
+        let bytes = w.finish().unwrap().into_inner();
+        let entries = read_directory(&bytes).unwrap();
+        assert_eq!(entries[0].crc32, crc32fast::hash(&data));
     }
 
     #[test]
