@@ -104,9 +104,20 @@ def safety_checks(r: Results) -> list[Check]:
     for case in r.cases:
         if case == "a_int32":
             continue
-        checks.append(_judge(case, "amber load time / amber load(trusted=True) time (safety costs <= 5%)",
-                             _div(r.get(case, "amber", "load_median_s"), r.get(case, "amber_trusted", "load_median_s")),
-                             "<=", 1.05))
+        safety = r.cases[case].get("safety") or {}
+        blocks = _div(r.get(case, "amber", "load_median_s"), r.get(case, "amber_trusted", "load_median_s"))
+        if "ratio" in safety:
+            # Judged on interleaved pairs: the table's two blocks of runs lie
+            # minutes apart, and the VM's drift between them exceeds 5%.
+            checks.append(_judge(case, "amber load time / amber load(trusted=True) time, interleaved pairs "
+                                 "(safety costs <= 5%)", safety["ratio"], "<=", 1.05,
+                                 f"medians {safety['safe_s'] * 1000:.2f} / {safety['trusted_s'] * 1000:.2f} ms "
+                                 f"over {safety['pairs']} pairs"))
+            checks.append(_info(case, "amber load time / amber load(trusted=True) time, the table's blocks of runs",
+                                blocks, ""))
+        else:
+            checks.append(_judge(case, "amber load time / amber load(trusted=True) time (safety costs <= 5%)",
+                                 blocks, "<=", 1.05))
         scan = r.cases[case].get("scan") or {}
         # The same cost measured directly: the scan's own time (what load adds
         # before unpickling), steadier than a difference of two noisy loads.

@@ -139,8 +139,25 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     scan: dict[str, Any] | None = None
     if case in suite.PUBLIC_CASES and (args.only is None or "scan" in args.only):
         scan = _scan_case(obj, case, args)
+    safety: dict[str, Any] | None = None
+    if case in suite.PUBLIC_CASES and (args.only is None or "amber" in args.only):
+        safety = _safety_case(obj, case, args)
     return {"name": info.name, "title": info.title, "model": model, "build_s": build_s, "methods": results,
-            "scan": scan, "seconds": time.perf_counter() - started}
+            "scan": scan, "safety": safety, "seconds": time.perf_counter() - started}
+
+
+def _safety_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Safe against trusted loads of this case's amber file, interleaved (see safetybench.py)."""
+    import safetybench
+
+    try:
+        row = safetybench.measure_case(obj, args.run_dir, case, max(args.repeat, 5))
+    except Exception as e:  # reported, never fatal
+        print(f"    safety: error: {_error(e)}", flush=True)
+        return {"error": _error(e)}
+    print(f"    safety: safe {row['safe_s']:.4f} s, trusted {row['trusted_s']:.4f} s over {row['pairs']} "
+          f"interleaved pairs: ratio {row['ratio']:.3f}", flush=True)
+    return row
 
 
 def _scan_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
