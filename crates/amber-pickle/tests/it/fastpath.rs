@@ -9,7 +9,7 @@ use amber_pickle::{LimitKind, Limits, Parser};
 use proptest::prelude::*;
 use proptest::test_runner::RngAlgorithm;
 
-use crate::{data_dir, fixture};
+use crate::{fixture, fixture_names};
 
 /// Everything a parse reports, as text.
 fn outcome(data: &[u8], limits: Limits, listing: bool, joblib: bool) -> String {
@@ -46,12 +46,7 @@ fn assert_same(data: &[u8], limits: Limits, joblib: bool) {
 
 #[test]
 fn fixtures_parse_the_same_on_both_paths() {
-    let mut names: Vec<_> = std::fs::read_dir(data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".pkl") || n.ends_with(".joblib"))
-        .collect();
-    names.sort();
+    let names = fixture_names(&[".pkl", ".joblib"]);
     assert!(names.len() > 20, "{names:?}");
     for name in names {
         let data = fixture(&name);
@@ -80,12 +75,7 @@ fn hooked(data: &[u8], mut hook: JoblibHook) -> (String, u64, usize) {
 
 #[test]
 fn counting_hook_decides_as_the_recording_one() {
-    let mut names: Vec<_> = std::fs::read_dir(data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".joblib"))
-        .collect();
-    names.sort();
+    let names = fixture_names(&[".joblib"]);
     assert!(!names.is_empty());
     let mut arrays = 0;
     for name in names {

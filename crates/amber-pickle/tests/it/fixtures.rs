@@ -10,7 +10,7 @@ use amber_pickle::{
     disassemble, parse, parse_prefix, render_tree,
 };
 
-use crate::{data_dir, expected, fixture};
+use crate::{expected, fixture, fixture_names};
 
 /// Fixtures that are one plain pickle each (not joblib).
 fn pickle_fixtures() -> Vec<String> {
@@ -406,12 +406,7 @@ fn reread(data: &[u8], offset: u64) -> (NodeKind<'_>, Opcode) {
 
 #[test]
 fn leaves_decode_as_the_reader_reads_them() {
-    let mut names: Vec<_> = std::fs::read_dir(data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".pkl") || n.ends_with(".joblib"))
-        .collect();
-    names.sort();
+    let names = fixture_names(&[".pkl", ".joblib"]);
     let mut leaves = 0;
     for name in names {
         let data = fixture(&name);

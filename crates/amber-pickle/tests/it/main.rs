@@ -24,6 +24,17 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+/// Names of the fixtures ending in one of `suffixes`, sorted.
+pub fn fixture_names(suffixes: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| suffixes.iter().any(|s| n.ends_with(s)))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Bytes of one fixture.
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(data_dir().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
