@@ -331,7 +331,7 @@ pub fn open_file(path: &Path) -> Result<Mapping> {
             Mapping::Read(data)
         });
     }
-    map_with(&file, path, MapMode::ReadOnly)
+    map_stat(&file, &meta, path, MapMode::ReadOnly)
 }
 
 /// Maps the file at `path`.
@@ -349,6 +349,11 @@ fn map_with(file: &File, path: &Path, mode: MapMode) -> Result<Mapping> {
     let meta = file
         .metadata()
         .map_err(|e| FormatError::io("open", path, e))?;
+    map_stat(file, &meta, path, mode)
+}
+
+/// [`map_with`] for a file whose metadata the caller already has.
+fn map_stat(file: &File, meta: &std::fs::Metadata, path: &Path, mode: MapMode) -> Result<Mapping> {
     if meta.is_dir() {
         return Err(FormatError::io(
             "open",

@@ -349,29 +349,16 @@ pub fn is_legacy_path(py: Python<'_>, path: PathBuf) -> bool {
         let Ok(mut file) = std::fs::File::open(&path) else {
             return false;
         };
-        let mut head = [0u8; 17];
-        let mut len = 0;
-        while len < 16 {
-            match file.read(head.get_mut(len..16).unwrap_or_default()) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        if len == 0 {
+        let mut head = Vec::with_capacity(17);
+        if (&file).take(16).read_to_end(&mut head).is_err() || head.is_empty() {
             return false;
         }
         let mut last = [0u8; 1];
         if file.seek(SeekFrom::End(-1)).is_err() || file.read_exact(&mut last).is_err() {
             return false;
         }
-        let [last] = last;
-        if let Some(slot) = head.get_mut(len) {
-            *slot = last;
-        }
-        head.get(..=len)
-            .is_some_and(amber_legacy::is_legacy_content)
+        head.extend_from_slice(&last);
+        amber_legacy::is_legacy_content(&head)
     })
 }
 
