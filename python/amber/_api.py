@@ -307,12 +307,17 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     ready = _allocate(sizes, wanted)
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
-    stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None)
+    # A load that copies its arrays checks tree nodes on the copies, as they
+    # are made, instead of reading them in the file first (see `_checked_load`).
+    defer = extra is not None and mmap_mode is None
+    stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None, defer)
     allowed = None
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled)
+        if defer:
+            return _checked_load(Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed), reader, extra, source)
     else:
         buffers = reader.array_regions()
         rest: list[Any] = [None] * len(sizes)
@@ -332,6 +337,22 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
                 stacklevel=3,
             )
     return Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed).load()
+
+
+def _checked_load(unpickler: Unpickler, reader: Any, extra: list[str], source: str) -> Any:
+    """Runs ``unpickler``, whose arrays are checked as they are copied: an
+    array that fails its check is never handed over, and the file is then
+    analysed again, without deferring, for the report :func:`scan` gives.
+
+    Everything the stream names was accepted before unpickling began, so what
+    was built before the failure is of accepted types only, and is dropped."""
+    try:
+        return unpickler.load()
+    except _amber.ContentCheckError as failed:
+        _, report_json, _ = reader.checked_pickle(extra, None, False)
+        _safety.check(_safety.report_from_json(report_json, source))
+        # The analysis passed bytes the copy then refused: the file changed.
+        raise _safety.changed_error(str(failed)) from None
 
 
 def _source_name(source: Any) -> str:

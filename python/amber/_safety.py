@@ -183,6 +183,16 @@ def accepted(module: str, name: str, allowed: frozenset[str]) -> tuple[str, str]
     return None
 
 
+def changed_error(detail: str) -> UnsafeModelError:
+    """The error for an array whose copy failed a check its bytes in the file passed."""
+    finding = Finding(
+        code="content.changed",
+        severity="critical",
+        message=f"an array as loaded fails the check it passed when analysed (did the file change?): {detail}",
+    )
+    return UnsafeModelError(ScanReport(verdict="unsafe", findings=(finding,), globals={}))
+
+
 def second_wall_error(name: str) -> UnsafeModelError:
     """The error for a name the unpickler was asked for but the analyser did not accept."""
     finding = Finding(

@@ -443,6 +443,69 @@ def test_crafted_tree_refused_whatever_the_storage(tmp_path: Path, compress: Any
     assert amber.scan(bad).verdict == "unsafe"
 
 
+class _EditedTree:
+    """Pickles as a fitted tree's `Tree` with its node array edited by ``edit``."""
+
+    def __init__(self, tree: Any, edit: Callable[[np.ndarray], None]) -> None:
+        self.args = (tree.n_features, tree.n_classes, tree.n_outputs)
+        self.state = tree.__getstate__()
+        self.state["nodes"] = self.state["nodes"].copy()
+        edit(self.state["nodes"])
+
+    def __reduce__(self) -> Any:
+        from sklearn.tree._tree import Tree
+
+        return (Tree, self.args, self.state)
+
+
+def _first_split(nodes: np.ndarray) -> int:
+    return int(np.flatnonzero(nodes["left_child"] != -1)[0])
+
+
+_NODE_EDITS: dict[str, Callable[[np.ndarray], None]] = {
+    "tree.child_out_of_range": lambda n: n["left_child"].__setitem__(0, len(n) + 5),
+    "tree.cycle": lambda n: n["right_child"].__setitem__(_first_split(n[1:]) + 1, 0),
+    "tree.shared_node": lambda n: n["right_child"].__setitem__(0, n["left_child"][0]),
+    "tree.feature_out_of_range": lambda n: n["feature"].__setitem__(0, 99),
+}
+
+
+@pytest.mark.parametrize("compress", [None, True])
+@pytest.mark.parametrize("code", sorted(_NODE_EDITS))
+def test_tree_nodes_checked_on_the_loaded_copy(tmp_path: Path, code: str, compress: Any) -> None:
+    """A load that copies its arrays leaves the node walk of each tree to
+    the copy of its node array, made on the pool while unpickling runs. The
+    analysis before unpickling then passes the crafted tree, the copy refuses
+    it before the unpickler gets it, and the load raises exactly what
+    `amber.scan` reports (the file is analysed again, walking in place)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(3000, 4)
+    model = DecisionTreeClassifier(random_state=0).fit(X, rng.randint(0, 2, len(X)))
+    model.tree_ = _EditedTree(model.tree_, _NODE_EDITS[code])
+    path = tmp_path / "bad.amber"
+    amber.dump(model, path, compress=compress, protocol=5)
+
+    reader = _amber.Reader.open(str(path))
+    _, deferred, _ = reader.checked_pickle([], None, True)
+    _, in_place, _ = reader.checked_pickle([], None, False)
+    assert code in in_place
+    assert code not in deferred and '"verdict":"safe"' in deferred.replace(" ", "")
+    # The copies run the walk that was left to them.
+    reader.checked_pickle([], None, True)
+    sizes = reader.array_sizes()
+    buffers = [np.empty(n, dtype=np.uint8) for n in sizes]
+    with pytest.raises(_amber.ContentCheckError, match=code.replace(".", r"\.")):
+        reader.start_copy_arrays_into(buffers).wait()
+
+    with pytest.raises(amber.UnsafeModelError) as excinfo:
+        amber.load(path)
+    report = amber.scan(path)
+    assert report.verdict == "unsafe"
+    assert [(f.code, f.offset) for f in excinfo.value.findings] == [(f.code, f.offset) for f in report.findings]
+
+
 @pytest.mark.parametrize("trusted", [None, True])
 def test_compressed_arrays_load_equal_and_writable(tmp_path: Path, trusted: Any) -> None:
     """Arrays decoded for the checks are the arrays the load returns: equal,

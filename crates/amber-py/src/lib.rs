@@ -26,6 +26,10 @@ fn _amber(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FormatError", py.get_type::<errors::FormatError>())?;
     m.add("ChecksumError", py.get_type::<errors::ChecksumError>())?;
     m.add(
+        "ContentCheckError",
+        py.get_type::<reader::ContentCheckError>(),
+    )?;
+    m.add(
         "UnsupportedError",
         py.get_type::<errors::UnsupportedError>(),
     )?;

@@ -27,6 +27,8 @@ pub struct Reader {
     container: Arc<Container<Backing>>,
     writable_arrays: bool,
     threads: Threads,
+    /// Checks the last `checked_pickle(defer=True)` left for the copies.
+    deferred: Mutex<Arc<amber::DeferredChecks>>,
 }
 
 impl Reader {
@@ -42,6 +44,7 @@ impl Reader {
             container: Arc::new(container),
             writable_arrays,
             threads,
+            deferred: Mutex::new(Arc::default()),
         })
     }
 
@@ -137,12 +140,20 @@ impl Reader {
     /// checks read is first copied there (decoded, CRC checked) and checked in
     /// place, so the load hands the unpickler the bytes that were checked and
     /// reads no array twice; the others are left for the load to copy.
-    #[pyo3(signature = (trusted, dests = None))]
+    ///
+    /// With `defer`, the walks of arrays the load will copy anyway (tree
+    /// nodes) are left for those copies: `start_copy_arrays_into` runs them
+    /// on each copy before the copy is handed over, and raises
+    /// `ContentCheckError` if one fails. Only for loads that copy every array
+    /// (no `mmap_mode`). A file with any finding is analysed again without
+    /// deferring, so its report is exactly `amber.scan`'s.
+    #[pyo3(signature = (trusted, dests = None, defer = false))]
     fn checked_pickle<'py>(
         &self,
         py: Python<'py>,
         trusted: Option<Vec<String>>,
         dests: Option<&Bound<'py, PyList>>,
+        defer: bool,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<String>, Vec<bool>)> {
         let container = &self.container;
         let threads = &self.threads;
@@ -150,6 +161,7 @@ impl Reader {
         let bytes = PyBytes::new(py, &stream);
         drop(stream);
         let count = container.arrays().len();
+        *self.lock_deferred()? = Arc::default();
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
         };
@@ -158,22 +170,36 @@ impl Reader {
             Some(list) => self.borrow_buffers(list)?,
             None => Vec::new(),
         };
-        let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
-        for (index, buffer) in &held {
-            if let Some(slot) = slots.get_mut(*index) {
-                *slot = Some(buffer.bytes_mut());
-            }
-        }
-        let arrays = amber::ContainerArrays::with_destinations(container, slots);
         let data = bytes.as_bytes();
-        let (report, filled) = py.detach(|| {
-            threads.run(|| {
-                let report =
-                    amber::scan_container_arrays(&arrays, data, &policy, &amber::Limits::default());
-                (report, arrays.filled())
+        let analyse = |defer: bool| {
+            let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
+            for (index, buffer) in &held {
+                if let Some(slot) = slots.get_mut(*index) {
+                    *slot = Some(buffer.bytes_mut());
+                }
+            }
+            let arrays = amber::ContainerArrays::with_destinations(container, slots);
+            let arrays = if defer { arrays.deferring() } else { arrays };
+            py.detach(|| {
+                threads.run(|| {
+                    let report = amber::scan_container_arrays(
+                        &arrays,
+                        data,
+                        &policy,
+                        &amber::Limits::default(),
+                    );
+                    (report, arrays.finish())
+                })
             })
-        });
-        let filled = filled.py(py)?;
+        };
+        let (mut report, mut checked) = analyse(defer);
+        let clean = |report: &amber::Report, checked: &Result<amber::Checked, _>| {
+            report.findings.is_empty() && checked.as_ref().is_ok_and(|c| c.failed.is_none())
+        };
+        if defer && !clean(&report, &checked) {
+            (report, checked) = analyse(false);
+        }
+        let checked = checked.py(py)?;
         // Uncompressed arrays are checked in the map before their CRCs are:
         // a check that fails may be reading damage, which is reported as such.
         if report
@@ -184,7 +210,12 @@ impl Reader {
             py.detach(|| threads.run(|| container.verify(&|_| {})))
                 .py(py)?;
         }
-        Ok((bytes, Some(scan::report_json(&report, "amber")?), filled))
+        *self.lock_deferred()? = Arc::new(checked.deferred);
+        Ok((
+            bytes,
+            Some(scan::report_json(&report, "amber")?),
+            checked.filled,
+        ))
     }
 
     /// Zero-copy regions of every array's data, in buffer order; `None` for
@@ -240,14 +271,18 @@ impl Reader {
     /// load decodes the next arrays while the unpickler builds objects from
     /// the previous ones. `buffers` must not be touched until the returned
     /// `PendingCopy`'s `wait()` has returned (it raises what the copy would).
+    ///
+    /// The checks a `checked_pickle(defer=True)` left run on the copies;
+    /// `wait()` raises `ContentCheckError` if one fails.
     fn start_copy_arrays_into(&self, buffers: &Bound<'_, PyList>) -> PyResult<PendingCopy> {
         let held = self.borrow_buffers(buffers)?;
         let container = Arc::clone(&self.container);
         let threads = self.threads.clone();
+        let checks = Arc::clone(&*self.lock_deferred()?);
         let flight = crate::buffer::fill_in_background(
             held,
             |job| self.threads.spawn(job),
-            move |dests| threads.run(|| container.copy_arrays_into(dests)),
+            move |dests| threads.run(|| copy_checked(&container, dests, &checks)),
         );
         Ok(PendingCopy {
             flight: Mutex::new(Some(flight)),
@@ -284,10 +319,65 @@ impl Reader {
     }
 }
 
+impl Reader {
+    fn lock_deferred(&self) -> PyResult<std::sync::MutexGuard<'_, Arc<amber::DeferredChecks>>> {
+        self.deferred
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's check state was poisoned"))
+    }
+}
+
+pyo3::create_exception!(
+    amber,
+    ContentCheckError,
+    crate::errors::AmberError,
+    "A content check left for an array's copy (a tree's nodes) refused it: the load analyses the file again for the full report."
+);
+
+/// Why copying arrays failed.
+enum CopyFailure {
+    /// Reading them: damage, a truncated file, ...
+    Read(amber_format::FormatError),
+    /// A deferred check refused array `index`'s copy.
+    Check {
+        index: usize,
+        issue: amber_scan::Issue,
+    },
+}
+
+/// Copies `dests` (see `Container::copy_arrays_into`), then runs on each copy
+/// the checks left for it, in parallel: an array with checks is handed over
+/// only once they have passed on exactly the bytes handed over.
+fn copy_checked(
+    container: &Container<Backing>,
+    dests: Vec<(usize, &mut [u8])>,
+    checks: &amber::DeferredChecks,
+) -> Result<(), CopyFailure> {
+    use rayon::prelude::*;
+    if checks.is_empty() {
+        return container.copy_arrays_into(dests).map_err(CopyFailure::Read);
+    }
+    let mut dests = dests;
+    let reborrowed = dests.iter_mut().map(|(i, d)| (*i, &mut **d)).collect();
+    container
+        .copy_arrays_into(reborrowed)
+        .map_err(CopyFailure::Read)?;
+    dests
+        .par_iter()
+        .filter(|(index, _)| checks.has(*index))
+        .find_map_first(|(index, bytes)| {
+            checks.check(*index, bytes).map(|issue| CopyFailure::Check {
+                index: *index,
+                issue,
+            })
+        })
+        .map_or(Ok(()), Err)
+}
+
 /// Arrays being copied into memory by [`Reader::start_copy_arrays_into`].
 #[pyclass(frozen, module = "amber._amber")]
 pub struct PendingCopy {
-    flight: Mutex<Option<InFlight<amber_format::Result<()>>>>,
+    flight: Mutex<Option<InFlight<Result<(), CopyFailure>>>>,
 }
 
 #[pymethods]
@@ -304,7 +394,14 @@ impl PendingCopy {
             return Err(PyValueError::new_err("this copy was already waited for"));
         };
         match py.detach(|| flight.wait()) {
-            Some(result) => result.py(py),
+            Some(Ok(())) => Ok(()),
+            Some(Err(CopyFailure::Read(e))) => Err(e).py(py),
+            Some(Err(CopyFailure::Check { index, issue })) => {
+                Err(ContentCheckError::new_err(format!(
+                    "array {index}: {} at byte {}: {}",
+                    issue.code, issue.offset, issue.message
+                )))
+            }
             None => Err(PyValueError::new_err(
                 "the thread copying the arrays stopped without a result",
             )),

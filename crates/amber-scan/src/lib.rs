@@ -39,7 +39,9 @@ pub mod report;
 mod scan;
 
 pub use amber_pickle::Limits;
-pub use content::{Checker, Ctx, Issue, check, check_indexed, is_content_code, validated_classes};
+pub use content::{
+    Checker, Ctx, Deferred, Issue, check, check_indexed, is_content_code, validated_classes,
+};
 pub use error::ScanError;
 pub use ndarray::{ArrayBytes, ArrayError, NoArrays};
 pub use policy::{ArgCheck, Entry, Policy, Role, StateCheck};

@@ -52,6 +52,19 @@ pub trait ArrayBytes: Sync {
     fn total_len(&self) -> u64 {
         0
     }
+    /// Whether the checks that read buffer `index` may be handed to
+    /// [`Self::defer`] instead of reading it now: only when the caller copies
+    /// the buffer later and runs them on the copy before anything gets it.
+    fn deferring(&self, _index: u64) -> bool {
+        false
+    }
+    /// Bytes buffer `index` holds, without reading them (for [`Self::deferring`] buffers).
+    fn buffer_len(&self, _index: u64) -> Option<u64> {
+        None
+    }
+    /// Takes a check of buffer `index` to run on the bytes that will be loaded
+    /// (called only for buffers [`Self::deferring`] accepted).
+    fn defer(&self, _index: u64, _check: crate::content::Deferred) {}
 }
 
 /// No out-of-band or inline bytes: every array needing them is undecodable.
@@ -836,10 +849,6 @@ pub fn decode_with<'g>(
 ) -> Result<NdArray<'g>> {
     let offset = offset_of(graph, id);
     let not_array = |reason: String| ArrayError::NotAnArray { offset, reason };
-    let malformed = |reason: &str| ArrayError::Malformed {
-        offset,
-        reason: reason.to_owned(),
-    };
     let node = graph
         .get(id)
         .ok_or_else(|| not_array("no such node".to_owned()))?;
@@ -872,29 +881,8 @@ pub fn decode_with<'g>(
         }
         other => return Err(not_array(format!("a {}", other.name()))),
     };
-    if dtype.has_object() {
-        return Err(malformed(OBJECT_ARRAY));
-    }
-    // Zero-size elements would let any element count match zero bytes.
-    if dtype.itemsize == 0 {
-        return Err(malformed("its elements have no bytes"));
-    }
     let data_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-    let length_error = || ArrayError::Length {
-        offset,
-        shape: shape.clone(),
-        itemsize: dtype.itemsize,
-        len: data_len,
-    };
-    let count = shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(length_error)?;
-    let nbytes = count.checked_mul(dtype.itemsize).ok_or_else(length_error)?;
-    if nbytes != data_len {
-        return Err(length_error());
-    }
-    let len = usize::try_from(count).map_err(|_| length_error())?;
+    let len = element_count(&dtype, &shape, data_len, offset)?;
     Ok(NdArray {
         dtype,
         shape,
@@ -906,6 +894,165 @@ pub fn decode_with<'g>(
 }
 
 type Parts<'g> = (Arc<DType>, Vec<u64>, Order, Cow<'g, [u8]>);
+
+/// Where the bytes of a `_frombuffer` array are.
+enum Bytes<'g> {
+    /// In the stream (`bytes`/`bytearray`).
+    In(&'g [u8]),
+    /// Out-of-band buffer `NEXT_BUFFER` number.
+    Buffer(u64),
+}
+
+/// The bytes `buf` (`_frombuffer`'s first argument) stands for.
+fn buffer_of<'g>(graph: &'g Graph<'_>, buf: NodeId) -> Option<Bytes<'g>> {
+    let mut buf = buf;
+    if let Some(NodeKind::ReadOnly { inner }) = graph.kind(buf) {
+        buf = inner;
+    }
+    match graph.kind(buf)? {
+        NodeKind::Bytes(b) | NodeKind::ByteArray(b) => Some(Bytes::In(b)),
+        NodeKind::Buffer { index } => Some(Bytes::Buffer(index)),
+        _ => None,
+    }
+}
+
+/// The element count of an array of `shape` whose bytes are `data_len`
+/// long, refusing object and zero-size elements and any mismatch.
+fn element_count(dtype: &DType, shape: &[u64], data_len: u64, offset: u64) -> Result<usize> {
+    let malformed = |reason: &str| ArrayError::Malformed {
+        offset,
+        reason: reason.to_owned(),
+    };
+    if dtype.has_object() {
+        return Err(malformed(OBJECT_ARRAY));
+    }
+    // Zero-size elements would let any element count match zero bytes.
+    if dtype.itemsize == 0 {
+        return Err(malformed("its elements have no bytes"));
+    }
+    let length_error = || ArrayError::Length {
+        offset,
+        shape: shape.to_vec(),
+        itemsize: dtype.itemsize,
+        len: data_len,
+    };
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(length_error)?;
+    let nbytes = count.checked_mul(dtype.itemsize).ok_or_else(length_error)?;
+    if nbytes != data_len {
+        return Err(length_error());
+    }
+    usize::try_from(count).map_err(|_| length_error())
+}
+
+/// An array of an out-of-band buffer whose checks are deferred: everything
+/// [`decode_with`] knows of it but its bytes, which the load copies later.
+#[derive(Debug, Clone)]
+pub struct Later {
+    /// The dtype.
+    pub dtype: Arc<DType>,
+    /// The shape.
+    pub shape: Vec<u64>,
+    /// Memory order.
+    pub order: Order,
+    /// Offset of the node that made the array.
+    pub offset: u64,
+    /// The out-of-band buffer holding its bytes.
+    pub buffer: u64,
+    len: usize,
+    data_len: u64,
+}
+
+impl Later {
+    /// Number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The array over `data`, the buffer's bytes as they are loaded.
+    ///
+    /// # Errors
+    /// [`ArrayError::Length`] if `data` is not as long as the buffer was.
+    pub fn with_bytes<'d>(&self, data: &'d [u8]) -> Result<NdArray<'d>> {
+        let data_len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        if data_len != self.data_len {
+            return Err(ArrayError::Length {
+                offset: self.offset,
+                shape: self.shape.clone(),
+                itemsize: self.dtype.itemsize,
+                len: data_len,
+            });
+        }
+        Ok(NdArray {
+            dtype: Arc::clone(&self.dtype),
+            shape: self.shape.clone(),
+            order: self.order,
+            offset: self.offset,
+            data: Cow::Borrowed(data),
+            len: self.len,
+        })
+    }
+}
+
+/// The array node `id` makes as a [`Later`], when it is `_frombuffer` of an
+/// out-of-band buffer whose checks `arrays` defers; `Ok(None)` for any other
+/// array (decode it with [`decode_with`]). Validates what [`decode_with`]
+/// would, but the bytes.
+///
+/// # Errors
+/// As [`decode_with`].
+pub fn decode_later(
+    graph: &Graph<'_>,
+    id: NodeId,
+    arrays: &dyn ArrayBytes,
+    builds: Builds<'_>,
+) -> Result<Option<Later>> {
+    let offset = offset_of(graph, id);
+    let Some(NodeKind::Reduce { callable, args }) = graph.kind(id) else {
+        return Ok(None);
+    };
+    if !global_is(graph, callable, FROMBUFFER) {
+        return Ok(None);
+    }
+    let Some([buf, dtype, shape, order]) =
+        tuple(graph, args).and_then(|t| <[NodeId; 4]>::try_from(t).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(Bytes::Buffer(index)) = buffer_of(graph, buf) else {
+        return Ok(None);
+    };
+    if !arrays.deferring(index) {
+        return Ok(None);
+    }
+    let Some(data_len) = arrays.buffer_len(index) else {
+        return Ok(None);
+    };
+    let (Some(shape), Some(order)) = (read_shape(graph, shape), order_of(graph, order)) else {
+        return Ok(None);
+    };
+    let dtype = array_dtype(graph, dtype, builds)?;
+    let len = element_count(&dtype, &shape, data_len, offset)?;
+    Ok(Some(Later {
+        dtype,
+        shape,
+        order,
+        offset,
+        buffer: index,
+        len,
+        data_len,
+    }))
+}
+
+fn order_of(graph: &Graph<'_>, order: NodeId) -> Option<Order> {
+    match text_of(graph, order) {
+        Some("C") => Some(Order::C),
+        Some("F") => Some(Order::F),
+        _ => None,
+    }
+}
 
 /// The items of an object array (`dtype=object`) made by node `id`, its
 /// `BUILD` found as `builds` says: `_reconstruct` whose `BUILD` state holds a list,
@@ -970,13 +1117,9 @@ fn from_buffer<'g>(
     let [buf, dtype, shape, order] = tuple(graph, args)
         .and_then(|t| <[NodeId; 4]>::try_from(t).ok())
         .ok_or_else(|| malformed("takes (buffer, dtype, shape, order)"))?;
-    let mut buf = buf;
-    if let Some(NodeKind::ReadOnly { inner }) = graph.kind(buf) {
-        buf = inner;
-    }
-    let data: &'g [u8] = match graph.kind(buf) {
-        Some(NodeKind::Bytes(b) | NodeKind::ByteArray(b)) => b,
-        Some(NodeKind::Buffer { index }) => {
+    let data: &'g [u8] = match buffer_of(graph, buf) {
+        Some(Bytes::In(b)) => b,
+        Some(Bytes::Buffer(index)) => {
             arrays
                 .buffer(index)
                 .ok_or_else(|| ArrayError::MissingBytes {
@@ -984,16 +1127,12 @@ fn from_buffer<'g>(
                     what: format!("out-of-band buffer {index}"),
                 })?
         }
-        _ => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
+        None => return Err(malformed("buffer is not bytes, a bytearray or a buffer")),
     };
     let dtype = array_dtype(graph, dtype, builds)?;
     let shape =
         read_shape(graph, shape).ok_or_else(|| malformed("shape is not a tuple of sizes"))?;
-    let order = match text_of(graph, order) {
-        Some("C") => Order::C,
-        Some("F") => Order::F,
-        _ => return Err(malformed("order is not 'C' or 'F'")),
-    };
+    let order = order_of(graph, order).ok_or_else(|| malformed("order is not 'C' or 'F'"))?;
     Ok((dtype, shape, order, Cow::Borrowed(data)))
 }
 

@@ -168,6 +168,18 @@ impl ArrayBytes for InlineFromStream<'_> {
         self.arrays.total_len()
     }
 
+    fn deferring(&self, index: u64) -> bool {
+        self.arrays.deferring(index)
+    }
+
+    fn buffer_len(&self, index: u64) -> Option<u64> {
+        self.arrays.buffer_len(index)
+    }
+
+    fn defer(&self, index: u64, check: crate::Deferred) {
+        self.arrays.defer(index, check);
+    }
+
     fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
         self.arrays.inline(offset, len).or_else(|| {
             let start = usize::try_from(offset).ok()?;

@@ -11,12 +11,20 @@
 //! such an array is copied there when a validator first asks for it (CRC
 //! checked, decoded if compressed) and checked in place. So it is decoded
 //! once, and what is unpickled is exactly what was checked.
+//!
+//! [`ContainerArrays::deferring`] goes further for the arrays a load copies
+//! anyway: a validator that would walk such an array (a tree's nodes) checks
+//! everything else now and leaves the walk as a [`Deferred`] check, which the
+//! load runs on its copy of the array before the unpickler may have it. The
+//! walk then reads memory the copy has just written instead of the file a
+//! second time, and runs on the pool while the unpickler builds the objects
+//! before it; and what is checked is again exactly what is unpickled.
 
 use std::sync::{Mutex, OnceLock};
 
 use amber_format::{Container, FormatError, Source};
 use amber_legacy::{ArraySource, Legacy};
-use amber_scan::ArrayBytes;
+use amber_scan::{ArrayBytes, Deferred, Issue};
 
 /// The array entries of an amber container, as out-of-band buffers.
 pub struct ContainerArrays<'c, B> {
@@ -27,6 +35,64 @@ pub struct ContainerArrays<'c, B> {
     dests: Vec<Dest<'c>>,
     /// The first error met filling one.
     failed: Mutex<Option<FormatError>>,
+    /// Checks left for the load's copies, when it asked for that.
+    deferred: Option<Mutex<Vec<Deferred>>>,
+}
+
+/// Content checks left for the copies a load makes of its arrays (see
+/// [`ContainerArrays::deferring`]), by array index.
+#[derive(Debug, Default)]
+pub struct DeferredChecks {
+    by_array: Vec<Vec<Deferred>>,
+}
+
+impl DeferredChecks {
+    fn new(arrays: usize, checks: Vec<Deferred>) -> Self {
+        let mut by_array: Vec<Vec<Deferred>> = (0..arrays).map(|_| Vec::new()).collect();
+        for check in checks {
+            if let Some(list) = usize::try_from(check.buffer())
+                .ok()
+                .and_then(|i| by_array.get_mut(i))
+            {
+                list.push(check);
+            }
+        }
+        DeferredChecks { by_array }
+    }
+
+    /// Whether no check was left for later.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_array.iter().all(Vec::is_empty)
+    }
+
+    /// Whether array `index` has checks to run on its copy.
+    #[must_use]
+    pub fn has(&self, index: usize) -> bool {
+        self.by_array.get(index).is_some_and(|c| !c.is_empty())
+    }
+
+    /// Runs array `index`'s checks on `bytes`, its copy: the first issue
+    /// found, or `None` when they all pass (or there are none).
+    #[must_use]
+    pub fn check(&self, index: usize, bytes: &[u8]) -> Option<Issue> {
+        self.by_array
+            .get(index)?
+            .iter()
+            .find_map(|check| check.run(bytes).into_iter().next())
+    }
+}
+
+/// What the checks of one analysis left: see [`ContainerArrays::finish`].
+#[derive(Debug)]
+pub struct Checked {
+    /// For each array, whether its destination holds it (copied and CRC checked).
+    pub filled: Vec<bool>,
+    /// The checks to run on the copies of the arrays not filled.
+    pub deferred: DeferredChecks,
+    /// The first issue a deferred check found in an array that was filled
+    /// during the analysis itself (so was checked at once).
+    pub failed: Option<Issue>,
 }
 
 /// Where one array goes, and what it holds once filled.
@@ -51,7 +117,57 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             decoded,
             dests: Vec::new(),
             failed: Mutex::new(None),
+            deferred: None,
         }
+    }
+
+    /// Lets validators leave the walks of uncompressed and compressed arrays
+    /// not yet filled to the load's copies ([`Deferred`]): the caller copies
+    /// every such array before anything gets it and runs
+    /// [`DeferredChecks::check`] on each copy, refusing the file if one fails.
+    #[must_use]
+    pub fn deferring(self) -> Self {
+        ContainerArrays {
+            deferred: Some(Mutex::new(Vec::new())),
+            ..self
+        }
+    }
+
+    fn is_filled(&self, index: usize) -> bool {
+        self.dests
+            .get(index)
+            .is_some_and(|d| matches!(d.filled.get(), Some(Some(_))))
+    }
+
+    /// [`Self::filled`], with the checks left for the load's copies; checks
+    /// left on an array that was filled later in the analysis run at once,
+    /// on the filled bytes.
+    ///
+    /// # Errors
+    /// As [`Self::filled`].
+    pub fn finish(self) -> Result<Checked, FormatError> {
+        let checks = match &self.deferred {
+            Some(list) => std::mem::take(&mut *list.lock().map_err(|_| poisoned())?),
+            None => Vec::new(),
+        };
+        let mut deferred = DeferredChecks::new(self.locations.len(), checks);
+        let mut failed = None;
+        for (i, dest) in self.dests.iter().enumerate() {
+            if let (Some(Some(bytes)), Some(list)) =
+                (dest.filled.get(), deferred.by_array.get_mut(i))
+            {
+                let list = std::mem::take(list);
+                if failed.is_none() {
+                    failed = list.iter().find_map(|c| c.run(bytes).into_iter().next());
+                }
+            }
+        }
+        let filled = self.filled()?;
+        Ok(Checked {
+            filled,
+            deferred,
+            failed,
+        })
     }
 
     /// [`Self::new`], with `dests[i]` (exactly array `i`'s size) the memory
@@ -149,6 +265,28 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
         self.locations
             .iter()
             .fold(0u64, |sum, &(_, len, _)| sum.saturating_add(len))
+    }
+
+    fn deferring(&self, index: u64) -> bool {
+        self.deferred.is_some()
+            && usize::try_from(index).is_ok_and(|i| i < self.locations.len() && !self.is_filled(i))
+    }
+
+    fn buffer_len(&self, index: u64) -> Option<u64> {
+        let i = usize::try_from(index).ok()?;
+        self.locations.get(i).map(|&(_, len, _)| len)
+    }
+
+    fn defer(&self, _index: u64, check: Deferred) {
+        if let Some(Ok(mut list)) = self.deferred.as_ref().map(Mutex::lock) {
+            list.push(check);
+        }
+    }
+}
+
+fn poisoned() -> FormatError {
+    FormatError::Usage {
+        what: "the array checks' state was poisoned".to_owned(),
     }
 }
 

@@ -23,7 +23,7 @@ mod error;
 mod scan;
 
 pub use amber_scan::{Finding, Limits, Policy, Report, Severity, Verdict};
-pub use arrays::{ContainerArrays, LegacyArrays};
+pub use arrays::{Checked, ContainerArrays, DeferredChecks, LegacyArrays};
 pub use error::{Error, Result};
 pub use scan::{
     Backing, Opened, StreamView, open_bytes, open_legacy_bytes_scanned, open_legacy_path_scanned,

@@ -399,6 +399,50 @@ fn validate(
     }
 }
 
+/// A content check left for later by a validator whose arrays
+/// [`ArrayBytes::deferring`] accepted: a load that copies the array runs it
+/// on the copy, before handing the copy to anything. Checks that need no
+/// array bytes ran already; this is what remains of one object's check.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    kind: DeferredKind,
+}
+
+#[derive(Debug, Clone)]
+enum DeferredKind {
+    /// The node walk of a `Tree` ([`tree`]).
+    TreeNodes(tree::NodeWalk),
+}
+
+impl Deferred {
+    pub(crate) fn tree_nodes(walk: tree::NodeWalk) -> Self {
+        Deferred {
+            kind: DeferredKind::TreeNodes(walk),
+        }
+    }
+
+    /// The out-of-band buffer it reads.
+    #[must_use]
+    pub fn buffer(&self) -> u64 {
+        match &self.kind {
+            DeferredKind::TreeNodes(walk) => walk.nodes.buffer,
+        }
+    }
+
+    /// Runs the check on `bytes`, the buffer as loaded: the issues the
+    /// validator would have found in them (none: the check passed).
+    #[must_use]
+    pub fn run(&self, bytes: &[u8]) -> Vec<Issue> {
+        let outcome = match &self.kind {
+            DeferredKind::TreeNodes(walk) => walk.run(bytes),
+        };
+        match outcome {
+            Ok(issues) => issues,
+            Err(issue) => vec![issue],
+        }
+    }
+}
+
 /// Whether a finding code is one of the validators' (`tree.*`, `hist.*`,
 /// `neighbors.*`, `sparse.*`, `content.*`): such a finding may come from a
 /// damaged array as well as from a crafted one, so a reader that did not
@@ -506,6 +550,19 @@ impl<'g> View<'g, '_> {
     /// The state of the first `BUILD` on `id`, if it ran before the validated one.
     pub(crate) fn build_state(&self, id: NodeId) -> Option<NodeId> {
         self.builds.state(self.graph, id)
+    }
+
+    /// The array made by `id` without its bytes, when its checks may run
+    /// later on the bytes the load copies ([`ArrayBytes::deferring`]);
+    /// `Ok(None)` when they must run now (decode it with [`Self::array`]).
+    pub(crate) fn later(&self, id: NodeId, what: &str) -> Result<Option<ndarray::Later>, Issue> {
+        ndarray::decode_later(self.graph, id, self.arrays, self.builds)
+            .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
+    }
+
+    /// Leaves `check` to run on the bytes of its buffer as they are loaded.
+    pub(crate) fn defer(&self, check: Deferred) {
+        self.arrays.defer(check.buffer(), check);
     }
 
     /// Decode the array made by `id`, as an issue if it cannot be.

@@ -17,9 +17,8 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, at, present};
-use crate::ndarray::Column;
-use crate::ndarray::Kind;
+use super::{Deferred, Found, Issue, Outcome, StateDict, View, at, int_column, present};
+use crate::ndarray::{Column, Kind, Later};
 
 /// The class validated here.
 pub const CLASS: &str = "sklearn.tree._tree.Tree";
@@ -84,8 +83,32 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
     let max_depth = ctx.require_int(max_depth_id, "max_depth")?;
     let node_count_id = d.require("node_count")?;
     let node_count = ctx.require_int(node_count_id, "node_count")?;
-    let nodes = ctx.array(d.require("nodes")?, "nodes")?;
-    let values = ctx.array(d.require("values")?, "values")?;
+    let nodes_id = d.require("nodes")?;
+    let values_id = d.require("values")?;
+    // Arrays the load copies later are checked there, on the copy: only
+    // what their bytes do not hold is read now.
+    let later = ctx.later(nodes_id, "nodes")?;
+    let nodes = match later {
+        Some(_) => None,
+        None => Some(ctx.array(nodes_id, "nodes")?),
+    };
+    let values = match ctx.later(values_id, "values")? {
+        Some(v) => Meta::of(&v.dtype, &v.shape, v.offset),
+        None => {
+            let v = ctx.array(values_id, "values")?;
+            Meta::of(&v.dtype, &v.shape, v.offset)
+        }
+    };
+    let (nodes_shape, n, nodes_offset) = match (&later, &nodes) {
+        (Some(l), _) => (l.shape.as_slice(), l.len(), l.offset),
+        (None, Some(a)) => (a.shape.as_slice(), a.len(), a.offset),
+        (None, None) => {
+            return Err(Issue::undecodable(
+                ctx.offset(nodes_id),
+                "`nodes` is no array",
+            ));
+        }
+    };
 
     let mut found = Found::default();
     if max_depth < 0 {
@@ -93,20 +116,19 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
             format!("max_depth is {max_depth}")
         });
     }
-    if nodes.shape.len() != 1 {
+    if nodes_shape.len() != 1 {
         return Err(Issue::undecodable(
-            nodes.offset,
-            format!("`nodes` has shape {:?}, not one dimension", nodes.shape),
+            nodes_offset,
+            format!("`nodes` has shape {nodes_shape:?}, not one dimension"),
         ));
     }
-    let n = nodes.len();
     if i64::try_from(n).ok() != Some(node_count) || n == 0 {
         found.push("tree.node_count", ctx.offset(node_count_id), || {
             format!("node_count is {node_count} but `nodes` holds {n} nodes")
         });
     }
     let expected = [n as u64, n_outputs as u64, max_n_classes as u64];
-    if values.shape != expected || values.dtype.kind != Kind::Float || values.dtype.itemsize != 8 {
+    if values.shape != expected || values.kind != Kind::Float || values.itemsize != 8 {
         found.push("tree.value_shape", values.offset, || {
             format!(
                 "`values` has shape {:?}, expected {expected:?} float64",
@@ -115,17 +137,102 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         });
     }
 
-    let left = ctx.int_column(&nodes, Some("left_child"), "nodes")?;
-    let right = ctx.int_column(&nodes, Some("right_child"), "nodes")?;
-    let feature = ctx.int_column(&nodes, Some("feature"), "nodes")?;
+    let walk = |nodes| NodeWalk {
+        nodes,
+        n_features,
+        max_depth,
+    };
+    match (later, nodes) {
+        (Some(later), _) => {
+            // The three columns the walk reads, as the walk now would.
+            for _ in 0..3 {
+                ctx.charge(n, nodes_offset, "nodes")?;
+            }
+            ctx.defer(Deferred::tree_nodes(walk(later)));
+        }
+        (None, Some(nodes)) => {
+            let columns = ["left_child", "right_child", "feature"]
+                .map(|field| ctx.int_column(&nodes, Some(field), "nodes"));
+            let [left, right, feature] = columns;
+            walk_columns(
+                &[left?, right?, feature?],
+                n,
+                n_features,
+                max_depth,
+                nodes.offset,
+                &mut found,
+            )?;
+        }
+        (None, None) => {}
+    }
+    Ok(found.finish())
+}
+
+/// The dtype, shape and offset of an array whose bytes are not needed.
+struct Meta {
+    kind: Kind,
+    itemsize: u64,
+    shape: Vec<u64>,
+    offset: u64,
+}
+
+impl Meta {
+    fn of(dtype: &crate::ndarray::DType, shape: &[u64], offset: u64) -> Self {
+        Meta {
+            kind: dtype.kind,
+            itemsize: dtype.itemsize,
+            shape: shape.to_vec(),
+            offset,
+        }
+    }
+}
+
+/// A tree's node walk deferred to the bytes its load copies (see
+/// [`super::Deferred`]): everything else about the tree was checked.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeWalk {
+    pub(crate) nodes: Later,
+    n_features: i64,
+    max_depth: i64,
+}
+
+impl NodeWalk {
+    /// The walk's issues in `bytes`, the `nodes` buffer as loaded.
+    pub(crate) fn run(&self, bytes: &[u8]) -> Result<Vec<Issue>, Issue> {
+        let nodes = self.nodes.with_bytes(bytes)?;
+        let columns = ["left_child", "right_child", "feature"]
+            .map(|field| int_column(&nodes, Some(field), "nodes"));
+        let [left, right, feature] = columns;
+        let mut found = Found::default();
+        walk_columns(
+            &[left?, right?, feature?],
+            nodes.len(),
+            self.n_features,
+            self.max_depth,
+            nodes.offset,
+            &mut found,
+        )?;
+        Ok(found.finish())
+    }
+}
+
+/// Walks the nodes given their `[left_child, right_child, feature]` columns.
+fn walk_columns(
+    [left, right, feature]: &[Column<'_>; 3],
+    n: usize,
+    n_features: i64,
+    max_depth: i64,
+    at_nodes: u64,
+    found: &mut Found,
+) -> Result<(), Issue> {
     let walk = Walk {
-        left: &left,
-        right: &right,
-        feature: &feature,
+        left,
+        right,
+        feature,
         n,
         n_features,
         max_depth,
-        at_nodes: nodes.offset,
+        at_nodes,
     };
     // scikit-learn's node fields are `intp`: read without a per-element type dispatch.
     // A valid tree passes the branch-free walk; any other is walked again
@@ -136,9 +243,9 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         walk.clean(|c, el| c.i64_in(el))
     };
     if !clean {
-        walk.run(&mut found, |c, el| c.i64_in(el))?;
+        walk.run(found, |c, el| c.i64_in(el))?;
     }
-    Ok(found.finish())
+    Ok(())
 }
 
 /// The node walk over the elements of `nodes` (the three columns are
