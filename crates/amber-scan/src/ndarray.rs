@@ -58,6 +58,12 @@ pub trait ArrayBytes: Sync {
     fn deferring(&self, _index: u64) -> bool {
         false
     }
+    /// Whether [`Self::deferring`] may accept any buffer: the checks that
+    /// read most bytes are then left for later, so what remains is too
+    /// little to share out over threads.
+    fn defers(&self) -> bool {
+        false
+    }
     /// Bytes buffer `index` holds, without reading them (for [`Self::deferring`] buffers).
     fn buffer_len(&self, _index: u64) -> Option<u64> {
         None

@@ -172,6 +172,10 @@ impl ArrayBytes for InlineFromStream<'_> {
         self.arrays.deferring(index)
     }
 
+    fn defers(&self) -> bool {
+        self.arrays.defers()
+    }
+
     fn buffer_len(&self, index: u64) -> Option<u64> {
         self.arrays.buffer_len(index)
     }

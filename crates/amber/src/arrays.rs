@@ -272,6 +272,10 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
             && usize::try_from(index).is_ok_and(|i| i < self.locations.len() && !self.is_filled(i))
     }
 
+    fn defers(&self) -> bool {
+        self.deferred.is_some()
+    }
+
     fn buffer_len(&self, index: u64) -> Option<u64> {
         let i = usize::try_from(index).ok()?;
         self.locations.get(i).map(|&(_, len, _)| len)

@@ -189,12 +189,17 @@ impl<'g, 'a> Checker<'g, 'a> {
             index,
             budget: Budget::new(elements, false),
             dtypes: DTypeCache::default(),
-            parallel_from: PARALLEL_FROM,
+            parallel_from: if ctx.arrays.defers() {
+                u64::MAX
+            } else {
+                PARALLEL_FROM
+            },
         }
     }
 
     /// Let [`Self::check_many`] use other threads whenever the budget left
-    /// is at least `elements` (by default twice the bytes of an 8 MB file).
+    /// is at least `elements` (by default twice the bytes of an 8 MB file,
+    /// and never when the arrays defer checks: see [`ArrayBytes::defers`]).
     #[must_use]
     pub fn parallel_from(self, elements: u64) -> Self {
         Checker {
