@@ -151,7 +151,7 @@ def _safety_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any
     import safetybench
 
     try:
-        row = safetybench.measure_case(obj, args.run_dir, case, max(args.repeat, 5))
+        row = safetybench.measure_case(obj, args.run_dir, case, max(2 * args.repeat + 1, 11))
     except Exception as e:  # reported, never fatal
         print(f"    safety: error: {_error(e)}", flush=True)
         return {"error": _error(e)}
