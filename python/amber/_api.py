@@ -218,30 +218,41 @@ def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
     return buffers
 
 
-def _batches(sizes: list[int], filled: list[bool]) -> Any:
-    """``(first, end, filled)`` ranges of arrays read together: one array
-    the checks already filled, one large array, or the small ones that fill
-    a block."""
+_FILLED, _LENT, _COPY = "filled", "lent", "copy"
+
+
+def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
+    """``(first, end, kind)`` ranges of arrays read together: one array the
+    checks already filled; arrays lent as views of the file, up to a block's
+    worth of bytes; one large array to copy; or the small ones that fill a
+    block."""
     index = 0
     while index < len(sizes):
         first = index
         if filled[index]:
             index += 1
-            yield first, index, True
+            yield first, index, _FILLED
+            continue
+        if lent[index]:
+            used = 0
+            while index < len(sizes) and lent[index] and not filled[index] and (used == 0 or used + sizes[index] <= _BLOCK):
+                used += sizes[index]
+                index += 1
+            yield first, index, _LENT
             continue
         if sizes[index] >= _PACK_BELOW:
             index += 1
         else:
             used = 0
-            while index < len(sizes) and not filled[index] and sizes[index] < _PACK_BELOW:
+            while index < len(sizes) and not filled[index] and not lent[index] and sizes[index] < _PACK_BELOW:
                 if used + sizes[index] > _BLOCK:
                     break
                 used = (used + sizes[index] + 63) // 64 * 64
                 index += 1
-        yield first, index, False
+        yield first, index, _COPY
 
 
-def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
+def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: list[bool] | None = None) -> Any:
     """Each array, read into fresh memory (and its CRC checked) as the
     unpickler comes to it: objects that copy their arrays (scikit-learn's trees
     do) have dropped the previous ones by then, so a load never holds all the
@@ -259,15 +270,23 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
     ``ready`` holds memory a safe load allocated beforehand for compressed
     arrays (``None`` items otherwise); the arrays marked ``filled`` were
     decoded there by the content checks, which read them in place, and are
-    handed over as they are."""
+    handed over as they are. The arrays marked ``lent`` (uncompressed, and
+    given only to something that copies them: a scikit-learn ``Tree``'s node
+    and value arrays) are handed over as read-only views of the file once
+    their CRCs and deferred checks have passed there, so they are not copied
+    twice."""
     sizes = reader.array_sizes()
+    lent = lent if lent is not None else [False] * len(sizes)
+    regions = reader.array_regions() if any(lent) else None
 
-    def start(batch: tuple[int, int, bool] | None) -> Any:
+    def start(batch: tuple[int, int, str] | None) -> Any:
         if batch is None:
             return None
-        first, end, done = batch
-        if done:
+        first, end, kind = batch
+        if kind == _FILLED:
             return first, end, None, None
+        if kind == _LENT:
+            return first, end, regions, reader.start_check_views(list(range(first, end)))
         # A batch may mix arrays with memory set aside (compressed ones the
         # checks did not read) and arrays without.
         buffers = _allocate(sizes, [i for i in range(first, end) if ready[i] is None])
@@ -277,7 +296,7 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool]) -> Any:
         # Nothing touches `buffers` until `wait()` has returned.
         return first, end, buffers, reader.start_copy_arrays_into(buffers)
 
-    batches = _batches(sizes, filled)
+    batches = _batches(sizes, filled, lent)
     current = start(next(batches, None))
     while current is not None:
         following = start(next(batches, None))
@@ -315,7 +334,7 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
-        buffers: Any = _arrays_on_demand(reader, ready, filled)
+        buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:
             return _checked_load(Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed), reader, extra, source)
     else:

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 import amber
+from amber import _amber
 
 AMBER_CLI = shutil.which("amber", path=os.path.dirname(sys.executable)) or shutil.which("amber")
 
@@ -605,13 +606,43 @@ def test_damaged_tree_array_read_by_the_checks(tmp_path, compress) -> None:
     path = tmp_path / "tree.amber"
     amber.dump(model, path, compress=compress)
     (nodes,) = [e for e in amber.info(path)["entries"] if ["left_child", "<i8"] in e.get("dtype", [])]
-    # Damage a byte in the middle of the entry's stored data.
+    _load_with_middle_byte_damaged(path, nodes["name"], tmp_path / "bad.amber", 0xFF)
+
+
+def _load_with_middle_byte_damaged(path: Path, name: str, bad: Path, xor: int) -> None:
+    """XORs a byte in the middle of entry ``name``'s stored data into a copy at
+    ``bad``, whose load must then be a checksum error naming the entry."""
     data = bytearray(path.read_bytes())
-    info = zipfile.ZipFile(path).getinfo(nodes["name"])
+    info = zipfile.ZipFile(path).getinfo(name)
     name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
-    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= 0xFF
-    bad = tmp_path / "bad.amber"
+    data[info.header_offset + 30 + name_len + extra_len + info.compress_size // 2] ^= xor
     bad.write_bytes(bytes(data))
     with pytest.raises(amber.ChecksumError) as excinfo:
         amber.load(bad)
-    assert excinfo.value.entry == nodes["name"]
+    assert excinfo.value.entry == name
+
+
+@pytest.mark.parametrize("field", ["nodes", "values"])
+def test_damaged_tree_array_lent_to_the_tree(tmp_path, field) -> None:
+    """A safe load hands a `Tree` its node and value arrays as views of the
+    file (the tree copies them): their CRCs are still checked where they
+    lie, before the tree gets them, so damage in either is a checksum error
+    naming the entry, not a wrong model."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(4000, 3)
+    model = DecisionTreeClassifier(random_state=0).fit(X, rng.randint(0, 12, len(X)))
+    path = tmp_path / "tree.amber"
+    amber.dump(model, path)
+    entries = [e for e in amber.info(path)["entries"] if e.get("dtype")]
+    if field == "nodes":
+        (entry,) = [e for e in entries if isinstance(e["dtype"], list) and ["left_child", "<i8"] in e["dtype"]]
+    else:
+        (entry,) = [e for e in entries if len(e["shape"]) == 3]
+    reader = _amber.Reader.open(str(path))
+    reader.checked_pickle([], None, True)
+    lent = [name for (name, _, _), is_lent in zip(reader.array_entries(), reader.lent_arrays()) if is_lent]
+    assert sorted(lent) == sorted(e["name"] for e in entries)  # both tree arrays, nothing else
+    np.testing.assert_array_equal(amber.load(path).predict(X), model.predict(X))
+    _load_with_middle_byte_damaged(path, entry["name"], tmp_path / "bad.amber", 0x01)

@@ -443,6 +443,51 @@ impl<B: Source> Container<B> {
             })
     }
 
+    /// The data of each uncompressed array of `indices` (as in [`Self::arrays`])
+    /// where it lies in the file, once its entry's CRC is checked, for
+    /// readers that hand out views of the file rather than copies.
+    ///
+    /// # Errors
+    /// [`FormatError::Usage`] for an index out of range or a compressed
+    /// array; a damaged entry as [`Self::copy_arrays_into`] reports it.
+    pub fn checked_arrays(&self, indices: &[usize]) -> Result<Vec<&[u8]>> {
+        let arrays = self.array_zip_entries();
+        let bytes = self.data.as_ref();
+        let mut entries = Vec::with_capacity(indices.len());
+        for &index in indices {
+            let (zip_entry, info) = arrays
+                .get(index)
+                .copied()
+                .filter(|(_, info)| !info.is_compressed())
+                .ok_or_else(|| FormatError::Usage {
+                    what: format!("array {index} is not an uncompressed array of this file"),
+                })?;
+            entries.push((zip_entry, info));
+        }
+        entries
+            .into_par_iter()
+            .map(|(zip_entry, info)| {
+                let entry = slice(bytes, zip_entry);
+                let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
+                if data.len() as u64 != info.nbytes {
+                    return Err(FormatError::Mismatch {
+                        entry: zip_entry.name.clone(),
+                        what: format!(
+                            "holds {} bytes of data, the array needs {}",
+                            data.len(),
+                            info.nbytes
+                        ),
+                    });
+                }
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(header);
+                crc.combine(&crc_parallel(data, &|_| {}));
+                expect_crc(crc.finalize(), zip_entry)?;
+                Ok(data)
+            })
+            .collect()
+    }
+
     fn array_zip_entries(&self) -> Vec<(&ZipEntry, &ArrayInfo)> {
         self.inner_zip_entries()
             .iter()

@@ -27,8 +27,15 @@ pub struct Reader {
     container: Arc<Container<Backing>>,
     writable_arrays: bool,
     threads: Threads,
-    /// Checks the last `checked_pickle(defer=True)` left for the copies.
-    deferred: Mutex<Arc<amber::DeferredChecks>>,
+    /// What the last `checked_pickle(defer=True)` left for the load.
+    deferred: Mutex<Loading>,
+}
+
+/// Checks left for a load's copies, and the arrays it may lend as views.
+#[derive(Default)]
+struct Loading {
+    checks: Arc<amber::DeferredChecks>,
+    lent: Vec<bool>,
 }
 
 impl Reader {
@@ -44,7 +51,7 @@ impl Reader {
             container: Arc::new(container),
             writable_arrays,
             threads,
-            deferred: Mutex::new(Arc::default()),
+            deferred: Mutex::new(Loading::default()),
         })
     }
 
@@ -161,7 +168,7 @@ impl Reader {
         let bytes = PyBytes::new(py, &stream);
         drop(stream);
         let count = container.arrays().len();
-        *self.lock_deferred()? = Arc::default();
+        *self.lock_deferred()? = Loading::default();
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
         };
@@ -210,7 +217,10 @@ impl Reader {
             py.detach(|| threads.run(|| container.verify(&|_| {})))
                 .py(py)?;
         }
-        *self.lock_deferred()? = Arc::new(checked.deferred);
+        *self.lock_deferred()? = Loading {
+            checks: Arc::new(checked.deferred),
+            lent: checked.lent,
+        };
         Ok((
             bytes,
             Some(scan::report_json(&report, "amber")?),
@@ -278,11 +288,37 @@ impl Reader {
         let held = self.borrow_buffers(buffers)?;
         let container = Arc::clone(&self.container);
         let threads = self.threads.clone();
-        let checks = Arc::clone(&*self.lock_deferred()?);
+        let checks = Arc::clone(&self.lock_deferred()?.checks);
         let flight = crate::buffer::fill_in_background(
             held,
             |job| self.threads.spawn(job),
             move |dests| threads.run(|| copy_checked(&container, dests, &checks)),
+        );
+        Ok(PendingCopy {
+            flight: Mutex::new(Some(flight)),
+        })
+    }
+
+    /// For each array, whether the last `checked_pickle(defer=True)` found
+    /// that all the stream gives it to copies it (a scikit-learn `Tree`'s
+    /// node and value arrays), so the load may lend it the region of the
+    /// file (`array_regions`) once `start_check_views` has passed.
+    fn lent_arrays(&self) -> PyResult<Vec<bool>> {
+        Ok(self.lock_deferred()?.lent.clone())
+    }
+
+    /// Checks the CRCs of the uncompressed arrays `indices` where they lie
+    /// in the file, and runs there the checks `checked_pickle(defer=True)`
+    /// left for them, on the pool, returning at once; `wait()` raises
+    /// `ChecksumError` or `ContentCheckError` as a copy would.
+    fn start_check_views(&self, indices: Vec<usize>) -> PyResult<PendingCopy> {
+        let container = Arc::clone(&self.container);
+        let threads = self.threads.clone();
+        let checks = Arc::clone(&self.lock_deferred()?.checks);
+        let flight = crate::buffer::fill_in_background(
+            Vec::new(),
+            |job| self.threads.spawn(job),
+            move |_| threads.run(|| check_views(&container, &indices, &checks)),
         );
         Ok(PendingCopy {
             flight: Mutex::new(Some(flight)),
@@ -320,7 +356,7 @@ impl Reader {
 }
 
 impl Reader {
-    fn lock_deferred(&self) -> PyResult<std::sync::MutexGuard<'_, Arc<amber::DeferredChecks>>> {
+    fn lock_deferred(&self) -> PyResult<std::sync::MutexGuard<'_, Loading>> {
         self.deferred
             .lock()
             .map_err(|_| PyValueError::new_err("the reader's check state was poisoned"))
@@ -370,6 +406,29 @@ fn copy_checked(
                 index: *index,
                 issue,
             })
+        })
+        .map_or(Ok(()), Err)
+}
+
+/// [`copy_checked`] for arrays lent as views of the file: their CRCs and
+/// deferred checks, run where they lie.
+fn check_views(
+    container: &Container<Backing>,
+    indices: &[usize],
+    checks: &amber::DeferredChecks,
+) -> Result<(), CopyFailure> {
+    use rayon::prelude::*;
+    let data = container
+        .checked_arrays(indices)
+        .map_err(CopyFailure::Read)?;
+    indices
+        .par_iter()
+        .zip(data)
+        .filter(|(index, _)| checks.has(**index))
+        .find_map_first(|(&index, bytes)| {
+            checks
+                .check(index, bytes)
+                .map(|issue| CopyFailure::Check { index, issue })
         })
         .map_or(Ok(()), Err)
 }

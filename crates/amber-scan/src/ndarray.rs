@@ -71,6 +71,11 @@ pub trait ArrayBytes: Sync {
     /// Takes a check of buffer `index` to run on the bytes that will be loaded
     /// (called only for buffers [`Self::deferring`] accepted).
     fn defer(&self, _index: u64, _check: crate::content::Deferred) {}
+    /// Says that whatever the stream gives buffer `index` to copies it and
+    /// keeps no reference (a scikit-learn `Tree`'s node and value arrays):
+    /// a load may hand a view of the bytes instead of a copy of them (called
+    /// only for buffers [`Self::deferring`] accepted).
+    fn lend(&self, _index: u64) {}
 }
 
 /// No out-of-band or inline bytes: every array needing them is undecodable.

@@ -184,6 +184,10 @@ impl ArrayBytes for InlineFromStream<'_> {
         self.arrays.defer(index, check);
     }
 
+    fn lend(&self, index: u64) {
+        self.arrays.lend(index);
+    }
+
     fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
         self.arrays.inline(offset, len).or_else(|| {
             let start = usize::try_from(offset).ok()?;

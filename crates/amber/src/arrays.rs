@@ -37,6 +37,8 @@ pub struct ContainerArrays<'c, B> {
     failed: Mutex<Option<FormatError>>,
     /// Checks left for the load's copies, when it asked for that.
     deferred: Option<Mutex<Vec<Deferred>>>,
+    /// Arrays whose consumers copy them ([`ArrayBytes::lend`]), when deferring.
+    lent: Mutex<Vec<u64>>,
 }
 
 /// Content checks left for the copies a load makes of its arrays (see
@@ -93,6 +95,10 @@ pub struct Checked {
     /// The first issue a deferred check found in an array that was filled
     /// during the analysis itself (so was checked at once).
     pub failed: Option<Issue>,
+    /// For each array, whether it is uncompressed and all the stream gives
+    /// it to copies it (a `Tree`'s arrays): the load may hand it a view of
+    /// the file, once its CRC and deferred checks have passed there.
+    pub lent: Vec<bool>,
 }
 
 /// Where one array goes, and what it holds once filled.
@@ -118,6 +124,7 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             dests: Vec::new(),
             failed: Mutex::new(None),
             deferred: None,
+            lent: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,11 +169,21 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
                 }
             }
         }
+        let mut lent = vec![false; self.locations.len()];
+        let lent_indices = std::mem::take(&mut *self.lent.lock().map_err(|_| poisoned())?);
+        for index in lent_indices {
+            let i = usize::try_from(index).unwrap_or(usize::MAX);
+            let uncompressed = self.locations.get(i).is_some_and(|&(_, _, c)| !c);
+            if let Some(slot) = lent.get_mut(i) {
+                *slot = uncompressed && !self.is_filled(i);
+            }
+        }
         let filled = self.filled()?;
         Ok(Checked {
             filled,
             deferred,
             failed,
+            lent,
         })
     }
 
@@ -284,6 +301,14 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
     fn defer(&self, _index: u64, check: Deferred) {
         if let Some(Ok(mut list)) = self.deferred.as_ref().map(Mutex::lock) {
             list.push(check);
+        }
+    }
+
+    fn lend(&self, index: u64) {
+        if self.deferred.is_some()
+            && let Ok(mut list) = self.lent.lock()
+        {
+            list.push(index);
         }
     }
 }

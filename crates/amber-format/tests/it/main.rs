@@ -87,6 +87,49 @@ fn every_vector_gives_its_expected_outcome() {
     }
 }
 
+/// Views of uncompressed arrays (`checked_arrays`) are refused exactly when
+/// copying them is, and otherwise hold the bytes a copy gets.
+#[test]
+fn checked_views_agree_with_copies() {
+    let mut viewed = 0;
+    for (path, _) in vectors() {
+        let data = std::fs::read(&path).unwrap();
+        let Ok(container) = Container::parse(data.as_slice()) else {
+            continue;
+        };
+        let arrays = container.arrays();
+        let plain: Vec<(usize, usize)> = arrays
+            .iter()
+            .filter(|(_, loc)| !loc.compressed)
+            .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
+            .collect();
+        let mut copies: Vec<Vec<u8>> = plain.iter().map(|&(_, n)| vec![0u8; n]).collect();
+        let dests = plain
+            .iter()
+            .zip(copies.iter_mut())
+            .map(|(&(i, _), b)| (i, b.as_mut_slice()))
+            .collect();
+        let copied = outcome(container.copy_arrays_into(dests));
+        let indices: Vec<usize> = plain.iter().map(|&(i, _)| i).collect();
+        let views = container.checked_arrays(&indices);
+        match &views {
+            Ok(views) if copied.0 == "ok" => {
+                assert_eq!(views.len(), copies.len());
+                for (view, copy) in views.iter().zip(&copies) {
+                    assert_eq!(view, copy, "{}", path.display());
+                }
+                viewed += views.len();
+            }
+            _ => assert_eq!(outcome(views.map(|_| ())), copied, "{}", path.display()),
+        }
+        if let Some((_, loc)) = arrays.iter().find(|(_, loc)| loc.compressed) {
+            let refused = container.checked_arrays(&[loc.index]).map(|_| ());
+            assert_eq!(outcome(refused).0, "format.usage", "{}", path.display());
+        }
+    }
+    assert!(viewed > 0);
+}
+
 #[test]
 fn every_rule_has_a_vector() {
     let spec =

@@ -570,6 +570,11 @@ impl<'g> View<'g, '_> {
         self.arrays.defer(check.buffer(), check);
     }
 
+    /// See [`ArrayBytes::lend`].
+    pub(crate) fn lend(&self, array: &ndarray::Later) {
+        self.arrays.lend(array.buffer);
+    }
+
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
         let array = ndarray::decode_with(self.graph, id, self.arrays, self.builds)

@@ -92,8 +92,16 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         Some(_) => None,
         None => Some(ctx.array(nodes_id, "nodes")?),
     };
+    // `Tree.__setstate__` copies both arrays into memory of its own and keeps
+    // neither: a load may lend it views of the file instead of copies.
+    if let Some(nodes) = &later {
+        ctx.lend(nodes);
+    }
     let values = match ctx.later(values_id, "values")? {
-        Some(v) => Meta::of(&v.dtype, &v.shape, v.offset),
+        Some(v) => {
+            ctx.lend(&v);
+            Meta::of(&v.dtype, &v.shape, v.offset)
+        }
         None => {
             let v = ctx.array(values_id, "values")?;
             Meta::of(&v.dtype, &v.shape, v.offset)
