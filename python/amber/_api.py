@@ -317,19 +317,20 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     entries = reader.array_entries()
     sizes = [nbytes for _, nbytes, _ in entries]
     compressed = [i for i, (_, _, packed) in enumerate(entries) if packed]
-    # Compressed arrays the checks read, or that cannot be mapped, are decoded
-    # once, into the memory the unpickler then gets, and checked there. The
-    # checks read uncompressed arrays in the file's map: copying them ahead
-    # would hold them all in fresh memory at once, where reading each when
-    # the unpickler asks recycles the memory of the ones already consumed.
-    wanted = compressed if extra is not None or mmap_mode is not None else []
+    # A safe load that copies its arrays leaves tree node walks to the copies
+    # (see `_checked_load`); the compressed arrays the other checks decode to
+    # read them are handed over as decoded (`take_decoded`), not decoded again.
+    # With `mmap_mode`, compressed arrays (which cannot be mapped) are decoded
+    # once, into memory set aside here, and the checks read them there.
+    defer = extra is not None and mmap_mode is None
+    wanted = compressed if mmap_mode is not None else []
     ready = _allocate(sizes, wanted)
     # The analysed bytes are the loaded bytes: Rust copies the stream out of the
     # file once, analyses that copy, and the unpickler reads the same object.
-    # A load that copies its arrays checks tree nodes on the copies, as they
-    # are made, instead of reading them in the file first (see `_checked_load`).
-    defer = extra is not None and mmap_mode is None
     stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None, defer)
+    if defer:
+        ready = reader.take_decoded()
+        filled = [f or r is not None for f, r in zip(filled, ready)]
     allowed = None
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))

@@ -506,6 +506,32 @@ def test_tree_nodes_checked_on_the_loaded_copy(tmp_path: Path, code: str, compre
     assert [(f.code, f.offset) for f in excinfo.value.findings] == [(f.code, f.offset) for f in report.findings]
 
 
+def test_compressed_arrays_decoded_by_the_checks_are_handed_over(tmp_path: Path) -> None:
+    """A safe load hands the unpickler the very bytes the content checks
+    decoded (a sparse matrix's and a KD tree's arrays): equal, writable and
+    the load's own, without decoding them a second time."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import KDTree
+
+    rng = np.random.default_rng(0)
+    matrix = sp.random(2000, 3000, density=0.05, format="csr", random_state=0)
+    X = rng.random((20000, 3))
+    path = tmp_path / "checked.amber"
+    amber.dump({"m": matrix, "t": KDTree(X)}, path, compress=True)
+    reader = _amber.Reader.open(str(path))
+    reader.checked_pickle([], None, True)
+    decoded = reader.take_decoded()
+    assert sum(d is not None for d in decoded) == len(decoded) == 4  # indptr, indices, data; the tree's
+    assert not any(reader.take_decoded())  # given out once
+
+    got = amber.load(path)
+    assert (got["m"] != matrix).nnz == 0
+    np.testing.assert_array_equal(got["t"].query(X[:50], k=3)[1], KDTree(X).query(X[:50], k=3)[1])
+    assert got["m"].data.flags.writeable and got["m"].indices.flags.writeable
+    got["m"].data[:] = 0
+    assert (amber.load(path)["m"] != matrix).nnz == 0
+
+
 @pytest.mark.parametrize("trusted", [None, True])
 def test_compressed_arrays_load_equal_and_writable(tmp_path: Path, trusted: Any) -> None:
     """Arrays decoded for the checks are the arrays the load returns: equal,

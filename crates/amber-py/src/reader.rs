@@ -36,6 +36,7 @@ pub struct Reader {
 struct Loading {
     checks: Arc<amber::DeferredChecks>,
     lent: Vec<bool>,
+    decoded: Vec<Option<Vec<u8>>>,
 }
 
 impl Reader {
@@ -220,6 +221,7 @@ impl Reader {
         *self.lock_deferred()? = Loading {
             checks: Arc::new(checked.deferred),
             lent: checked.lent,
+            decoded: checked.decoded,
         };
         Ok((
             bytes,
@@ -305,6 +307,23 @@ impl Reader {
     /// file (`array_regions`) once `start_check_views` has passed.
     fn lent_arrays(&self) -> PyResult<Vec<bool>> {
         Ok(self.lock_deferred()?.lent.clone())
+    }
+
+    /// The compressed arrays the last `checked_pickle` decoded (CRC checked)
+    /// for its checks without a buffer in `dests`, as writable regions the
+    /// load hands over instead of decoding them again (`None` for the
+    /// others); each is given out once.
+    fn take_decoded(&self) -> PyResult<Vec<Option<Region>>> {
+        let decoded = std::mem::take(&mut self.lock_deferred()?.decoded);
+        Ok(decoded
+            .into_iter()
+            .map(|bytes| {
+                bytes.map(|bytes| {
+                    let (ptr, len) = (bytes.as_ptr(), bytes.len());
+                    Region::new(Arc::new(bytes), ptr, len, true)
+                })
+            })
+            .collect())
     }
 
     /// Checks the CRCs of the uncompressed arrays `indices` where they lie

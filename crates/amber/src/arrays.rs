@@ -99,6 +99,10 @@ pub struct Checked {
     /// it to copies it (a `Tree`'s arrays): the load may hand it a view of
     /// the file, once its CRC and deferred checks have passed there.
     pub lent: Vec<bool>,
+    /// Compressed arrays without a destination that the checks decoded (CRC
+    /// checked) to read them: a load can hand these bytes over instead of
+    /// decoding the arrays again.
+    pub decoded: Vec<Option<Vec<u8>>>,
 }
 
 /// Where one array goes, and what it holds once filled.
@@ -152,21 +156,30 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
     ///
     /// # Errors
     /// As [`Self::filled`].
-    pub fn finish(self) -> Result<Checked, FormatError> {
+    pub fn finish(mut self) -> Result<Checked, FormatError> {
         let checks = match &self.deferred {
             Some(list) => std::mem::take(&mut *list.lock().map_err(|_| poisoned())?),
             None => Vec::new(),
         };
         let mut deferred = DeferredChecks::new(self.locations.len(), checks);
+        let decoded: Vec<Option<Vec<u8>>> = std::mem::take(&mut self.decoded)
+            .into_iter()
+            .map(|d| d.into_inner().flatten())
+            .collect();
+        // Arrays the analysis itself read into memory the load hands over
+        // are checked now: no copy of them follows.
         let mut failed = None;
-        for (i, dest) in self.dests.iter().enumerate() {
-            if let (Some(Some(bytes)), Some(list)) =
-                (dest.filled.get(), deferred.by_array.get_mut(i))
-            {
-                let list = std::mem::take(list);
-                if failed.is_none() {
-                    failed = list.iter().find_map(|c| c.run(bytes).into_iter().next());
-                }
+        for (i, list) in deferred.by_array.iter_mut().enumerate() {
+            let filled = self
+                .dests
+                .get(i)
+                .and_then(|d| d.filled.get().copied().flatten());
+            let Some(bytes) = filled.or_else(|| decoded.get(i).and_then(Option::as_deref)) else {
+                continue;
+            };
+            let list = std::mem::take(list);
+            if failed.is_none() {
+                failed = list.iter().find_map(|c| c.run(bytes).into_iter().next());
             }
         }
         let mut lent = vec![false; self.locations.len()];
@@ -184,6 +197,7 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             deferred,
             failed,
             lent,
+            decoded,
         })
     }
 
