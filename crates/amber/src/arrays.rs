@@ -7,18 +7,21 @@
 //! checked) only when a validator asks, once each.
 //!
 //! A load gives [`ContainerArrays::with_destinations`] the memory it will
-//! hand the unpickler for some arrays (amber's loads: the compressed ones):
-//! such an array is copied there when a validator first asks for it (CRC
-//! checked, decoded if compressed) and checked in place. So it is decoded
-//! once, and what is unpickled is exactly what was checked.
+//! hand the unpickler for some arrays (amber's mapped loads: the compressed
+//! ones): such an array is copied there when a validator first asks for it
+//! (CRC checked, decoded if compressed) and checked in place. Without a
+//! destination, a compressed array a validator reads is decoded into memory
+//! of its own, which [`ContainerArrays::finish`] gives back for the load to
+//! hand over. Either way it is decoded once, and what is unpickled is
+//! exactly what was checked.
 //!
 //! [`ContainerArrays::deferring`] goes further for the arrays a load copies
 //! anyway: a validator that would walk such an array (a tree's nodes) checks
 //! everything else now and leaves the walk as a [`Deferred`] check, which the
-//! load runs on its copy of the array before the unpickler may have it. The
-//! walk then reads memory the copy has just written instead of the file a
-//! second time, and runs on the pool while the unpickler builds the objects
-//! before it; and what is checked is again exactly what is unpickled.
+//! load runs where it takes the array from (its copy, or the file for an
+//! array it lends: see [`Checked::lent`]) before the unpickler may have it.
+//! The walk then runs on the pool while the unpickler builds the objects
+//! before it, instead of reading the file once more before unpickling.
 
 use std::sync::{Mutex, OnceLock};
 
