@@ -861,6 +861,12 @@ impl<'a> Graph<'a> {
         self.stored(id).map_or(0, |n| n.depth)
     }
 
+    /// Whether no leaf has a recorded depth (every leaf is at depth 0).
+    #[inline]
+    pub(crate) fn leaf_depths_empty(&self) -> bool {
+        self.leaf_depths.is_empty()
+    }
+
     /// Raise a value's recorded depth to at least `depth`; returns it.
     pub(crate) fn raise_depth(&mut self, id: NodeId, depth: u32) -> Option<u32> {
         if id.is_leaf() {

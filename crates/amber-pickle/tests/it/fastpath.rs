@@ -204,3 +204,54 @@ proptest! {
         prop_assert_eq!(fast, general);
     }
 }
+
+/// A protocol-4 dict literal of `pairs` memoized `str -> int` items set in
+/// one `SETITEMS`, inside a frame, with a memo hole (`BINPUT 5`) halfway:
+/// the long runs of scalars, `MEMOIZE`s and `BINGET`s the fast path takes
+/// in one loop.
+fn dict_literal(pairs: usize) -> Vec<u8> {
+    let mut body = b"}\x94(".to_vec();
+    for i in 0..pairs {
+        let key = format!("k{i}");
+        body.push(0x8c);
+        body.push(key.len() as u8);
+        body.extend_from_slice(key.as_bytes());
+        body.push(0x94);
+        match i % 4 {
+            0 => body.extend_from_slice(b"K\x07"),
+            1 => body.extend_from_slice(b"M\x01\x02"),
+            2 => body.extend_from_slice(b"h\x00"),
+            _ => body.extend_from_slice(b"J\xff\xff\xff\xff"),
+        }
+        if i == pairs / 2 {
+            body.extend_from_slice(b"q\x40");
+        }
+    }
+    body.extend_from_slice(b"u.");
+    let mut data = b"\x80\x04\x95".to_vec();
+    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    data.extend(body);
+    data
+}
+
+#[test]
+fn long_runs_stop_at_every_limit_as_the_general_path() {
+    let data = dict_literal(40);
+    assert_same(&data, Limits::default(), false);
+    for value in 0..140 {
+        for kind in [
+            LimitKind::Opcodes,
+            LimitKind::Nodes,
+            LimitKind::StackDepth,
+            LimitKind::MemoEntries,
+            LimitKind::MemoIndex,
+            LimitKind::MemoGets,
+            LimitKind::StrLen,
+        ] {
+            assert_same(&data, Limits::default().with(kind, value), false);
+        }
+    }
+    for end in 0..data.len() {
+        assert_same(&data[..end], Limits::default(), false);
+    }
+}
