@@ -204,9 +204,9 @@ impl Hook for JoblibHook {
         let mut dims = [0u64; MAX_DIMS];
         let ndim = read_shape(graph, shape_id, &mut dims).map_err(|w| fail(&w))?;
         let shape = dims.get(..ndim).unwrap_or_default();
-        let fortran_order = match state.order.and_then(|id| str_of(graph, id)) {
-            Some("C") => false,
-            Some("F") => true,
+        let fortran_order = match state.order.and_then(|id| text_bytes(graph, id)) {
+            Some(b"C") => false,
+            Some(b"F") => true,
             _ => return Err(fail("`order` is not `'C'` or `'F'`")),
         };
         let dtype_id = state.dtype.ok_or_else(|| fail("no `dtype`"))?;
@@ -328,6 +328,14 @@ pub fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
     }
 }
 
+/// [`str_of`] as bytes, without decoding a `str` again (see
+/// [`Graph::str_bytes`]): for comparing keys.
+fn text_bytes<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g [u8]> {
+    graph
+        .str_bytes(id)
+        .or_else(|| str_of(graph, id).map(str::as_bytes))
+}
+
 /// The values of the wrapper state keys the hook reads.
 #[derive(Default)]
 struct WrapperState {
@@ -348,11 +356,11 @@ fn lookup_state(graph: &Graph<'_>, state: NodeId) -> std::result::Result<Wrapper
     }
     let mut out = WrapperState::default();
     for &(k, v) in pairs.iter().rev() {
-        let slot = match str_of(graph, k).ok_or("state key is not a `str`")? {
-            "shape" => &mut out.shape,
-            "order" => &mut out.order,
-            "dtype" => &mut out.dtype,
-            "numpy_array_alignment_bytes" => &mut out.alignment,
+        let slot = match text_bytes(graph, k).ok_or("state key is not a `str`")? {
+            b"shape" => &mut out.shape,
+            b"order" => &mut out.order,
+            b"dtype" => &mut out.dtype,
+            b"numpy_array_alignment_bytes" => &mut out.alignment,
             _ => continue,
         };
         slot.get_or_insert(v);

@@ -255,3 +255,46 @@ fn long_runs_stop_at_every_limit_as_the_general_path() {
         assert_same(&data[..end], Limits::default(), false);
     }
 }
+
+/// `Graph::str_bytes` (keys compared without decoding) must agree with
+/// `Graph::kind` on every value of every fixture, leaves included, and
+/// on hand-made `str`s of each opcode and of none.
+#[test]
+fn str_bytes_agree_with_kind() {
+    use amber_pickle::{NodeId, NodeKind};
+    let check = |data: &[u8], joblib: bool| {
+        let mut hook = JoblibHook::new();
+        let mut parser = Parser::new(data).allow_trailing(true);
+        if joblib {
+            parser = parser.hook(&mut hook);
+        }
+        let p = parser.parse().unwrap();
+        let g = p.graph();
+        let mut ids: Vec<NodeId> = vec![p.root()];
+        for (id, _) in g.iter() {
+            ids.push(id);
+            ids.extend(g.children(id));
+        }
+        ids.sort();
+        ids.dedup();
+        let mut strs = 0;
+        for id in ids {
+            let expected = match g.kind(id) {
+                Some(NodeKind::Str(s)) => Some(s.as_bytes()),
+                _ => None,
+            };
+            strs += usize::from(expected.is_some());
+            assert_eq!(g.str_bytes(id), expected, "{id}");
+        }
+        strs
+    };
+    let mut strs = 0;
+    for name in fixture_names(&[".pkl", ".joblib"]) {
+        strs += check(&fixture(&name), name.ends_with(".joblib"));
+    }
+    assert!(strs > 100, "{strs}");
+    // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
+    // SHORT_BINBYTES (not a str), in one tuple.
+    let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
+    assert_eq!(check(data, false), 4);
+}
