@@ -801,7 +801,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Append a node; the caller has checked the node limit.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, node: Stored<'a>) -> Option<NodeId> {
         let id = u32::try_from(self.len).ok().filter(|&i| i < LEAF_BIT)?;
         match self.chunks.last_mut() {
