@@ -421,7 +421,10 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn tuple(&self, id: NodeId) -> Option<&[NodeId]> {
-        self.an.graph.get(id).and_then(Node::as_tuple)
+        match self.get(id)? {
+            NodeKind::Tuple(items) => Some(items),
+            _ => None,
+        }
     }
 
     fn is_str(&self, id: NodeId) -> bool {
@@ -591,7 +594,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                         && self.is_payload(buf)
                         && self.is_dtype(dtype)
                         && self.is_int_tuple(shape)
-                        && matches!(self.str_of(order), Some("C" | "F" | "A")) =>
+                        && matches!(self.key_bytes(order), Some(b"C" | b"F" | b"A")) =>
                 {
                     Ok(())
                 }
