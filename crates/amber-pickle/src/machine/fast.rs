@@ -12,6 +12,12 @@
 //! statistics included; the parser's differential tests (listing on, which
 //! disables this path, against listing off) hold the two to that.
 //!
+//! Scalars, `MEMOIZE`, `BINGET` and `MARK` come in long runs (a dict
+//! literal's keys and values, an array's arguments), so a run is executed
+//! in one loop (`fast_run`) under a budget taken once from the limits that
+//! only grow; it stops short of any limit rather than at it, leaving the
+//! opcode there to the paths that report it.
+//!
 //! [`Instruction`]: crate::reader::Instruction
 
 use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
