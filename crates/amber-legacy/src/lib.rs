@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use amber_format::Mapping;
 use amber_format::sniff::{self, Kind};
-use amber_pickle::joblib::{JoblibHook, class_name, str_of};
+use amber_pickle::joblib::{JoblibHook, class_among, str_of};
 use amber_pickle::{BuildContext, Hook, HookAction, NodeKind, Opcode, Parser, PickleError};
 
 pub use decompress::{Codec, decompress, read_zfile};
@@ -719,14 +719,15 @@ struct Parsed {
     py2: bool,
 }
 
-const ND_WRAPPERS: &[&str] = &[
+/// The pre-0.10 wrapper classes: the first [`ND_WRAPPERS`] name a
+/// companion `.npy` file, the others a companion `ZF` file.
+const OLD_WRAPPERS: &[&str] = &[
     "joblib.numpy_pickle.NDArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.NDArrayWrapper",
-];
-const ZND_WRAPPERS: &[&str] = &[
     "joblib.numpy_pickle.ZNDArrayWrapper",
     "sklearn.externals.joblib.numpy_pickle.ZNDArrayWrapper",
 ];
+const ND_WRAPPERS: usize = 2;
 
 /// What follows a wrapper's `BUILD`.
 #[derive(Debug)]
@@ -780,17 +781,14 @@ impl Hook for LegacyHook {
                 if ctx.nested_depth > 0 {
                     return Ok(action);
                 }
-                let Some(class) = class_name(ctx.graph, ctx.target) else {
+                let Some(class) = class_among(ctx.graph, ctx.target, OLD_WRAPPERS) else {
                     return Ok(action);
                 };
-                let zfile = ZND_WRAPPERS.contains(&class.as_str());
-                if zfile || ND_WRAPPERS.contains(&class.as_str()) {
-                    self.cuts.push(Cut::Companion {
-                        at: ctx.position,
-                        name: state_filename(ctx),
-                        zfile,
-                    });
-                }
+                self.cuts.push(Cut::Companion {
+                    at: ctx.position,
+                    name: state_filename(ctx),
+                    zfile: class >= ND_WRAPPERS,
+                });
             }
         }
         Ok(action)

@@ -98,6 +98,24 @@ pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
     )
 }
 
+/// The first `n` bytes of `rest` as a little-endian number.
+#[inline]
+fn le_word(rest: &[u8], n: usize) -> Option<u64> {
+    let b = rest.get(..n)?;
+    Some(
+        b.iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+    )
+}
+
+/// A payload after a `head`-byte little-endian length at the start of `rest`.
+#[inline]
+fn leaf_payload(rest: &[u8], head: usize) -> Option<&[u8]> {
+    let len = usize::try_from(le_word(rest, head)?).ok()?;
+    rest.get(head..head.checked_add(len)?)
+}
+
 /// Decode the leaf pushed by the opcode at `offset`. The parse already
 /// read and checked it (frame, limits, UTF-8), so this only re-slices; it
 /// still checks every bound and gives `None` rather than trust the id.
@@ -105,19 +123,8 @@ pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
 fn decode_leaf(data: &[u8], offset: usize) -> Option<(NodeKind<'_>, Opcode)> {
     use Opcode as O;
     let (&byte, rest) = data.get(offset..)?.split_first()?;
-    let word = |n: usize| -> Option<u64> {
-        let b = rest.get(..n)?;
-        Some(
-            b.iter()
-                .rev()
-                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-        )
-    };
-    // A payload after a `head`-byte little-endian length.
-    let payload = |head: usize| -> Option<&[u8]> {
-        let len = usize::try_from(word(head)?).ok()?;
-        rest.get(head..head.checked_add(len)?)
-    };
+    let word = |n: usize| le_word(rest, n);
+    let payload = |head: usize| leaf_payload(rest, head);
     let text = |head: usize| std::str::from_utf8(payload(head)?).ok();
     let (kind, opcode) = match byte {
         b'N' => (NodeKind::None, O::NONE),
@@ -794,7 +801,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Append a node; the caller has checked the node limit.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, node: Stored<'a>) -> Option<NodeId> {
         let id = u32::try_from(self.len).ok().filter(|&i| i < LEAF_BIT)?;
         match self.chunks.last_mut() {
@@ -861,6 +868,12 @@ impl<'a> Graph<'a> {
         self.stored(id).map_or(0, |n| n.depth)
     }
 
+    /// Whether no leaf has a recorded depth (every leaf is at depth 0).
+    #[inline]
+    pub(crate) fn leaf_depths_empty(&self) -> bool {
+        self.leaf_depths.is_empty()
+    }
+
     /// Raise a value's recorded depth to at least `depth`; returns it.
     pub(crate) fn raise_depth(&mut self, id: NodeId, depth: u32) -> Option<u32> {
         if id.is_leaf() {
@@ -887,6 +900,29 @@ impl<'a> Graph<'a> {
             Some(Kind::Str(s)) => Ok((**s).clone()),
             Some(other) => Err(other.view(&self.pool).name()),
             None => Err("unknown"),
+        }
+    }
+
+    /// The UTF-8 bytes of a `str` value (what [`NodeKind::Str`] holds),
+    /// without decoding them again: the parse checked every `str` it read,
+    /// so comparing these bytes is comparing the text. `None` for any
+    /// other value.
+    #[must_use]
+    #[inline]
+    pub fn str_bytes(&self, id: NodeId) -> Option<&[u8]> {
+        if id.is_leaf() {
+            let (&byte, rest) = self.data.get(id.leaf_offset()..)?.split_first()?;
+            let head = match byte {
+                0x8c => 1,
+                b'X' => 4,
+                0x8d => 8,
+                _ => return None,
+            };
+            return leaf_payload(rest, head);
+        }
+        match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::Str(s)) => Some(s.as_bytes()),
+            _ => None,
         }
     }
 

@@ -84,6 +84,7 @@ pub struct JoblibHook {
     /// What the dtype walks share (shared dtypes must not make the work
     /// quadratic).
     walk: DtypeWalk,
+    dtypes: DtypeCache,
 }
 
 impl Default for JoblibHook {
@@ -98,6 +99,7 @@ impl Default for JoblibHook {
                 budget: DTYPE_WALK_BUDGET,
                 seen: NodeSet::default(),
             },
+            dtypes: DtypeCache::default(),
         }
     }
 }
@@ -190,9 +192,7 @@ impl Hook for JoblibHook {
             return Ok(HookAction::Continue);
         }
         let graph = ctx.graph;
-        let is_wrapper = class_global(graph, ctx.target)
-            .is_some_and(|g| WRAPPERS.iter().any(|&w| g.dotted_is(w)));
-        if !is_wrapper {
+        if class_among(graph, ctx.target, WRAPPERS).is_none() {
             return Ok(HookAction::Continue);
         }
         self.catch_up(graph);
@@ -204,14 +204,25 @@ impl Hook for JoblibHook {
         let mut dims = [0u64; MAX_DIMS];
         let ndim = read_shape(graph, shape_id, &mut dims).map_err(|w| fail(&w))?;
         let shape = dims.get(..ndim).unwrap_or_default();
-        let fortran_order = match state.order.and_then(|id| str_of(graph, id)) {
-            Some("C") => false,
-            Some("F") => true,
+        let fortran_order = match state.order.and_then(|id| text_bytes(graph, id)) {
+            Some(b"C") => false,
+            Some(b"F") => true,
             _ => return Err(fail("`order` is not `'C'` or `'F'`")),
         };
         let dtype_id = state.dtype.ok_or_else(|| fail("no `dtype`"))?;
-        let dtype =
-            read_dtype(graph, &self.builds, dtype_id, &mut self.walk).map_err(|w| fail(&w))?;
+        let dtype_state = self.builds.get(dtype_id);
+        let (itemsize, object) = match self.dtypes.get(dtype_id, dtype_state) {
+            Some(hit) => hit,
+            None => {
+                let d = read_dtype(graph, &self.builds, dtype_id, &mut self.walk)
+                    .map_err(|w| fail(&w))?;
+                if !d.structured {
+                    self.dtypes
+                        .insert(dtype_id, dtype_state, d.itemsize, d.object);
+                }
+                (d.itemsize, d.object)
+            }
+        };
         let aligned = state
             .alignment
             .is_some_and(|id| !matches!(graph.kind(id), Some(NodeKind::None)));
@@ -220,24 +231,29 @@ impl Hook for JoblibHook {
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| fail("element count overflows"))?;
+        let (descr, byteorder) = if self.keep {
+            dtype_names(graph, &self.builds, dtype_id).unwrap_or_default()
+        } else {
+            ("", None)
+        };
         let array = |data_offset, data_len, padding| JoblibArray {
             wrapper: ctx.target,
             shape: shape.to_vec(),
-            descr: dtype.descr.to_owned(),
-            byteorder: dtype.byteorder.map(str::to_owned),
-            itemsize: dtype.itemsize,
+            descr: descr.to_owned(),
+            byteorder: byteorder.map(str::to_owned),
+            itemsize,
             fortran_order,
-            object: dtype.object,
+            object,
             data_offset,
             data_len,
             padding,
         };
-        if dtype.object {
+        if object {
             self.record(|| array(at, 0, 0));
             return Ok(HookAction::NestedPickle);
         }
         let len = count
-            .checked_mul(dtype.itemsize)
+            .checked_mul(itemsize)
             .ok_or_else(|| fail("data length overflows"))?;
         let padding = if aligned {
             let pos = usize::try_from(at).map_err(|_| fail("offset out of range"))?;
@@ -273,6 +289,13 @@ pub fn class_name(graph: &Graph<'_>, obj: NodeId) -> Option<String> {
     class_global(graph, obj).map(Global::dotted)
 }
 
+/// Which of `names` (dotted) [`class_name`] is, without allocating it.
+#[must_use]
+pub fn class_among(graph: &Graph<'_>, obj: NodeId, names: &[&str]) -> Option<usize> {
+    let g = class_global(graph, obj)?;
+    names.iter().position(|&n| g.dotted_is(n))
+}
+
 /// The global [`class_name`] names.
 fn class_global<'g>(graph: &'g Graph<'_>, obj: NodeId) -> Option<&'g Global<'g>> {
     let global_of = |id: NodeId| graph.get(id).and_then(Node::as_global);
@@ -305,6 +328,14 @@ pub fn str_of<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g str> {
     }
 }
 
+/// [`str_of`] as bytes, without decoding a `str` again (see
+/// [`Graph::str_bytes`]): for comparing keys.
+fn text_bytes<'g>(graph: &'g Graph<'_>, id: NodeId) -> Option<&'g [u8]> {
+    graph
+        .str_bytes(id)
+        .or_else(|| str_of(graph, id).map(str::as_bytes))
+}
+
 /// The values of the wrapper state keys the hook reads.
 #[derive(Default)]
 struct WrapperState {
@@ -325,11 +356,11 @@ fn lookup_state(graph: &Graph<'_>, state: NodeId) -> std::result::Result<Wrapper
     }
     let mut out = WrapperState::default();
     for &(k, v) in pairs.iter().rev() {
-        let slot = match str_of(graph, k).ok_or("state key is not a `str`")? {
-            "shape" => &mut out.shape,
-            "order" => &mut out.order,
-            "dtype" => &mut out.dtype,
-            "numpy_array_alignment_bytes" => &mut out.alignment,
+        let slot = match text_bytes(graph, k).ok_or("state key is not a `str`")? {
+            b"shape" => &mut out.shape,
+            b"order" => &mut out.order,
+            b"dtype" => &mut out.dtype,
+            b"numpy_array_alignment_bytes" => &mut out.alignment,
             _ => continue,
         };
         slot.get_or_insert(v);
@@ -360,11 +391,50 @@ fn read_shape(
     Ok(items.len())
 }
 
-struct Dtype<'g> {
-    descr: &'g str,
-    byteorder: Option<&'g str>,
+struct Dtype {
     itemsize: u64,
     object: bool,
+    /// Has fields or a subarray (its object-ness came from a walk).
+    structured: bool,
+}
+
+/// What [`read_dtype`] decided for dtypes that are not structured. That
+/// depends only on the dtype node and its last `BUILD` state, and neither
+/// changes once made (a `REDUCE` node, a tuple state of scalars), so the
+/// many wrappers of one stream that share a dtype read it once.
+#[derive(Debug, Default)]
+struct DtypeCache {
+    /// `(dtype, state, itemsize, object)`; a stream has few dtypes.
+    entries: Vec<(NodeId, Option<NodeId>, u64, bool)>,
+}
+
+/// Most dtypes [`DtypeCache`] remembers (later ones are read each time).
+const DTYPE_CACHE: usize = 32;
+
+impl DtypeCache {
+    fn get(&self, id: NodeId, state: Option<NodeId>) -> Option<(u64, bool)> {
+        self.entries
+            .iter()
+            .find(|e| e.0 == id && e.1 == state)
+            .map(|e| (e.2, e.3))
+    }
+
+    fn insert(&mut self, id: NodeId, state: Option<NodeId>, itemsize: u64, object: bool) {
+        if self.entries.len() < DTYPE_CACHE {
+            self.entries.push((id, state, itemsize, object));
+        }
+    }
+}
+
+/// The descriptor and byte order of a dtype [`read_dtype`] accepted.
+fn dtype_names<'g>(
+    graph: &'g Graph<'_>,
+    builds: &Builds,
+    id: NodeId,
+) -> Option<(&'g str, Option<&'g str>)> {
+    let (descr, state) = dtype_parts(graph, builds, id)?;
+    let byteorder = state.and_then(|s| s.get(1)).and_then(|&f| str_of(graph, f));
+    Some((descr, byteorder))
 }
 
 /// The `(args, state)` of a `numpy.dtype` node: `REDUCE(numpy.dtype,
@@ -391,12 +461,12 @@ fn dtype_parts<'g>(
     Some((descr, state))
 }
 
-fn read_dtype<'g>(
-    graph: &'g Graph<'_>,
+fn read_dtype(
+    graph: &Graph<'_>,
     builds: &Builds,
     id: NodeId,
     walk: &mut DtypeWalk,
-) -> std::result::Result<Dtype<'g>, String> {
+) -> std::result::Result<Dtype, String> {
     let (descr, state) =
         dtype_parts(graph, builds, id).ok_or("`dtype` is not `numpy.dtype(descr, ...)`")?;
     let field = |i: usize| state.and_then(|s| s.get(i)).copied();
@@ -405,7 +475,6 @@ fn read_dtype<'g>(
     if state.is_some_and(|s| s.len() < 8) {
         return Err("`dtype` state has fewer than 8 items".to_owned());
     }
-    let byteorder = field(1).and_then(|f| str_of(graph, f));
     let elsize = int_field(5).unwrap_or(-1);
     let flags = int_field(7).unwrap_or(0);
 
@@ -441,10 +510,9 @@ fn read_dtype<'g>(
         builtin_object
     };
     Ok(Dtype {
-        descr,
-        byteorder,
         itemsize,
         object,
+        structured,
     })
 }
 

@@ -97,7 +97,7 @@ pub struct Stats {
     pub buffers: u64,
     /// Approximate heap bytes of the graph ([`Limits::max_graph_bytes`]).
     pub graph_bytes: u64,
-    pub(crate) op_counts: Vec<u64>,
+    pub(crate) op_counts: Box<[u64; 256]>,
 }
 
 impl Default for Stats {
@@ -114,7 +114,7 @@ impl Default for Stats {
             inline_data_bytes: 0,
             buffers: 0,
             graph_bytes: 0,
-            op_counts: vec![0; 256],
+            op_counts: Box::new([0; 256]),
         }
     }
 }

@@ -18,14 +18,25 @@ pub fn to_py(py: Python<'_>, err: amber::Error) -> PyErr {
     }
 }
 
-/// The report as JSON, with the file's format added.
+/// The report as JSON, with the file's format added: written straight to
+/// text (no intermediate JSON tree), the format spliced in as the object's
+/// first member.
 pub fn report_json(report: &amber::Report, format: &str) -> PyResult<String> {
-    let mut value = serde_json::to_value(report)
-        .map_err(|e| PyValueError::new_err(format!("cannot encode the scan report: {e}")))?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("format".into(), format.into());
+    let encode =
+        |e: serde_json::Error| PyValueError::new_err(format!("cannot encode the scan report: {e}"));
+    let body = serde_json::to_string(report).map_err(encode)?;
+    let format = serde_json::to_string(format).map_err(encode)?;
+    let members = body
+        .strip_prefix('{')
+        .ok_or_else(|| PyValueError::new_err("the scan report is not a JSON object"))?;
+    let mut out = String::with_capacity(body.len().saturating_add(format.len()).saturating_add(12));
+    out.push_str("{\"format\":");
+    out.push_str(&format);
+    if members != "}" {
+        out.push(',');
     }
-    Ok(value.to_string())
+    out.push_str(members);
+    Ok(out)
 }
 
 fn finish(

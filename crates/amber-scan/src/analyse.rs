@@ -421,7 +421,10 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn tuple(&self, id: NodeId) -> Option<&[NodeId]> {
-        self.an.graph.get(id).and_then(Node::as_tuple)
+        match self.get(id)? {
+            NodeKind::Tuple(items) => Some(items),
+            _ => None,
+        }
     }
 
     fn is_str(&self, id: NodeId) -> bool {
@@ -436,6 +439,15 @@ impl<'x> Run<'_, 'x, '_, '_> {
             NodeKind::LegacyStr(b) if b.is_ascii() => std::str::from_utf8(b).ok(),
             _ => None,
         }
+    }
+
+    /// [`Run::str_of`] as bytes, without decoding a `str` again (see
+    /// [`amber_pickle::Graph::str_bytes`]): for comparing keys.
+    fn key_bytes(&self, id: NodeId) -> Option<&[u8]> {
+        self.an
+            .graph
+            .str_bytes(id)
+            .or_else(|| self.str_of(id).map(str::as_bytes))
     }
 
     fn is_none(&self, id: NodeId) -> bool {
@@ -582,7 +594,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                         && self.is_payload(buf)
                         && self.is_dtype(dtype)
                         && self.is_int_tuple(shape)
-                        && matches!(self.str_of(order), Some("C" | "F" | "A")) =>
+                        && matches!(self.key_bytes(order), Some(b"C" | b"F" | b"A")) =>
                 {
                     Ok(())
                 }
@@ -748,15 +760,15 @@ impl<'x> Run<'_, 'x, '_, '_> {
         // Object states are small: compare pairwise rather than hash.
         const SMALL: usize = 16;
         if pairs.len() <= SMALL {
-            let mut seen: [&str; SMALL] = [""; SMALL];
+            let mut seen: [&[u8]; SMALL] = [b""; SMALL];
             let mut n = 0;
             for &(k, _) in pairs {
-                let Some(key) = self.str_of(k) else {
+                let Some(key) = self.key_bytes(k) else {
                     continue;
                 };
                 let earlier = seen.get(..n).unwrap_or_default();
                 if earlier.contains(&key) {
-                    return Some(key.to_owned());
+                    return self.str_of(k).map(str::to_owned);
                 }
                 if let Some(slot) = seen.get_mut(n) {
                     *slot = key;
@@ -923,8 +935,9 @@ impl<'x> Run<'_, 'x, '_, '_> {
             StateCheck::Attrs => match self.get(state) {
                 Some(NodeKind::Dict(pairs)) => {
                     for &(k, _) in pairs {
-                        match self.str_of(k) {
-                            Some(key) if key.starts_with("__") && key.ends_with("__") => {
+                        match self.key_bytes(k) {
+                            Some(key) if key.starts_with(b"__") && key.ends_with(b"__") => {
+                                let key = self.str_of(k).unwrap_or_default();
                                 return high(format!("dunder attribute `{key}`"));
                             }
                             Some(_) => {}
@@ -954,7 +967,10 @@ impl<'x> Run<'_, 'x, '_, '_> {
                     return high("the array wrapper state is not a dict".to_owned());
                 };
                 for &(k, v) in pairs {
-                    let Some(key) = self.str_of(k).filter(|k| keys.contains(k)) else {
+                    let Some(&key) = self
+                        .key_bytes(k)
+                        .and_then(|k| keys.iter().find(|w| w.as_bytes() == k))
+                    else {
                         return high("unknown key in the array wrapper state".to_owned());
                     };
                     if key == "subclass" && !self.global_in(v, ARRAY_TYPES) {

@@ -12,6 +12,12 @@
 //! statistics included; the parser's differential tests (listing on, which
 //! disables this path, against listing off) hold the two to that.
 //!
+//! Scalars, `MEMOIZE`, `BINGET` and `MARK` come in long runs (a dict
+//! literal's keys and values, an array's arguments), so a run is executed
+//! in one loop (`fast_run`) under a budget taken once from the limits that
+//! only grow; it stops short of any limit rather than at it, leaving the
+//! opcode there to the paths that report it.
+//!
 //! [`Instruction`]: crate::reader::Instruction
 
 use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
@@ -37,19 +43,18 @@ impl<'a> Run<'a, '_> {
         // One dispatch on the byte for the commonest opcodes, each with its
         // opcode a constant so that its checks compile to a few instructions.
         let next = match byte {
-            0x8c => self.leaf_op(cur, window, pos, Opcode::SHORT_BINUNICODE),
-            b'K' => self.leaf_op(cur, window, pos, Opcode::BININT1),
-            b'M' => self.leaf_op(cur, window, pos, Opcode::BININT2),
-            b'J' => self.leaf_op(cur, window, pos, Opcode::BININT),
-            b'G' => self.leaf_op(cur, window, pos, Opcode::BINFLOAT),
-            b'N' => self.leaf_op(cur, window, pos, Opcode::NONE),
-            0x88 => self.leaf_op(cur, window, pos, Opcode::NEWTRUE),
-            0x89 => self.leaf_op(cur, window, pos, Opcode::NEWFALSE),
-            b'C' => self.leaf_op(cur, window, pos, Opcode::SHORT_BINBYTES),
-            0x94 => self.other_op(cur, window, pos, Opcode::MEMOIZE),
-            b'h' => self.other_op(cur, window, pos, Opcode::BINGET),
+            // Scalars, memo traffic and marks come in runs (a dict
+            // literal's keys and values): one loop takes the whole run.
+            0x8c | b'K' | b'M' | b'J' | b'G' | b'N' | 0x88 | 0x89 | b'C' | b'X' | 0x96 | 0x94
+            | b'h' | b'(' => {
+                let next = self.fast_run(cur, window, pos);
+                if next == pos {
+                    return false;
+                }
+                cur.reader.advance_to(next);
+                return true;
+            }
             b'q' => self.other_op(cur, window, pos, Opcode::BINPUT),
-            b'(' => self.other_op(cur, window, pos, Opcode::MARK),
             0x85 => self.other_op(cur, window, pos, Opcode::TUPLE1),
             0x86 => self.other_op(cur, window, pos, Opcode::TUPLE2),
             0x87 => self.other_op(cur, window, pos, Opcode::TUPLE3),
@@ -82,6 +87,109 @@ impl<'a> Run<'a, '_> {
         };
         cur.reader.advance_to(next);
         true
+    }
+
+    /// A run of leaf scalars, `MEMOIZE`s, `BINGET`s and `MARK`s from `pos`
+    /// (`window`, which ends with the input or the open frame, starts
+    /// there), each executed exactly as `fast_leaf`, `fast_put`, `fast_get`
+    /// and `fast_mark` would one at a time, without a dispatch back through
+    /// the loop between them: the keys and values of a dict literal, say.
+    /// Opcodes, values and stack only grow in a run, so one budget (the
+    /// least room left under any of their limits) bounds it; the run stops
+    /// early rather than near a limit, leaving the rest to the one-at-a-time
+    /// paths, which report any limit exactly. Returns the position after
+    /// the last opcode executed.
+    #[inline]
+    fn fast_run(&mut self, cur: &mut Machine<'a>, window: &[u8], pos: usize) -> usize {
+        let ops = self.limits.max_opcodes.saturating_sub(self.stats.opcodes);
+        let values = self.limits.max_nodes.saturating_sub(self.values());
+        let room = self
+            .limits
+            .max_stack_depth
+            .saturating_sub(self.suspended_depth.saturating_add(cur.depth()));
+        let budget = usize::try_from(ops.min(values).min(room)).unwrap_or(usize::MAX);
+        // `MEMOIZE`s that append to a memo without holes, as `fast_put` would.
+        let mut memo_room = if to_u64(cur.memo.len()) == cur.memo_len {
+            self.limits
+                .max_memo_index
+                .saturating_add(1)
+                .min(self.limits.max_memo_entries)
+                .saturating_sub(cur.memo_len)
+        } else {
+            0
+        };
+        let mut done = 0usize;
+        let mut at = 0usize;
+        while done < budget {
+            let Some((&byte, arg)) = window.get(at..).and_then(<[u8]>::split_first) else {
+                break;
+            };
+            // The argument length of a leaf, `None` for the other opcodes
+            // (executed right here); a leaf the fast path cannot take ends the run.
+            let leaf = |op: Opcode| cur.reader.fast_leaf_len(op, arg).ok_or(());
+            let leaf_len = match byte {
+                b'N' | 0x88 | 0x89 => Ok(Some(0)),
+                b'K' => leaf(Opcode::BININT1).map(Some),
+                b'M' => leaf(Opcode::BININT2).map(Some),
+                b'J' => leaf(Opcode::BININT).map(Some),
+                b'G' => leaf(Opcode::BINFLOAT).map(Some),
+                0x8c => leaf(Opcode::SHORT_BINUNICODE).map(Some),
+                b'X' => leaf(Opcode::BINUNICODE).map(Some),
+                b'C' => leaf(Opcode::SHORT_BINBYTES).map(Some),
+                0x96 => leaf(Opcode::BYTEARRAY8).map(Some),
+                0x94 => {
+                    if memo_room > 0
+                        && let Some(&top) = cur.stack.get(cur.fence()..).and_then(<[_]>::last)
+                    {
+                        cur.memo.push(top.0);
+                        cur.memo_len += 1;
+                        memo_room -= 1;
+                        self.stats.memo_puts += 1;
+                        Ok(None)
+                    } else if self.fast_put(cur, cur.memo_len) {
+                        memo_room = 0; // the memo may have holes now
+                        Ok(None)
+                    } else {
+                        Err(())
+                    }
+                }
+                b'h' => {
+                    let got = arg
+                        .first()
+                        .is_some_and(|&i| self.fast_get(cur, u64::from(i)));
+                    if got { Ok(None) } else { Err(()) }
+                }
+                b'(' => {
+                    if self.fast_mark(cur) {
+                        Ok(None)
+                    } else {
+                        Err(())
+                    }
+                }
+                _ => Err(()),
+            };
+            let len = match leaf_len {
+                Ok(Some(len)) => {
+                    let Some(id) = self.graph.push_leaf(pos.saturating_add(at)) else {
+                        break;
+                    };
+                    cur.stack.push(id);
+                    len
+                }
+                Ok(None) => usize::from(byte == b'h'),
+                Err(()) => break,
+            };
+            if let Some(c) = self.stats.op_counts.get_mut(usize::from(byte)) {
+                *c += 1;
+            }
+            done += 1;
+            at = at.saturating_add(1).saturating_add(len);
+        }
+        self.stats.opcodes = self.stats.opcodes.saturating_add(to_u64(done));
+        let total = self.suspended_depth.saturating_add(cur.depth());
+        self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+        self.stats.max_memo_entries = self.stats.max_memo_entries.max(cur.memo_len);
+        pos.saturating_add(at)
     }
 
     /// A leaf opcode at `pos` (`window` starts there): the position after it.
@@ -390,11 +498,17 @@ impl<'a> Run<'a, '_> {
         if self.graph_bytes.saturating_add(bytes) > self.limits.max_graph_bytes {
             return false;
         }
-        let child = items
-            .iter()
-            .map(|&c| self.graph.depth(c))
-            .max()
-            .unwrap_or(0);
+        // Leaves are at depth 0 unless one was mutated (rare).
+        let child = if self.graph.leaf_depths_empty() {
+            items
+                .iter()
+                .filter(|c| !c.is_leaf())
+                .map(|&c| self.graph.depth(c))
+                .max()
+        } else {
+            items.iter().map(|&c| self.graph.depth(c)).max()
+        }
+        .unwrap_or(0);
         let Some(node) = self.graph.get_mut(target) else {
             return false;
         };
@@ -404,11 +518,7 @@ impl<'a> Run<'a, '_> {
         }
         match (&mut node.kind, opcode) {
             (Kind::Dict(dict), Opcode::SETITEMS) => {
-                dict.reserve(n / 2);
-                dict.extend(items.chunks_exact(2).filter_map(|p| match *p {
-                    [k, v] => Some((k, v)),
-                    _ => None,
-                }));
+                dict.extend(items.as_chunks::<2>().0.iter().map(|&[k, v]| (k, v)));
             }
             (Kind::List(list), Opcode::APPENDS) => list.extend_from_slice(items),
             (Kind::Set(set), Opcode::ADDITEMS) => set.extend_from_slice(items),

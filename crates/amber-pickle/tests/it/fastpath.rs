@@ -204,3 +204,97 @@ proptest! {
         prop_assert_eq!(fast, general);
     }
 }
+
+/// A protocol-4 dict literal of `pairs` memoized `str -> int` items set in
+/// one `SETITEMS`, inside a frame, with a memo hole (`BINPUT 5`) halfway:
+/// the long runs of scalars, `MEMOIZE`s and `BINGET`s the fast path takes
+/// in one loop.
+fn dict_literal(pairs: usize) -> Vec<u8> {
+    let mut body = b"}\x94(".to_vec();
+    for i in 0..pairs {
+        let key = format!("k{i}");
+        body.push(0x8c);
+        body.push(key.len() as u8);
+        body.extend_from_slice(key.as_bytes());
+        body.push(0x94);
+        match i % 4 {
+            0 => body.extend_from_slice(b"K\x07"),
+            1 => body.extend_from_slice(b"M\x01\x02"),
+            2 => body.extend_from_slice(b"h\x00"),
+            _ => body.extend_from_slice(b"J\xff\xff\xff\xff"),
+        }
+        if i == pairs / 2 {
+            body.extend_from_slice(b"q\x40");
+        }
+    }
+    body.extend_from_slice(b"u.");
+    let mut data = b"\x80\x04\x95".to_vec();
+    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    data.extend(body);
+    data
+}
+
+#[test]
+fn long_runs_stop_at_every_limit_as_the_general_path() {
+    let data = dict_literal(40);
+    assert_same(&data, Limits::default(), false);
+    for value in 0..140 {
+        for kind in [
+            LimitKind::Opcodes,
+            LimitKind::Nodes,
+            LimitKind::StackDepth,
+            LimitKind::MemoEntries,
+            LimitKind::MemoIndex,
+            LimitKind::MemoGets,
+            LimitKind::StrLen,
+        ] {
+            assert_same(&data, Limits::default().with(kind, value), false);
+        }
+    }
+    for end in 0..data.len() {
+        assert_same(&data[..end], Limits::default(), false);
+    }
+}
+
+/// `Graph::str_bytes` (keys compared without decoding) must agree with
+/// `Graph::kind` on every value of every fixture, leaves included, and
+/// on hand-made `str`s of each opcode and of none.
+#[test]
+fn str_bytes_agree_with_kind() {
+    use amber_pickle::{NodeId, NodeKind};
+    let check = |data: &[u8], joblib: bool| {
+        let mut hook = JoblibHook::new();
+        let mut parser = Parser::new(data).allow_trailing(true);
+        if joblib {
+            parser = parser.hook(&mut hook);
+        }
+        let p = parser.parse().unwrap();
+        let g = p.graph();
+        let mut ids: Vec<NodeId> = vec![p.root()];
+        for (id, _) in g.iter() {
+            ids.push(id);
+            ids.extend(g.children(id));
+        }
+        ids.sort();
+        ids.dedup();
+        let mut strs = 0;
+        for id in ids {
+            let expected = match g.kind(id) {
+                Some(NodeKind::Str(s)) => Some(s.as_bytes()),
+                _ => None,
+            };
+            strs += usize::from(expected.is_some());
+            assert_eq!(g.str_bytes(id), expected, "{id}");
+        }
+        strs
+    };
+    let mut strs = 0;
+    for name in fixture_names(&[".pkl", ".joblib"]) {
+        strs += check(&fixture(&name), name.ends_with(".joblib"));
+    }
+    assert!(strs > 100, "{strs}");
+    // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
+    // SHORT_BINBYTES (not a str), in one tuple.
+    let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
+    assert_eq!(check(data, false), 4);
+}

@@ -406,3 +406,76 @@ fn synthetic_joblib_wrappers() {
         .unwrap_err();
     assert!(e.to_string().contains("object flags"), "{e}");
 }
+
+/// Two `NumpyArrayWrapper`s of one element sharing one memoized `f8`
+/// dtype; `between` runs between them (a second `BUILD` of the dtype, say).
+fn two_wrappers_one_dtype(between: &[u8]) -> Vec<u8> {
+    let s = |text: &str| short_str(text);
+    let state = |elsize: &[u8]| {
+        let mut v = b"(K\x03".to_vec();
+        v.extend(s("<"));
+        v.extend_from_slice(b"NNNJ");
+        v.extend_from_slice(elsize);
+        v.extend_from_slice(b"J\xff\xff\xff\xffK\x00t");
+        v
+    };
+    let keys = |v: &mut Vec<u8>| {
+        v.extend(s("shape"));
+        v.extend_from_slice(b"K\x01\x85");
+        v.extend(s("order"));
+        v.extend(s("C"));
+        v.extend(s("dtype"));
+    };
+    let mut v = b"\x80\x02(cjoblib.numpy_pickle\nNumpyArrayWrapper\nq\x00)\x81}(".to_vec();
+    keys(&mut v);
+    v.extend_from_slice(b"cnumpy\ndtype\n");
+    v.extend(s("f8"));
+    v.extend_from_slice(b"\x89\x88\x87Rq\x01");
+    v.extend(state(b"\xff\xff\xff\xff"));
+    v.extend_from_slice(b"bub");
+    v.extend_from_slice(&[1u8; 8]);
+    v.extend_from_slice(between);
+    v.extend_from_slice(b"h\x00)\x81}(");
+    keys(&mut v);
+    v.extend_from_slice(b"h\x01ub");
+    v.extend_from_slice(&[2u8; 8]);
+    v.extend_from_slice(b"l.");
+    v
+}
+
+#[test]
+fn wrappers_sharing_a_dtype_read_its_current_state() {
+    let data = two_wrappers_one_dtype(b"");
+    for keep in [true, false] {
+        let mut hook = if keep {
+            JoblibHook::new()
+        } else {
+            JoblibHook::counting()
+        };
+        Parser::new(&data).hook(&mut hook).parse().unwrap();
+        assert_eq!(hook.count(), 2);
+        if keep {
+            let arrays = hook.arrays();
+            assert_eq!(arrays.len(), 2);
+            for (k, a) in arrays.iter().enumerate() {
+                assert_eq!((a.descr.as_str(), a.itemsize), ("f8", 8));
+                assert_eq!(a.byteorder.as_deref(), Some("<"));
+                let fill = [k as u8 + 1; 8];
+                assert_eq!(&data[a.data_offset as usize..][..8], &fill[..]);
+            }
+        }
+    }
+    // A second BUILD of the shared dtype between the wrappers: the second
+    // wrapper is judged on the new state (an element size that contradicts
+    // `f8`), not on what the first one read.
+    let mut rebuild = b"h\x01(K\x03".to_vec();
+    rebuild.extend(short_str("<"));
+    rebuild.extend_from_slice(b"NNNJ\x04\x00\x00\x00J\xff\xff\xff\xffK\x00tb0");
+    let data = two_wrappers_one_dtype(&rebuild);
+    for mut hook in [JoblibHook::new(), JoblibHook::counting()] {
+        let e = Parser::new(&data).hook(&mut hook).parse().unwrap_err();
+        assert_eq!(e.code(), "pickle.hook", "{e}");
+        assert!(e.to_string().contains("element size 4"), "{e}");
+        assert_eq!(hook.count(), 1);
+    }
+}
