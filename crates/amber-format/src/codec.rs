@@ -763,7 +763,7 @@ thread_local! {
 }
 
 /// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
-fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+pub(crate) fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     // Taken out of the cell, so a nested call on this thread (rayon may run
     // another chunk here while `f` waits) gets a buffer of its own.
     let mut buf = SCRATCH.take();
@@ -784,6 +784,11 @@ pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
     shuffle_into(data, itemsize, &mut out);
     out
+}
+
+/// [`shuffle`] into `out` (same length as `data`).
+pub(crate) fn byte_transpose(data: &[u8], itemsize: usize, out: &mut [u8]) {
+    shuffle_into(data, itemsize, out);
 }
 
 /// [`shuffle`] into `out` (same length as `data`).
@@ -845,6 +850,23 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
         return;
     }
     let whole = n / K * K;
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if forward {
+        #[expect(unsafe_code, reason = "calling an SSE2 function")]
+        // SAFETY: the function is safe but for the SSE2 instructions it
+        // uses, which this build targets (`target_feature = "sse2"`, part of
+        // the x86-64 baseline), so every processor that runs it has them.
+        let done = unsafe { sse2::shuffle::<K>(src, dst, n) };
+        // The last elements, fewer than 16, one byte at a time.
+        for e in done..n {
+            for (j, plane) in dst.chunks_exact_mut(n).enumerate() {
+                if let (Some(out), Some(byte)) = (plane.get_mut(e), src.get(e * K + j)) {
+                    *out = *byte;
+                }
+            }
+        }
+        return;
+    }
     if forward {
         let (groups, _) = src.get(..whole * K).unwrap_or_default().as_chunks::<K>();
         let mut planes: [&mut [[u8; K]]; 8] = Default::default();
@@ -902,6 +924,90 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
                 }
             }
         }
+    }
+}
+
+/// The byte shuffle 16 elements at a time in SSE2 registers, which every
+/// x86-64 processor has: about twice the speed of the word transpose.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        _mm_cvtsi128_si64, _mm_set_epi64x, _mm_srli_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    };
+
+    /// Register `i` after the rounds of [`shuffle`] holds byte plane `PLANE[K][i]`.
+    fn plane_of(k: usize, register: usize) -> usize {
+        match k {
+            // Register bits (j0 j2 j1), see `shuffle`.
+            8 => ((register >> 2) & 1) | ((register & 1) << 1) | (((register >> 1) & 1) << 2),
+            _ => register,
+        }
+    }
+
+    /// Shuffles the first whole groups of 16 elements of `K` bytes (2, 4 or
+    /// 8) of `src` into the planes of `dst` (`K` planes of `n` bytes); returns
+    /// how many elements that was.
+    ///
+    /// The 16 elements are `K` registers, byte `j` of element `e` at bit
+    /// address `16·K·…`: register `e / (16/K)`, lane `(e mod 16/K)·K + j`. An
+    /// unpack of two registers that differ in one register-index bit shifts
+    /// every lane index up one bit, takes that register bit in at the bottom
+    /// and moves the lane's top bit into the register bit. Four rounds, on
+    /// the register bit holding the highest element bit left each time, put
+    /// the element bits (e3 e2 e1 e0) in the lane and the byte index in the
+    /// register index: each register is then 16 bytes of one plane.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn shuffle<const K: usize>(src: &[u8], dst: &mut [u8], n: usize) -> usize {
+        let rounds: &[usize] = match K {
+            2 => &[0, 0, 0, 0],
+            4 => &[1, 0, 1, 0],
+            8 => &[2, 1, 0, 2],
+            _ => return 0,
+        };
+        if src.len() != n * K || dst.len() != n * K {
+            return 0;
+        }
+        let word = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b.get(..8).unwrap_or(&[0; 8]));
+            i64::from_le_bytes(a)
+        };
+        let groups = n / 16;
+        let (blocks, _) = src.as_chunks::<16>();
+        let mut planes: Vec<&mut [[u8; 16]]> = dst
+            .chunks_exact_mut(n)
+            .map(|p| p.as_chunks_mut::<16>().0)
+            .collect();
+        for (g, group) in blocks.chunks_exact(K).take(groups).enumerate() {
+            let mut regs = [_mm_set_epi64x(0, 0); 8];
+            for (reg, block) in regs.iter_mut().zip(group) {
+                let (lo, hi) = block.split_at(8);
+                *reg = _mm_set_epi64x(word(hi), word(lo));
+            }
+            for &bit in rounds {
+                let step = 1usize << bit;
+                for i in (0..K).filter(|i| i & step == 0) {
+                    if let (Some(&a), Some(&b)) = (regs.get(i), regs.get(i + step)) {
+                        if let Some(r) = regs.get_mut(i) {
+                            *r = _mm_unpacklo_epi8(a, b);
+                        }
+                        if let Some(r) = regs.get_mut(i + step) {
+                            *r = _mm_unpackhi_epi8(a, b);
+                        }
+                    }
+                }
+            }
+            for (i, reg) in regs.iter().take(K).enumerate() {
+                let lo = _mm_cvtsi128_si64(*reg).to_le_bytes();
+                let hi = _mm_cvtsi128_si64(_mm_srli_si128::<8>(*reg)).to_le_bytes();
+                if let Some(out) = planes.get_mut(plane_of(K, i)).and_then(|p| p.get_mut(g)) {
+                    let (a, b) = out.split_at_mut(8);
+                    a.copy_from_slice(&lo);
+                    b.copy_from_slice(&hi);
+                }
+            }
+        }
+        16 * groups
     }
 }
 
@@ -1263,6 +1369,30 @@ mod tests {
             assert!(
                 unpack_planes(&chunk[..cut], Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err()
             );
+        }
+        for k in [2usize, 4, 8] {
+            // Around the edges of the groups of 16 and of `k` elements.
+            for len in [
+                0usize,
+                1,
+                15 * k + 1,
+                16 * k,
+                16 * k + k - 1,
+                33 * k + 5,
+                4099,
+            ] {
+                let bytes: Vec<u8> = (0..len as u32).map(|i| (i * 37 % 253) as u8).collect();
+                let planar = shuffle(&bytes, k);
+                let n = len / k;
+                for (at, byte) in planar.iter().enumerate() {
+                    let want = if at < n * k {
+                        bytes[(at % n) * k + at / n]
+                    } else {
+                        bytes[at]
+                    };
+                    assert_eq!(*byte, want, "k={k} len={len} at={at}");
+                }
+            }
         }
         for k in [2usize, 3, 4, 8, 24] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
