@@ -276,11 +276,21 @@ impl Streaming {
         // keep the pool's threads busy meanwhile.
         let rest = std::mem::take(&mut self.pending);
         // (Less than one chunk: `pack_all` packs it whole, as `encode` would.)
-        let (packed, written) = rayon::join(
-            || Encoder::with_filter(settings, Filter::None).pack_all(&rest),
-            || self.write_done(0, sink, label),
-        );
-        written?;
+        let pack_rest = || Encoder::with_filter(settings, Filter::None).pack_all(&rest);
+        let packed = if rayon::current_thread_index().is_some() {
+            let (packed, written) = rayon::join(pack_rest, || self.write_done(0, sink, label));
+            written?;
+            packed
+        } else {
+            // Outside the pool (the Python caller's own thread), a join would
+            // hand both halves to pool threads and sleep until they are done:
+            // for a small model's stream, that wake-up and the one back cost
+            // as much as packing the rest here while the pool finishes the
+            // chunks in flight.
+            let packed = pack_rest();
+            self.write_done(0, sink, label)?;
+            packed
+        };
         let mut encoder = self
             .encoder
             .take()
