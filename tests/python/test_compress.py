@@ -218,11 +218,12 @@ def test_large_compressed_pickle_stream_round_trips(threads) -> None:
     assert all(np.array_equal(back[k], obj[k]) for k in obj)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [None, 1, 2])
 @pytest.mark.parametrize("n", [2_000, 7_500, 16_000])
 def test_short_compressed_pickle_streams_round_trip(threads, n) -> None:
     # About 0.3, 1.2 and 2.5 MiB of stream: written in short chunks compressed
-    # while pickling, taken back just past the 1 MiB limit, or in full chunks.
+    # while pickling, taken back just past the 1 MiB limit, or in full chunks;
+    # finished on a pool thread (threads=n) or on the caller's (all cores).
     rng = np.random.default_rng(n)
     obj = {f"k{i}": rng.integers(0, 50, size=16) for i in range(n)}
     data = amber.dumps(obj, compress="zstd", threads=threads)
@@ -286,3 +287,27 @@ def test_file_mixing_compressed_and_stored_arrays_loads(tmp_path, trusted) -> No
     got = amber.load(path, trusted=trusted)
     for a, b in zip(got, value):
         np.testing.assert_array_equal(a, b)
+
+
+class _Fails:
+    def __reduce__(self):
+        raise ValueError("cannot pickle this")
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_dump_leaves_garbage_collection_as_it_found_it(tmp_path, collecting) -> None:
+    # Collection is paused while pickling; it must come back on, after an
+    # error too, and stay off for a caller who had turned it off.
+    import gc
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if collecting else gc.disable()
+        amber.dump({"w": np.arange(10)}, tmp_path / "ok.amber", compress=True)
+        assert gc.isenabled() is collecting
+        with pytest.raises(ValueError, match="cannot pickle this"):
+            amber.dump([1, _Fails()], tmp_path / "bad.amber")
+        assert gc.isenabled() is collecting
+        assert not (tmp_path / "bad.amber").exists()
+    finally:
+        gc.enable() if was else gc.disable()

@@ -79,6 +79,12 @@ fn apply(data: &[u8], itemsize: usize, out: &mut [u8], forward: bool) {
     let body = planes * w;
     let (src, tail) = data.split_at(body);
     let (dst, out_tail) = out.split_at_mut(body);
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if forward && w > 0 {
+        by_byte_planes(src, dst, itemsize, w);
+        out_tail.copy_from_slice(tail);
+        return;
+    }
     match itemsize {
         1 => transpose::<1, 8>(src, dst, w, forward),
         2 => transpose::<2, 16>(src, dst, w, forward),
@@ -86,6 +92,92 @@ fn apply(data: &[u8], itemsize: usize, out: &mut [u8], forward: bool) {
         _ => transpose::<8, 64>(src, dst, w, forward),
     }
     out_tail.copy_from_slice(tail);
+}
+
+/// The forward permutation in two steps: bytes first, grouped by significance
+/// (the byte shuffle, [`crate::codec`]'s fast transpose), then the bits of each
+/// byte plane, 16 elements at a time with SSE2's byte-sign mask, which every
+/// x86-64 processor has: each of the eight bits of a byte plane is one
+/// shift and one mask extraction per 16 elements, about twice as fast as the
+/// 64-bit word transpose (that one stays for the way back, and elsewhere).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn by_byte_planes(src: &[u8], dst: &mut [u8], itemsize: usize, w: usize) {
+    let n = 8 * w;
+    #[expect(unsafe_code, reason = "calling an SSE2 function")]
+    let bits = |src: &[u8], dst: &mut [u8]| {
+        // SAFETY: SSE2 is in the build's target features, as for the byte shuffle.
+        unsafe { bit_planes_of_bytes(src, dst, w) }
+    };
+    if itemsize == 1 {
+        bits(src, dst);
+        return;
+    }
+    crate::codec::with_scratch(src.len(), |bytes| {
+        crate::codec::byte_transpose(src, itemsize, bytes);
+        for (plane, out) in bytes.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+            bits(plane, out);
+        }
+    });
+}
+
+/// The 8 bit planes (`w` bytes each, into `dst`) of `8·w` bytes, one per
+/// element: bit `t` of byte `i` of plane `b` is bit `b` of byte `8·i + t`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn bit_planes_of_bytes(src: &[u8], dst: &mut [u8], w: usize) {
+    use std::arch::x86_64::{__m128i, _mm_movemask_epi8, _mm_set_epi64x, _mm_slli_epi16};
+    if src.len() != 8 * w || dst.len() != 8 * w {
+        return;
+    }
+    let load = |bytes: &[u8; 16]| -> __m128i {
+        let (lo, hi) = bytes.split_at(8);
+        let word = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            i64::from_le_bytes(a)
+        };
+        _mm_set_epi64x(word(hi), word(lo))
+    };
+    let whole = w / 8;
+    let (groups, _) = src.as_chunks::<64>();
+    let mut planes: Vec<&mut [[u8; 8]]> = dst
+        .chunks_exact_mut(w)
+        .map(|p| p.as_chunks_mut::<8>().0)
+        .collect();
+    for (g, group) in groups.iter().enumerate().take(whole) {
+        let (quarters, _) = group.as_chunks::<16>();
+        let mut v = [_mm_set_epi64x(0, 0); 4];
+        for (lane, quarter) in v.iter_mut().zip(quarters) {
+            *lane = load(quarter);
+        }
+        // The sign bits first: bit 7 of every byte, then each lower bit
+        // shifted up into the sign position (16-bit lanes: a byte's own bits
+        // move up, the bit carried in from its neighbour is never read).
+        for plane in planes.iter_mut().rev() {
+            let mut word = 0u64;
+            for (q, lane) in v.iter_mut().enumerate() {
+                let mask = _mm_movemask_epi8(*lane) as u32 & 0xFFFF;
+                word |= u64::from(mask) << (16 * q);
+                *lane = _mm_slli_epi16::<1>(*lane);
+            }
+            if let Some(out) = plane.get_mut(g) {
+                *out = word.to_le_bytes();
+            }
+        }
+    }
+    // The last elements, fewer than 64, bit by bit.
+    let rest = src.get(64 * whole..).unwrap_or_default();
+    for (b, plane) in dst.chunks_exact_mut(w).enumerate() {
+        let part = plane.get_mut(8 * whole..).unwrap_or_default();
+        for (i, out) in part.iter_mut().enumerate() {
+            *out = rest
+                .get(8 * i..8 * i + 8)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .fold(0u8, |acc, (t, byte)| acc | ((byte >> b) & 1) << t);
+        }
+    }
 }
 
 /// `MASKS[s]`: the bits whose index has bit `s` clear, in every lane.

@@ -620,7 +620,7 @@ fn pack_planes(chunk: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) ->
     for j in 0..k {
         let start = table + j * m;
         let plane = out.get(start..start + m)?;
-        let word = if zero_planes && m > 0 && plane.iter().all(|&b| b == 0) {
+        let word = if zero_planes && m > 0 && is_zero(plane) {
             0
         } else {
             packed.clear();
@@ -646,6 +646,17 @@ fn pack_planes(chunk: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) ->
         PLANE_OUT.set(packed);
     }
     Some(())
+}
+
+/// Whether every byte of `bytes` is zero, 256 bytes at a time (a byte loop
+/// took a fifteenth of a bit-shuffled write: most of a small integer's bit
+/// planes are zero and read to their end).
+fn is_zero(bytes: &[u8]) -> bool {
+    let (blocks, rest) = bytes.as_chunks::<256>();
+    blocks
+        .iter()
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        && rest.iter().all(|&b| b == 0)
 }
 
 thread_local! {
@@ -763,7 +774,7 @@ thread_local! {
 }
 
 /// Runs `f` on a scratch buffer of `len` bytes (contents unspecified).
-fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+pub(crate) fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     // Taken out of the cell, so a nested call on this thread (rayon may run
     // another chunk here while `f` waits) gets a buffer of its own.
     let mut buf = SCRATCH.take();
@@ -784,6 +795,11 @@ pub fn shuffle(data: &[u8], itemsize: usize) -> Vec<u8> {
     let mut out = vec![0u8; data.len()];
     shuffle_into(data, itemsize, &mut out);
     out
+}
+
+/// [`shuffle`] into `out` (same length as `data`).
+pub(crate) fn byte_transpose(data: &[u8], itemsize: usize, out: &mut [u8]) {
+    shuffle_into(data, itemsize, out);
 }
 
 /// [`shuffle`] into `out` (same length as `data`).
@@ -836,11 +852,56 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
 
 /// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes (2, 4 or 8)
 /// between interleaved and planar layouts. Both slices hold exactly `n * K`
-/// bytes. Groups of `K` elements are a `K`×`K` byte matrix, transposed in
-/// registers as `K` words ([`transpose_words`]), so every plane is read or
-/// written a word at a time; the planes are indexed directly (not walked by
-/// iterators held in memory), which lets the compiler keep the loop in registers.
+/// bytes. On x86-64 in SSE2 registers ([`sse2`]), elsewhere as words
+/// ([`transpose_scalar`]).
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
+    if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
+        return;
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        #[expect(unsafe_code, reason = "calling an SSE2 function")]
+        // SAFETY: the functions are safe but for the SSE2 instructions they
+        // use, which this build targets (`target_feature = "sse2"`, part of
+        // the x86-64 baseline), so every processor that runs it has them.
+        let done = unsafe {
+            if forward {
+                sse2::shuffle::<K>(src, dst, n)
+            } else {
+                sse2::unshuffle::<K>(src, dst, n)
+            }
+        };
+        // The last elements, fewer than 16, one byte at a time.
+        for e in done..n {
+            for j in 0..K {
+                let (from, to) = if forward {
+                    (e * K + j, j * n + e)
+                } else {
+                    (j * n + e, e * K + j)
+                };
+                if let (Some(out), Some(byte)) = (dst.get_mut(to), src.get(from)) {
+                    *out = *byte;
+                }
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    transpose_scalar::<K>(src, dst, n, forward);
+}
+
+/// [`transpose`] without SSE2: groups of `K` elements are a `K`×`K` byte
+/// matrix, transposed in registers as `K` words ([`transpose_words`]), so
+/// every plane is read or written a word at a time; the planes are indexed
+/// directly (not walked by iterators held in memory), which lets the
+/// compiler keep the loop in registers.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    expect(
+        dead_code,
+        reason = "the SSE2 path replaces it here; tests compare the two"
+    )
+)]
+fn transpose_scalar<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
     if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
         return;
     }
@@ -902,6 +963,144 @@ fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool
                 }
             }
         }
+    }
+}
+
+/// The byte shuffle and its inverse 16 elements at a time in SSE2 registers,
+/// which every x86-64 processor has: 1.3-4x the speed of the word transpose.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_srli_si128, _mm_unpackhi_epi8,
+        _mm_unpacklo_epi8,
+    };
+
+    /// 16 bytes into a register (the compiler makes it one unaligned load).
+    #[target_feature(enable = "sse2")]
+    fn load(block: &[u8; 16]) -> __m128i {
+        let (lo, hi) = block.split_at(8);
+        let word = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b.get(..8).unwrap_or(&[0; 8]));
+            i64::from_le_bytes(a)
+        };
+        _mm_set_epi64x(word(hi), word(lo))
+    }
+
+    /// A register into 16 bytes.
+    #[target_feature(enable = "sse2")]
+    fn store(reg: __m128i, out: &mut [u8; 16]) {
+        let (a, b) = out.split_at_mut(8);
+        a.copy_from_slice(&_mm_cvtsi128_si64(reg).to_le_bytes());
+        b.copy_from_slice(&_mm_cvtsi128_si64(_mm_srli_si128::<8>(reg)).to_le_bytes());
+    }
+
+    /// Unpacks the first `K` registers in pairs that differ in register-index
+    /// bit `bit`, for each bit of `rounds` in turn (the pair's low halves
+    /// interleaved go where the bit is 0, the high halves where it is 1).
+    #[target_feature(enable = "sse2")]
+    fn unpack_rounds<const K: usize>(regs: &mut [__m128i; 8], rounds: &[usize]) {
+        for &bit in rounds {
+            let step = 1usize << bit;
+            for i in (0..K).filter(|i| i & step == 0) {
+                if let (Some(&a), Some(&b)) = (regs.get(i), regs.get(i + step)) {
+                    if let Some(r) = regs.get_mut(i) {
+                        *r = _mm_unpacklo_epi8(a, b);
+                    }
+                    if let Some(r) = regs.get_mut(i + step) {
+                        *r = _mm_unpackhi_epi8(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Register `i` after the rounds of [`shuffle`] holds byte plane `plane_of(K, i)`.
+    fn plane_of(k: usize, register: usize) -> usize {
+        match k {
+            // Register bits (j0 j2 j1), see `shuffle`.
+            8 => ((register >> 2) & 1) | ((register & 1) << 1) | (((register >> 1) & 1) << 2),
+            _ => register,
+        }
+    }
+
+    /// Shuffles the first whole groups of 16 elements of `K` bytes (2, 4 or
+    /// 8) of `src` into the planes of `dst` (`K` planes of `n` bytes); returns
+    /// how many elements that was.
+    ///
+    /// The 16 elements are `K` registers, byte `j` of element `e` at bit
+    /// address `16·K·…`: register `e / (16/K)`, lane `(e mod 16/K)·K + j`. An
+    /// unpack of two registers that differ in one register-index bit shifts
+    /// every lane index up one bit, takes that register bit in at the bottom
+    /// and moves the lane's top bit into the register bit. Four rounds, on
+    /// the register bit holding the highest element bit left each time, put
+    /// the element bits (e3 e2 e1 e0) in the lane and the byte index in the
+    /// register index: each register is then 16 bytes of one plane.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn shuffle<const K: usize>(src: &[u8], dst: &mut [u8], n: usize) -> usize {
+        let rounds: &[usize] = match K {
+            2 => &[0, 0, 0, 0],
+            4 => &[1, 0, 1, 0],
+            8 => &[2, 1, 0, 2],
+            _ => return 0,
+        };
+        if src.len() != n * K || dst.len() != n * K {
+            return 0;
+        }
+        let groups = n / 16;
+        let (blocks, _) = src.as_chunks::<16>();
+        let mut planes: Vec<&mut [[u8; 16]]> = dst
+            .chunks_exact_mut(n)
+            .map(|p| p.as_chunks_mut::<16>().0)
+            .collect();
+        for (g, group) in blocks.chunks_exact(K).take(groups).enumerate() {
+            let mut regs = [_mm_set_epi64x(0, 0); 8];
+            for (reg, block) in regs.iter_mut().zip(group) {
+                *reg = load(block);
+            }
+            unpack_rounds::<K>(&mut regs, rounds);
+            for (i, reg) in regs.iter().take(K).enumerate() {
+                if let Some(out) = planes.get_mut(plane_of(K, i)).and_then(|p| p.get_mut(g)) {
+                    store(*reg, out);
+                }
+            }
+        }
+        16 * groups
+    }
+
+    /// The inverse of [`shuffle`]: register `j` loaded from plane `j` holds
+    /// byte `j` of 16 elements (register bits: the byte index, lane bits
+    /// e3 e2 e1 e0); rounds on the register bits from the highest down bring
+    /// the byte index into the lane, under the low element bits, and the
+    /// high element bits into the register index: each register is then
+    /// `16 / K` elements in memory order.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn unshuffle<const K: usize>(src: &[u8], dst: &mut [u8], n: usize) -> usize {
+        let rounds: &[usize] = match K {
+            2 => &[0],
+            4 => &[1, 0],
+            8 => &[2, 1, 0],
+            _ => return 0,
+        };
+        if src.len() != n * K || dst.len() != n * K {
+            return 0;
+        }
+        let groups = n / 16;
+        let planes: Vec<&[[u8; 16]]> = src.chunks_exact(n).map(|p| p.as_chunks::<16>().0).collect();
+        let (blocks, _) = dst.as_chunks_mut::<16>();
+        for (g, group) in blocks.chunks_exact_mut(K).take(groups).enumerate() {
+            let mut regs = [_mm_set_epi64x(0, 0); 8];
+            for (reg, plane) in regs.iter_mut().zip(&planes) {
+                if let Some(block) = plane.get(g) {
+                    *reg = load(block);
+                }
+            }
+            unpack_rounds::<K>(&mut regs, rounds);
+            for (out, reg) in group.iter_mut().zip(&regs) {
+                store(*reg, out);
+            }
+        }
+        16 * groups
     }
 }
 
@@ -1264,6 +1463,45 @@ mod tests {
                 unpack_planes(&chunk[..cut], Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err()
             );
         }
+        for k in [2usize, 4, 8] {
+            // Around the edges of the groups of 16 and of `k` elements.
+            for len in [
+                0usize,
+                1,
+                15 * k + 1,
+                16 * k,
+                16 * k + k - 1,
+                33 * k + 5,
+                4099,
+            ] {
+                let bytes: Vec<u8> = (0..len as u32).map(|i| (i * 37 % 253) as u8).collect();
+                let planar = shuffle(&bytes, k);
+                let n = len / k;
+                for (at, byte) in planar.iter().enumerate() {
+                    let want = if at < n * k {
+                        bytes[(at % n) * k + at / n]
+                    } else {
+                        bytes[at]
+                    };
+                    assert_eq!(*byte, want, "k={k} len={len} at={at}");
+                }
+                let mut back = vec![0u8; len];
+                unshuffle_into(&planar, k, &mut back);
+                assert_eq!(back, bytes, "k={k} len={len}");
+                // The word transpose (other processors) agrees both ways.
+                let body = n * k;
+                let mut scalar = vec![0u8; body];
+                let run = |src: &[u8], dst: &mut [u8], forward| match k {
+                    2 => transpose_scalar::<2>(src, dst, n, forward),
+                    4 => transpose_scalar::<4>(src, dst, n, forward),
+                    _ => transpose_scalar::<8>(src, dst, n, forward),
+                };
+                run(&bytes[..body], &mut scalar, true);
+                assert_eq!(scalar, planar[..body], "k={k} len={len}");
+                run(&planar[..body], &mut scalar, false);
+                assert_eq!(scalar, bytes[..body], "k={k} len={len}");
+            }
+        }
         for k in [2usize, 3, 4, 8, 24] {
             let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 31 % 251) as u8).collect();
             let mut back = vec![0u8; bytes.len()];
@@ -1529,6 +1767,22 @@ mod tests {
             ..INTS
         };
         assert_eq!(encode(&mask, untyped).1.filter, Filter::None);
+    }
+
+    #[test]
+    fn a_plane_is_zero_only_when_every_byte_is() {
+        for len in [0usize, 1, 255, 256, 257, 1000] {
+            let mut plane = vec![0u8; len];
+            assert!(is_zero(&plane));
+            for at in [0, len / 2, len.saturating_sub(1)]
+                .into_iter()
+                .filter(|&a| a < len)
+            {
+                plane[at] = 0x40;
+                assert!(!is_zero(&plane), "len={len} at={at}");
+                plane[at] = 0;
+            }
+        }
     }
 
     #[test]

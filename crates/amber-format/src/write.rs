@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use rayon::prelude::*;
 
@@ -204,7 +204,14 @@ impl Streaming {
                 ..self.settings
             };
             let (done, result) = mpsc::sync_channel(1);
+            let chunk = Arc::new(Mutex::new(Some(full)));
+            let claim = Arc::clone(&chunk);
             rayon::spawn(move || {
+                // The writer packs the chunk itself if it needs it before a
+                // pool thread got here (the pool was busy or asleep).
+                let Some(full) = claim.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+                    return;
+                };
                 // A panic would abort the process from a spawned task: caught,
                 // it drops `done` instead, and the writer reports the task died.
                 let packed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -215,7 +222,11 @@ impl Streaming {
                     let _ = done.send((full, packed));
                 }
             });
-            self.in_flight.push_back(Task(Mutex::new(result)));
+            self.in_flight.push_back(Task {
+                chunk,
+                settings,
+                result: Mutex::new(result),
+            });
         }
         Ok(())
     }
@@ -225,7 +236,10 @@ impl Streaming {
     fn take_back(&mut self, label: &Path) -> Result<()> {
         let mut bytes = Vec::with_capacity(self.settings.chunk_size.max(1));
         while let Some(task) = self.in_flight.pop_front() {
-            let (data, _) = task.wait().ok_or_else(|| task_died(label))?;
+            let data = match task.unstarted() {
+                Some(data) => data,
+                None => task.wait().ok_or_else(|| task_died(label))?.0,
+            };
             bytes.extend_from_slice(&data);
         }
         bytes.extend_from_slice(&self.pending);
@@ -243,7 +257,7 @@ impl Streaming {
         }
         while let Some(task) = self.in_flight.front() {
             let done = if self.in_flight.len() > keep {
-                task.wait()
+                task.finish()
             } else {
                 match task.try_take() {
                     Ok(done) => Some(done),
@@ -276,11 +290,21 @@ impl Streaming {
         // keep the pool's threads busy meanwhile.
         let rest = std::mem::take(&mut self.pending);
         // (Less than one chunk: `pack_all` packs it whole, as `encode` would.)
-        let (packed, written) = rayon::join(
-            || Encoder::with_filter(settings, Filter::None).pack_all(&rest),
-            || self.write_done(0, sink, label),
-        );
-        written?;
+        let pack_rest = || Encoder::with_filter(settings, Filter::None).pack_all(&rest);
+        let packed = if rayon::current_thread_index().is_some() {
+            let (packed, written) = rayon::join(pack_rest, || self.write_done(0, sink, label));
+            written?;
+            packed
+        } else {
+            // Outside the pool (the Python caller's own thread), a join would
+            // hand both halves to pool threads and sleep until they are done:
+            // for a small model's stream, that wake-up and the one back cost
+            // as much as packing the rest here while the pool finishes the
+            // chunks in flight.
+            let packed = pack_rest();
+            self.write_done(0, sink, label)?;
+            packed
+        };
         let mut encoder = self
             .encoder
             .take()
@@ -298,23 +322,50 @@ fn task_died(label: &Path) -> FormatError {
     )
 }
 
-/// A chunk being compressed by a task, which sends back the chunk and its
-/// compressed form. (The receiver is in a mutex only so that the writer,
-/// held by Python objects, is `Sync`; one thread uses it.)
-struct Task(Mutex<mpsc::Receiver<(Vec<u8>, PackedPayload)>>);
+/// A chunk handed to a task, which sends back the chunk and its compressed
+/// form. (The receiver is in a mutex only so that the writer, held by Python
+/// objects, is `Sync`; one thread uses it.)
+struct Task {
+    /// The chunk, until the task starts on it (or the writer takes it back).
+    chunk: Arc<Mutex<Option<Vec<u8>>>>,
+    /// How the chunk is packed.
+    settings: Settings,
+    result: Mutex<mpsc::Receiver<(Vec<u8>, PackedPayload)>>,
+}
 
 impl Task {
     fn try_take(&self) -> std::result::Result<(Vec<u8>, PackedPayload), mpsc::TryRecvError> {
-        self.0
+        self.result
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .try_recv()
     }
 
+    /// The chunk, if no thread has started on it: the task will find nothing to do.
+    fn unstarted(&self) -> Option<Vec<u8>> {
+        self.chunk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The result, packed on this thread if no pool thread has started on
+    /// it (a small model's last chunks would otherwise wait for a sleeping
+    /// thread to wake while this one sleeps), else waited for.
+    fn finish(&self) -> Option<(Vec<u8>, PackedPayload)> {
+        match self.unstarted() {
+            Some(chunk) => {
+                let packed = Encoder::new(self.settings, &[]).pack_all(&chunk);
+                Some((chunk, packed))
+            }
+            None => self.wait(),
+        }
+    }
+
     /// The result, `None` if the task died. On a pool thread, runs other tasks
     /// (perhaps this one) while waiting, so a pool of one thread cannot deadlock.
     fn wait(&self) -> Option<(Vec<u8>, PackedPayload)> {
-        let result = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = self.result.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             match result.try_recv() {
                 Ok(done) => return Some(done),
@@ -713,13 +764,19 @@ mod tests {
     #[test]
     fn a_stream_compressed_while_written_reads_back_whole() {
         // Chunks of 16 KiB: a 200 KiB stream keeps more chunks in flight than
-        // the writer allows, so it also waits for the oldest ones.
+        // the writer allows, so it also waits for the oldest ones (or packs
+        // them itself, when no pool thread has started on them). Threads 0:
+        // written from outside any pool, as Python's thread does.
         let chunk = 16 << 10;
-        for threads in [1, 2, 3] {
+        for threads in [0, 1, 2, 3] {
             for n in [0, 1, chunk - 1, chunk, chunk + 1, 200 << 10] {
                 let stream = data(n);
                 for pieces in [&[1 << 20][..], &[1, 7, 4093, 65_536, 3]] {
-                    let file = pool(threads).install(|| write_stream(&stream, pieces, chunk));
+                    let file = if threads == 0 {
+                        write_stream(&stream, pieces, chunk)
+                    } else {
+                        pool(threads).install(|| write_stream(&stream, pieces, chunk))
+                    };
                     let container = Container::parse(file.clone()).unwrap();
                     assert_eq!(container.pickle().unwrap().as_ref(), stream.as_slice());
                     let layout = chunk_layout(&file);
@@ -745,8 +802,13 @@ mod tests {
             (9 << 20, full as u64, 3),
         ] {
             let stream = data(n);
-            for threads in [1, 2] {
-                let file = pool(threads).install(|| write_stream(&stream, &[65_536, 100], full));
+            for threads in [0, 1, 2] {
+                let write = || write_stream(&stream, &[65_536, 100], full);
+                let file = if threads == 0 {
+                    write()
+                } else {
+                    pool(threads).install(write)
+                };
                 let layout = chunk_layout(&file);
                 assert_eq!(
                     (layout.chunk_size, layout.chunks.len()),
