@@ -13,10 +13,12 @@
 //! disables this path, against listing off) hold the two to that.
 //!
 //! Scalars, `MEMOIZE`, `BINGET` and `MARK` come in long runs (a dict
-//! literal's keys and values, an array's arguments), so a run is executed
-//! in one loop (`fast_run`) under a budget taken once from the limits that
-//! only grow; it stops short of any limit rather than at it, leaving the
-//! opcode there to the paths that report it.
+//! literal's keys and values, an array's arguments), closed by the tuples
+//! and calls that take them, so a run is executed in one loop (`fast_run`)
+//! under a budget taken once from the limits that grow by at most one per
+//! opcode (opcodes, values, stack); it stops short of any limit rather than
+//! at it, leaving the opcode there to the paths that report it. Tuples and
+//! calls check the limits only they can reach (nesting, graph bytes) themselves.
 //!
 //! [`Instruction`]: crate::reader::Instruction
 
@@ -89,13 +91,14 @@ impl<'a> Run<'a, '_> {
         true
     }
 
-    /// A run of leaf scalars, `MEMOIZE`s, `BINGET`s and `MARK`s from `pos`
-    /// (`window`, which ends with the input or the open frame, starts
-    /// there), each executed exactly as `fast_leaf`, `fast_put`, `fast_get`
-    /// and `fast_mark` would one at a time, without a dispatch back through
-    /// the loop between them: the keys and values of a dict literal, say.
-    /// Opcodes, values and stack only grow in a run, so one budget (the
-    /// least room left under any of their limits) bounds it; the run stops
+    /// A run of leaf scalars, `MEMOIZE`s, `BINGET`s, `MARK`s, tuples and
+    /// calls from `pos` (`window`, which ends with the input or the open
+    /// frame, starts there), each executed exactly as `fast_leaf`,
+    /// `fast_put`, `fast_get`, `fast_mark` and `fast_tuple` would one at a
+    /// time, without a dispatch back through the loop between them: the keys
+    /// and values of a dict literal, say, or a dict of arrays. Opcodes,
+    /// values and stack grow by at most one per opcode in a run, so one
+    /// budget (the least room left under any of their limits) bounds it; the run stops
     /// early rather than near a limit, leaving the rest to the one-at-a-time
     /// paths, which report any limit exactly. Returns the position after
     /// the last opcode executed.
@@ -161,6 +164,27 @@ impl<'a> Run<'a, '_> {
                 }
                 b'(' => {
                     if self.fast_mark(cur) {
+                        Ok(None)
+                    } else {
+                        Err(())
+                    }
+                }
+                // Tuples and calls end most runs (an array's arguments,
+                // a call): they pop what they take, so the budget still
+                // bounds the run, and they check their own limits. The
+                // stack's peak so far is noted first, as the pops lower it.
+                0x85 | 0x86 | 0x87 | b't' | b'R' | 0x81 => {
+                    let opcode = match byte {
+                        0x85 => Opcode::TUPLE1,
+                        0x86 => Opcode::TUPLE2,
+                        0x87 => Opcode::TUPLE3,
+                        b't' => Opcode::TUPLE,
+                        b'R' => Opcode::REDUCE,
+                        _ => Opcode::NEWOBJ,
+                    };
+                    let total = self.suspended_depth.saturating_add(cur.depth());
+                    self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
+                    if self.fast_tuple(cur, pos.saturating_add(at), opcode) {
                         Ok(None)
                     } else {
                         Err(())
@@ -237,27 +261,37 @@ impl<'a> Run<'a, '_> {
             }
             Opcode::BUILD => self.fast_build(cur, pos).then_some(at),
             Opcode::STACK_GLOBAL => self.fast_stack_global(cur, pos).then_some(at),
-            Opcode::TUPLE1 | Opcode::TUPLE2 | Opcode::TUPLE3 | Opcode::REDUCE | Opcode::NEWOBJ => {
-                let n = match opcode {
-                    Opcode::TUPLE1 => 1,
-                    Opcode::TUPLE3 => 3,
-                    _ => 2,
-                };
-                let start = cur.stack.len().saturating_sub(n);
-                (cur.above_fence() >= n && self.fast_collect(cur, start, 0, pos, opcode))
-                    .then_some(at)
-            }
-            Opcode::TUPLE => {
-                let &mark = cur.marks.last()?;
-                (mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode))
-                    .then_some(at)
-            }
+            Opcode::TUPLE1
+            | Opcode::TUPLE2
+            | Opcode::TUPLE3
+            | Opcode::TUPLE
+            | Opcode::REDUCE
+            | Opcode::NEWOBJ => self.fast_tuple(cur, pos, opcode).then_some(at),
             _ if is_leaf_opcode(opcode) => self.leaf_op(cur, window, pos, opcode),
             _ => {
                 let kind = Self::fast_empty(opcode)?;
                 self.fast_new(cur, kind, pos, opcode).then_some(at)
             }
         }
+    }
+
+    /// A tuple, `REDUCE` or `NEWOBJ` at `pos`: the node of the items it
+    /// takes from the stack (and, for `TUPLE`, the innermost mark).
+    #[inline]
+    fn fast_tuple(&mut self, cur: &mut Machine<'a>, pos: usize, opcode: Opcode) -> bool {
+        if opcode == Opcode::TUPLE {
+            let Some(&mark) = cur.marks.last() else {
+                return false;
+            };
+            return mark <= cur.stack.len() && self.fast_collect(cur, mark, 1, pos, opcode);
+        }
+        let n = match opcode {
+            Opcode::TUPLE1 => 1,
+            Opcode::TUPLE3 => 3,
+            _ => 2,
+        };
+        let start = cur.stack.len().saturating_sub(n);
+        cur.above_fence() >= n && self.fast_collect(cur, start, 0, pos, opcode)
     }
 
     /// Count one opcode executed.

@@ -205,6 +205,25 @@ proptest! {
     }
 }
 
+/// A memoized `SHORT_BINUNICODE` key `k{i}`.
+fn push_key(body: &mut Vec<u8>, i: usize) {
+    let key = format!("k{i}");
+    body.push(0x8c);
+    body.push(key.len() as u8);
+    body.extend_from_slice(key.as_bytes());
+    body.push(0x94);
+}
+
+/// `body` (a dict and the `MARK` of its items) closed by `SETITEMS` and
+/// `STOP`, in one frame of a `proto` pickle.
+fn framed(proto: u8, mut body: Vec<u8>) -> Vec<u8> {
+    body.extend_from_slice(b"u.");
+    let mut data = vec![0x80, proto, 0x95];
+    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    data.extend(body);
+    data
+}
+
 /// A protocol-4 dict literal of `pairs` memoized `str -> int` items set in
 /// one `SETITEMS`, inside a frame, with a memo hole (`BINPUT 5`) halfway:
 /// the long runs of scalars, `MEMOIZE`s and `BINGET`s the fast path takes
@@ -212,11 +231,7 @@ proptest! {
 fn dict_literal(pairs: usize) -> Vec<u8> {
     let mut body = b"}\x94(".to_vec();
     for i in 0..pairs {
-        let key = format!("k{i}");
-        body.push(0x8c);
-        body.push(key.len() as u8);
-        body.extend_from_slice(key.as_bytes());
-        body.push(0x94);
+        push_key(&mut body, i);
         match i % 4 {
             0 => body.extend_from_slice(b"K\x07"),
             1 => body.extend_from_slice(b"M\x01\x02"),
@@ -227,32 +242,75 @@ fn dict_literal(pairs: usize) -> Vec<u8> {
             body.extend_from_slice(b"q\x40");
         }
     }
-    body.extend_from_slice(b"u.");
-    let mut data = b"\x80\x04\x95".to_vec();
-    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    data.extend(body);
-    data
+    framed(4, body)
 }
 
 #[test]
 fn long_runs_stop_at_every_limit_as_the_general_path() {
     let data = dict_literal(40);
-    assert_same(&data, Limits::default(), false);
-    for value in 0..140 {
-        for kind in [
-            LimitKind::Opcodes,
-            LimitKind::Nodes,
-            LimitKind::StackDepth,
-            LimitKind::MemoEntries,
-            LimitKind::MemoIndex,
-            LimitKind::MemoGets,
-            LimitKind::StrLen,
-        ] {
-            assert_same(&data, Limits::default().with(kind, value), false);
+    use LimitKind as L;
+    let kinds = [
+        L::Opcodes,
+        L::Nodes,
+        L::StackDepth,
+        L::MemoEntries,
+        L::MemoIndex,
+        L::MemoGets,
+        L::StrLen,
+    ];
+    assert_same_under_limits(&data, &kinds, 140);
+}
+
+/// Both paths agree on `data` whole, under each of `kinds` set to every
+/// value below `up_to`, and on every cut of it.
+fn assert_same_under_limits(data: &[u8], kinds: &[LimitKind], up_to: u64) {
+    assert_same(data, Limits::default(), false);
+    for value in 0..up_to {
+        for &kind in kinds {
+            assert_same(data, Limits::default().with(kind, value), false);
         }
     }
     for end in 0..data.len() {
         assert_same(&data[..end], Limits::default(), false);
+    }
+}
+
+/// A protocol-5 dict of `entries` call-shaped values in one frame, set in
+/// one `SETITEMS`: each a memoized key, then a `MARK`, a `BYTEARRAY8` and
+/// the tuples (`TUPLE1`, `TUPLE2`, `TUPLE3`, `TUPLE`), `REDUCE` and
+/// `NEWOBJ` that close over them, much as a dict of in-band arrays is
+/// pickled: the runs that carry on through tuples and calls.
+fn dict_of_calls(entries: usize) -> Vec<u8> {
+    let mut body = b"}\x94(".to_vec();
+    for i in 0..entries {
+        push_key(&mut body, i);
+        body.extend_from_slice(b"(\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x94");
+        body.extend_from_slice(b"K\x0a\x85\x94N\x86\x94h\x00\x87\x94t\x94NR\x94");
+        if i % 2 == 1 {
+            body.extend_from_slice(b")\x81");
+        }
+    }
+    framed(5, body)
+}
+
+#[test]
+fn runs_through_tuples_and_calls_stop_at_every_limit_as_the_general_path() {
+    let data = dict_of_calls(12);
+    assert!(Parser::new(&data).parse().is_ok());
+    use LimitKind as L;
+    let kinds = [
+        L::Opcodes,
+        L::Nodes,
+        L::StackDepth,
+        L::NestingDepth,
+        L::MemoEntries,
+        L::MemoIndex,
+        L::MemoGets,
+        L::BytesLen,
+    ];
+    assert_same_under_limits(&data, &kinds, 260);
+    for bytes in (0..6000).step_by(8) {
+        assert_same(&data, Limits::default().with(L::GraphBytes, bytes), false);
     }
 }
 
