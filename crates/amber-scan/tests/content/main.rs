@@ -14,6 +14,7 @@
 
 mod arrays;
 mod checks;
+mod deferred;
 mod robust;
 
 use std::collections::BTreeMap;
@@ -184,23 +185,29 @@ pub(crate) fn validate_graph(
     let index = graph.event_index();
     let checker = Checker::new(ctx, u64::MAX);
     let mut out = Vec::new();
-    for event in graph.events() {
-        let EventKind::Build { state } = event.kind else {
-            continue;
-        };
-        let Some(class) = class_of(graph, event.target) else {
-            continue;
-        };
-        if validated_classes().contains(&class.as_str()) {
-            let issues = check(&ctx, &class, event.target, state);
-            // Scanning and the index find the same BUILDs.
-            assert_eq!(
-                issues,
-                check_indexed(&ctx, &index, &class, event.target, state)
-            );
-            assert_eq!(issues, checker.check(&class, event.target, state));
-            out.push((class, issues));
-        }
+    for (class, target, state) in validated_builds(graph) {
+        let issues = check(&ctx, &class, target, state);
+        // Scanning and the index find the same BUILDs.
+        assert_eq!(issues, check_indexed(&ctx, &index, &class, target, state));
+        assert_eq!(issues, checker.check(&class, target, state));
+        out.push((class, issues));
     }
     out
+}
+
+/// `(class, object, state)` of every `BUILD` of a validated class, in stream order.
+pub(crate) fn validated_builds(graph: &Graph<'_>) -> Vec<(String, NodeId, NodeId)> {
+    graph
+        .events()
+        .iter()
+        .filter_map(|event| {
+            let EventKind::Build { state } = event.kind else {
+                return None;
+            };
+            let class = class_of(graph, event.target)?;
+            validated_classes()
+                .contains(&class.as_str())
+                .then_some((class, event.target, state))
+        })
+        .collect()
 }
