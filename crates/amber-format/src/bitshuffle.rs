@@ -125,19 +125,11 @@ fn by_byte_planes(src: &[u8], dst: &mut [u8], itemsize: usize, w: usize) {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
 fn bit_planes_of_bytes(src: &[u8], dst: &mut [u8], w: usize) {
-    use std::arch::x86_64::{__m128i, _mm_movemask_epi8, _mm_set_epi64x, _mm_slli_epi16};
+    use crate::codec::sse2::load;
+    use std::arch::x86_64::{_mm_movemask_epi8, _mm_set_epi64x, _mm_slli_epi16};
     if src.len() != 8 * w || dst.len() != 8 * w {
         return;
     }
-    let load = |bytes: &[u8; 16]| -> __m128i {
-        let (lo, hi) = bytes.split_at(8);
-        let word = |b: &[u8]| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b);
-            i64::from_le_bytes(a)
-        };
-        _mm_set_epi64x(word(hi), word(lo))
-    };
     let whole = w / 8;
     let (groups, _) = src.as_chunks::<64>();
     let mut planes: Vec<&mut [[u8; 8]]> = dst

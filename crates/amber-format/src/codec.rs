@@ -969,7 +969,7 @@ fn transpose_scalar<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forwar
 /// The byte shuffle and its inverse 16 elements at a time in SSE2 registers,
 /// which every x86-64 processor has: 1.3-4x the speed of the word transpose.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod sse2 {
+pub(crate) mod sse2 {
     use std::arch::x86_64::{
         __m128i, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_srli_si128, _mm_unpackhi_epi8,
         _mm_unpacklo_epi8,
@@ -977,7 +977,7 @@ mod sse2 {
 
     /// 16 bytes into a register (the compiler makes it one unaligned load).
     #[target_feature(enable = "sse2")]
-    fn load(block: &[u8; 16]) -> __m128i {
+    pub(crate) fn load(block: &[u8; 16]) -> __m128i {
         let (lo, hi) = block.split_at(8);
         let word = |b: &[u8]| {
             let mut a = [0u8; 8];
