@@ -412,17 +412,7 @@ impl<B: Source> Container<B> {
                         self.data.release(offset_in(bytes, c), c.len());
                     });
                 }
-                let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
-                if data.len() != dest.len() {
-                    return Err(FormatError::Mismatch {
-                        entry: zip_entry.name.clone(),
-                        what: format!(
-                            "holds {} bytes of data, the array needs {}",
-                            data.len(),
-                            dest.len()
-                        ),
-                    });
-                }
+                let (header, data) = raw_array_parts(entry, zip_entry, info)?;
                 let mut hasher = crc32fast::Hasher::new();
                 hasher.update(header);
                 let parts: Vec<crc32fast::Hasher> = dest
@@ -467,18 +457,7 @@ impl<B: Source> Container<B> {
         entries
             .into_par_iter()
             .map(|(zip_entry, info)| {
-                let entry = slice(bytes, zip_entry);
-                let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
-                if data.len() as u64 != info.nbytes {
-                    return Err(FormatError::Mismatch {
-                        entry: zip_entry.name.clone(),
-                        what: format!(
-                            "holds {} bytes of data, the array needs {}",
-                            data.len(),
-                            info.nbytes
-                        ),
-                    });
-                }
+                let (header, data) = raw_array_parts(slice(bytes, zip_entry), zip_entry, info)?;
                 let mut crc = crc32fast::Hasher::new();
                 crc.update(header);
                 crc.combine(&crc_parallel(data, &|_| {}));
@@ -659,6 +638,27 @@ fn check_codec(
 
 /// The CRC-32 state of `data`, computed on every thread of the pool; `done` is
 /// told about each chunk once it has been read.
+/// The `.npy` header and data of uncompressed array entry `entry` (its
+/// bytes), refusing data that is not the array's `nbytes` long.
+fn raw_array_parts<'b>(
+    entry: &'b [u8],
+    zip_entry: &ZipEntry,
+    info: &ArrayInfo,
+) -> Result<(&'b [u8], &'b [u8])> {
+    let (header, data) = entry.split_at((info.data_offset as usize).min(entry.len()));
+    if data.len() as u64 != info.nbytes {
+        return Err(FormatError::Mismatch {
+            entry: zip_entry.name.clone(),
+            what: format!(
+                "holds {} bytes of data, the array needs {}",
+                data.len(),
+                info.nbytes
+            ),
+        });
+    }
+    Ok((header, data))
+}
+
 fn crc_parallel(data: &[u8], done: &(dyn Fn(&[u8]) + Sync)) -> crc32fast::Hasher {
     let parts: Vec<crc32fast::Hasher> = data
         .par_chunks(CHUNK)
