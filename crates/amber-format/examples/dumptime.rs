@@ -56,25 +56,20 @@ fn main() {
         |_| vec!["floats".into(), "ints".into()],
         |s| s.split(',').map(str::to_owned).collect(),
     );
-    let mut items = Vec::new();
-    if which.iter().any(|w| w == "floats") {
-        items.push(ArrayItem {
-            name: "arrays/0.npy.zst",
-            header: &[0u8; 64],
-            data: &floats,
-            itemsize: 8,
-            kind: 0,
-        });
-    }
-    if which.iter().any(|w| w == "ints") {
-        items.push(ArrayItem {
-            name: "arrays/1.npy.zst",
-            header: &[0u8; 64],
-            data: &ints,
-            itemsize: 4,
-            kind: 1,
-        });
-    }
+    let items: Vec<ArrayItem<'_>> = [
+        ("floats", "arrays/0.npy.zst", &floats, 8, 0),
+        ("ints", "arrays/1.npy.zst", &ints, 4, 1),
+    ]
+    .into_iter()
+    .filter(|(label, ..)| which.iter().any(|w| w == label))
+    .map(|(_, name, data, itemsize, kind)| ArrayItem {
+        name,
+        header: &[0u8; 64],
+        data,
+        itemsize,
+        kind,
+    })
+    .collect();
     let settings = Settings {
         codec: Codec::Zstd(3),
         itemsize: 1,
