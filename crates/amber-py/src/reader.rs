@@ -408,7 +408,6 @@ fn copy_checked(
     dests: Vec<(usize, &mut [u8])>,
     checks: &amber::DeferredChecks,
 ) -> Result<(), CopyFailure> {
-    use rayon::prelude::*;
     if checks.is_empty() {
         return container.copy_arrays_into(dests).map_err(CopyFailure::Read);
     }
@@ -417,16 +416,8 @@ fn copy_checked(
     container
         .copy_arrays_into(reborrowed)
         .map_err(CopyFailure::Read)?;
-    dests
-        .par_iter()
-        .filter(|(index, _)| checks.has(*index))
-        .find_map_first(|(index, bytes)| {
-            checks.check(*index, bytes).map(|issue| CopyFailure::Check {
-                index: *index,
-                issue,
-            })
-        })
-        .map_or(Ok(()), Err)
+    let copies: Vec<(usize, &[u8])> = dests.iter().map(|(i, d)| (*i, &**d)).collect();
+    first_failure(&copies, checks)
 }
 
 /// [`copy_checked`] for arrays lent as views of the file: their CRCs and
@@ -436,15 +427,24 @@ fn check_views(
     indices: &[usize],
     checks: &amber::DeferredChecks,
 ) -> Result<(), CopyFailure> {
-    use rayon::prelude::*;
     let data = container
         .checked_arrays(indices)
         .map_err(CopyFailure::Read)?;
-    indices
+    let views: Vec<(usize, &[u8])> = indices.iter().copied().zip(data).collect();
+    first_failure(&views, checks)
+}
+
+/// Runs the deferred checks of each `(index, bytes)` in parallel: the first
+/// array (in order) they refuse, with its issue.
+fn first_failure(
+    arrays: &[(usize, &[u8])],
+    checks: &amber::DeferredChecks,
+) -> Result<(), CopyFailure> {
+    use rayon::prelude::*;
+    arrays
         .par_iter()
-        .zip(data)
-        .filter(|(index, _)| checks.has(**index))
-        .find_map_first(|(&index, bytes)| {
+        .filter(|(index, _)| checks.has(*index))
+        .find_map_first(|&(index, bytes)| {
             checks
                 .check(index, bytes)
                 .map(|issue| CopyFailure::Check { index, issue })

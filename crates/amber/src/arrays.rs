@@ -147,10 +147,15 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
         }
     }
 
-    fn is_filled(&self, index: usize) -> bool {
+    /// Array `index`'s destination, once filled.
+    fn filled_bytes(&self, index: usize) -> Option<&'c [u8]> {
         self.dests
             .get(index)
-            .is_some_and(|d| matches!(d.filled.get(), Some(Some(_))))
+            .and_then(|d| d.filled.get().copied().flatten())
+    }
+
+    fn is_filled(&self, index: usize) -> bool {
+        self.filled_bytes(index).is_some()
     }
 
     /// [`Self::filled`], with the checks left for the load's copies; checks
@@ -172,17 +177,18 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
         // Arrays the analysis itself read into memory the load hands over
         // are checked now: no copy of them follows.
         let mut failed = None;
-        for (i, list) in deferred.by_array.iter_mut().enumerate() {
-            let filled = self
-                .dests
-                .get(i)
-                .and_then(|d| d.filled.get().copied().flatten());
-            let Some(bytes) = filled.or_else(|| decoded.get(i).and_then(Option::as_deref)) else {
+        for i in 0..deferred.by_array.len() {
+            let Some(bytes) = self
+                .filled_bytes(i)
+                .or_else(|| decoded.get(i).and_then(Option::as_deref))
+            else {
                 continue;
             };
-            let list = std::mem::take(list);
             if failed.is_none() {
-                failed = list.iter().find_map(|c| c.run(bytes).into_iter().next());
+                failed = deferred.check(i, bytes);
+            }
+            if let Some(list) = deferred.by_array.get_mut(i) {
+                list.clear();
             }
         }
         let mut lent = vec![false; self.locations.len()];
@@ -232,14 +238,11 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
     /// The first error met filling a destination (a damaged entry): the
     /// analysis saw that array as missing, and the load must stop.
     pub fn filled(self) -> Result<Vec<bool>, FormatError> {
+        let filled = (0..self.dests.len()).map(|i| self.is_filled(i)).collect();
         if let Some(e) = self.failed.into_inner().ok().flatten() {
             return Err(e);
         }
-        Ok(self
-            .dests
-            .iter()
-            .map(|d| matches!(d.filled.get(), Some(Some(_))))
-            .collect())
+        Ok(filled)
     }
 
     fn fill(&self, index: usize, dest: &Dest<'c>) -> Option<&'c [u8]> {
