@@ -18,7 +18,7 @@
 use amber_pickle::{NodeId, NodeKind};
 
 use super::{Deferred, Found, Issue, Outcome, StateDict, View, at, int_column, present};
-use crate::ndarray::{Column, Kind, Later};
+use crate::ndarray::{Column, Kind, Later, NdArray};
 
 /// The class validated here.
 pub const CLASS: &str = "sklearn.tree._tree.Tree";
@@ -87,15 +87,14 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
     let values_id = d.require("values")?;
     // Arrays the load copies later are checked there, on the copy: only
     // what their bytes do not hold is read now.
-    let later = ctx.later(nodes_id, "nodes")?;
-    let nodes = match later {
-        Some(_) => None,
-        None => Some(ctx.array(nodes_id, "nodes")?),
+    let nodes = match ctx.later(nodes_id, "nodes")? {
+        Some(later) => Nodes::Later(later),
+        None => Nodes::Now(ctx.array(nodes_id, "nodes")?),
     };
     // `Tree.__setstate__` copies both arrays into memory of its own and keeps
     // neither: a load may lend it views of the file instead of copies.
-    if let Some(nodes) = &later {
-        ctx.lend(nodes);
+    if let Nodes::Later(later) = &nodes {
+        ctx.lend(later);
     }
     let values = match ctx.later(values_id, "values")? {
         Some(v) => {
@@ -107,15 +106,9 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
             Meta::of(&v.dtype, &v.shape, v.offset)
         }
     };
-    let (nodes_shape, n, nodes_offset) = match (&later, &nodes) {
-        (Some(l), _) => (l.shape.as_slice(), l.len(), l.offset),
-        (None, Some(a)) => (a.shape.as_slice(), a.len(), a.offset),
-        (None, None) => {
-            return Err(Issue::undecodable(
-                ctx.offset(nodes_id),
-                "`nodes` is no array",
-            ));
-        }
+    let (nodes_shape, n, nodes_offset) = match &nodes {
+        Nodes::Later(l) => (l.shape.as_slice(), l.len(), l.offset),
+        Nodes::Now(a) => (a.shape.as_slice(), a.len(), a.offset),
     };
 
     let mut found = Found::default();
@@ -150,20 +143,20 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         n_features,
         max_depth,
     };
-    match (later, nodes) {
-        (Some(later), _) => {
+    match nodes {
+        Nodes::Later(later) => {
             // The three columns the walk reads, as the walk now would.
             for _ in 0..3 {
                 ctx.charge(n, nodes_offset, "nodes")?;
             }
             ctx.defer(Deferred::tree_nodes(walk(later)));
         }
-        (None, Some(nodes)) => {
-            let columns = ["left_child", "right_child", "feature"]
-                .map(|field| ctx.int_column(&nodes, Some(field), "nodes"));
-            let [left, right, feature] = columns;
+        Nodes::Now(nodes) => {
+            let left = ctx.int_column(&nodes, Some("left_child"), "nodes")?;
+            let right = ctx.int_column(&nodes, Some("right_child"), "nodes")?;
+            let feature = ctx.int_column(&nodes, Some("feature"), "nodes")?;
             walk_columns(
-                &[left?, right?, feature?],
+                &[left, right, feature],
                 n,
                 n_features,
                 max_depth,
@@ -171,9 +164,14 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
                 &mut found,
             )?;
         }
-        (None, None) => {}
     }
     Ok(found.finish())
+}
+
+/// A tree's node array: read now, or its walk left to the load's copy.
+enum Nodes<'g> {
+    Later(Later),
+    Now(NdArray<'g>),
 }
 
 /// The dtype, shape and offset of an array whose bytes are not needed.
@@ -208,12 +206,12 @@ impl NodeWalk {
     /// The walk's issues in `bytes`, the `nodes` buffer as loaded.
     pub(crate) fn run(&self, bytes: &[u8]) -> Result<Vec<Issue>, Issue> {
         let nodes = self.nodes.with_bytes(bytes)?;
-        let columns = ["left_child", "right_child", "feature"]
-            .map(|field| int_column(&nodes, Some(field), "nodes"));
-        let [left, right, feature] = columns;
+        let left = int_column(&nodes, Some("left_child"), "nodes")?;
+        let right = int_column(&nodes, Some("right_child"), "nodes")?;
+        let feature = int_column(&nodes, Some("feature"), "nodes")?;
         let mut found = Found::default();
         walk_columns(
-            &[left?, right?, feature?],
+            &[left, right, feature],
             nodes.len(),
             self.n_features,
             self.max_depth,
