@@ -277,10 +277,10 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
     decompressed, so the two overlap on a machine with cores to spare. So a
     load holds at most one batch more than the arrays already handed over.
 
-    ``ready`` holds memory a safe load allocated beforehand for compressed
-    arrays (``None`` items otherwise); the arrays marked ``filled`` were
-    decoded there by the content checks, which read them in place, and are
-    handed over as they are. The arrays marked ``lent`` (uncompressed, and
+    ``ready`` holds, for the arrays marked ``filled``, what the content checks
+    already decoded (the memory they read) and, for a mapped load, memory set
+    aside for the compressed arrays the checks did not read (``None`` items
+    otherwise); filled arrays are handed over as they are. The arrays marked ``lent`` (uncompressed, and
     given only to something that copies them: a scikit-learn ``Tree``'s node
     and value arrays) are handed over as read-only views of the file once
     their CRCs and deferred checks have passed there, so they are not copied
@@ -339,8 +339,9 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     # file once, analyses that copy, and the unpickler reads the same object.
     stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None, defer)
     if defer:
+        # No memory was set aside (`wanted` is empty): what the checks decoded is filled.
         ready = reader.take_decoded()
-        filled = [f or r is not None for f, r in zip(filled, ready)]
+        filled = [r is not None for r in ready]
     allowed = None
     if extra is not None:
         allowed = _safety.check(_safety.report_from_json(report_json, source))
