@@ -228,6 +228,10 @@ def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
     return buffers
 
 
+#: Bytes of lent arrays checked together, one batch ahead of the unpickler:
+#: the file's pages a load holds besides the copies are about two of these.
+_LENT_BLOCK = 4 << 20
+
 _FILLED, _LENT, _COPY = "filled", "lent", "copy"
 
 
@@ -245,7 +249,7 @@ def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
             continue
         if lent[index]:
             used = 0
-            while index < len(sizes) and lent[index] and not filled[index] and (used == 0 or used + sizes[index] <= _BLOCK):
+            while index < len(sizes) and lent[index] and not filled[index] and (used == 0 or used + sizes[index] <= _LENT_BLOCK):
                 used += sizes[index]
                 index += 1
             yield first, index, _LENT
@@ -284,7 +288,8 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
     given only to something that copies them: a scikit-learn ``Tree``'s node
     and value arrays) are handed over as read-only views of the file once
     their CRCs and deferred checks have passed there, so they are not copied
-    twice."""
+    twice; their pages are released batch by batch behind the unpickler, so the
+    load does not hold the file and the copies at once."""
     sizes = reader.array_sizes()
     lent = lent if lent is not None else [False] * len(sizes)
     regions = reader.array_regions() if any(lent) else None
@@ -307,10 +312,16 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
         return first, end, buffers, reader.start_copy_arrays_into(buffers)
 
     batches = _batches(sizes, filled, lent)
+    released = 0  # with lent arrays: the file's pages before this array are released
     current = start(next(batches, None))
     while current is not None:
         following = start(next(batches, None))
         first, end, buffers, pending = current
+        if regions is not None and first - 1 > released:
+            # Each array before the previous one has been copied by what it was
+            # lent to (a tree's arrays come just before its state is set).
+            reader.release_arrays(released, first - 1)
+            released = first - 1
         if pending is None:
             buffer, ready[first] = ready[first], None
             yield buffer

@@ -622,6 +622,78 @@ def _load_with_middle_byte_damaged(path: Path, name: str, bad: Path, xor: int) -
     assert excinfo.value.entry == name
 
 
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_released_arrays_leave_memory_but_keep_their_bytes(tmp_path) -> None:
+    """`Reader.release_arrays` drops the file's pages of those arrays from the
+    process's resident set, and reading them again still gives their bytes."""
+    data = np.arange(1 << 21, dtype=np.float64)  # 16 MiB
+    path = tmp_path / "big.amber"
+    amber.dump({"a": data}, path)
+    reader = _amber.Reader.open(str(path))
+    (region,) = reader.array_regions()
+    view = np.frombuffer(region, dtype=np.float64)
+    before = _rss_file_kib()
+    assert view.sum() == data.sum()  # touches every page
+    touched = _rss_file_kib()
+    assert touched - before > 12 << 10
+    reader.release_arrays(0, 1)
+    assert touched - _rss_file_kib() > 12 << 10
+    np.testing.assert_array_equal(view, data)
+    reader.release_arrays(1, 1)  # an empty or out-of-range request does nothing
+    reader.release_arrays(0, 7)
+
+
+def test_lent_tree_arrays_released_behind_the_unpickler(tmp_path, monkeypatch) -> None:
+    """A safe load lends a forest's tree arrays as views of the file and,
+    batch by batch, releases the pages of those already copied: every array
+    before the last one handed out is released, in order, once each."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from amber import _api
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(3000, 4)  # random labels: about 1,500 nodes a tree, arrays of 100 kB
+    model = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, rng.randint(0, 5, len(X)))
+    path = tmp_path / "forest.amber"
+    amber.dump(model, path)
+    calls: list[tuple[int, int]] = []
+    handed: list[int] = []
+
+    class Recording:
+        def __init__(self, reader: Any) -> None:
+            self._reader = reader
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._reader, name)
+
+        def release_arrays(self, first: int, end: int) -> None:
+            assert end <= len(handed)  # only arrays already handed over
+            calls.append((first, end))
+            self._reader.release_arrays(first, end)
+
+    original = _api._arrays_on_demand
+
+    def recording(reader: Any, *args: Any) -> Any:
+        for buffer in original(Recording(reader), *args):
+            handed.append(len(handed))
+            yield buffer
+
+    monkeypatch.setattr(_api, "_arrays_on_demand", recording)
+    monkeypatch.setattr(_api, "_LENT_BLOCK", 150 << 10)  # a batch a tree or so
+    np.testing.assert_array_equal(amber.load(path).predict(X), model.predict(X))
+    assert len(calls) > 3
+    assert calls[0][0] == 0
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(calls, calls[1:]))
+    assert calls[-1][1] >= len(handed) - 3  # all but the last batch or so
+
+
 @pytest.mark.parametrize("field", ["nodes", "values"])
 def test_damaged_tree_array_lent_to_the_tree(tmp_path, field) -> None:
     """A safe load hands a `Tree` its node and value arrays as views of the

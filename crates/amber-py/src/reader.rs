@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use amber_format::{Container, MapMode};
+use amber_format::{Container, MapMode, Source};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -299,6 +299,32 @@ impl Reader {
         Ok(PendingCopy {
             flight: Mutex::new(Some(flight)),
         })
+    }
+
+    /// Says arrays `first..end` (their data and what lies between) will not
+    /// be read through this reader's map again: their pages leave the
+    /// process's resident set (they stay in the page cache, and a later read
+    /// faults them back in). A load calls it on the arrays it lent once
+    /// their objects have copied them, so it never holds the file's pages
+    /// and the copies at once. Nothing happens for a file read into memory.
+    fn release_arrays(&self, first: usize, end: usize) {
+        let arrays = self.container.arrays();
+        let (Some((_, a)), Some((_, b))) = (
+            arrays.get(first),
+            end.checked_sub(1).and_then(|l| arrays.get(l)),
+        ) else {
+            return;
+        };
+        let stop = b.offset.saturating_add(b.nbytes);
+        let range = usize::try_from(a.offset)
+            .ok()
+            .zip(usize::try_from(stop).ok());
+        if let Some((offset, stop)) = range
+            && offset < stop
+            && stop <= self.container.bytes().len()
+        {
+            self.container.source().release(offset, stop - offset);
+        }
     }
 
     /// For each array, whether the last `checked_pickle(defer=True)` found
