@@ -367,7 +367,7 @@ pub struct Pieces {
 }
 
 /// Bytes read from a [`Pieces`] file: where they start, and the bytes.
-type Piece = (u64, Box<[u8]>);
+type Piece = (u64, Vec<u8>);
 
 /// Opens `path` for [`Pieces`]: a file up to [`READ_BELOW`] is read whole
 /// (as [`open_file`] does), a larger one has its first and last bytes read;
@@ -398,7 +398,7 @@ fn open_pieces_below(path: &Path, read_below: u64) -> Result<Pieces> {
     }
     let len = pieces.len;
     if len <= read_below {
-        pieces.read_piece(0, len)?;
+        pieces.read_whole()?;
     } else {
         pieces.read_piece(0, MIN_PIECE)?;
         pieces.read_piece(len - TAIL.min(len), TAIL.min(len))?;
@@ -430,6 +430,37 @@ impl Pieces {
             })
     }
 
+    /// Reads the whole (small) file as the first piece, into this thread's
+    /// spare buffer ([`SPARE`]).
+    fn read_whole(&self) -> Result<()> {
+        let size = usize::try_from(self.len).unwrap_or(usize::MAX);
+        let mut buf = SPARE.take();
+        buf.clear();
+        buf.try_reserve_exact(size)
+            .map_err(|_| FormatError::Limit {
+                what: "file size",
+                value: self.len,
+                limit: READ_BELOW,
+            })?;
+        // A fresh `File` reads from its start; `take` stops at the size
+        // `stat` gave, so a file growing meanwhile is read as it was.
+        let read = (&self.file)
+            .take(self.len)
+            .read_to_end(&mut buf)
+            .map_err(|e| FormatError::io("read", &self.path, e))?;
+        if read != size {
+            return Err(FormatError::io(
+                "read",
+                &self.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        if let Some(first) = self.pieces.first() {
+            let _ = first.set((0, buf));
+        }
+        Ok(())
+    }
+
     /// Reads `offset..offset + len` (at least [`MIN_PIECE`] bytes, within the
     /// file) into the next free piece; `Ok(None)` when none is left.
     fn read_piece(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
@@ -441,7 +472,7 @@ impl Pieces {
         };
         let end = offset.saturating_add(len.max(MIN_PIECE)).min(self.len);
         let size = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
-        let mut buf = vec![0u8; size].into_boxed_slice();
+        let mut buf = vec![0u8; size];
         read_at(&self.file, &mut buf, offset)
             .map_err(|e| FormatError::io("read", &self.path, e))?;
         let (start, bytes) = slot.get_or_init(|| (offset, buf));
@@ -462,6 +493,24 @@ impl Pieces {
             map_len(&self.file, self.len, &self.path, MapMode::ReadOnly).unwrap_or(Mapping::Empty)
         });
         map.as_ref()
+    }
+}
+
+thread_local! {
+    /// The buffer the last small file this thread read whole was read into,
+    /// kept for the next: a scan loop over small files then copies each into
+    /// memory already mapped, instead of faulting fresh pages in every time.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        if let Some(first) = self.pieces.first_mut().and_then(OnceLock::take)
+            && first.1.capacity() as u64 <= READ_BELOW
+            && first.1.len() as u64 == self.len
+        {
+            SPARE.set(first.1);
+        }
     }
 }
 
