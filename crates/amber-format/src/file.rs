@@ -503,8 +503,19 @@ thread_local! {
     static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Maps of at least this size are unmapped on a pool thread (see [`Pieces`]'s `Drop`).
+const UNMAP_BEHIND: usize = 8 << 20;
+
 impl Drop for Pieces {
     fn drop(&mut self) {
+        // Tearing down the page tables of a large map a scan walked (a
+        // forest's node arrays: ~15k pages for 60 MB) takes milliseconds; a
+        // pool thread does it while the caller goes on with the report.
+        if let Some(map) = self.map.take()
+            && map.len() >= UNMAP_BEHIND
+        {
+            rayon::spawn(move || drop(map));
+        }
         if let Some(first) = self.pieces.first_mut().and_then(OnceLock::take)
             && first.1.capacity() as u64 <= READ_BELOW
             && first.1.len() as u64 == self.len
