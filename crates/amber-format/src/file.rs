@@ -716,6 +716,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn damaged_files_give_the_same_errors_in_pieces() {
         let good = std::fs::read(vector("valid/arrays.amber")).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -736,13 +737,17 @@ mod tests {
             .chain((tail..n).step_by(3))
             .filter(|&at| at < n)
             .collect();
-        for &at in &positions {
+        // Cuts rewrite the file, so fewer of them; flips change one byte in place.
+        for &at in positions.iter().step_by(7) {
             std::fs::write(&path, &good[..at]).unwrap();
             same_as_bytes(&path);
-            let mut bad = good.clone();
-            bad[at] ^= 0x21;
-            std::fs::write(&path, &bad).unwrap();
+        }
+        std::fs::write(&path, &good).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for &at in &positions {
+            std::os::unix::fs::FileExt::write_all_at(&file, &[good[at] ^ 0x21], at as u64).unwrap();
             same_as_bytes(&path);
+            std::os::unix::fs::FileExt::write_all_at(&file, &good[at..=at], at as u64).unwrap();
         }
     }
 
