@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::{FormatError, Result};
@@ -336,12 +337,18 @@ pub fn open_file(path: &Path) -> Result<Mapping> {
     map_stat(&file, &meta, path, MapMode::ReadOnly)
 }
 
-/// Most pieces a [`Pieces`] reads before it maps its file instead.
-const MAX_PIECES: usize = 32;
+/// Pieces in one block of a [`Pieces`] table (allocated as needed).
+const BLOCK: usize = 64;
+/// Most blocks: a [`Pieces`] maps its file rather than read more than
+/// `BLOCK * BLOCKS` pieces (the local headers of that many entries).
+const BLOCKS: usize = 64;
 /// Largest range a [`Pieces`] reads as one piece; a larger one maps the file.
 const MAX_PIECE: u64 = 1 << 20;
-/// Smallest piece read: a zip local header with the `.npy` header after it.
-const MIN_PIECE: u64 = 4 << 10;
+/// Smallest piece read: a zip local header with the `.npy` header after it
+/// (a few hundred bytes).
+const MIN_PIECE: u64 = 1 << 10;
+/// Bytes read from the start of the file on opening.
+const HEAD: u64 = 4 << 10;
 /// Bytes read from the end of the file on opening: the zip end records,
 /// the central directory and the manifest of a file of a few dozen entries
 /// (a longer directory is read as one more piece).
@@ -360,14 +367,90 @@ pub struct Pieces {
     file: File,
     path: PathBuf,
     len: u64,
-    /// Filled in order, each once, while `filling` is held.
-    pieces: Box<[OnceLock<Piece>]>,
-    filling: Mutex<()>,
+    pieces: Table,
     map: OnceLock<Mapping>,
 }
 
 /// Bytes read from a [`Pieces`] file: where they start, and the bytes.
 type Piece = (u64, Vec<u8>);
+
+/// [`BLOCK`] slots of a [`Table`].
+type Block = Box<[OnceLock<Piece>]>;
+
+/// The pieces read so far, in the order read: blocks allocated as needed,
+/// each slot set once (while `filling` is held) and never moved, so the
+/// bytes handed out stay valid for as long as the [`Pieces`] lives.
+struct Table {
+    blocks: Box<[OnceLock<Block>]>,
+    filling: Mutex<()>,
+    /// Slots set.
+    filled: AtomicUsize,
+    /// The slot of the last hit, where the next search starts: the open
+    /// reads the file front to back, so this is usually the one wanted.
+    hint: AtomicUsize,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            blocks: (0..BLOCKS).map(|_| OnceLock::new()).collect(),
+            filling: Mutex::new(()),
+            filled: AtomicUsize::new(0),
+            hint: AtomicUsize::new(0),
+        }
+    }
+
+    fn slot(&self, i: usize) -> Option<&OnceLock<Piece>> {
+        let block = self.blocks.get(i / BLOCK)?;
+        let block = block.get_or_init(|| (0..BLOCK).map(|_| OnceLock::new()).collect());
+        block.get(i % BLOCK)
+    }
+
+    fn get(&self, i: usize) -> Option<&Piece> {
+        self.blocks.get(i / BLOCK)?.get()?.get(i % BLOCK)?.get()
+    }
+
+    /// `offset..offset + len` from the piece holding it, if one was read.
+    fn find(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let filled = self.filled.load(Ordering::Acquire);
+        let hint = self.hint.load(Ordering::Relaxed);
+        (0..filled).find_map(|k| {
+            let i = hint.wrapping_add(k) % filled;
+            let (start, bytes) = self.get(i)?;
+            let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+            let found = bytes.get(from..from.checked_add(usize::try_from(len).ok()?)?)?;
+            self.hint.store(i, Ordering::Relaxed);
+            Some(found)
+        })
+    }
+
+    /// Stores the piece `read()` makes in the next slot; `Ok(None)` when the
+    /// table is full.
+    fn push(&self, read: impl FnOnce() -> Result<Piece>) -> Result<Option<&Piece>> {
+        let _filling = self.filling.lock().map_err(|_| FormatError::Usage {
+            what: "a reader of this file panicked".into(),
+        })?;
+        let i = self.filled.load(Ordering::Acquire);
+        let Some(slot) = self.slot(i) else {
+            return Ok(None);
+        };
+        let piece = read()?;
+        let piece = slot.get_or_init(|| piece);
+        self.filled.store(i.saturating_add(1), Ordering::Release);
+        self.hint.store(i, Ordering::Relaxed);
+        Ok(Some(piece))
+    }
+
+    /// The first piece, taken out.
+    fn take_first(&mut self) -> Option<Piece> {
+        self.blocks.first_mut()?.get_mut()?.first_mut()?.take()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.filled.load(Ordering::Acquire)
+    }
+}
 
 /// Opens `path` for [`Pieces`]: a file up to [`READ_BELOW`] is read whole
 /// (as [`open_file`] does), a larger one has its first and last bytes read;
@@ -386,8 +469,7 @@ fn open_pieces_below(path: &Path, read_below: u64) -> Result<Pieces> {
     let pieces = Pieces {
         len: meta.len(),
         path: path.to_path_buf(),
-        pieces: (0..MAX_PIECES).map(|_| OnceLock::new()).collect(),
-        filling: Mutex::new(()),
+        pieces: Table::new(),
         map: OnceLock::new(),
         file,
     };
@@ -400,7 +482,7 @@ fn open_pieces_below(path: &Path, read_below: u64) -> Result<Pieces> {
     if len <= read_below {
         pieces.read_whole()?;
     } else {
-        pieces.read_piece(0, MIN_PIECE)?;
+        pieces.read_piece(0, HEAD)?;
         pieces.read_piece(len - TAIL.min(len), TAIL.min(len))?;
     }
     Ok(pieces)
@@ -410,24 +492,13 @@ impl Pieces {
     /// The first bytes of the file (all of it, if small): enough to tell what it is.
     #[must_use]
     pub fn head(&self) -> &[u8] {
-        self.range(0, self.len.min(MIN_PIECE)).unwrap_or_default()
+        self.range(0, self.len.min(HEAD)).unwrap_or_default()
     }
 
     /// Whether the file had to be mapped (for tests and timing).
     #[must_use]
     pub fn is_mapped(&self) -> bool {
         self.map.get().is_some()
-    }
-
-    /// The piece holding `offset..offset + len`, if one was read.
-    fn find(&self, offset: u64, len: u64) -> Option<&[u8]> {
-        self.pieces
-            .iter()
-            .map_while(OnceLock::get)
-            .find_map(|(start, bytes)| {
-                let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
-                bytes.get(from..from.checked_add(usize::try_from(len).ok()?)?)
-            })
     }
 
     /// Reads the whole (small) file as the first piece, into this thread's
@@ -455,27 +526,24 @@ impl Pieces {
                 std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
             ));
         }
-        if let Some(first) = self.pieces.first() {
-            let _ = first.set((0, buf));
-        }
+        self.pieces.push(|| Ok((0, buf)))?;
         Ok(())
     }
 
     /// Reads `offset..offset + len` (at least [`MIN_PIECE`] bytes, within the
     /// file) into the next free piece; `Ok(None)` when none is left.
     fn read_piece(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
-        let _filling = self.filling.lock().map_err(|_| FormatError::Usage {
-            what: "a reader of this file panicked".into(),
-        })?;
-        let Some(slot) = self.pieces.iter().find(|s| s.get().is_none()) else {
+        let read = || {
+            let end = offset.saturating_add(len.max(MIN_PIECE)).min(self.len);
+            let size = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+            let mut buf = vec![0u8; size];
+            read_at(&self.file, &mut buf, offset)
+                .map_err(|e| FormatError::io("read", &self.path, e))?;
+            Ok((offset, buf))
+        };
+        let Some((start, bytes)) = self.pieces.push(read)? else {
             return Ok(None);
         };
-        let end = offset.saturating_add(len.max(MIN_PIECE)).min(self.len);
-        let size = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
-        let mut buf = vec![0u8; size];
-        read_at(&self.file, &mut buf, offset)
-            .map_err(|e| FormatError::io("read", &self.path, e))?;
-        let (start, bytes) = slot.get_or_init(|| (offset, buf));
         let from = usize::try_from(offset.saturating_sub(*start)).unwrap_or(usize::MAX);
         let to = usize::try_from(len).map_or(usize::MAX, |l| from.saturating_add(l));
         Ok(bytes.get(from..to))
@@ -483,7 +551,13 @@ impl Pieces {
 
     /// The whole file, mapped on first use (or the one piece holding it).
     fn whole(&self) -> &[u8] {
-        if let Some(all) = self.find(0, self.len) {
+        if let Some(map) = self.map.get() {
+            return map.as_ref();
+        }
+        // A small file is read whole into the first piece.
+        if let Some((0, all)) = self.pieces.get(0)
+            && all.len() as u64 == self.len
+        {
             return all;
         }
         let map = self.map.get_or_init(|| {
@@ -516,7 +590,7 @@ impl Drop for Pieces {
         {
             rayon::spawn(move || drop(map));
         }
-        if let Some(first) = self.pieces.first_mut().and_then(OnceLock::take)
+        if let Some(first) = self.pieces.take_first()
             && first.1.capacity() as u64 <= READ_BELOW
             && first.1.len() as u64 == self.len
         {
@@ -543,7 +617,7 @@ impl Source for Pieces {
             return None;
         }
         if self.map.get().is_none() {
-            if let Some(found) = self.find(offset, len) {
+            if let Some(found) = self.pieces.find(offset, len) {
                 return Some(found);
             }
             if len <= MAX_PIECE
@@ -706,7 +780,7 @@ mod tests {
     fn a_file_of_few_entries_is_read_not_mapped() {
         let pieces = same_as_bytes(&vector("valid/arrays.amber")).unwrap();
         assert!(!pieces.is_mapped());
-        assert!(pieces.pieces.iter().filter(|p| p.get().is_some()).count() > 2);
+        assert!(pieces.pieces.len() > 2);
         // Asking for all of it maps it; the pieces read before stay valid.
         let head = pieces.head().to_vec();
         assert_eq!(pieces.as_ref().len() as u64, pieces.size());
