@@ -11,6 +11,7 @@
 //! This is the one module that needs `unsafe`: mapping a file is unsafe because
 //! another process could truncate it underneath us (see `map_file`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -344,6 +345,9 @@ const BLOCK: usize = 64;
 const BLOCKS: usize = 64;
 /// Largest range a [`Pieces`] reads as one piece; a larger one maps the file.
 const MAX_PIECE: u64 = 1 << 20;
+// [`Table::find`] looks no further back than the longest piece, which a
+// small file read whole must not exceed.
+const _: () = assert!(READ_BELOW <= MAX_PIECE);
 /// Smallest piece read: a zip local header with the `.npy` header after it
 /// (a few hundred bytes).
 const MIN_PIECE: u64 = 1 << 10;
@@ -385,9 +389,13 @@ struct Table {
     filling: Mutex<()>,
     /// Slots set.
     filled: AtomicUsize,
-    /// The slot of the last hit, where the next search starts: the open
-    /// reads the file front to back, so this is usually the one wanted.
-    hint: AtomicUsize,
+    /// The slots of the last two hits, tried first: the open reads the
+    /// file front to back, going between the directory and each entry's
+    /// local header, so one of them is usually the one wanted.
+    hints: [AtomicUsize; 2],
+    /// Each piece's slot by where it starts (of pieces starting at one
+    /// offset, the last read, which is at least as long as need be).
+    by_start: Mutex<BTreeMap<u64, usize>>,
 }
 
 impl Table {
@@ -396,7 +404,8 @@ impl Table {
             blocks: (0..BLOCKS).map(|_| OnceLock::new()).collect(),
             filling: Mutex::new(()),
             filled: AtomicUsize::new(0),
-            hint: AtomicUsize::new(0),
+            hints: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            by_start: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -410,18 +419,39 @@ impl Table {
         self.blocks.get(i / BLOCK)?.get()?.get(i % BLOCK)?.get()
     }
 
-    /// `offset..offset + len` from the piece holding it, if one was read.
+    /// `offset..offset + len` from the piece holding it, if one was read:
+    /// the last two hits first, then the pieces starting at most
+    /// [`MAX_PIECE`] bytes before `offset` (no piece is longer).
     fn find(&self, offset: u64, len: u64) -> Option<&[u8]> {
         let filled = self.filled.load(Ordering::Acquire);
-        let hint = self.hint.load(Ordering::Relaxed);
-        (0..filled).find_map(|k| {
-            let i = hint.wrapping_add(k) % filled;
+        let covering = |i: usize| {
             let (start, bytes) = self.get(i)?;
             let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
-            let found = bytes.get(from..from.checked_add(usize::try_from(len).ok()?)?)?;
-            self.hint.store(i, Ordering::Relaxed);
-            Some(found)
-        })
+            let to = from.checked_add(usize::try_from(len).ok()?)?;
+            Some((i, bytes.get(from..to)?))
+        };
+        let hints = self.hints.each_ref().map(|h| h.load(Ordering::Relaxed));
+        let (i, found) = match hints.into_iter().filter(|&i| i < filled).find_map(covering) {
+            Some(hit) => hit,
+            None => {
+                let by_start = self.by_start.lock().ok()?;
+                let from = offset.saturating_sub(MAX_PIECE);
+                by_start
+                    .range(from..=offset)
+                    .rev()
+                    .find_map(|(_, &i)| covering(i))?
+            }
+        };
+        self.hit(i);
+        Some(found)
+    }
+
+    fn hit(&self, i: usize) {
+        let [last, before] = &self.hints;
+        let previous = last.swap(i, Ordering::Relaxed);
+        if previous != i {
+            before.store(previous, Ordering::Relaxed);
+        }
     }
 
     /// Stores the piece `read()` makes in the next slot; `Ok(None)` when the
@@ -436,8 +466,11 @@ impl Table {
         };
         let piece = read()?;
         let piece = slot.get_or_init(|| piece);
+        if let Ok(mut by_start) = self.by_start.lock() {
+            by_start.insert(piece.0, i);
+        }
         self.filled.store(i.saturating_add(1), Ordering::Release);
-        self.hint.store(i, Ordering::Relaxed);
+        self.hit(i);
         Ok(Some(piece))
     }
 
