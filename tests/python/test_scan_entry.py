@@ -126,3 +126,24 @@ def test_the_binding_returns_the_report_parts(big_file: Path) -> None:
     assert (fmt, verdict, findings, protocol) == ("amber", "safe", [], 5)
     assert all(isinstance(name, str) and count >= 1 and ok is True for name, count, ok in used)
     assert json.loads(text)["globals"] == [{"name": n, "count": c, "allowed": ok} for n, c, ok in used]
+
+
+def test_a_file_of_many_entries_scans_as_its_bytes_do(tmp_path: Path) -> None:
+    """Past the first block of pieces: a forest beside 100 arrays stored as
+    entries of their own, each local header read as a piece of its own;
+    damage to late ones is found alike."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4000, 3))
+    # Random labels: deep trees, whose node arrays are entries the checks read.
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, rng.integers(0, 2, 4000))
+    path = tmp_path / "many.amber"
+    arrays = [np.full(8192, k, dtype=np.float64) for k in range(100)]
+    amber.dump({"arrays": arrays, "forest": forest}, path)
+    data = path.read_bytes()
+    assert data.count(b"PK\x03\x04") > 100 and len(data) > 600 << 10
+    assert _answer(path)[0] == "safe" and _answer(path) == _answer(data)
+    headers = sorted(_header_offsets(data))
+    for at in headers[-400::37] + [len(data) - 30, len(data) - 700]:
+        bad = data[:at] + bytes([data[at] ^ 0x11]) + data[at + 1 :]
+        path.write_bytes(bad)
+        assert _answer(path) == _answer(bad), f"damage at {at}"
