@@ -26,7 +26,10 @@ pub mod write;
 pub mod zip;
 
 pub use error::{FormatError, Result};
-pub use file::{Committed, MapMode, Mapping, Output, Sink, map_file, open_file, read_file};
+pub use file::{
+    Committed, MapMode, Mapping, Output, ReadOnce, Sink, map_file, open_file, open_read_once,
+    read_file,
+};
 pub use manifest::{ArrayInfo, EntryInfo, FORMAT_VERSION, Manifest, Order};
 pub use read::{ArrayLocation, Container, Source};
 pub use write::ContainerWriter;

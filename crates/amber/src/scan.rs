@@ -19,6 +19,9 @@ pub enum Backing {
     Map(Mapping),
     /// A copy held in memory.
     Owned(Vec<u8>),
+    /// Memory another owner keeps alive and unchanged for as long as this
+    /// holds it (the Python binding's `bytes` objects), read in place.
+    Shared(std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 impl AsRef<[u8]> for Backing {
@@ -26,6 +29,7 @@ impl AsRef<[u8]> for Backing {
         match self {
             Backing::Map(m) => m.as_ref(),
             Backing::Owned(v) => v,
+            Backing::Shared(s) => (**s).as_ref(),
         }
     }
 }
