@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{FormatError, Result};
 
-/// Size of the write buffer in front of files; the pickler writes 64 KiB frames.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Size of the write buffer in front of files. The pickler writes frames of
+/// about 64 KiB, which pass straight through; headers and small entries are
+/// gathered. A larger buffer would mostly be fresh memory a small file's
+/// dump faults in page by page, only to copy its frames once more.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// Where a container is written.
 #[derive(Debug, Clone)]
