@@ -81,3 +81,37 @@ def test_a_damaged_stream_in_a_file_read_at_once_is_refused(tmp_path):
         amber.load(path, trusted=True)
     with pytest.raises(amber.ChecksumError):
         amber.loads(bytes(data))
+
+
+def _hist_model():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X = np.random.RandomState(0).rand(300, 4)
+    return HistGradientBoostingRegressor(max_iter=3, random_state=0).fit(X, X[:, 0]), X
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_a_predictor_splitting_past_the_estimators_features_is_refused(tmp_path, stage):
+    model, _ = _hist_model()
+    predictor = model._predictors[stage][0]
+    predictor.nodes = predictor.nodes.copy()
+    split = int(np.flatnonzero(predictor.nodes["is_leaf"] == 0)[-1])
+    predictor.nodes["feature_idx"][split] = model.n_features_in_
+    path = tmp_path / "m.amber"
+    amber.dump(model, path)
+    with pytest.raises(amber.UnsafeModelError) as refused:
+        amber.load(path)
+    codes = [f.code for f in refused.value.report.findings]
+    assert codes == ["hist.feature_out_of_range"], codes
+    assert f"splits on feature {model.n_features_in_}" in str(refused.value)
+
+
+def test_a_leaf_s_feature_is_not_read(tmp_path):
+    model, X = _hist_model()
+    predictor = model._predictors[1][0]
+    predictor.nodes = predictor.nodes.copy()
+    leaf = int(np.flatnonzero(predictor.nodes["is_leaf"] == 1)[0])
+    predictor.nodes["feature_idx"][leaf] = 1 << 40
+    path = tmp_path / "m.amber"
+    amber.dump(model, path)
+    np.testing.assert_array_equal(amber.load(path).predict(X[:5]), model.predict(X[:5]))
