@@ -346,8 +346,9 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     defer = extra is not None and mmap_mode is None
     wanted = compressed if mmap_mode is not None else []
     ready = _allocate(sizes, wanted)
-    # The analysed bytes are the loaded bytes: Rust copies the stream out of the
-    # file once, analyses that copy, and the unpickler reads the same object.
+    # The analysed bytes are the loaded bytes: Rust reads the file (or decodes
+    # the stream) into one `bytes` object, analyses the stream there, and the
+    # unpickler reads that same object.
     stream, report_json, filled = reader.checked_pickle(extra, ready if wanted else None, defer)
     if defer:
         # No memory was set aside (`wanted` is empty): what the checks decoded is filled.
@@ -359,7 +360,7 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:
-            return _checked_load(Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed), reader, extra, source)
+            return _checked_load(Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed), reader, extra, source)
     else:
         buffers = reader.array_regions()
         rest: list[Any] = [None] * len(sizes)
@@ -378,7 +379,17 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
                 UserWarning,
                 stacklevel=3,
             )
-    return Unpickler(io.BytesIO(stream), buffers=buffers, allowed=allowed).load()
+    return Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed).load()
+
+
+def _stream_file(stream: bytes, reader: Any) -> io.BytesIO:
+    """The unpickler's file over ``stream``, as ``checked_pickle`` gave it: a
+    ``BytesIO`` shares a ``bytes`` object rather than copying it, and the stream
+    starts at ``stream_offset()`` (inside the whole file's bytes, for a small
+    file read at once)."""
+    file = io.BytesIO(stream)
+    file.seek(reader.stream_offset())
+    return file
 
 
 def _checked_load(unpickler: Unpickler, reader: Any, extra: list[str], source: str) -> Any:

@@ -21,8 +21,11 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::{FormatError, Result};
 use crate::read::Source;
 
-/// Size of the write buffer in front of files; the pickler writes 64 KiB frames.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Size of the write buffer in front of files. The pickler writes frames of
+/// about 64 KiB, which pass straight through; headers and small entries are
+/// gathered. A larger buffer would mostly be fresh memory a small file's
+/// dump faults in page by page, only to copy its frames once more.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// Where a container is written.
 #[derive(Debug, Clone)]
@@ -320,22 +323,69 @@ pub const READ_BELOW: u64 = 512 << 10;
 /// mapped read-only otherwise. Callers that hand out views of the file's
 /// pages use [`map_file`].
 pub fn open_file(path: &Path) -> Result<Mapping> {
+    match open_read_once(path)? {
+        ReadOnce::Small(file) if file.size() == 0 => Ok(Mapping::Empty),
+        ReadOnce::Small(file) => {
+            let mut data = vec![0u8; file.size()];
+            file.read_into(&mut data)?;
+            Ok(Mapping::Read(data))
+        }
+        ReadOnce::Mapped(mapping) => Ok(mapping),
+    }
+}
+
+/// A file opened by [`open_read_once`]: a small one still to be read, or a map.
+pub enum ReadOnce {
+    /// A file of at most [`READ_BELOW`] bytes, open, not read yet.
+    Small(SmallFile),
+    /// A larger file (or something other than a regular file), mapped read-only.
+    Mapped(Mapping),
+}
+
+/// A small regular file, open for reading into memory the caller allocates.
+pub struct SmallFile {
+    file: File,
+    len: usize,
+    path: PathBuf,
+}
+
+impl SmallFile {
+    /// Its size in bytes when it was opened.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.len
+    }
+
+    /// Fills `buf` (exactly [`Self::size`] bytes) with the file's content.
+    ///
+    /// # Errors
+    /// An I/O error, or `UnexpectedEof` if the file shrank since it was opened.
+    pub fn read_into(&self, buf: &mut [u8]) -> Result<()> {
+        (&self.file)
+            .read_exact(buf)
+            .map_err(|e| FormatError::io("read", self.path.clone(), e))
+    }
+}
+
+/// [`open_file`] for callers that read a small file into memory of their own
+/// (a Python `bytes` object the load then reads in place, so the file's bytes
+/// are copied once): a small file is opened and sized, a larger one mapped.
+///
+/// # Errors
+/// The file cannot be opened or mapped.
+pub fn open_read_once(path: &Path) -> Result<ReadOnce> {
     let file = File::open(path).map_err(|e| FormatError::io("open", path, e))?;
     let meta = file
         .metadata()
         .map_err(|e| FormatError::io("open", path, e))?;
     if meta.is_file() && meta.len() <= READ_BELOW {
-        let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        (&file)
-            .read_to_end(&mut data)
-            .map_err(|e| FormatError::io("read", path, e))?;
-        return Ok(if data.is_empty() {
-            Mapping::Empty
-        } else {
-            Mapping::Read(data)
-        });
+        return Ok(ReadOnce::Small(SmallFile {
+            file,
+            len: usize::try_from(meta.len()).unwrap_or(0),
+            path: path.to_path_buf(),
+        }));
     }
-    map_stat(&file, &meta, path, MapMode::ReadOnly)
+    map_stat(&file, &meta, path, MapMode::ReadOnly).map(ReadOnce::Mapped)
 }
 
 /// Pieces in one block of a [`Pieces`] table (allocated as needed).

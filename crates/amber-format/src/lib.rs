@@ -27,7 +27,8 @@ pub mod zip;
 
 pub use error::{FormatError, Result};
 pub use file::{
-    Committed, MapMode, Mapping, Output, Pieces, Sink, map_file, open_file, open_pieces, read_file,
+    Committed, MapMode, Mapping, Output, Pieces, ReadOnce, Sink, map_file, open_file, open_pieces,
+    open_read_once, read_file,
 };
 pub use manifest::{ArrayInfo, EntryInfo, FORMAT_VERSION, Manifest, Order};
 pub use read::{ArrayLocation, Container, Source};

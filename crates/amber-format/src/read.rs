@@ -335,39 +335,84 @@ impl<B: Source> Container<B> {
     ///
     /// A compressed stream is decompressed into memory (after its CRC is checked).
     pub fn pickle(&self) -> Result<Cow<'_, [u8]>> {
-        let (entry, info) = self
-            .inner_zip_entries()
+        if let Some(size) = self.compressed_pickle_size()? {
+            let mut out = vec![0u8; size];
+            self.decode_pickle_into(&mut out)?;
+            return Ok(Cow::Owned(out));
+        }
+        let (entry, _) = self.pickle_entry()?;
+        let data = entry_bytes(&self.data, entry);
+        // The stream is read again while unpickling; until then it need not stay resident.
+        check_crc_parallel(data, entry, &|c| self.release_in(entry, data, c))?;
+        Ok(Cow::Borrowed(data))
+    }
+
+    /// The size of the decoded pickle stream when its entry is compressed
+    /// (decode it with [`Self::decode_pickle_into`]); `None` when it is
+    /// stored, and [`Self::pickle`] gives it in place.
+    ///
+    /// # Errors
+    /// No pickle entry, or a decoded size this machine cannot address.
+    pub fn compressed_pickle_size(&self) -> Result<Option<usize>> {
+        match self.pickle_entry()? {
+            (
+                _,
+                EntryInfo::Pickle {
+                    codec: Some(c),
+                    raw_size: Some(raw),
+                    ..
+                },
+            ) if c != "none" => usize::try_from(*raw)
+                .map(Some)
+                .map_err(|_| FormatError::Limit {
+                    what: "decompressed pickle size",
+                    value: *raw,
+                    limit: usize::MAX as u64,
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Decodes the compressed pickle stream into `out`, exactly
+    /// [`Self::compressed_pickle_size`] bytes, checking every CRC.
+    ///
+    /// # Errors
+    /// A damaged entry, a stored (uncompressed) one, or `out` of another size.
+    pub fn decode_pickle_into(&self, out: &mut [u8]) -> Result<()> {
+        let (entry, _) = self.pickle_entry()?;
+        if self.compressed_pickle_size()? != Some(out.len()) {
+            return Err(FormatError::Usage {
+                what: format!(
+                    "a buffer of {} bytes for the pickle stream, which is not compressed to that size",
+                    out.len()
+                ),
+            });
+        }
+        let data = entry_bytes(&self.data, entry);
+        // The chunk CRCs, checked while decoding, and the footer CRC cover
+        // every byte: the entry CRC is combined from them (one pass).
+        let layout = codec::read_layout(data, &entry.name)?;
+        expect_crc(codec::entry_crc(&[], data, &layout), entry)?;
+        codec::decode_into_with(data, &entry.name, out, &|c| {
+            self.release_in(entry, data, c);
+        })
+    }
+
+    /// Releases `piece`, a part of `data`, the bytes of `entry` (see [`Source::release`]).
+    fn release_in(&self, entry: &ZipEntry, data: &[u8], piece: &[u8]) {
+        let at = usize::try_from(entry.data_offset).unwrap_or(usize::MAX);
+        self.data
+            .release(at.saturating_add(offset_in(data, piece)), piece.len());
+    }
+
+    fn pickle_entry(&self) -> Result<(&ZipEntry, &EntryInfo)> {
+        self.inner_zip_entries()
             .iter()
             .zip(&self.manifest.entries)
             .find(|(_, info)| matches!(info, EntryInfo::Pickle { .. }))
             .ok_or_else(|| FormatError::Manifest {
                 reason: "no pickle entry".into(),
-            })?;
-        let data = entry_bytes(&self.data, entry);
-        let release = |c: &[u8]| {
-            let at = (entry.data_offset as usize).saturating_add(offset_in(data, c));
-            self.data.release(at, c.len());
-        };
-        match info {
-            EntryInfo::Pickle {
-                codec: Some(c),
-                raw_size: Some(raw),
-                ..
-            } if c != "none" => {
-                // The chunk CRCs, checked while decoding, and the footer CRC cover
-                // every byte: the entry CRC is combined from them (one pass).
-                let layout = codec::read_layout(data, &entry.name)?;
-                expect_crc(codec::entry_crc(&[], data, &layout), entry)?;
-                let mut out = vec![0u8; usize::try_from(*raw).unwrap_or(usize::MAX)];
-                codec::decode_into_with(data, &entry.name, &mut out, &release)?;
-                Ok(Cow::Owned(out))
-            }
-            _ => {
-                // The stream is read again while unpickling; until then it need not stay resident.
-                check_crc_parallel(data, entry, &release)?;
-                Ok(Cow::Borrowed(data))
-            }
-        }
+            })
     }
 
     /// The array entries in buffer order, with their manifest records.

@@ -293,8 +293,22 @@ impl<W: Write + Seek + Send> ZipWriter<W> {
     /// Writes whole entries in order, each the concatenation of its parts (as
     /// [`Self::add_entry`]), while another thread of the pool feeds their bytes
     /// to the content hash: for many small entries, written one at a time, the
-    /// hash would otherwise take half the time.
+    /// hash would otherwise take half the time. Below [`PARALLEL_HASH_MIN`]
+    /// bytes in all, this thread does both.
     pub fn add_entries(&mut self, entries: &[(&str, &[&[u8]])]) -> std::io::Result<Vec<ZipEntry>> {
+        let total: usize = entries
+            .iter()
+            .flat_map(|(_, parts)| parts.iter())
+            .map(|p| p.len())
+            .sum();
+        if total < PARALLEL_HASH_MIN {
+            // A few small entries (or none) hash in less time than waking a
+            // pool thread takes: each is hashed as it is written.
+            return entries
+                .iter()
+                .map(|(name, parts)| self.add_entry(name, parts).cloned())
+                .collect();
+        }
         let mut content = self.content.take();
         let (written, ()) = rayon::join(
             || {
@@ -1055,33 +1069,43 @@ mod tests {
         let big: Vec<u8> = (0..PARALLEL_CRC_MIN + 99)
             .map(|i| (i % 251) as u8)
             .collect();
-        let entries: [(&str, &[&[u8]]); 4] = [
+        // Large enough for the hash to run on another thread, and small
+        // enough (below PARALLEL_HASH_MIN in all) for this one to do it.
+        let large: [(&str, &[&[u8]]); 4] = [
             ("a", &[b"head", b"small"]),
             ("b", &[b"h", &big]),
             ("c", &[]),
             ("d", &[&big[..1000]]),
         ];
-        let write = |together: bool| {
-            let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-            w.start_content_hash();
-            if together {
-                w.add_entries(&entries).unwrap();
-            } else {
-                for (name, parts) in &entries {
-                    w.add_entry(name, parts).unwrap();
+        let small: [(&str, &[&[u8]]); 3] = [
+            ("a", &[b"head", b"small"]),
+            ("c", &[]),
+            ("d", &[b"h", &big[..1000]]),
+        ];
+        for entries in [&large[..], &small[..]] {
+            let write = |together: bool| {
+                let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+                w.start_content_hash();
+                if together {
+                    assert_eq!(w.add_entries(entries).unwrap().len(), entries.len());
+                } else {
+                    for (name, parts) in entries {
+                        w.add_entry(name, parts).unwrap();
+                    }
                 }
-            }
-            let hash = w.content_hash().unwrap();
-            (w.finish().unwrap().into_inner(), hash)
-        };
-        let (one_by_one, hash) = write(false);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        assert_eq!(pool.install(|| write(true)), (one_by_one, hash));
-        let all: Vec<u8> = entries.iter().flat_map(|(_, p)| p.concat()).collect();
-        assert_eq!(hash, blake3::hash(&all));
+                let hash = w.content_hash().unwrap();
+                (w.finish().unwrap().into_inner(), hash)
+            };
+            let (one_by_one, hash) = write(false);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| write(true)), (one_by_one.clone(), hash));
+            assert_eq!(write(true), (one_by_one, hash));
+            let all: Vec<u8> = entries.iter().flat_map(|(_, p)| p.concat()).collect();
+            assert_eq!(hash, blake3::hash(&all));
+        }
     }
 
     #[test]

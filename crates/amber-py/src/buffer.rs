@@ -3,7 +3,8 @@
 //! [`Region`] exposes part of a Rust-owned allocation (a file map, a vector)
 //! through Python's buffer protocol, so `pickle` and NumPy can read it in place;
 //! it keeps its owner alive for as long as any view exists. [`Borrowed`] is the
-//! other direction: the bytes of a Python object for the duration of one call.
+//! other direction: the bytes of a Python object for the duration of one call,
+//! and [`FrozenBytes`] those of a `bytes` object for as long as it is held.
 //! This module is the only place in the binding that touches raw pointers.
 #![expect(
     unsafe_code,
@@ -17,6 +18,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 /// Something that owns memory a [`Region`] points into.
 pub trait Owner: Send + Sync {}
@@ -82,6 +84,44 @@ impl Region {
         } else {
             Err(PyErr::fetch(slf.py()))
         }
+    }
+}
+
+/// A Python `bytes` object's content, readable without the GIL: a reader's
+/// file read into `bytes` once, which the container parses and analyses in
+/// place and the unpickler then reads, so the stream is never copied.
+pub struct FrozenBytes {
+    object: Py<PyBytes>,
+    ptr: usize,
+    len: usize,
+}
+
+impl FrozenBytes {
+    /// Holds `bytes` (a reference to it) for reading its content.
+    pub fn new(bytes: &Bound<'_, PyBytes>) -> Self {
+        let content = bytes.as_bytes();
+        Self {
+            ptr: content.as_ptr() as usize,
+            len: content.len(),
+            object: bytes.clone().unbind(),
+        }
+    }
+
+    /// The `bytes` object.
+    pub fn object<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.object.bind(py).clone()
+    }
+}
+
+impl AsRef<[u8]> for FrozenBytes {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr`/`len` are the content of the `bytes` object `object`
+        // holds a reference to, so it stays allocated and in place while
+        // `self` lives; `bytes` are immutable, so nothing writes to it.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
 }
 

@@ -14,7 +14,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::buffer::{Borrowed, InFlight, Region};
+use crate::buffer::{Borrowed, FrozenBytes, InFlight, Region};
 use crate::errors::IntoPyResult;
 use crate::scan;
 use crate::threads::Threads;
@@ -29,6 +29,12 @@ pub struct Reader {
     threads: Threads,
     /// What the last `checked_pickle(defer=True)` left for the load.
     deferred: Mutex<Loading>,
+    /// The file, when it was read into a `bytes` object the container reads
+    /// in place: a stored pickle stream is then handed out as that object
+    /// and [`Reader::stream_offset`], not copied.
+    whole: Option<Arc<FrozenBytes>>,
+    /// Where the stream `checked_pickle` last returned starts in its `bytes`.
+    stream_start: Mutex<usize>,
 }
 
 /// Checks left for a load's copies, and the arrays it may lend as views.
@@ -53,6 +59,48 @@ impl Reader {
             writable_arrays,
             threads,
             deferred: Mutex::new(Loading::default()),
+            whole: None,
+            stream_start: Mutex::new(0),
+        })
+    }
+
+    /// A reader over `bytes` (immutable), parsed and read in place.
+    fn over_bytes(
+        py: Python<'_>,
+        bytes: &Bound<'_, PyBytes>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let whole = Arc::new(FrozenBytes::new(bytes));
+        let backing = Backing::Shared(whole.clone());
+        Ok(Self {
+            whole: Some(whole),
+            ..Self::new(py, backing, false, threads)?
+        })
+    }
+
+    /// The pickle stream as a `bytes` object (CRC checked, decoded if
+    /// compressed) and where in it the stream starts: the file's own
+    /// `bytes` when the reader holds one and the stream is stored, else a
+    /// `bytes` of the stream alone (decoded straight into it).
+    fn stream_bytes<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+        let container = &self.container;
+        let threads = &self.threads;
+        if let Some(size) = container.compressed_pickle_size().py(py)? {
+            let bytes = PyBytes::new_with(py, size, |buf| {
+                py.detach(|| threads.run(|| container.decode_pickle_into(buf)))
+                    .py(py)
+            })?;
+            return Ok((bytes, 0, size));
+        }
+        let stream = py.detach(|| threads.run(|| container.pickle())).py(py)?;
+        let len = stream.len();
+        Ok(match &self.whole {
+            Some(whole) => {
+                let start =
+                    (stream.as_ptr() as usize).saturating_sub(container.bytes().as_ptr() as usize);
+                (whole.object(py), start, len)
+            }
+            None => (PyBytes::new(py, &stream), 0, len),
         })
     }
 
@@ -109,17 +157,27 @@ impl Reader {
                 return Err(PyValueError::new_err(format!("unknown map mode `{other}`")));
             }
         };
-        // Without `mode` the arrays are copied out: a small file is then read, not mapped.
-        let mapping = py
-            .detach(|| match mode {
-                None => amber_format::open_file(&path),
-                Some(_) => amber_format::map_file(&path, map_mode),
-            })
-            .py(py)?;
+        // Without `mode` the arrays are copied out: a small file is then read
+        // into a `bytes` object, which the load reads in place, not mapped.
+        let mapping = match mode {
+            None => match py.detach(|| amber_format::open_read_once(&path)).py(py)? {
+                amber_format::ReadOnce::Small(file) => {
+                    let bytes = PyBytes::new_with(py, file.size(), |buf| {
+                        py.detach(|| file.read_into(buf)).py(py)
+                    })?;
+                    return Self::over_bytes(py, &bytes, threads);
+                }
+                amber_format::ReadOnce::Mapped(mapping) => mapping,
+            },
+            Some(_) => py
+                .detach(|| amber_format::map_file(&path, map_mode))
+                .py(py)?,
+        };
         Self::new(py, Backing::Map(mapping), writable, threads)
     }
 
-    /// Parses an amber file held in a bytes-like object (copied once).
+    /// Parses an amber file held in a bytes-like object: a `bytes` object is
+    /// read in place (it cannot change), anything else copied once.
     #[staticmethod]
     #[pyo3(signature = (data, threads = None))]
     fn from_bytes(
@@ -127,6 +185,9 @@ impl Reader {
         data: &Bound<'_, PyAny>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            return Self::over_bytes(py, bytes, threads);
+        }
         let data = Borrowed::get(data, false)?.bytes().to_vec();
         Self::new(py, Backing::Owned(data), false, threads)
     }
@@ -136,7 +197,8 @@ impl Reader {
         PyBytes::new(py, self.container.manifest_bytes())
     }
 
-    /// The pickle stream as `bytes` (CRC checked, decompressed if needed),
+    /// The pickle stream in a `bytes` object, from [`Self::stream_offset`] on
+    /// (CRC checked, decompressed if needed),
     /// unless `trusted` is `None` (`trusted=True`: no policy) the JSON report
     /// of its analysis under the default policy plus `trusted`, and for each
     /// array whether its buffer in `dests` now holds it. The analysis reads
@@ -165,9 +227,11 @@ impl Reader {
     ) -> PyResult<(Bound<'py, PyBytes>, Option<String>, Vec<bool>)> {
         let container = &self.container;
         let threads = &self.threads;
-        let stream = py.detach(|| threads.run(|| container.pickle())).py(py)?;
-        let bytes = PyBytes::new(py, &stream);
-        drop(stream);
+        let (bytes, start, len) = self.stream_bytes(py)?;
+        *self
+            .stream_start
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's stream state was poisoned"))? = start;
         let count = container.arrays().len();
         *self.lock_deferred()? = Loading::default();
         let Some(names) = trusted else {
@@ -178,7 +242,10 @@ impl Reader {
             Some(list) => self.borrow_buffers(list)?,
             None => Vec::new(),
         };
-        let data = bytes.as_bytes();
+        let data = bytes
+            .as_bytes()
+            .get(start..start.saturating_add(len))
+            .ok_or_else(|| PyValueError::new_err("the pickle stream lies outside its bytes"))?;
         let analyse = |defer: bool| {
             let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
             for (index, buffer) in &held {
@@ -228,6 +295,16 @@ impl Reader {
             Some(scan::report_json(&report, "amber")?),
             checked.filled,
         ))
+    }
+
+    /// Where the stream the last `checked_pickle` returned starts in that
+    /// `bytes` object (0 unless it is the whole file's): the unpickler reads
+    /// from there, and stops at the stream's `STOP`.
+    fn stream_offset(&self) -> PyResult<usize> {
+        self.stream_start
+            .lock()
+            .map(|start| *start)
+            .map_err(|_| PyValueError::new_err("the reader's stream state was poisoned"))
     }
 
     /// Zero-copy regions of every array's data, in buffer order; `None` for

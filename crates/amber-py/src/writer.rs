@@ -207,7 +207,7 @@ impl Writer {
     }
 
     /// Writes the manifest and the zip directory and makes the file visible.
-    /// Returns the path (path writers), the bytes (memory writers) or a
+    /// Returns the path as a `str` (path writers), the bytes (memory writers) or a
     /// `Region` over the temporary file (temporary writers).
     fn finish(&mut self, py: Python<'_>, manifest: &[u8]) -> PyResult<Py<PyAny>> {
         let writer = self
@@ -217,7 +217,8 @@ impl Writer {
         let sink = py.detach(|| writer.finish(manifest)).py(py)?;
         let committed = py.detach(|| sink.commit()).py(py)?;
         Ok(match committed {
-            Committed::Path(path) => path.into_pyobject(py)?.into_any().unbind(),
+            // A `str` (an `OsString` converts to one); a `pathlib.Path` costs more to make.
+            Committed::Path(path) => path.into_os_string().into_pyobject(py)?.into_any().unbind(),
             Committed::Memory(bytes) => PyBytes::new(py, &bytes).into_any().unbind(),
             Committed::Anonymous(file) => {
                 let path = PathBuf::from("<temporary file>");

@@ -21,6 +21,9 @@ pub enum Backing {
     Owned(Vec<u8>),
     /// A file read in pieces, mapped only if something needs more (a scan).
     Pieces(amber_format::Pieces),
+    /// Memory another owner keeps alive and unchanged for as long as this
+    /// holds it (the Python binding's `bytes` objects), read in place.
+    Shared(std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 impl AsRef<[u8]> for Backing {
@@ -29,6 +32,7 @@ impl AsRef<[u8]> for Backing {
             Backing::Map(m) => m.as_ref(),
             Backing::Owned(v) => v,
             Backing::Pieces(p) => p.as_ref(),
+            Backing::Shared(s) => (**s).as_ref(),
         }
     }
 }
@@ -38,7 +42,7 @@ impl Source for Backing {
         match self {
             Backing::Map(m) => m.release(offset, len),
             Backing::Pieces(p) => p.release(offset, len),
-            Backing::Owned(_) => {}
+            Backing::Owned(_) | Backing::Shared(_) => {}
         }
     }
 
@@ -47,6 +51,10 @@ impl Source for Backing {
             Backing::Pieces(p) => p.range(offset, len),
             Backing::Map(m) => m.range(offset, len),
             Backing::Owned(v) => v.range(offset, len),
+            Backing::Shared(_) => {
+                let end = usize::try_from(offset.checked_add(len)?).ok()?;
+                self.as_ref().get(usize::try_from(offset).ok()?..end)
+            }
         }
     }
 
@@ -55,6 +63,7 @@ impl Source for Backing {
             Backing::Pieces(p) => p.size(),
             Backing::Map(m) => m.size(),
             Backing::Owned(v) => v.size(),
+            Backing::Shared(s) => (**s).as_ref().len() as u64,
         }
     }
 }

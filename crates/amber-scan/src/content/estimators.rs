@@ -146,6 +146,9 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
             let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
+            if within_features(&feature, &is_leaf, nodes.len(), expected) {
+                continue;
+            }
             let mut visited = 0;
             for (i, el) in feature.elements().enumerate() {
                 visited = i + 1;
@@ -166,4 +169,30 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         }
     }
     Ok(found.finish())
+}
+
+/// Whether every split node of a predictor (`feature`, `is_leaf`: its node
+/// columns, `n` nodes) splits on a feature below `expected`, read in one
+/// branch-free pass when the columns have the layout scikit-learn writes
+/// (`<i8` features, byte flags). `false` means "walk again for the
+/// findings": some node is out of range, or the layout is another one.
+fn within_features(
+    feature: &ndarray::Column<'_>,
+    is_leaf: &ndarray::Column<'_>,
+    n: usize,
+    expected: i64,
+) -> bool {
+    if !(feature.is_le_i64() && is_leaf.is_byte()) {
+        return false;
+    }
+    let mut bad = false;
+    let mut visited = 0;
+    for el in feature.elements() {
+        let (Some(leaf), Some(f)) = (is_leaf.flag_in(el), feature.le_i64_in(el)) else {
+            return false;
+        };
+        visited += 1;
+        bad |= !leaf & (f >= expected);
+    }
+    !bad && visited == n
 }
