@@ -539,8 +539,10 @@ impl<B: Source> Container<B> {
         Ok(pieces)
     }
 
-    /// Decodes `piece` on this thread (no work is handed to the pool),
-    /// checking each chunk's CRC; gives back its array index and memory.
+    /// Decodes `piece`, checking each chunk's CRC; gives back its array
+    /// index and memory. A piece of one chunk is decoded on this thread
+    /// alone (no work is handed to the pool); the chunks of a larger one are
+    /// spread over the current pool.
     ///
     /// # Errors
     /// A damaged or undecodable chunk, as [`codec::decode_chunk`] reports it.
@@ -549,9 +551,20 @@ impl<B: Source> Container<B> {
         let payload = bytes.get(piece.payload_at..).unwrap_or_default();
         let chunk = usize::try_from(piece.layout.chunk_size).unwrap_or(usize::MAX);
         let release = |c: &[u8]| self.data.release(offset_in(bytes, c), c.len());
-        for (k, out) in piece.dest.chunks_mut(chunk).enumerate() {
+        let one = |(k, out): (usize, &mut [u8])| {
             let i = piece.first.saturating_add(k);
-            codec::decode_chunk(payload, &piece.name, &piece.layout, i, out, false, &release)?;
+            codec::decode_chunk(payload, &piece.name, &piece.layout, i, out, false, &release)
+        };
+        // A piece of several chunks is a whole array that could not be split
+        // (it is checked once decoded): its chunks still go to the pool.
+        if piece.dest.len() > chunk {
+            piece
+                .dest
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .try_for_each(one)?;
+        } else {
+            piece.dest.chunks_mut(chunk).enumerate().try_for_each(one)?;
         }
         Ok((piece.array, piece.dest))
     }
