@@ -69,7 +69,7 @@ impl Reader {
 
     /// The writable buffers of `buffers` (one item per array, `None` to skip), by array index.
     fn borrow_buffers(&self, buffers: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Borrowed)>> {
-        let count = self.container.arrays().len();
+        let count = self.compressed.len();
         if buffers.len() != count {
             return Err(PyValueError::new_err(format!(
                 "{} buffers given for {count} arrays",
