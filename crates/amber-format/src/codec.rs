@@ -666,9 +666,11 @@ thread_local! {
 
 /// Inverse of [`pack_planes`] into `out` (the chunk's raw length), undoing the filter as well.
 ///
-/// The planes are decompressed in parallel when the chunk is large enough to
-/// pay for it: a model's arrays are mostly single-chunk payloads read one at a
-/// time, so the planes are the only parallelism a load of them has.
+/// With `parallel`, the planes are decompressed on the pool when the chunk is
+/// large enough to pay for it: a caller that decodes a model's many
+/// single-chunk arrays one at a time has no other parallelism. Callers that
+/// spread the arrays over threads themselves ([`decode_chunk`] without
+/// `parallel`) keep each chunk on one thread.
 fn unpack_planes(
     src: &[u8],
     filter: Filter,

@@ -295,6 +295,12 @@ impl Reader {
     /// the previous ones. `buffers` must not be touched until the returned
     /// `PendingCopy`'s `wait()` has returned (it raises what the copy would).
     ///
+    /// A batch of compressed arrays only is decoded array by array (chunk
+    /// by chunk for large ones) by at most one thread fewer than the pool
+    /// has, shared with the batches started before it (in order), and
+    /// `wait()` decodes what is still unclaimed on the waiting thread before
+    /// it blocks, so the unpickler's core is never idle while it waits.
+    ///
     /// The checks a `checked_pickle(defer=True)` left run on the copies;
     /// `wait()` raises `ContentCheckError` if one fails.
     fn start_copy_arrays_into(&self, buffers: &Bound<'_, PyList>) -> PyResult<PendingCopy> {
