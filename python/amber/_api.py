@@ -587,9 +587,11 @@ def scan(source: Target | bytes, *, trusted: Any = None) -> _safety.ScanReport:
         raise ValueError("scan(trusted=True) would check nothing; pass None or a list of names")
     data = _legacy_source(source)  # a path as str, or bytes (a file object is read)
     if isinstance(data, str):
-        text = _amber.scan_path(data, names)
+        parts = _amber.scan_path(data, names)
+        name = data
     elif isinstance(data, (bytes, bytearray, memoryview)):
-        text = _amber.scan_bytes(data, names)
+        parts = _amber.scan_bytes(data, names)
+        name = _source_name(source)
     else:
         raise TypeError(f"expected a path, a binary file object or bytes, not {type(source).__name__}")
-    return _safety.report_from_json(text, _source_name(source))
+    return _safety.report_from_parts(parts, name)

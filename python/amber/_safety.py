@@ -58,7 +58,18 @@ class ScanReport:
     format: str = ""
     protocol: int | None = None
     allowed: frozenset[str] = field(default=frozenset(), repr=False)
-    details: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The analyser's whole report as JSON text; :attr:`details` decodes it.
+    report_json: str | bytes = field(default="", repr=False, compare=False)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The analyser's whole report (``opcodes`` executed, ``stream_len``
+        scanned, ``joblib_arrays``, and everything above), decoded on first use."""
+        decoded = self.__dict__.get("_details")
+        if decoded is None:
+            decoded = json.loads(self.report_json) if self.report_json else {}
+            object.__setattr__(self, "_details", decoded)
+        return decoded
 
     @property
     def safe(self) -> bool:
@@ -97,7 +108,25 @@ def report_from_json(text: str | bytes, source: str = "") -> ScanReport:
         format=raw.get("format", ""),
         protocol=raw.get("protocol"),
         allowed=frozenset(_normal(g["name"]) for g in used if g.get("allowed")),
-        details=raw,
+        report_json=text,
+    )
+
+
+def report_from_parts(parts: tuple[Any, ...], source: str = "") -> ScanReport:
+    """Builds a :class:`ScanReport` from the parts ``_amber.scan_path`` and
+    ``_amber.scan_bytes`` return (no JSON to decode): format, verdict,
+    findings as ``Finding`` field tuples, globals as ``(name, count,
+    allowed)``, protocol, and the report as JSON for :attr:`ScanReport.details`."""
+    fmt, verdict, found, used, protocol, text = parts
+    return ScanReport(
+        verdict=verdict,
+        findings=tuple(Finding(*f) for f in found),
+        globals={name: count for name, count, _ in used},
+        source=source,
+        format=fmt,
+        protocol=protocol,
+        allowed=frozenset(_normal(name) for name, _, ok in used if ok),
+        report_json=text,
     )
 
 

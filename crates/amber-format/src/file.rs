@@ -11,11 +11,15 @@
 //! This is the one module that needs `unsafe`: mapping a file is unsafe because
 //! another process could truncate it underneath us (see `map_file`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{FormatError, Result};
+use crate::read::Source;
 
 /// Size of the write buffer in front of files; the pickler writes 64 KiB frames.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -261,7 +265,7 @@ impl AsRef<[u8]> for Mapping {
     }
 }
 
-impl crate::read::Source for Mapping {
+impl Source for Mapping {
     fn release(&self, offset: usize, len: usize) {
         if let Self::ReadOnly(map) = self {
             #[expect(
@@ -334,6 +338,348 @@ pub fn open_file(path: &Path) -> Result<Mapping> {
     map_stat(&file, &meta, path, MapMode::ReadOnly)
 }
 
+/// Pieces in one block of a [`Pieces`] table (allocated as needed).
+const BLOCK: usize = 64;
+/// Most blocks: a [`Pieces`] maps its file rather than read more than
+/// `BLOCK * BLOCKS` pieces (the local headers of that many entries).
+const BLOCKS: usize = 64;
+/// Largest range a [`Pieces`] reads as one piece; a larger one maps the file.
+const MAX_PIECE: u64 = 1 << 20;
+// [`Table::find`] looks no further back than the longest piece, which a
+// small file read whole must not exceed.
+const _: () = assert!(READ_BELOW <= MAX_PIECE);
+/// Smallest piece read: a zip local header with the `.npy` header after it
+/// (a few hundred bytes).
+const MIN_PIECE: u64 = 1 << 10;
+/// Bytes read from the start of the file on opening.
+const HEAD: u64 = 4 << 10;
+/// Bytes read from the end of the file on opening: the zip end records,
+/// the central directory and the manifest of a file of a few dozen entries
+/// (a longer directory is read as one more piece).
+const TAIL: u64 = 8 << 10;
+
+/// A file opened for one pass through [`crate::Container::parse`] and a scan
+/// (see [`open_pieces`]): what the open reads through [`Source::range`] (the
+/// head, the directory, local and `.npy` headers, the manifest, the pickle)
+/// comes from a few `pread`s, and the file is mapped only when something
+/// needs more (a validator reading array bytes, a large entry, many
+/// entries). For a large file of few entries this is a handful of system
+/// calls instead of setting up, faulting in and tearing down a map.
+///
+/// [`Source::range`]: crate::read::Source::range
+pub struct Pieces {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    pieces: Table,
+    map: OnceLock<Mapping>,
+}
+
+/// Bytes read from a [`Pieces`] file: where they start, and the bytes.
+type Piece = (u64, Vec<u8>);
+
+/// [`BLOCK`] slots of a [`Table`].
+type Block = Box<[OnceLock<Piece>]>;
+
+/// The pieces read so far, in the order read: blocks allocated as needed,
+/// each slot set once (while `filling` is held) and never moved, so the
+/// bytes handed out stay valid for as long as the [`Pieces`] lives.
+struct Table {
+    blocks: Box<[OnceLock<Block>]>,
+    filling: Mutex<()>,
+    /// Slots set.
+    filled: AtomicUsize,
+    /// The slots of the last two hits, tried first: the open reads the
+    /// file front to back, going between the directory and each entry's
+    /// local header, so one of them is usually the one wanted.
+    hints: [AtomicUsize; 2],
+    /// Each piece's slot by where it starts (of pieces starting at one
+    /// offset, the last read, which is at least as long as need be).
+    by_start: Mutex<BTreeMap<u64, usize>>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            blocks: (0..BLOCKS).map(|_| OnceLock::new()).collect(),
+            filling: Mutex::new(()),
+            filled: AtomicUsize::new(0),
+            hints: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            by_start: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn slot(&self, i: usize) -> Option<&OnceLock<Piece>> {
+        let block = self.blocks.get(i / BLOCK)?;
+        let block = block.get_or_init(|| (0..BLOCK).map(|_| OnceLock::new()).collect());
+        block.get(i % BLOCK)
+    }
+
+    fn get(&self, i: usize) -> Option<&Piece> {
+        self.blocks.get(i / BLOCK)?.get()?.get(i % BLOCK)?.get()
+    }
+
+    /// `offset..offset + len` from the piece holding it, if one was read:
+    /// the last two hits first, then the pieces starting at most
+    /// [`MAX_PIECE`] bytes before `offset` (no piece is longer).
+    fn find(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let filled = self.filled.load(Ordering::Acquire);
+        let covering = |i: usize| {
+            let (start, bytes) = self.get(i)?;
+            let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+            let to = from.checked_add(usize::try_from(len).ok()?)?;
+            Some((i, bytes.get(from..to)?))
+        };
+        let hints = self.hints.each_ref().map(|h| h.load(Ordering::Relaxed));
+        let (i, found) = match hints.into_iter().filter(|&i| i < filled).find_map(covering) {
+            Some(hit) => hit,
+            None => {
+                let by_start = self.by_start.lock().ok()?;
+                let from = offset.saturating_sub(MAX_PIECE);
+                by_start
+                    .range(from..=offset)
+                    .rev()
+                    .find_map(|(_, &i)| covering(i))?
+            }
+        };
+        self.hit(i);
+        Some(found)
+    }
+
+    fn hit(&self, i: usize) {
+        let [last, before] = &self.hints;
+        let previous = last.swap(i, Ordering::Relaxed);
+        if previous != i {
+            before.store(previous, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores the piece `read()` makes in the next slot; `Ok(None)` when the
+    /// table is full.
+    fn push(&self, read: impl FnOnce() -> Result<Piece>) -> Result<Option<&Piece>> {
+        let _filling = self.filling.lock().map_err(|_| FormatError::Usage {
+            what: "a reader of this file panicked".into(),
+        })?;
+        let i = self.filled.load(Ordering::Acquire);
+        let Some(slot) = self.slot(i) else {
+            return Ok(None);
+        };
+        let piece = read()?;
+        let piece = slot.get_or_init(|| piece);
+        if let Ok(mut by_start) = self.by_start.lock() {
+            by_start.insert(piece.0, i);
+        }
+        self.filled.store(i.saturating_add(1), Ordering::Release);
+        self.hit(i);
+        Ok(Some(piece))
+    }
+
+    /// The first piece, taken out.
+    fn take_first(&mut self) -> Option<Piece> {
+        self.blocks.first_mut()?.get_mut()?.first_mut()?.take()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.filled.load(Ordering::Acquire)
+    }
+}
+
+/// Opens `path` for [`Pieces`]: a file up to [`READ_BELOW`] is read whole
+/// (as [`open_file`] does), a larger one has its first and last bytes read;
+/// something that is not a regular file is mapped at once, with the errors
+/// [`open_file`] gives.
+pub fn open_pieces(path: &Path) -> Result<Pieces> {
+    open_pieces_below(path, READ_BELOW)
+}
+
+/// [`open_pieces`], reading the file whole up to `read_below` bytes.
+fn open_pieces_below(path: &Path, read_below: u64) -> Result<Pieces> {
+    let file = File::open(path).map_err(|e| FormatError::io("open", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FormatError::io("open", path, e))?;
+    let pieces = Pieces {
+        len: meta.len(),
+        path: path.to_path_buf(),
+        pieces: Table::new(),
+        map: OnceLock::new(),
+        file,
+    };
+    if !meta.is_file() {
+        let map = map_stat(&pieces.file, &meta, path, MapMode::ReadOnly)?;
+        let _ = pieces.map.set(map);
+        return Ok(pieces);
+    }
+    let len = pieces.len;
+    if len <= read_below {
+        pieces.read_whole()?;
+    } else {
+        pieces.read_piece(0, HEAD)?;
+        pieces.read_piece(len - TAIL.min(len), TAIL.min(len))?;
+    }
+    Ok(pieces)
+}
+
+impl Pieces {
+    /// The first bytes of the file (all of it, if small): enough to tell what it is.
+    #[must_use]
+    pub fn head(&self) -> &[u8] {
+        self.range(0, self.len.min(HEAD)).unwrap_or_default()
+    }
+
+    /// Whether the file had to be mapped (for tests and timing).
+    #[must_use]
+    pub fn is_mapped(&self) -> bool {
+        self.map.get().is_some()
+    }
+
+    /// Reads the whole (small) file as the first piece, into this thread's
+    /// spare buffer ([`SPARE`]).
+    fn read_whole(&self) -> Result<()> {
+        let size = usize::try_from(self.len).unwrap_or(usize::MAX);
+        let mut buf = SPARE.take();
+        buf.clear();
+        buf.try_reserve_exact(size)
+            .map_err(|_| FormatError::Limit {
+                what: "file size",
+                value: self.len,
+                limit: READ_BELOW,
+            })?;
+        // A fresh `File` reads from its start; `take` stops at the size
+        // `stat` gave, so a file growing meanwhile is read as it was.
+        let read = (&self.file)
+            .take(self.len)
+            .read_to_end(&mut buf)
+            .map_err(|e| FormatError::io("read", &self.path, e))?;
+        if read != size {
+            return Err(FormatError::io(
+                "read",
+                &self.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        self.pieces.push(|| Ok((0, buf)))?;
+        Ok(())
+    }
+
+    /// Reads `offset..offset + len` (at least [`MIN_PIECE`] bytes, within the
+    /// file) into the next free piece; `Ok(None)` when none is left.
+    fn read_piece(&self, offset: u64, len: u64) -> Result<Option<&[u8]>> {
+        let read = || {
+            let end = offset.saturating_add(len.max(MIN_PIECE)).min(self.len);
+            let size = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
+            let mut buf = vec![0u8; size];
+            read_at(&self.file, &mut buf, offset)
+                .map_err(|e| FormatError::io("read", &self.path, e))?;
+            Ok((offset, buf))
+        };
+        let Some((start, bytes)) = self.pieces.push(read)? else {
+            return Ok(None);
+        };
+        let from = usize::try_from(offset.saturating_sub(*start)).unwrap_or(usize::MAX);
+        let to = usize::try_from(len).map_or(usize::MAX, |l| from.saturating_add(l));
+        Ok(bytes.get(from..to))
+    }
+
+    /// The whole file, mapped on first use (or the one piece holding it).
+    fn whole(&self) -> &[u8] {
+        if let Some(map) = self.map.get() {
+            return map.as_ref();
+        }
+        // A small file is read whole into the first piece.
+        if let Some((0, all)) = self.pieces.get(0)
+            && all.len() as u64 == self.len
+        {
+            return all;
+        }
+        let map = self.map.get_or_init(|| {
+            // A map that fails (the file shrank or vanished, no address
+            // space) reads as an empty file: what follows is refused as
+            // truncated, never read past its end.
+            map_len(&self.file, self.len, &self.path, MapMode::ReadOnly).unwrap_or(Mapping::Empty)
+        });
+        map.as_ref()
+    }
+}
+
+thread_local! {
+    /// The buffer the last small file this thread read whole was read into,
+    /// kept for the next: a scan loop over small files then copies each into
+    /// memory already mapped, instead of faulting fresh pages in every time.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Maps of at least this size are unmapped on a pool thread (see [`Pieces`]'s `Drop`).
+const UNMAP_BEHIND: usize = 8 << 20;
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        // Tearing down the page tables of a large map a scan walked (a
+        // forest's node arrays: ~15k pages for 60 MB) takes milliseconds; a
+        // pool thread does it while the caller goes on with the report.
+        if let Some(map) = self.map.take()
+            && map.len() >= UNMAP_BEHIND
+        {
+            rayon::spawn(move || drop(map));
+        }
+        if let Some(first) = self.pieces.take_first()
+            && first.1.capacity() as u64 <= READ_BELOW
+            && first.1.len() as u64 == self.len
+        {
+            SPARE.set(first.1);
+        }
+    }
+}
+
+impl AsRef<[u8]> for Pieces {
+    fn as_ref(&self) -> &[u8] {
+        self.whole()
+    }
+}
+
+impl Source for Pieces {
+    fn release(&self, offset: usize, len: usize) {
+        if let Some(map) = self.map.get() {
+            map.release(offset, len);
+        }
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        if offset.checked_add(len)? > self.len {
+            return None;
+        }
+        if self.map.get().is_none() {
+            if let Some(found) = self.pieces.find(offset, len) {
+                return Some(found);
+            }
+            if len <= MAX_PIECE
+                && let Ok(Some(read)) = self.read_piece(offset, len)
+            {
+                return Some(read);
+            }
+        }
+        let whole = self.whole();
+        whole.get(usize::try_from(offset).ok()?..usize::try_from(offset + len).ok()?)
+    }
+
+    fn size(&self) -> u64 {
+        self.len
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
 /// Maps the file at `path`.
 pub fn map_file(path: &Path, mode: MapMode) -> Result<Mapping> {
     let file = File::open(path).map_err(|e| FormatError::io("open", path, e))?;
@@ -361,9 +707,19 @@ fn map_stat(file: &File, meta: &std::fs::Metadata, path: &Path, mode: MapMode) -
             std::io::Error::from(std::io::ErrorKind::IsADirectory),
         ));
     }
-    if meta.len() == 0 {
+    map_len(file, meta.len(), path, mode)
+}
+
+/// Maps the first `len` bytes of `file` (its length, from the caller's `stat`).
+fn map_len(file: &File, len: u64, path: &Path, mode: MapMode) -> Result<Mapping> {
+    if len == 0 {
         return Ok(Mapping::Empty);
     }
+    let len = usize::try_from(len).map_err(|_| FormatError::Limit {
+        what: "file size",
+        value: len,
+        limit: usize::MAX as u64,
+    })?;
     #[expect(
         unsafe_code,
         reason = "mapping a file is unsafe by nature; see the SAFETY note"
@@ -375,8 +731,12 @@ fn map_stat(file: &File, meta: &std::fs::Metadata, path: &Path, mode: MapMode) -
     // `docs/FORMAT.md` tells users not to edit amber files in place.
     let mapping = unsafe {
         match mode {
-            MapMode::ReadOnly => memmap2::Mmap::map(file).map(Mapping::ReadOnly),
+            MapMode::ReadOnly => memmap2::MmapOptions::new()
+                .len(len)
+                .map(file)
+                .map(Mapping::ReadOnly),
             MapMode::CopyOnWrite => memmap2::MmapOptions::new()
+                .len(len)
                 .map_copy(file)
                 .map(Mapping::CopyOnWrite),
         }
@@ -394,4 +754,116 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
         ));
     }
     std::fs::read(path).map_err(|e| FormatError::io("read", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::read::Container;
+
+    fn vector(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors")
+            .join(name)
+    }
+
+    /// Everything the open and the pickle read, or the error, in full; and
+    /// the source, if it opened.
+    fn outcome<B: Source>(parsed: Result<Container<B>>) -> (String, Option<B>) {
+        match parsed {
+            Ok(c) => {
+                let text = format!(
+                    "{:?} {:?} {:?} {:?}",
+                    c.zip_entries(),
+                    c.manifest(),
+                    c.manifest_bytes(),
+                    c.pickle().map(std::borrow::Cow::into_owned)
+                );
+                (text, Some(c.into_inner()))
+            }
+            Err(e) => (format!("{e:?}"), None),
+        }
+    }
+
+    /// The file at `path` opened in pieces gives exactly what its bytes give.
+    fn same_as_bytes(path: &Path) -> Option<Pieces> {
+        let bytes = std::fs::read(path).unwrap();
+        let (expected, _) = outcome(Container::parse(bytes.as_slice()));
+        let pieces = open_pieces_below(path, 0).unwrap();
+        assert_eq!(pieces.size(), bytes.len() as u64);
+        let (got, pieces) = outcome(Container::parse(pieces));
+        assert_eq!(got, expected, "{}", path.display());
+        pieces
+    }
+
+    #[test]
+    fn every_vector_opens_in_pieces_as_from_its_bytes() {
+        for kind in ["valid", "invalid"] {
+            for entry in std::fs::read_dir(vector(kind)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "amber") {
+                    same_as_bytes(&path);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_of_few_entries_is_read_not_mapped() {
+        let pieces = same_as_bytes(&vector("valid/arrays.amber")).unwrap();
+        assert!(!pieces.is_mapped());
+        assert!(pieces.pieces.len() > 2);
+        // Asking for all of it maps it; the pieces read before stay valid.
+        let head = pieces.head().to_vec();
+        assert_eq!(pieces.as_ref().len() as u64, pieces.size());
+        assert!(pieces.is_mapped());
+        assert_eq!(pieces.head(), head.as_slice());
+        assert_eq!(pieces.range(pieces.size(), 1), None);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn damaged_files_give_the_same_errors_in_pieces() {
+        let good = std::fs::read(vector("valid/arrays.amber")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("damaged.amber");
+        let n = good.len();
+        // Spread over the file, through each local and `.npy` header, and
+        // through the manifest and directory.
+        let headers = Container::parse(good.as_slice())
+            .unwrap()
+            .zip_entries()
+            .iter()
+            .flat_map(|e| (e.header_offset as usize..e.data_offset as usize + 160).step_by(3))
+            .collect::<Vec<_>>();
+        let tail = n.saturating_sub(2400);
+        let positions: Vec<usize> = (0..n)
+            .step_by(8191)
+            .chain(headers)
+            .chain((tail..n).step_by(3))
+            .filter(|&at| at < n)
+            .collect();
+        // Cuts rewrite the file, so fewer of them; flips change one byte in place.
+        for &at in positions.iter().step_by(7) {
+            std::fs::write(&path, &good[..at]).unwrap();
+            same_as_bytes(&path);
+        }
+        std::fs::write(&path, &good).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for &at in &positions {
+            std::os::unix::fs::FileExt::write_all_at(&file, &[good[at] ^ 0x21], at as u64).unwrap();
+            same_as_bytes(&path);
+            std::os::unix::fs::FileExt::write_all_at(&file, &good[at..=at], at as u64).unwrap();
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_fails_as_open_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open_pieces(dir.path()).err().unwrap().to_string();
+        let b = open_file(dir.path()).err().unwrap().to_string();
+        assert_eq!(a, b);
+        assert!(open_pieces(&dir.path().join("missing")).is_err());
+    }
 }

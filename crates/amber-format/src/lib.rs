@@ -26,7 +26,9 @@ pub mod write;
 pub mod zip;
 
 pub use error::{FormatError, Result};
-pub use file::{Committed, MapMode, Mapping, Output, Sink, map_file, open_file, read_file};
+pub use file::{
+    Committed, MapMode, Mapping, Output, Pieces, Sink, map_file, open_file, open_pieces, read_file,
+};
 pub use manifest::{ArrayInfo, EntryInfo, FORMAT_VERSION, Manifest, Order};
 pub use read::{ArrayLocation, Container, Piece, Source};
 pub use write::ContainerWriter;

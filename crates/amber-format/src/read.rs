@@ -40,10 +40,25 @@ const HASH_PIECE: usize = 64 << 20;
 /// `release` says a range has been consumed: a file map drops those pages from
 /// the process's resident set (they stay in the page cache), so reading a large
 /// file never holds more than a few chunks of it resident. Memory sources ignore it.
+///
+/// `range` and `size` are what [`Container::parse`] and [`Container::pickle`]
+/// read through: a source that reads its file in pieces
+/// ([`crate::file::Pieces`]) serves them without mapping the whole file.
 pub trait Source: AsRef<[u8]> + Sync {
     /// The range `offset..offset + len` will not be read again soon.
     fn release(&self, offset: usize, len: usize) {
         let _ = (offset, len);
+    }
+
+    /// The bytes `offset..offset + len`, or `None` if they run past the end.
+    fn range(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let end = usize::try_from(offset.checked_add(len)?).ok()?;
+        self.as_ref().get(usize::try_from(offset).ok()?..end)
+    }
+
+    /// The length of the whole file.
+    fn size(&self) -> u64 {
+        self.as_ref().len() as u64
     }
 }
 
@@ -79,35 +94,38 @@ pub struct ArrayLocation {
 impl<B: Source> Container<B> {
     /// Validates the structure and manifest of an amber file held in `data`.
     pub fn parse(data: B) -> Result<Self> {
-        let bytes = data.as_ref();
-        if !bytes.starts_with(b"PK\x03\x04") {
-            return Err(FormatError::NotAmber {
-                reason: sniff::describe(bytes),
-            });
-        }
+        let size = data.size();
         // F-2: the signature is at fixed offsets, so "some other zip" is told
         // apart from "a damaged amber file" before the directory is read.
         let signature_end = MIMETYPE_DATA_OFFSET + MIMETYPE.len();
-        if bytes.len() < signature_end {
+        let head = data
+            .range(0, size.min(signature_end as u64))
+            .unwrap_or_default();
+        if !head.starts_with(b"PK\x03\x04") {
+            return Err(FormatError::NotAmber {
+                reason: sniff::describe(data.as_ref()),
+            });
+        }
+        if size < signature_end as u64 {
             return Err(FormatError::Truncated {
                 what: "amber signature",
                 offset: 0,
                 needed: signature_end as u64,
-                available: bytes.len() as u64,
+                available: size,
             });
         }
-        if bytes.get(30..38) != Some(MIMETYPE_ENTRY.as_bytes())
-            || bytes.get(MIMETYPE_DATA_OFFSET..signature_end) != Some(MIMETYPE)
+        if head.get(30..38) != Some(MIMETYPE_ENTRY.as_bytes())
+            || head.get(MIMETYPE_DATA_OFFSET..signature_end) != Some(MIMETYPE)
         {
             return Err(FormatError::NotAmber {
                 reason: "a zip archive, but not an amber file (its first entry is not amber's `mimetype`)".into(),
             });
         }
-        let zip_entries = zip::read_directory(bytes)?;
+        let zip_entries = zip::read_directory_in(&data)?;
         let first = zip_entries.first().ok_or_else(|| FormatError::NotAmber {
             reason: "an empty zip archive".into(),
         })?;
-        if first.name != MIMETYPE_ENTRY || slice(bytes, first) != MIMETYPE {
+        if first.name != MIMETYPE_ENTRY || entry_bytes(&data, first) != MIMETYPE {
             return Err(FormatError::NotAmber {
                 reason: "a zip archive, but its first entry is not amber's `mimetype`".into(),
             });
@@ -125,7 +143,7 @@ impl<B: Source> Container<B> {
                 limit: MAX_MANIFEST_BYTES,
             });
         }
-        let raw = slice(bytes, last);
+        let raw = entry_bytes(&data, last);
         check_crc(raw, last)?;
         let manifest: Manifest =
             serde_json::from_slice(raw).map_err(|e| FormatError::Manifest {
@@ -206,7 +224,7 @@ impl<B: Source> Container<B> {
                     buffers = *b;
                     if codec.as_deref().is_some_and(|c| c != "none") {
                         let layout = codec::read_layout(
-                            slice(self.data.as_ref(), zip_entry),
+                            entry_bytes(&self.data, zip_entry),
                             &zip_entry.name,
                         )?;
                         check_codec(&zip_entry.name, &layout, codec.as_deref(), None)?;
@@ -226,7 +244,7 @@ impl<B: Source> Container<B> {
                 }
                 EntryInfo::Array(array) if array.is_compressed() => {
                     arrays += 1;
-                    let entry = slice(self.data.as_ref(), zip_entry);
+                    let entry = entry_bytes(&self.data, zip_entry);
                     let payload = entry.get(array.data_offset as usize..).ok_or_else(|| {
                         mismatch("the header runs past the end of the entry".into())
                     })?;
@@ -258,7 +276,7 @@ impl<B: Source> Container<B> {
                         return Err(mismatch("array data is not 64-byte aligned".into()));
                     }
                     let header =
-                        npy::parse_header(slice(self.data.as_ref(), zip_entry), &zip_entry.name)?;
+                        npy::parse_header(npy_prefix(&self.data, zip_entry), &zip_entry.name)?;
                     npy::check_against(&header, array)?;
                 }
             }
@@ -302,9 +320,9 @@ impl<B: Source> Container<B> {
 
     /// The manifest exactly as stored (already checked against its CRC).
     pub fn manifest_bytes(&self) -> &[u8] {
+        let range = &self.manifest_bytes;
         self.data
-            .as_ref()
-            .get(self.manifest_bytes.clone())
+            .range(range.start as u64, range.len() as u64)
             .unwrap_or_default()
     }
 
@@ -325,9 +343,11 @@ impl<B: Source> Container<B> {
             .ok_or_else(|| FormatError::Manifest {
                 reason: "no pickle entry".into(),
             })?;
-        let bytes = self.data.as_ref();
-        let data = slice(bytes, entry);
-        let release = |c: &[u8]| self.data.release(offset_in(bytes, c), c.len());
+        let data = entry_bytes(&self.data, entry);
+        let release = |c: &[u8]| {
+            let at = (entry.data_offset as usize).saturating_add(offset_in(data, c));
+            self.data.release(at, c.len());
+        };
         match info {
             EntryInfo::Pickle {
                 codec: Some(c),
@@ -722,6 +742,34 @@ pub struct Piece<'d> {
 /// Offset of `part` within `whole` (a sub-slice of it).
 fn offset_in(whole: &[u8], part: &[u8]) -> usize {
     (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
+/// The data of `entry`, read through [`Source::range`] (`read_directory`
+/// checked every entry lies inside the file).
+fn entry_bytes<'a, B: Source>(data: &'a B, entry: &ZipEntry) -> &'a [u8] {
+    data.range(entry.data_offset, entry.size)
+        .unwrap_or_default()
+}
+
+/// The start of an uncompressed array entry that [`npy::parse_header`]
+/// reads: its preamble and header, as far as the header says it runs (or
+/// the whole entry, if shorter), so a large array's data is not read.
+fn npy_prefix<'a, B: Source>(data: &'a B, entry: &ZipEntry) -> &'a [u8] {
+    const PREAMBLE: u64 = 12;
+    let at = entry.data_offset;
+    let start = data.range(at, entry.size.min(PREAMBLE)).unwrap_or_default();
+    let field = |range: std::ops::Range<usize>| start.get(range).unwrap_or_default();
+    let header_end = match start.get(6) {
+        Some(1) => <[u8; 2]>::try_from(field(8..10))
+            .ok()
+            .map(|b| 10 + u64::from(u16::from_le_bytes(b))),
+        Some(2 | 3) => <[u8; 4]>::try_from(field(8..12))
+            .ok()
+            .map(|b| 12 + u64::from(u32::from_le_bytes(b))),
+        _ => None,
+    };
+    let len = header_end.unwrap_or(PREAMBLE).min(entry.size);
+    data.range(at, len).unwrap_or_default()
 }
 
 fn slice<'a>(bytes: &'a [u8], entry: &ZipEntry) -> &'a [u8] {

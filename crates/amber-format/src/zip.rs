@@ -21,6 +21,7 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use crate::error::{FormatError, Result};
+use crate::read::Source;
 
 /// Every entry's data starts on a multiple of this many bytes in the file.
 pub const ALIGNMENT: u64 = 64;
@@ -536,33 +537,27 @@ fn put64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-/// Bounds-checked little-endian reads over the whole file.
+/// Bounds-checked little-endian reads over the whole file, through
+/// [`Source::range`] (so a source that reads its file in pieces serves the
+/// directory and the local headers without mapping the file).
 struct Bytes<'a> {
-    data: &'a [u8],
+    data: &'a dyn Source,
+    len: u64,
 }
 
 impl Bytes<'_> {
     fn slice(&self, offset: u64, len: u64, what: &'static str) -> Result<&[u8]> {
-        let total = self.data.len() as u64;
+        let total = self.len;
         let available = total.saturating_sub(offset);
-        let end = offset.checked_add(len).filter(|&end| end <= total);
-        match end {
-            Some(end) => {
-                self.data
-                    .get(offset as usize..end as usize)
-                    .ok_or(FormatError::Truncated {
-                        what,
-                        offset,
-                        needed: len,
-                        available,
-                    })
-            }
-            None => Err(FormatError::Truncated {
-                what,
-                offset,
-                needed: len,
-                available,
-            }),
+        let truncated = FormatError::Truncated {
+            what,
+            offset,
+            needed: len,
+            available,
+        };
+        match offset.checked_add(len).filter(|&end| end <= total) {
+            Some(_) => self.data.range(offset, len).ok_or(truncated),
+            None => Err(truncated),
         }
     }
 
@@ -594,8 +589,14 @@ impl Bytes<'_> {
 /// Returns the entries in file order. Any departure from the strict layout is
 /// an error naming the offset where it was found.
 pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
-    let b = Bytes { data };
-    let len = data.len() as u64;
+    read_directory_in(&data)
+}
+
+/// [`read_directory`] over any [`Source`], reading only the end records,
+/// the central directory and the local headers.
+pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
+    let len = data.size();
+    let b = Bytes { data, len };
     if len < EOCD_LEN {
         return Err(FormatError::Truncated {
             what: "end of central directory record",
@@ -713,6 +714,9 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
             cd_offset,
         ));
     }
+    // The records are read one field at a time: ask for the whole directory
+    // first, so a source reading its file in pieces reads it in one.
+    let _ = data.range(cd_offset, cd_size);
     let mut entries = Vec::with_capacity(count as usize);
     let mut names = std::collections::HashSet::with_capacity(count as usize);
     let mut at = cd_offset;
@@ -880,7 +884,7 @@ fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
             entry.data_offset
         )));
     }
-    let available = (b.data.len() as u64).saturating_sub(entry.data_offset);
+    let available = b.len.saturating_sub(entry.data_offset);
     if entry.size > available {
         return Err(FormatError::Truncated {
             what: "entry data",

@@ -1,5 +1,6 @@
-//! Scanning from Python: `trusted=` names to a policy, reports to JSON, and
-//! the facade's errors to the exception tree.
+//! Scanning from Python: `trusted=` names to a policy, reports to the parts
+//! `ScanReport` is made of (and to JSON), and the facade's errors to the
+//! exception tree.
 
 use std::path::PathBuf;
 
@@ -39,18 +40,67 @@ pub fn report_json(report: &amber::Report, format: &str) -> PyResult<String> {
     Ok(out)
 }
 
+/// One finding as `amber._safety.Finding` takes its fields: code,
+/// severity, message, offset, opcode, global, count.
+type FindingParts = (
+    &'static str,
+    &'static str,
+    String,
+    Option<u64>,
+    Option<&'static str>,
+    Option<String>,
+    u64,
+);
+
+/// A scan's report as the Python side builds its `ScanReport` from it,
+/// without decoding JSON: format, verdict, findings, globals (name, count,
+/// allowed), protocol, and the whole report as JSON (for `details`, which
+/// decodes it only when asked).
+type ReportParts = (
+    &'static str,
+    &'static str,
+    Vec<FindingParts>,
+    Vec<(String, u64, bool)>,
+    Option<u8>,
+    String,
+);
+
 fn finish(
     py: Python<'_>,
     scanned: amber::Result<(&'static str, amber::Report)>,
-) -> PyResult<String> {
+) -> PyResult<ReportParts> {
     let (format, report) = scanned.map_err(|e| to_py(py, e))?;
-    report_json(&report, format)
+    let json = report_json(&report, format)?;
+    let findings = report
+        .findings
+        .into_iter()
+        .map(|f| {
+            let severity = f.severity.as_str();
+            (
+                f.code, severity, f.message, f.offset, f.opcode, f.global, f.count,
+            )
+        })
+        .collect();
+    let globals = report
+        .globals
+        .into_iter()
+        .map(|g| (g.name, g.count, g.allowed))
+        .collect();
+    Ok((
+        format,
+        report.verdict.as_str(),
+        findings,
+        globals,
+        report.protocol,
+        json,
+    ))
 }
 
 /// Scans the file at `path` (amber, pickle or joblib, told apart by content)
-/// with the default policy plus `trusted`; returns the report as JSON.
+/// with the default policy plus `trusted`; returns the report's parts (see
+/// `amber._safety.report_from_parts`).
 #[pyfunction]
-pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<String> {
+pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<ReportParts> {
     let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
     let scanned = py.detach(|| amber::scan_path(&path, &policy, &amber_legacy::Limits::default()));
     finish(py, scanned)
@@ -62,7 +112,7 @@ pub fn scan_bytes(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     trusted: Vec<String>,
-) -> PyResult<String> {
+) -> PyResult<ReportParts> {
     let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
     let data = Borrowed::get(data, false)?.bytes().to_vec();
     let scanned = py.detach(|| amber::scan_bytes(data, &policy, &amber_legacy::Limits::default()));

@@ -19,6 +19,8 @@ pub enum Backing {
     Map(Mapping),
     /// A copy held in memory.
     Owned(Vec<u8>),
+    /// A file read in pieces, mapped only if something needs more (a scan).
+    Pieces(amber_format::Pieces),
 }
 
 impl AsRef<[u8]> for Backing {
@@ -26,14 +28,33 @@ impl AsRef<[u8]> for Backing {
         match self {
             Backing::Map(m) => m.as_ref(),
             Backing::Owned(v) => v,
+            Backing::Pieces(p) => p.as_ref(),
         }
     }
 }
 
 impl Source for Backing {
     fn release(&self, offset: usize, len: usize) {
-        if let Backing::Map(m) = self {
-            m.release(offset, len);
+        match self {
+            Backing::Map(m) => m.release(offset, len),
+            Backing::Pieces(p) => p.release(offset, len),
+            Backing::Owned(_) => {}
+        }
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        match self {
+            Backing::Pieces(p) => p.range(offset, len),
+            Backing::Map(m) => m.range(offset, len),
+            Backing::Owned(v) => v.range(offset, len),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Backing::Pieces(p) => p.size(),
+            Backing::Map(m) => m.size(),
+            Backing::Owned(v) => v.size(),
         }
     }
 }
@@ -152,12 +173,14 @@ pub fn scan_path(
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
-    let map = amber_format::open_file(path)?;
-    let size = map.len() as u64;
-    if sniff::kind(map.as_ref()) == Kind::Zip {
-        return scan_amber(Backing::Map(map), policy, limits);
+    // Read in pieces: a scan of a large file of few entries reads a few
+    // kilobytes of it, and a map would cost more than the whole scan.
+    let file = amber_format::open_pieces(path)?;
+    let size = file.size();
+    if sniff::kind(file.head()) == Kind::Zip {
+        return scan_amber(Backing::Pieces(file), policy, limits);
     }
-    drop(map);
+    drop(file);
     // A scan needs the parse, not the stream rewritten for loading.
     let opened = open_scanned(policy, limits, |inspect| {
         amber_legacy::scan_open_path(path, limits, inspect)
