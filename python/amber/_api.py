@@ -6,8 +6,10 @@ drive the Rust writer and reader; the file format itself lives in Rust.
 
 from __future__ import annotations
 
+import collections
 import gc
 import io
+import itertools
 import json
 import os
 import warnings
@@ -210,21 +212,34 @@ _PACK_BELOW = 1 << 20
 _BLOCK = 8 << 20
 
 
-def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
+class _Blocks:
+    """Carves the buffers of small arrays out of shared blocks, in order,
+    across calls: a load's batches may be smaller than a block."""
+
+    def __init__(self) -> None:
+        self.block: Any = None
+        self.used = 0
+
+    def take(self, size: int) -> Any:
+        if self.block is None or self.used + size > len(self.block):
+            self.block = np.empty(_BLOCK, dtype=np.uint8)
+            self.used = 0
+        view = self.block[self.used : self.used + size]
+        self.used = (self.used + size + 63) // 64 * 64
+        return view
+
+
+def _allocate(sizes: list[int], indices: list[int], blocks: _Blocks | None = None) -> list[Any]:
     """Fresh buffers for the arrays at ``indices`` (``None`` elsewhere): small
-    ones are views into shared blocks, large ones have their own allocation."""
+    ones are views into shared blocks (``blocks``' if given), large ones have
+    their own allocation."""
     buffers: list[Any] = [None] * len(sizes)
-    block: Any = None
-    used = 0
+    blocks = blocks if blocks is not None else _Blocks()
     for i in indices:
         if sizes[i] >= _PACK_BELOW:
             buffers[i] = np.empty(sizes[i], dtype=np.uint8)
-            continue
-        if block is None or used + sizes[i] > len(block):
-            block = np.empty(_BLOCK, dtype=np.uint8)
-            used = 0
-        buffers[i] = block[used : used + sizes[i]]
-        used = (used + sizes[i] + 63) // 64 * 64
+        else:
+            buffers[i] = blocks.take(sizes[i])
     return buffers
 
 
@@ -232,14 +247,22 @@ def _allocate(sizes: list[int], indices: list[int]) -> list[Any]:
 #: the file's pages a load holds besides the copies are about two of these.
 _LENT_BLOCK = 4 << 20
 
+#: Bytes of small compressed arrays decoded together. Decoding runs ahead of
+#: the unpickler, and the thread that waits for a batch helps decode it, so
+#: small batches let the unpickler start sooner and leave less of the end of
+#: the load to it alone; each costs a call and a wake-up.
+_COPY_BATCH = 2 << 20
+#: Batches started ahead of the one the unpickler takes arrays from.
+_AHEAD = 2
+
 _FILLED, _LENT, _COPY = "filled", "lent", "copy"
 
 
 def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
     """``(first, end, kind)`` ranges of arrays read together: one array the
     checks already filled; arrays lent as views of the file, up to a block's
-    worth of bytes; one large array to copy; or the small ones that fill a
-    block."""
+    worth of bytes; one large array to copy; or small ones, up to
+    ``_COPY_BATCH`` bytes."""
     index = 0
     while index < len(sizes):
         first = index
@@ -259,7 +282,7 @@ def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
         else:
             used = 0
             while index < len(sizes) and not filled[index] and not lent[index] and sizes[index] < _PACK_BELOW:
-                if used + sizes[index] > _BLOCK:
+                if used > 0 and used + sizes[index] > _COPY_BATCH:
                     break
                 used = (used + sizes[index] + 63) // 64 * 64
                 index += 1
@@ -268,18 +291,22 @@ def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
 
 def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: list[bool] | None = None) -> Any:
     """Each array, read into fresh memory (and its CRC checked) as the
-    unpickler comes to it: objects that copy their arrays (scikit-learn's trees
-    do) have dropped the previous ones by then, so a load never holds all the
-    arrays twice. Small arrays are views into shared blocks, the arrays of a
+    unpickler comes to it, rather than all of them before it starts. (The
+    unpickler's memo keeps every array it was given until the load ends, so
+    a load that copies its arrays holds them all, and whatever copies objects
+    made of them, at its end.) Small arrays are views into shared blocks, the arrays of a
     block read together by one call (in parallel: one call per array would
     decompress a model's many single-chunk arrays one at a time); the block is
     allocated whole anyway, so reading it ahead holds no more memory. Large
     arrays get their own allocation.
 
-    Reading runs one batch ahead, on the pool and without the GIL: while the
-    unpickler builds objects from one batch, the next is copied or
-    decompressed, so the two overlap on a machine with cores to spare. So a
-    load holds at most one batch more than the arrays already handed over.
+    Reading runs ``_AHEAD`` batches ahead, on the pool and without the GIL:
+    while the unpickler builds objects from one batch, the next ones are
+    copied or decompressed, so the two overlap on a machine with cores to
+    spare; compressed batches are decoded by one thread fewer than the pool
+    has, and by the unpickler's own thread when it has to wait for one. So a
+    load holds at most ``_AHEAD`` batches more than the arrays already handed
+    over.
 
     ``ready`` holds, for the arrays marked ``filled``, what the content checks
     already decoded (the memory they read) and, for a mapped load, memory set
@@ -293,10 +320,9 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
     sizes = reader.array_sizes()
     lent = lent if lent is not None else [False] * len(sizes)
     regions = reader.array_regions() if any(lent) else None
+    blocks = _Blocks()
 
-    def start(batch: tuple[int, int, str] | None) -> Any:
-        if batch is None:
-            return None
+    def start(batch: tuple[int, int, str]) -> Any:
         first, end, kind = batch
         if kind == _FILLED:
             return first, end, None, None
@@ -304,7 +330,7 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
             return first, end, regions, reader.start_check_views(list(range(first, end)))
         # A batch may mix arrays with memory set aside (compressed ones the
         # checks did not read) and arrays without.
-        buffers = _allocate(sizes, [i for i in range(first, end) if ready[i] is None])
+        buffers = _allocate(sizes, [i for i in range(first, end) if ready[i] is None], blocks)
         for i in range(first, end):
             if ready[i] is not None:
                 buffers[i], ready[i] = ready[i], None
@@ -313,10 +339,12 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
 
     batches = _batches(sizes, filled, lent)
     released = 0  # with lent arrays: the file's pages before this array are released
-    current = start(next(batches, None))
-    while current is not None:
-        following = start(next(batches, None))
-        first, end, buffers, pending = current
+    started = collections.deque(start(batch) for batch in itertools.islice(batches, _AHEAD))
+    while started:
+        first, end, buffers, pending = started.popleft()
+        following = next(batches, None)
+        if following is not None:
+            started.append(start(following))
         if regions is not None and first - 1 > released:
             # Each array before the previous one has been copied by what it was
             # lent to (a tree's arrays come just before its state is set).
@@ -330,7 +358,6 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
             for i in range(first, end):
                 buffer, buffers[i] = buffers[i], None
                 yield buffer
-        current = following
 
 
 def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> Any:

@@ -506,6 +506,51 @@ def test_tree_nodes_checked_on_the_loaded_copy(tmp_path: Path, code: str, compre
     assert [(f.code, f.offset) for f in excinfo.value.findings] == [(f.code, f.offset) for f in report.findings]
 
 
+@pytest.mark.parametrize("batch", [1, 1 << 20])
+def test_forest_decoded_ahead_checks_each_tree_and_finds_damage(
+    tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed forest is decoded ahead of the unpickler, batch after
+    batch, by the pool and the waiting thread: it loads equal; a crafted
+    tree in the middle is refused on its copy with what `amber.scan`
+    reports; a damaged array in a later batch is named by the error. With
+    one array per batch every batch is started ahead and shared between
+    threads."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    monkeypatch.setattr(amber._api, "_COPY_BATCH", batch)
+    rng = np.random.RandomState(0)
+    X = rng.rand(6000, 6)
+    y = (X[:, 0] + rng.rand(6000) > 1).astype(int)  # noisy: trees of over 1,000 nodes
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    good = tmp_path / "good.amber"
+    amber.dump(model, good, compress=True)
+    np.testing.assert_array_equal(amber.load(good).predict_proba(X), model.predict_proba(X))
+
+    edited = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    edited.estimators_[6].tree_ = _EditedTree(edited.estimators_[6].tree_, _NODE_EDITS["tree.cycle"])
+    bad = tmp_path / "bad.amber"
+    amber.dump(edited, bad, compress=True, protocol=5)
+    with pytest.raises(amber.UnsafeModelError) as excinfo:
+        amber.load(bad)
+    report = amber.scan(bad)
+    assert "tree.cycle" in _codes(excinfo)
+    assert [(f.code, f.offset) for f in excinfo.value.findings] == [(f.code, f.offset) for f in report.findings]
+
+    import zipfile
+
+    with zipfile.ZipFile(good) as z:
+        info = [i for i in z.infolist() if i.filename.endswith(".npyc")][-3]
+    data = bytearray(good.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.compress_size // 3] ^= 0x10
+    damaged = tmp_path / "damaged.amber"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(amber.ChecksumError, match=info.filename):
+        amber.load(damaged)
+
+
 def test_compressed_arrays_decoded_by_the_checks_are_handed_over(tmp_path: Path) -> None:
     """A safe load hands the unpickler the very bytes the content checks
     decoded (a sparse matrix's and a KD tree's arrays): equal, writable and

@@ -666,14 +666,17 @@ thread_local! {
 
 /// Inverse of [`pack_planes`] into `out` (the chunk's raw length), undoing the filter as well.
 ///
-/// The planes are decompressed in parallel when the chunk is large enough to
-/// pay for it: a model's arrays are mostly single-chunk payloads read one at a
-/// time, so the planes are the only parallelism a load of them has.
+/// With `parallel`, the planes are decompressed on the pool when the chunk is
+/// large enough to pay for it: a caller that decodes a model's many
+/// single-chunk arrays one at a time has no other parallelism. Callers that
+/// spread the arrays over threads themselves ([`decode_chunk`] without
+/// `parallel`) keep each chunk on one thread.
 fn unpack_planes(
     src: &[u8],
     filter: Filter,
     codec: Codec,
     out: &mut [u8],
+    parallel: bool,
 ) -> std::result::Result<(), String> {
     let (k, m) = filter.planes(out.len());
     let zero_planes = filter.has_zero_planes();
@@ -721,7 +724,7 @@ fn unpack_planes(
             }
             Ok(())
         };
-        if m > 0 && out.len() >= PARALLEL_PLANES {
+        if m > 0 && parallel && out.len() >= PARALLEL_PLANES {
             planes
                 .par_chunks_mut(m)
                 .zip(planes_src.par_iter())
@@ -1319,38 +1322,76 @@ pub fn decode_into_with(
         });
     }
     dest.par_chunks_mut(layout.chunk_size as usize)
-        .zip(layout.chunks.par_iter())
         .enumerate()
-        .try_for_each(|(i, (out, &(offset, stored, crc, raw)))| {
-            let damaged = |what: &str| FormatError::Corrupt {
-                what: format!("entry `{entry}` chunk {i}: {what}"),
-                offset,
-            };
-            let src = payload
-                .get(offset as usize..(offset + stored) as usize)
-                .ok_or_else(|| damaged("outside the payload"))?;
-            let actual = crc32fast::hash(src);
-            if actual != crc {
-                return Err(FormatError::Checksum {
-                    entry: entry.to_owned(),
-                    chunk: Some(i as u64),
-                    expected: crc,
-                    actual,
-                });
-            }
-            let decoded = if raw {
-                out.copy_from_slice(src);
-                Ok(())
-            } else {
-                match layout.filter {
-                    Filter::None => decompress_exact(src, layout.codec, out),
-                    filter => unpack_planes(src, filter, layout.codec, out),
-                }
-                .map_err(|w| damaged(&w))
-            };
-            done(src);
-            decoded
-        })
+        .try_for_each(|(i, out)| decode_chunk(payload, entry, &layout, i, out, true, done))
+}
+
+/// Decodes chunk `i` of a payload whose `layout` was read (and checked) by
+/// [`read_layout`] into `out` (exactly its raw length), checking its CRC and
+/// size, then calls `done` with its stored bytes. With `parallel`, the byte
+/// planes of a large shuffled chunk are decompressed on the pool; without,
+/// everything runs on this thread (for callers that spread the chunks of
+/// many arrays over threads themselves).
+///
+/// # Errors
+/// [`FormatError::Checksum`] for a damaged chunk, [`FormatError::Corrupt`] for
+/// one that does not decode to its length, [`FormatError::Usage`] for an `i`
+/// or `out` that does not match the layout.
+pub fn decode_chunk(
+    payload: &[u8],
+    entry: &str,
+    layout: &Layout,
+    i: usize,
+    out: &mut [u8],
+    parallel: bool,
+    done: &(dyn Fn(&[u8]) + Sync),
+) -> Result<()> {
+    let &(offset, stored, crc, raw) = layout.chunks.get(i).ok_or_else(|| FormatError::Usage {
+        what: format!("entry `{entry}` has no chunk {i}"),
+    })?;
+    let raw_len = layout.chunk_size.min(
+        layout
+            .raw_size
+            .saturating_sub(layout.chunk_size.saturating_mul(i as u64)),
+    );
+    if out.len() as u64 != raw_len {
+        return Err(FormatError::Usage {
+            what: format!(
+                "entry `{entry}` chunk {i} decodes to {raw_len} bytes, not {}",
+                out.len()
+            ),
+        });
+    }
+    let damaged = |what: &str| FormatError::Corrupt {
+        what: format!("entry `{entry}` chunk {i}: {what}"),
+        offset,
+    };
+    let src = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(stored).ok())
+        .and_then(|(start, len)| payload.get(start..start.checked_add(len)?))
+        .ok_or_else(|| damaged("outside the payload"))?;
+    let actual = crc32fast::hash(src);
+    if actual != crc {
+        return Err(FormatError::Checksum {
+            entry: entry.to_owned(),
+            chunk: Some(i as u64),
+            expected: crc,
+            actual,
+        });
+    }
+    let decoded = if raw {
+        out.copy_from_slice(src);
+        Ok(())
+    } else {
+        match layout.filter {
+            Filter::None => decompress_exact(src, layout.codec, out),
+            filter => unpack_planes(src, filter, layout.codec, out, parallel),
+        }
+        .map_err(|w| damaged(&w))
+    };
+    done(src);
+    decoded
 }
 
 fn decompress_exact(src: &[u8], codec: Codec, out: &mut [u8]) -> std::result::Result<(), String> {
@@ -1456,11 +1497,20 @@ mod tests {
         for at in [0usize, 5, 13, 30] {
             let mut bad = chunk.to_vec();
             bad[at] ^= 0x5a;
-            assert!(unpack_planes(&bad, Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err());
+            assert!(
+                unpack_planes(&bad, Filter::Shuffle(8), Codec::Zstd(3), &mut out, true).is_err()
+            );
         }
         for cut in [0, 31, chunk.len() / 2, chunk.len() - 1] {
             assert!(
-                unpack_planes(&chunk[..cut], Filter::Shuffle(8), Codec::Zstd(3), &mut out).is_err()
+                unpack_planes(
+                    &chunk[..cut],
+                    Filter::Shuffle(8),
+                    Codec::Zstd(3),
+                    &mut out,
+                    true
+                )
+                .is_err()
             );
         }
         for k in [2usize, 4, 8] {

@@ -31,5 +31,5 @@ pub use file::{
     open_read_once, read_file,
 };
 pub use manifest::{ArrayInfo, EntryInfo, FORMAT_VERSION, Manifest, Order};
-pub use read::{ArrayLocation, Container, Source};
+pub use read::{ArrayLocation, Container, Piece, Source};
 pub use write::ContainerWriter;

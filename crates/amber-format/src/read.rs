@@ -532,6 +532,108 @@ impl<B: Source> Container<B> {
             .collect()
     }
 
+    /// Splits copying compressed arrays out into [`Piece`]s that any thread
+    /// can decode on its own ([`Self::decode_piece`]), for callers that
+    /// schedule the work themselves (a load that decodes ahead of the
+    /// unpickler and lets the waiting thread help).
+    ///
+    /// `dests` pairs an array index with a buffer of exactly its `nbytes`
+    /// and whether the array may be split into one piece per chunk (else it
+    /// is one piece, so that the whole array can be checked once decoded).
+    /// Each array's entry CRC is checked here against its chunk index (see
+    /// [`codec::entry_crc`]); each chunk is checked as it is decoded.
+    ///
+    /// # Errors
+    /// [`FormatError::Usage`] for an index out of range, an uncompressed
+    /// array or a buffer of the wrong size; a damaged entry as
+    /// [`Self::copy_arrays_into`] reports it.
+    pub fn pieces<'d>(&self, dests: Vec<(usize, &'d mut [u8], bool)>) -> Result<Vec<Piece<'d>>> {
+        let arrays = self.array_zip_entries();
+        let bytes = self.data.as_ref();
+        let mut pieces = Vec::with_capacity(dests.len());
+        for (index, dest, split) in dests {
+            let (zip_entry, info) = arrays
+                .get(index)
+                .copied()
+                .filter(|(_, info)| info.is_compressed())
+                .ok_or_else(|| FormatError::Usage {
+                    what: format!("array {index} is not a compressed array of this file"),
+                })?;
+            let entry = slice(bytes, zip_entry);
+            let (header, payload) = entry.split_at((info.data_offset as usize).min(entry.len()));
+            let layout = codec::read_layout(payload, &zip_entry.name)?;
+            if dest.len() as u64 != info.nbytes || layout.raw_size != info.nbytes {
+                return Err(FormatError::Mismatch {
+                    entry: zip_entry.name.clone(),
+                    what: format!(
+                        "payload decompresses to {} bytes, the array needs {} (buffer: {})",
+                        layout.raw_size,
+                        info.nbytes,
+                        dest.len()
+                    ),
+                });
+            }
+            expect_crc(codec::entry_crc(header, payload, &layout), zip_entry)?;
+            let chunk = usize::try_from(layout.chunk_size).unwrap_or(usize::MAX);
+            let layout = std::sync::Arc::new(layout);
+            let name: std::sync::Arc<str> = zip_entry.name.as_str().into();
+            if split && layout.chunks.len() > 1 {
+                for (first, part) in dest.chunks_mut(chunk).enumerate() {
+                    pieces.push(Piece {
+                        array: index,
+                        whole: false,
+                        first,
+                        layout: std::sync::Arc::clone(&layout),
+                        name: std::sync::Arc::clone(&name),
+                        payload_at: offset_in(bytes, payload),
+                        dest: part,
+                    });
+                }
+            } else {
+                pieces.push(Piece {
+                    array: index,
+                    whole: true,
+                    first: 0,
+                    layout,
+                    name,
+                    payload_at: offset_in(bytes, payload),
+                    dest,
+                });
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Decodes `piece`, checking each chunk's CRC; gives back its array
+    /// index and memory. A piece of one chunk is decoded on this thread
+    /// alone (no work is handed to the pool); the chunks of a larger one are
+    /// spread over the current pool.
+    ///
+    /// # Errors
+    /// A damaged or undecodable chunk, as [`codec::decode_chunk`] reports it.
+    pub fn decode_piece<'d>(&self, piece: Piece<'d>) -> Result<(usize, &'d mut [u8])> {
+        let bytes = self.data.as_ref();
+        let payload = bytes.get(piece.payload_at..).unwrap_or_default();
+        let chunk = usize::try_from(piece.layout.chunk_size).unwrap_or(usize::MAX);
+        let release = |c: &[u8]| self.data.release(offset_in(bytes, c), c.len());
+        let one = |(k, out): (usize, &mut [u8])| {
+            let i = piece.first.saturating_add(k);
+            codec::decode_chunk(payload, &piece.name, &piece.layout, i, out, false, &release)
+        };
+        // A piece of several chunks is a whole array that could not be split
+        // (it is checked once decoded): its chunks still go to the pool.
+        if piece.dest.len() > chunk {
+            piece
+                .dest
+                .par_chunks_mut(chunk)
+                .enumerate()
+                .try_for_each(one)?;
+        } else {
+            piece.dest.chunks_mut(chunk).enumerate().try_for_each(one)?;
+        }
+        Ok((piece.array, piece.dest))
+    }
+
     fn array_zip_entries(&self) -> Vec<(&ZipEntry, &ArrayInfo)> {
         self.inner_zip_entries()
             .iter()
@@ -666,6 +768,20 @@ impl<B: Source> Container<B> {
     pub fn into_inner(self) -> B {
         self.data
     }
+}
+
+/// Whole chunks of one compressed array and the memory they decode into:
+/// see [`Container::pieces`].
+pub struct Piece<'d> {
+    /// Index of the array (as in [`Container::arrays`]).
+    pub array: usize,
+    /// Whether the piece is the whole array.
+    pub whole: bool,
+    first: usize,
+    layout: std::sync::Arc<codec::Layout>,
+    name: std::sync::Arc<str>,
+    payload_at: usize,
+    dest: &'d mut [u8],
 }
 
 /// Offset of `part` within `whole` (a sub-slice of it).

@@ -889,6 +889,84 @@ mod tests {
         }
     }
 
+    /// A compressed array of many chunks splits into one piece per chunk,
+    /// which decode in any order to the array, and a damaged chunk is
+    /// refused by the piece holding it, naming the chunk.
+    #[test]
+    fn a_many_chunk_array_splits_into_pieces_by_chunk() {
+        let d = data((5 << 20) + 123);
+        let header = npy_header(d.len());
+        let items = [ArrayItem {
+            name: "arrays/000000.npyc",
+            header: &header,
+            data: &d,
+            itemsize: 8,
+            kind: 0,
+        }];
+        let mut w = ContainerWriter::new(Cursor::new(Vec::new()), "<test>").unwrap();
+        w.begin_entry("model.pkl").unwrap();
+        let pickle = w.end_entry().unwrap();
+        let records = pool(2)
+            .install(|| w.add_arrays(&items, Some(settings(1 << 20))))
+            .unwrap();
+        let (entry, summary) = &records[0];
+        let m = manifest(
+            &w,
+            vec![
+                json!({
+                    "kind": "pickle", "name": pickle.name, "size": 0, "crc32": pickle.crc32,
+                    "protocol": 5, "buffers": 1,
+                }),
+                json!({
+                    "kind": "array", "name": entry.name, "size": entry.size, "crc32": entry.crc32,
+                    "data_offset": header.len(), "nbytes": d.len(), "dtype": "|u1",
+                    "shape": [d.len()], "order": "C", "codec": "zstd",
+                    "filter": summary.unwrap().filter.name(),
+                }),
+            ],
+        );
+        let mut file = w.finish(&m).unwrap().into_inner();
+        let decode = |file: &[u8], split: bool| {
+            let container = Container::parse(file).unwrap();
+            let mut out = vec![0u8; d.len()];
+            let pieces = container
+                .pieces(vec![(0, out.as_mut_slice(), split)])
+                .unwrap();
+            let count = pieces.len();
+            let result = pieces
+                .into_iter()
+                .rev()
+                .try_for_each(|p| container.decode_piece(p).map(|_| ()));
+            (count, result, out)
+        };
+        let (count, result, out) = decode(&file, true);
+        assert_eq!(count, 6);
+        result.unwrap();
+        assert!(out == d);
+        let (count, result, out) = decode(&file, false);
+        assert_eq!(count, 1);
+        result.unwrap();
+        assert!(out == d);
+        // Damage the middle of the fourth chunk's stored bytes.
+        let container = Container::parse(file.as_slice()).unwrap();
+        let range = container
+            .zip_entries()
+            .iter()
+            .find(|e| e.name == "arrays/000000.npyc")
+            .unwrap()
+            .data_range();
+        let payload = &file[range.start as usize + header.len()..range.end as usize];
+        let layout = read_layout(payload, "arrays/000000.npyc").unwrap();
+        let (offset, stored, _, _) = layout.chunks[3];
+        let at = range.start as usize + header.len() + (offset + stored / 2) as usize;
+        file[at] ^= 0x40;
+        let (_, result, _) = decode(&file, true);
+        assert!(
+            matches!(result, Err(FormatError::Checksum { chunk: Some(3), .. })),
+            "{result:?}"
+        );
+    }
+
     #[test]
     fn arrays_of_one_kind_share_the_filter_their_data_calls_for() {
         // Small integers in int32: shuffling wins. The same bytes called 1-byte

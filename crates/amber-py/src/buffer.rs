@@ -236,3 +236,63 @@ impl<R> Drop for InFlight<R> {
         let _ = self.wait();
     }
 }
+
+/// Writable buffers lent to work `W` that several threads do at once (each
+/// buffer handed out once, as a `&mut` slice, by `W` itself), so that the
+/// thread that waits for it can help. The buffers stay held until `settle`
+/// has returned, which the owner runs before releasing them (on drop).
+pub struct Shared<W> {
+    work: Arc<W>,
+    settle: fn(&W),
+    _held: Vec<(usize, Borrowed)>,
+}
+
+/// Builds work over `held`'s buffers (obtained with `writable`) with `make`.
+///
+/// The caller's contract: each buffer appears once in `held`; nothing else
+/// reads or writes those buffers until `settle` has returned; `W` uses each
+/// slice at most once and `settle` returns only when no thread is using
+/// (or can still take) any of them.
+pub fn share<W>(
+    held: Vec<(usize, Borrowed)>,
+    make: impl FnOnce(Vec<(usize, &'static mut [u8])>) -> W,
+    settle: fn(&W),
+) -> Shared<W> {
+    let dests = held
+        .iter()
+        .map(|(i, b)| {
+            let len = b.buffer.len_bytes();
+            let slice: &'static mut [u8] = if len == 0 {
+                &mut []
+            } else {
+                // SAFETY: the buffer is writable and C-contiguous (`Borrowed::get`
+                // with `writable`) and stays held by the `Shared` until `settle`
+                // has returned, after which, by the contract above, no thread uses
+                // the slice: the `'static` lifetime is never relied on past that.
+                // Each buffer is lent once and nothing else touches it meanwhile,
+                // so this is the only reference to it.
+                unsafe { std::slice::from_raw_parts_mut(b.buffer.buf_ptr().cast::<u8>(), len) }
+            };
+            (*i, slice)
+        })
+        .collect();
+    Shared {
+        work: Arc::new(make(dests)),
+        settle,
+        _held: held,
+    }
+}
+
+impl<W> Shared<W> {
+    /// The work, for the threads that do it.
+    pub fn work(&self) -> &Arc<W> {
+        &self.work
+    }
+}
+
+impl<W> Drop for Shared<W> {
+    fn drop(&mut self) {
+        // Threads may still be writing into the held buffers.
+        (self.settle)(&self.work);
+    }
+}

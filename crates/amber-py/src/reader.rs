@@ -14,7 +14,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::buffer::{Borrowed, FrozenBytes, InFlight, Region};
+use crate::buffer::{Borrowed, FrozenBytes, InFlight, Region, Shared};
 use crate::errors::IntoPyResult;
 use crate::scan;
 use crate::threads::Threads;
@@ -25,8 +25,12 @@ use amber::Backing;
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Reader {
     container: Arc<Container<Backing>>,
+    /// Whether each array is compressed, by array index.
+    compressed: Vec<bool>,
     writable_arrays: bool,
     threads: Threads,
+    /// The compressed batches being decoded in the background, in order.
+    lane: Arc<Lane>,
     /// What the last `checked_pickle(defer=True)` left for the load.
     deferred: Mutex<Loading>,
     /// The file, when it was read into a `bytes` object the container reads
@@ -54,10 +58,17 @@ impl Reader {
     ) -> PyResult<Self> {
         let threads = Threads::new(threads)?;
         let container = py.detach(|| Container::parse(backing)).py(py)?;
+        let compressed = container
+            .arrays()
+            .iter()
+            .map(|(_, loc)| loc.compressed)
+            .collect();
         Ok(Self {
+            compressed,
             container: Arc::new(container),
             writable_arrays,
             threads,
+            lane: Arc::new(Lane::default()),
             deferred: Mutex::new(Loading::default()),
             whole: None,
             stream_start: Mutex::new(0),
@@ -106,7 +117,7 @@ impl Reader {
 
     /// The writable buffers of `buffers` (one item per array, `None` to skip), by array index.
     fn borrow_buffers(&self, buffers: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Borrowed)>> {
-        let count = self.container.arrays().len();
+        let count = self.compressed.len();
         if buffers.len() != count {
             return Err(PyValueError::new_err(format!(
                 "{} buffers given for {count} arrays",
@@ -361,20 +372,51 @@ impl Reader {
     /// the previous ones. `buffers` must not be touched until the returned
     /// `PendingCopy`'s `wait()` has returned (it raises what the copy would).
     ///
+    /// A batch of compressed arrays only is decoded array by array (chunk
+    /// by chunk for large ones) by at most one thread fewer than the pool
+    /// has, shared with the batches started before it (in order), and
+    /// `wait()` decodes what is still unclaimed on the waiting thread before
+    /// it blocks, so the unpickler's core is never idle while it waits.
+    ///
     /// The checks a `checked_pickle(defer=True)` left run on the copies;
     /// `wait()` raises `ContentCheckError` if one fails.
     fn start_copy_arrays_into(&self, buffers: &Bound<'_, PyList>) -> PyResult<PendingCopy> {
         let held = self.borrow_buffers(buffers)?;
-        let container = Arc::clone(&self.container);
-        let threads = self.threads.clone();
         let checks = Arc::clone(&self.lock_deferred()?.checks);
+        let container = Arc::clone(&self.container);
+        let compressed = |i: usize| self.compressed.get(i).copied().unwrap_or(false);
+        if !held.is_empty() && held.iter().all(|(i, _)| compressed(*i)) {
+            // Compressed arrays are decoded piece by piece by one thread
+            // fewer than the pool has (the unpickler keeps a core), and by
+            // the thread that waits for them.
+            let threads = self.threads.count();
+            let shared = crate::buffer::share(
+                held,
+                move |dests| amber::Fill::new(container, dests, checks),
+                |fill| {
+                    let _ = fill.wait(false);
+                },
+            );
+            self.lane.push(
+                Arc::clone(shared.work()),
+                threads.saturating_sub(1).max(1),
+                &self.threads,
+            );
+            return Ok(PendingCopy {
+                flight: Mutex::new(Some(Flight::Shared {
+                    shared,
+                    help: threads > 1,
+                })),
+            });
+        }
+        let threads = self.threads.clone();
         let flight = crate::buffer::fill_in_background(
             held,
             |job| self.threads.spawn(job),
             move |dests| threads.run(|| copy_checked(&container, dests, &checks)),
         );
         Ok(PendingCopy {
-            flight: Mutex::new(Some(flight)),
+            flight: Mutex::new(Some(Flight::Copy(flight))),
         })
     }
 
@@ -443,7 +485,7 @@ impl Reader {
             move |_| threads.run(|| check_views(&container, &indices, &checks)),
         );
         Ok(PendingCopy {
-            flight: Mutex::new(Some(flight)),
+            flight: Mutex::new(Some(Flight::Copy(flight))),
         })
     }
 
@@ -492,16 +534,7 @@ pyo3::create_exception!(
     "A content check left for an array's copy (a tree's nodes) refused it: the load analyses the file again for the full report."
 );
 
-/// Why copying arrays failed.
-enum CopyFailure {
-    /// Reading them: damage, a truncated file, ...
-    Read(amber_format::FormatError),
-    /// A deferred check refused array `index`'s copy.
-    Check {
-        index: usize,
-        issue: amber_scan::Issue,
-    },
-}
+use amber::FillFailure as CopyFailure;
 
 /// Copies `dests` (see `Container::copy_arrays_into`), then runs on each copy
 /// the checks left for it, in parallel: an array with checks is handed over
@@ -555,10 +588,80 @@ fn first_failure(
         .map_or(Ok(()), Err)
 }
 
+/// The batches a reader's loads decode in the background, taken in order by
+/// at most `workers` pool threads at a time: the batches started ahead share
+/// those threads instead of each taking threads of its own, so the
+/// unpickler's thread keeps its core.
+#[derive(Default)]
+struct Lane {
+    queue: Mutex<LaneQueue>,
+}
+
+#[derive(Default)]
+struct LaneQueue {
+    fills: std::collections::VecDeque<Arc<amber::Fill<'static, Backing>>>,
+    workers: usize,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `fill`, starting a worker if fewer than `workers` run.
+    fn push(
+        self: &Arc<Self>,
+        fill: Arc<amber::Fill<'static, Backing>>,
+        workers: usize,
+        threads: &Threads,
+    ) {
+        let mut queue = self.lock();
+        queue.fills.push_back(fill);
+        if queue.workers < workers {
+            queue.workers += 1;
+            let lane = Arc::clone(self);
+            threads.spawn(Box::new(move || lane.work()));
+        }
+    }
+
+    /// Helps with the oldest batch not yet fully claimed until none is left.
+    fn work(&self) {
+        loop {
+            let fill = {
+                let mut queue = self.lock();
+                while queue.fills.front().is_some_and(|f| f.claimed()) {
+                    queue.fills.pop_front();
+                }
+                match queue.fills.front() {
+                    Some(fill) => Arc::clone(fill),
+                    None => {
+                        queue.workers = queue.workers.saturating_sub(1);
+                        return;
+                    }
+                }
+            };
+            fill.help();
+        }
+    }
+}
+
 /// Arrays being copied into memory by [`Reader::start_copy_arrays_into`].
 #[pyclass(frozen, module = "amber._amber")]
 pub struct PendingCopy {
-    flight: Mutex<Option<InFlight<Result<(), CopyFailure>>>>,
+    flight: Mutex<Option<Flight>>,
+}
+
+/// The work a [`PendingCopy`] waits for.
+enum Flight {
+    /// One job on the pool.
+    Copy(InFlight<Result<(), CopyFailure>>),
+    /// Pieces the pool's jobs take and, with `help`, the waiting thread too.
+    Shared {
+        shared: Shared<amber::Fill<'static, Backing>>,
+        help: bool,
+    },
 }
 
 #[pymethods]
@@ -571,10 +674,17 @@ impl PendingCopy {
             .lock()
             .map_err(|_| PyValueError::new_err("array copy state poisoned"))?
             .take();
-        let Some(mut flight) = flight else {
-            return Err(PyValueError::new_err("this copy was already waited for"));
+        let result = match flight {
+            None => return Err(PyValueError::new_err("this copy was already waited for")),
+            Some(Flight::Copy(mut flight)) => py.detach(|| flight.wait()),
+            Some(Flight::Shared { shared, help }) => {
+                let work = shared.work();
+                let result = py.detach(|| work.wait(help));
+                drop(shared);
+                Some(result)
+            }
         };
-        match py.detach(|| flight.wait()) {
+        match result {
             Some(Ok(())) => Ok(()),
             Some(Err(CopyFailure::Read(e))) => Err(e).py(py),
             Some(Err(CopyFailure::Check { index, issue })) => {

@@ -44,6 +44,14 @@ impl Threads {
         }
     }
 
+    /// The number of threads of this pool.
+    pub fn count(&self) -> usize {
+        match &self.0 {
+            Some(pool) => pool.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
+    }
+
     /// Runs `f` in this pool.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         match &self.0 {

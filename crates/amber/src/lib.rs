@@ -20,11 +20,13 @@
 
 mod arrays;
 mod error;
+mod fill;
 mod scan;
 
 pub use amber_scan::{Finding, Limits, Policy, Report, Severity, Verdict};
 pub use arrays::{Checked, ContainerArrays, DeferredChecks, LegacyArrays};
 pub use error::{Error, Result};
+pub use fill::{Fill, FillFailure};
 pub use scan::{
     Backing, Opened, StreamView, open_bytes, open_legacy_bytes_scanned, open_legacy_path_scanned,
     open_path, policy, scan_bytes, scan_container, scan_container_arrays, scan_legacy, scan_path,

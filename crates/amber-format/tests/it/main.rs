@@ -130,6 +130,59 @@ fn checked_views_agree_with_copies() {
     assert!(viewed > 0);
 }
 
+/// Compressed arrays decoded piece by piece (`pieces`, `decode_piece`),
+/// split by chunk or whole, in any order, hold what a copy gets, and are
+/// refused with the copy's error code when it is refused.
+#[test]
+fn pieces_agree_with_copies() {
+    let mut decoded = 0;
+    for (path, _) in vectors() {
+        let data = std::fs::read(&path).unwrap();
+        let Ok(container) = Container::parse(data.as_slice()) else {
+            continue;
+        };
+        let packed: Vec<(usize, usize)> = container
+            .arrays()
+            .iter()
+            .filter(|(_, loc)| loc.compressed)
+            .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
+            .collect();
+        let mut copies: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
+        let dests = packed
+            .iter()
+            .zip(copies.iter_mut())
+            .map(|(&(i, _), b)| (i, b.as_mut_slice()))
+            .collect();
+        let copied = outcome(container.copy_arrays_into(dests));
+        for split in [false, true] {
+            let mut pieces: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
+            let dests = packed
+                .iter()
+                .zip(pieces.iter_mut())
+                .map(|(&(i, _), b)| (i, b.as_mut_slice(), split))
+                .collect();
+            let result = container.pieces(dests).and_then(|pieces| {
+                pieces
+                    .into_iter()
+                    .rev()
+                    .try_for_each(|p| container.decode_piece(p).map(|_| ()))
+            });
+            let got = outcome(result);
+            assert_eq!(got, copied, "{} split={split}", path.display());
+            if got.0 == "ok" {
+                assert_eq!(pieces, copies, "{}", path.display());
+                decoded += pieces.len();
+            }
+        }
+        if let Some((_, loc)) = container.arrays().iter().find(|(_, loc)| !loc.compressed) {
+            let mut buffer = vec![0u8; usize::try_from(loc.nbytes).unwrap()];
+            let refused = container.pieces(vec![(loc.index, buffer.as_mut_slice(), true)]);
+            assert_eq!(outcome(refused.map(|_| ())).0, "format.usage");
+        }
+    }
+    assert!(decoded > 0);
+}
+
 #[test]
 fn every_rule_has_a_vector() {
     let spec =

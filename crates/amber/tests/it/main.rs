@@ -1,7 +1,12 @@
 //! The facade's scans of legacy files open them for a scan only (no
 //! stream rewrite); their reports must be exactly those of the full open
 //! that loads use, on real joblib and pickle files and on damaged copies.
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -79,4 +84,72 @@ fn scan_only_opens_report_what_full_opens_report() {
     }
     assert!(joblib >= 5, "joblib files were scanned: {joblib}");
     assert!(unsafe_or_malformed > 100, "{unsafe_or_malformed}");
+}
+
+/// A [`amber::Fill`] decoded by two helping threads and the waiting one
+/// fills every compressed array of each test vector with what a copy gets,
+/// and reports the copy's error when the copy fails.
+#[test]
+fn fills_agree_with_copies() {
+    use std::sync::Arc;
+
+    use amber_format::Container;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors");
+    let mut filled = 0;
+    for kind in ["valid", "invalid"] {
+        for entry in std::fs::read_dir(root.join(kind)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "amber") {
+                continue;
+            }
+            let Ok(container) = Container::parse(std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            let container = Arc::new(container);
+            let packed: Vec<(usize, usize)> = container
+                .arrays()
+                .iter()
+                .filter(|(_, loc)| loc.compressed)
+                .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
+                .collect();
+            let mut copies: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
+            let copied = container.copy_arrays_into(
+                packed
+                    .iter()
+                    .zip(copies.iter_mut())
+                    .map(|(&(i, _), b)| (i, b.as_mut_slice()))
+                    .collect(),
+            );
+            let mut outs: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
+            let fill = amber::Fill::new(
+                Arc::clone(&container),
+                packed
+                    .iter()
+                    .zip(outs.iter_mut())
+                    .map(|(&(i, _), b)| (i, b.as_mut_slice()))
+                    .collect(),
+                Arc::new(amber::DeferredChecks::default()),
+            );
+            let result = std::thread::scope(|s| {
+                s.spawn(|| fill.help());
+                s.spawn(|| fill.help());
+                fill.wait(true)
+            });
+            assert!(fill.claimed());
+            assert!(fill.wait(false).is_ok(), "a failure is reported once");
+            drop(fill);
+            match (copied, result) {
+                (Ok(()), Ok(())) => {
+                    assert_eq!(outs, copies, "{}", path.display());
+                    filled += outs.len();
+                }
+                (Err(want), Err(amber::FillFailure::Read(got))) => {
+                    assert_eq!(got.code(), want.code(), "{}", path.display());
+                }
+                (want, got) => panic!("{}: copy {want:?}, fill {got:?}", path.display()),
+            }
+        }
+    }
+    assert!(filled > 0);
 }
