@@ -27,6 +27,8 @@ pub struct Reader {
     container: Arc<Container<Backing>>,
     /// Whether each array is compressed, by array index.
     compressed: Vec<bool>,
+    /// Where each array's data starts in the file, and where it ends if stored.
+    spans: Vec<(u64, u64)>,
     writable_arrays: bool,
     threads: Threads,
     /// The compressed batches being decoded in the background, in order.
@@ -58,13 +60,16 @@ impl Reader {
     ) -> PyResult<Self> {
         let threads = Threads::new(threads)?;
         let container = py.detach(|| Container::parse(backing)).py(py)?;
-        let compressed = container
-            .arrays()
+        let arrays = container.arrays();
+        let compressed = arrays.iter().map(|(_, loc)| loc.compressed).collect();
+        let spans = arrays
             .iter()
-            .map(|(_, loc)| loc.compressed)
+            .map(|(_, loc)| (loc.offset, loc.offset.saturating_add(loc.nbytes)))
             .collect();
+        drop(arrays);
         Ok(Self {
             compressed,
+            spans,
             container: Arc::new(container),
             writable_arrays,
             threads,
@@ -427,22 +432,19 @@ impl Reader {
     /// their objects have copied them, so it never holds the file's pages
     /// and the copies at once. Nothing happens for a file read into memory.
     fn release_arrays(&self, first: usize, end: usize) {
-        let arrays = self.container.arrays();
-        let (Some((_, a)), Some((_, b))) = (
-            arrays.get(first),
-            end.checked_sub(1).and_then(|l| arrays.get(l)),
-        ) else {
+        let spans = (
+            self.spans.get(first),
+            end.checked_sub(1).and_then(|last| self.spans.get(last)),
+        );
+        let (Some(&(start, _)), Some(&(_, stop))) = spans else {
             return;
         };
-        let stop = b.offset.saturating_add(b.nbytes);
-        let range = usize::try_from(a.offset)
-            .ok()
-            .zip(usize::try_from(stop).ok());
-        if let Some((offset, stop)) = range
-            && offset < stop
+        let range = usize::try_from(start).ok().zip(usize::try_from(stop).ok());
+        if let Some((start, stop)) = range
+            && start < stop
             && stop <= self.container.bytes().len()
         {
-            self.container.source().release(offset, stop - offset);
+            self.container.source().release(start, stop - start);
         }
     }
 
