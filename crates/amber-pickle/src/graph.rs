@@ -51,6 +51,13 @@ impl NodeId {
         self.0 >= LEAF_BIT
     }
 
+    /// Whether every id of `ids` is a leaf, in one pass without branches
+    /// (a dict literal's keys and values, usually).
+    #[inline]
+    pub(crate) fn all_leaves(ids: &[NodeId]) -> bool {
+        ids.iter().fold(LEAF_BIT, |all, id| all & id.0) == LEAF_BIT
+    }
+
     /// The leaf for the opcode at `offset`, if the offset fits.
     #[inline]
     pub(crate) fn leaf(offset: usize) -> Option<NodeId> {
@@ -840,6 +847,14 @@ impl<'a> Graph<'a> {
         let id = NodeId::leaf(offset)?;
         self.leaves += 1;
         Some(id)
+    }
+
+    /// Count `n` leaves whose ids the caller made with [`NodeId::leaf`].
+    #[inline]
+    pub(crate) fn add_leaves(&mut self, n: u64) {
+        self.leaves = self
+            .leaves
+            .saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
     }
 
     #[inline]

@@ -134,6 +134,10 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\x8c\x01a".to_vec()),
         Just(b"\x8c\x02\xc3\xa9".to_vec()),
         Just(b"\x8c\x01\xff".to_vec()),
+        Just(b"\x8c\x00".to_vec()),
+        Just(b"\x8c\x09abcdefghi".to_vec()),
+        Just(b"\x8c\x11\xc3\xa9bcdefghijklmnop".to_vec()),
+        Just(b"\x8c\x11abcdefghijklmnop\xff".to_vec()),
         Just(b"X\x03\x00\x00\x00abc".to_vec()),
         Just(b"C\x02hi".to_vec()),
         Just(b"U\x01x".to_vec()),
@@ -245,20 +249,21 @@ fn dict_literal(pairs: usize) -> Vec<u8> {
     framed(4, body)
 }
 
+/// The limits a run of scalars and memo traffic can reach.
+const RUN_LIMITS: [LimitKind; 7] = [
+    LimitKind::Opcodes,
+    LimitKind::Nodes,
+    LimitKind::StackDepth,
+    LimitKind::MemoEntries,
+    LimitKind::MemoIndex,
+    LimitKind::MemoGets,
+    LimitKind::StrLen,
+];
+
 #[test]
 fn long_runs_stop_at_every_limit_as_the_general_path() {
     let data = dict_literal(40);
-    use LimitKind as L;
-    let kinds = [
-        L::Opcodes,
-        L::Nodes,
-        L::StackDepth,
-        L::MemoEntries,
-        L::MemoIndex,
-        L::MemoGets,
-        L::StrLen,
-    ];
-    assert_same_under_limits(&data, &kinds, 140);
+    assert_same_under_limits(&data, &RUN_LIMITS, 140);
 }
 
 /// Both paths agree on `data` whole, under each of `kinds` set to every
@@ -272,6 +277,71 @@ fn assert_same_under_limits(data: &[u8], kinds: &[LimitKind], up_to: u64) {
     }
     for end in 0..data.len() {
         assert_same(&data[..end], Limits::default(), false);
+    }
+}
+
+/// A `SHORT_BINUNICODE` key of `len` bytes, pure ASCII or with a
+/// two-byte character (or a lone continuation byte, if `bad`) at `at`.
+fn text_key(len: usize, at: usize, bad: bool) -> Vec<u8> {
+    let mut key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    if at + 1 < len {
+        key[at] = 0xc3;
+        key[at + 1] = if bad { 0x28 } else { 0xa9 };
+    }
+    let mut op = vec![0x8c, len as u8];
+    op.extend(key);
+    op
+}
+
+/// A protocol-4 dict literal of `pairs` `str` keys of every length up to
+/// 40 (ASCII, or not, at every position the word checks split at), each
+/// memoized or not, with every scalar value the pair loop takes and some
+/// it does not (`BINGET`, a tuple), and a key that is not UTF-8 if `bad`:
+/// the vocabulary-like runs `fast_pairs` takes.
+fn vocabulary(pairs: usize, bad: Option<usize>) -> Vec<u8> {
+    let values: [&[u8]; 10] = [
+        b"K\x07",
+        b"M\x01\x02",
+        b"J\xff\xff\xff\xff",
+        b"G?\xf8\x00\x00\x00\x00\x00\x00",
+        b"N",
+        b"\x88",
+        b"\x89",
+        b"h\x00",
+        b"K\x01\x85",
+        b"J\x00\x00\x00\x01",
+    ];
+    let mut body = b"}\x94(".to_vec();
+    for i in 0..pairs {
+        let len = i % 41;
+        body.extend(text_key(len, (i * 5) % 19, bad == Some(i)));
+        if i % 7 != 3 {
+            body.push(0x94);
+        }
+        body.extend_from_slice(values[i % values.len()]);
+    }
+    framed(4, body)
+}
+
+#[test]
+fn vocabulary_pairs_stop_at_every_limit_as_the_general_path() {
+    let data = vocabulary(90, None);
+    assert!(Parser::new(&data).parse().is_ok());
+    assert_same_under_limits(&data, &RUN_LIMITS, 300);
+    // A key that is not UTF-8 is refused where the general path refuses it.
+    for bad in [9, 17, 30, 59, 60, 70] {
+        let data = vocabulary(90, Some(bad));
+        assert!(Parser::new(&data).parse().is_err(), "key {bad}");
+        assert_same(&data, Limits::default(), false);
+    }
+    // Damaged streams: each byte in turn replaced.
+    let data = vocabulary(40, None);
+    for at in 0..data.len() {
+        for byte in [0x00, 0x80, 0x8c, 0x94, b'K', 0xff] {
+            let mut damaged = data.clone();
+            damaged[at] = byte;
+            assert_same(&damaged, Limits::default(), false);
+        }
     }
 }
 
