@@ -136,7 +136,7 @@ impl<'a> Run<'a, '_> {
     /// early rather than near a limit, leaving the rest to the one-at-a-time
     /// paths, which report any limit exactly. Returns the position after
     /// the last opcode executed.
-    #[inline]
+    #[inline(never)]
     fn fast_run(&mut self, cur: &mut Machine<'a>, window: &[u8], pos: usize) -> usize {
         let ops = self.limits.max_opcodes.saturating_sub(self.stats.opcodes);
         let values = self.limits.max_nodes.saturating_sub(self.values());
