@@ -177,6 +177,8 @@ impl<'a> Run<'a, '_> {
                     continue;
                 }
             }
+            // Whether this opcode pushed a value made here (for the `MEMOIZE` below).
+            let mut pushed = false;
             // The argument length of a leaf, `None` for the other opcodes
             // (executed right here); a leaf the fast path cannot take ends the run.
             let leaf = |op: Opcode| cur.reader.fast_leaf_len(op, arg).ok_or(());
@@ -235,6 +237,7 @@ impl<'a> Run<'a, '_> {
                     let total = self.suspended_depth.saturating_add(cur.depth());
                     self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
                     if self.fast_tuple(cur, pos.saturating_add(at), opcode) {
+                        pushed = true;
                         Ok(None)
                     } else {
                         Err(())
@@ -248,6 +251,7 @@ impl<'a> Run<'a, '_> {
                         break;
                     };
                     cur.stack.push(id);
+                    pushed = true;
                     len
                 }
                 Ok(None) => usize::from(byte == b'h'),
@@ -258,6 +262,28 @@ impl<'a> Run<'a, '_> {
             }
             done += 1;
             at = at.saturating_add(1).saturating_add(len);
+            // Protocol 4+ memoizes almost every value it makes: a `MEMOIZE`
+            // right after one is taken here, as its own arm would take it.
+            if pushed
+                && memo_room > 0
+                && done < budget
+                && window.get(at) == Some(&Opcode::MEMOIZE.byte())
+                && let Some(&top) = cur.stack.get(cur.fence()..).and_then(<[_]>::last)
+            {
+                cur.memo.push(top.0);
+                cur.memo_len += 1;
+                memo_room -= 1;
+                self.stats.memo_puts += 1;
+                if let Some(c) = self
+                    .stats
+                    .op_counts
+                    .get_mut(usize::from(Opcode::MEMOIZE.byte()))
+                {
+                    *c += 1;
+                }
+                done += 1;
+                at = at.saturating_add(1);
+            }
         }
         self.stats.opcodes = self.stats.opcodes.saturating_add(to_u64(done));
         let total = self.suspended_depth.saturating_add(cur.depth());
@@ -548,16 +574,10 @@ impl<'a> Run<'a, '_> {
         true
     }
 
-    /// One more than the deepest of `children`, if within the nesting limit.
-    #[inline]
-    fn fast_depth(&self, children: &[NodeId]) -> Option<u32> {
-        let depth = self.holder_depth(children);
-        (u64::from(depth) <= self.limits.max_nesting_depth).then_some(depth)
-    }
-
     /// A node made of the stack items from `start` up (and, for `marks` =
-    /// 1, the innermost mark): tuples and `REDUCE`.
-    #[inline]
+    /// 1, the innermost mark): tuples and `REDUCE`. Every check comes
+    /// before any change, and nothing is built that a failed check drops.
+    #[inline(never)]
     fn fast_collect(
         &mut self,
         cur: &mut Machine<'a>,
@@ -569,29 +589,38 @@ impl<'a> Run<'a, '_> {
         let Some(items) = cur.stack.get(start..) else {
             return false;
         };
-        let Some(depth) = self.fast_depth(items) else {
-            return false;
-        };
         let n = items.len();
+        let call = matches!(opcode, Opcode::REDUCE | Opcode::NEWOBJ);
+        if call && n != 2 {
+            return false;
+        }
+        // Leaves are at depth 0 unless one was mutated (rare).
+        let plain_leaves = self.graph.leaf_depths_empty();
+        let deepest = items
+            .iter()
+            .filter(|c| !(plain_leaves && c.is_leaf()))
+            .fold(0, |d, &c| d.max(self.graph.depth(c)));
+        let depth = deepest.saturating_add(1);
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
         // A call owns nothing beyond the node (as `node_bytes` counts it).
-        let (call, bytes) = match (opcode, items) {
-            (Opcode::REDUCE, &[callable, args]) => {
-                (Some(Kind::Reduce { callable, args }), NODE_BYTES)
-            }
-            (Opcode::NEWOBJ, &[cls, args]) => (Some(Kind::NewObj { cls, args }), NODE_BYTES),
-            (Opcode::REDUCE | Opcode::NEWOBJ, _) => return false,
-            _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
+        let bytes = if call {
+            NODE_BYTES
+        } else {
+            NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))
         };
         if !self.fast_fits(bytes) {
             return false;
         }
         // Interned only once the node is certain to be added.
-        let kind = match call {
-            Some(kind) => kind,
-            None => match self.graph.intern(items) {
+        let kind = match (opcode, items) {
+            (Opcode::REDUCE, &[callable, args]) => Kind::Reduce { callable, args },
+            (Opcode::NEWOBJ, &[cls, args]) => Kind::NewObj { cls, args },
+            _ => match self.graph.intern(items) {
                 Some(items) => Kind::Tuple(items),
                 None => return false,
             },
