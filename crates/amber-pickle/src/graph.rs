@@ -941,6 +941,45 @@ impl<'a> Graph<'a> {
         }
     }
 
+    /// The items of a tuple, as [`Graph::kind`] gives them in a
+    /// [`NodeKind::Tuple`], without making the rest of the view; `None` for
+    /// any other value.
+    #[must_use]
+    #[inline]
+    pub fn tuple_items(&self, id: NodeId) -> Option<&[NodeId]> {
+        if id.is_leaf() {
+            return None;
+        }
+        match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::Tuple(items)) => Some(items.of(&self.pool)),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is an `int` ([`NodeKind::Int`] or
+    /// [`NodeKind::BigInt`], as [`Graph::kind`] would say) without decoding it.
+    #[must_use]
+    #[inline]
+    pub fn is_int(&self, id: NodeId) -> bool {
+        if id.is_leaf() {
+            // Leaf ints: the binary int opcodes, with their whole argument.
+            let at = id.leaf_offset();
+            let len = match self.data.get(at) {
+                Some(b'K') => 1,
+                Some(b'M') => 2,
+                Some(b'J') => 4,
+                _ => return false,
+            };
+            return at
+                .checked_add(1 + len)
+                .is_some_and(|end| end <= self.data.len());
+        }
+        matches!(
+            self.stored(id).map(|n| &n.kind),
+            Some(Kind::Int(_) | Kind::BigInt(_))
+        )
+    }
+
     /// The value with this id, or `None` for an id from another graph.
     #[must_use]
     #[inline]

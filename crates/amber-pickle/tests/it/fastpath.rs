@@ -384,11 +384,12 @@ fn runs_through_tuples_and_calls_stop_at_every_limit_as_the_general_path() {
     }
 }
 
-/// `Graph::str_bytes` (keys compared without decoding) must agree with
-/// `Graph::kind` on every value of every fixture, leaves included, and
-/// on hand-made `str`s of each opcode and of none.
+/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`
+/// and `Graph::is_int` (the analyser's shortcuts past `kind`) must agree
+/// with `Graph::kind` on every value of every fixture, leaves included,
+/// and on hand-made `str`s and ints of each opcode and of none.
 #[test]
-fn str_bytes_agree_with_kind() {
+fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
     use amber_pickle::{NodeId, NodeKind};
     let check = |data: &[u8], joblib: bool| {
         let mut hook = JoblibHook::new();
@@ -405,24 +406,40 @@ fn str_bytes_agree_with_kind() {
         }
         ids.sort();
         ids.dedup();
-        let mut strs = 0;
+        let (mut strs, mut ints) = (0, 0);
         for id in ids {
-            let expected = match g.kind(id) {
+            let kind = g.kind(id);
+            let expected = match kind {
                 Some(NodeKind::Str(s)) => Some(s.as_bytes()),
                 _ => None,
             };
             strs += usize::from(expected.is_some());
             assert_eq!(g.str_bytes(id), expected, "{id}");
+            // The other shortcuts the analyser takes past `kind`.
+            let tuple = match kind {
+                Some(NodeKind::Tuple(items)) => Some(items),
+                _ => None,
+            };
+            assert_eq!(g.tuple_items(id), tuple, "{id}");
+            let int = matches!(kind, Some(NodeKind::Int(_) | NodeKind::BigInt(_)));
+            assert_eq!(g.is_int(id), int, "{id}");
+            ints += usize::from(int);
         }
-        strs
+        (strs, ints)
     };
-    let mut strs = 0;
+    let (mut strs, mut ints) = (0, 0);
     for name in fixture_names(&[".pkl", ".joblib"]) {
-        strs += check(&fixture(&name), name.ends_with(".joblib"));
+        let (s, i) = check(&fixture(&name), name.ends_with(".joblib"));
+        strs += s;
+        ints += i;
     }
-    assert!(strs > 100, "{strs}");
+    assert!(strs > 100 && ints > 100, "{strs} {ints}");
     // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
     // SHORT_BINBYTES (not a str), in one tuple.
     let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
-    assert_eq!(check(data, false), 4);
+    assert_eq!(check(data, false), (4, 0));
+    // Ints of every kind (BININT1, BININT2, BININT, LONG1, INT, LONG) and
+    // things that are not (bools, a float, an empty tuple), in tuples.
+    let data = b"\x80\x02(K\x01M\x01\x02J\xff\xff\xff\xff\x8a\x01\x05I7\nL8L\n\x88\x89G?\xf0\x00\x00\x00\x00\x00\x00)\x85t.";
+    assert_eq!(check(data, false), (0, 6));
 }
