@@ -157,6 +157,8 @@ impl<'a> Run<'a, '_> {
         };
         let mut done = 0usize;
         let mut at = 0usize;
+        // `MEMOIZE`s taken right after a value (counted once, at the end).
+        let mut fused = 0u64;
         while done < budget {
             let Some((&byte, arg)) = window.get(at..).and_then(<[u8]>::split_first) else {
                 break;
@@ -208,11 +210,17 @@ impl<'a> Run<'a, '_> {
                         Err(())
                     }
                 }
+                // `fast_get` without its stack check: the budget bounds the stack.
                 b'h' => {
-                    let got = arg
-                        .first()
-                        .is_some_and(|&i| self.fast_get(cur, u64::from(i)));
-                    if got { Ok(None) } else { Err(()) }
+                    let gets = self.stats.memo_gets.saturating_add(1);
+                    match arg.first().and_then(|&i| cur.memo.get(usize::from(i))) {
+                        Some(&v) if v != NO_ENTRY && gets <= self.limits.max_memo_gets => {
+                            self.stats.memo_gets = gets;
+                            cur.stack.push(NodeId(v));
+                            Ok(None)
+                        }
+                        _ => Err(()),
+                    }
                 }
                 b'(' => {
                     if self.fast_mark(cur) {
@@ -264,26 +272,28 @@ impl<'a> Run<'a, '_> {
             at = at.saturating_add(1).saturating_add(len);
             // Protocol 4+ memoizes almost every value it makes: a `MEMOIZE`
             // right after one is taken here, as its own arm would take it.
+            // (What was just pushed is above the innermost mark.)
             if pushed
                 && memo_room > 0
                 && done < budget
                 && window.get(at) == Some(&Opcode::MEMOIZE.byte())
-                && let Some(&top) = cur.stack.get(cur.fence()..).and_then(<[_]>::last)
+                && let Some(&top) = cur.stack.last()
             {
                 cur.memo.push(top.0);
                 cur.memo_len += 1;
                 memo_room -= 1;
-                self.stats.memo_puts += 1;
-                if let Some(c) = self
-                    .stats
-                    .op_counts
-                    .get_mut(usize::from(Opcode::MEMOIZE.byte()))
-                {
-                    *c += 1;
-                }
+                fused += 1;
                 done += 1;
                 at = at.saturating_add(1);
             }
+        }
+        self.stats.memo_puts += fused;
+        if let Some(c) = self
+            .stats
+            .op_counts
+            .get_mut(usize::from(Opcode::MEMOIZE.byte()))
+        {
+            *c += fused;
         }
         self.stats.opcodes = self.stats.opcodes.saturating_add(to_u64(done));
         let total = self.suspended_depth.saturating_add(cur.depth());
