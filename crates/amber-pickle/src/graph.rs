@@ -51,6 +51,13 @@ impl NodeId {
         self.0 >= LEAF_BIT
     }
 
+    /// Whether every id of `ids` is a leaf, in one pass without branches
+    /// (a dict literal's keys and values, usually).
+    #[inline]
+    pub(crate) fn all_leaves(ids: &[NodeId]) -> bool {
+        ids.iter().fold(LEAF_BIT, |all, id| all & id.0) == LEAF_BIT
+    }
+
     /// The leaf for the opcode at `offset`, if the offset fits.
     #[inline]
     pub(crate) fn leaf(offset: usize) -> Option<NodeId> {
@@ -842,6 +849,14 @@ impl<'a> Graph<'a> {
         Some(id)
     }
 
+    /// Count `n` leaves whose ids the caller made with [`NodeId::leaf`].
+    #[inline]
+    pub(crate) fn add_leaves(&mut self, n: u64) {
+        self.leaves = self
+            .leaves
+            .saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+
     #[inline]
     pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Stored<'a>> {
         let i = id.index();
@@ -924,6 +939,45 @@ impl<'a> Graph<'a> {
             Some(Kind::Str(s)) => Some(s.as_bytes()),
             _ => None,
         }
+    }
+
+    /// The items of a tuple, as [`Graph::kind`] gives them in a
+    /// [`NodeKind::Tuple`], without making the rest of the view; `None` for
+    /// any other value.
+    #[must_use]
+    #[inline]
+    pub fn tuple_items(&self, id: NodeId) -> Option<&[NodeId]> {
+        if id.is_leaf() {
+            return None;
+        }
+        match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::Tuple(items)) => Some(items.of(&self.pool)),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is an `int` ([`NodeKind::Int`] or
+    /// [`NodeKind::BigInt`], as [`Graph::kind`] would say) without decoding it.
+    #[must_use]
+    #[inline]
+    pub fn is_int(&self, id: NodeId) -> bool {
+        if id.is_leaf() {
+            // Leaf ints: the binary int opcodes, with their whole argument.
+            let at = id.leaf_offset();
+            let len = match self.data.get(at) {
+                Some(b'K') => 1,
+                Some(b'M') => 2,
+                Some(b'J') => 4,
+                _ => return false,
+            };
+            return at
+                .checked_add(1 + len)
+                .is_some_and(|end| end <= self.data.len());
+        }
+        matches!(
+            self.stored(id).map(|n| &n.kind),
+            Some(Kind::Int(_) | Kind::BigInt(_))
+        )
     }
 
     /// The value with this id, or `None` for an id from another graph.

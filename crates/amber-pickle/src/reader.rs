@@ -86,6 +86,26 @@ fn to_u64(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Whether `raw` is UTF-8. Most strings of a model are short and ASCII:
+/// those up to 16 bytes are tested with two overlapping word loads rather
+/// than byte by byte, the rest by the standard library.
+#[inline]
+pub(crate) fn is_utf8(raw: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let ascii = match (raw.first_chunk::<8>(), raw.last_chunk::<8>()) {
+        (Some(&head), Some(&tail)) if raw.len() <= 16 => {
+            (u64::from_ne_bytes(head) | u64::from_ne_bytes(tail)) & HIGH == 0
+        }
+        _ => match (raw.first_chunk::<4>(), raw.last_chunk::<4>()) {
+            (Some(&head), Some(&tail)) if raw.len() < 8 => {
+                (u32::from_ne_bytes(head) | u32::from_ne_bytes(tail)) & 0x8080_8080 == 0
+            }
+            _ => raw.is_ascii(),
+        },
+    };
+    ascii || std::str::from_utf8(raw).is_ok()
+}
+
 impl<'a> Reader<'a> {
     /// A reader positioned at `start`.
     ///
@@ -316,8 +336,7 @@ impl<'a> Reader<'a> {
             opcode,
             Opcode::SHORT_BINUNICODE | Opcode::BINUNICODE | Opcode::BINUNICODE8
         ) {
-            if n > self.limits.max_str_len || !(raw.is_ascii() || std::str::from_utf8(raw).is_ok())
-            {
+            if n > self.limits.max_str_len || !is_utf8(raw) {
                 return None;
             }
         } else if n > self.limits.max_bytes_len {
@@ -729,6 +748,30 @@ mod tests {
             if stop {
                 r.finish_at_stop(out.last().map_or(0, |i| i.offset))?;
                 return Ok(out);
+            }
+        }
+    }
+
+    /// The word-wise check agrees with the standard library on every
+    /// length up to 40 (both word sizes, their overlaps and the fallback),
+    /// with one byte of each kind at every position.
+    #[test]
+    fn is_utf8_agrees_with_std() {
+        for len in 0..40usize {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(is_utf8(&ascii), "{len}");
+            for at in 0..len {
+                for byte in [0x7f, 0x80, 0xc3, 0xe2, 0xff] {
+                    let mut raw = ascii.clone();
+                    raw[at] = byte;
+                    assert_eq!(is_utf8(&raw), std::str::from_utf8(&raw).is_ok(), "{raw:?}");
+                }
+                if at + 1 < len {
+                    let mut raw = ascii.clone();
+                    raw[at] = 0xc3;
+                    raw[at + 1] = 0xa9;
+                    assert!(is_utf8(&raw), "{raw:?}");
+                }
             }
         }
     }

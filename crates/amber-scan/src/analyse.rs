@@ -11,6 +11,7 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -158,6 +159,8 @@ struct Run<'r, 'x, 'g, 'a> {
     /// Objects whose content the validators check once the walk is done
     /// (all together, on every thread): class, object, state.
     content_jobs: Vec<(Rc<str>, NodeId, NodeId)>,
+    /// The last node [`Run::is_dtype`] found to be a dtype.
+    dtype: Cell<Option<NodeId>>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -168,6 +171,7 @@ impl Analyser<'_, '_, '_> {
             globals: Vec::new(),
             built: NodeSet::default(),
             content_jobs: Vec::new(),
+            dtype: Cell::new(None),
         };
         // Each distinct name is resolved once; every node naming it is
         // still checked (and reported) on its own. Streams name few
@@ -421,10 +425,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn tuple(&self, id: NodeId) -> Option<&[NodeId]> {
-        match self.get(id)? {
-            NodeKind::Tuple(items) => Some(items),
-            _ => None,
-        }
+        self.an.graph.tuple_items(id)
     }
 
     fn is_str(&self, id: NodeId) -> bool {
@@ -459,7 +460,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
     }
 
     fn is_int(&self, id: NodeId) -> bool {
-        matches!(self.get(id), Some(NodeKind::Int(_) | NodeKind::BigInt(_)))
+        self.an.graph.is_int(id)
     }
 
     fn is_int_tuple(&self, id: NodeId) -> bool {
@@ -475,8 +476,17 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
+    /// Arrays of one type share its dtype node (through the memo): the last
+    /// node found to be a dtype is remembered (nodes never change kind).
     fn is_dtype(&self, id: NodeId) -> bool {
-        self.is_call_of(id, "numpy.dtype")
+        if self.dtype.get() == Some(id) {
+            return true;
+        }
+        let yes = self.is_call_of(id, "numpy.dtype");
+        if yes {
+            self.dtype.set(Some(id));
+        }
+        yes
     }
 
     /// Raw data as pickles spell it: bytes, a Python 2 str, text to be

@@ -27,7 +27,41 @@ use crate::graph::{Event, EventKind};
 use crate::graph::{Global, Items, Kind, NodeId, Stored, is_leaf_opcode};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
-use crate::reader::Arg;
+use crate::reader::{Arg, is_utf8};
+
+/// The argument length of each opcode that can be a pair's value in
+/// `Run::fast_pairs`, [`NOT_A_VALUE`] for the others.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "constant indices, checked at compile time"
+)]
+const PAIR_VALUE_LEN: [u8; 256] = {
+    let mut t = [NOT_A_VALUE; 256];
+    t[b'K' as usize] = 1;
+    t[b'M' as usize] = 2;
+    t[b'J' as usize] = 4;
+    t[b'G' as usize] = 8;
+    t[b'N' as usize] = 0;
+    t[0x88] = 0;
+    t[0x89] = 0;
+    t
+};
+const NOT_A_VALUE: u8 = u8::MAX;
+
+/// Whether the `SHORT_BINUNICODE` whose argument starts `arg` is followed
+/// (after a `MEMOIZE`, or not) by a pair's value: worth `Run::fast_pairs`.
+#[inline]
+fn starts_pair(arg: &[u8]) -> bool {
+    let Some(&n) = arg.first() else {
+        return false;
+    };
+    let after = usize::from(n).saturating_add(1);
+    let value = match arg.get(after) {
+        Some(&op) if op == Opcode::MEMOIZE.byte() => arg.get(after.saturating_add(1)),
+        op => op,
+    };
+    value.is_some_and(|&op| PAIR_VALUE_LEN.get(usize::from(op)) != Some(&NOT_A_VALUE))
+}
 
 impl<'a> Run<'a, '_> {
     /// Execute the next opcode if it is a common one that cannot fail;
@@ -102,7 +136,7 @@ impl<'a> Run<'a, '_> {
     /// early rather than near a limit, leaving the rest to the one-at-a-time
     /// paths, which report any limit exactly. Returns the position after
     /// the last opcode executed.
-    #[inline]
+    #[inline(never)]
     fn fast_run(&mut self, cur: &mut Machine<'a>, window: &[u8], pos: usize) -> usize {
         let ops = self.limits.max_opcodes.saturating_sub(self.stats.opcodes);
         let values = self.limits.max_nodes.saturating_sub(self.values());
@@ -123,10 +157,30 @@ impl<'a> Run<'a, '_> {
         };
         let mut done = 0usize;
         let mut at = 0usize;
+        // `MEMOIZE`s taken right after a value (counted once, at the end).
+        let mut fused = 0u64;
         while done < budget {
             let Some((&byte, arg)) = window.get(at..).and_then(<[u8]>::split_first) else {
                 break;
             };
+            // A dict literal's `str` keys and scalar values: one step per pair.
+            if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
+                let (next, ops) = self.fast_pairs(
+                    cur,
+                    window,
+                    at,
+                    pos,
+                    budget.saturating_sub(done),
+                    &mut memo_room,
+                );
+                if ops > 0 {
+                    done = done.saturating_add(ops);
+                    at = next;
+                    continue;
+                }
+            }
+            // Whether this opcode pushed a value made here (for the `MEMOIZE` below).
+            let mut pushed = false;
             // The argument length of a leaf, `None` for the other opcodes
             // (executed right here); a leaf the fast path cannot take ends the run.
             let leaf = |op: Opcode| cur.reader.fast_leaf_len(op, arg).ok_or(());
@@ -156,11 +210,17 @@ impl<'a> Run<'a, '_> {
                         Err(())
                     }
                 }
+                // `fast_get` without its stack check: the budget bounds the stack.
                 b'h' => {
-                    let got = arg
-                        .first()
-                        .is_some_and(|&i| self.fast_get(cur, u64::from(i)));
-                    if got { Ok(None) } else { Err(()) }
+                    let gets = self.stats.memo_gets.saturating_add(1);
+                    match arg.first().and_then(|&i| cur.memo.get(usize::from(i))) {
+                        Some(&v) if v != NO_ENTRY && gets <= self.limits.max_memo_gets => {
+                            self.stats.memo_gets = gets;
+                            cur.stack.push(NodeId(v));
+                            Ok(None)
+                        }
+                        _ => Err(()),
+                    }
                 }
                 b'(' => {
                     if self.fast_mark(cur) {
@@ -185,6 +245,7 @@ impl<'a> Run<'a, '_> {
                     let total = self.suspended_depth.saturating_add(cur.depth());
                     self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
                     if self.fast_tuple(cur, pos.saturating_add(at), opcode) {
+                        pushed = true;
                         Ok(None)
                     } else {
                         Err(())
@@ -198,6 +259,7 @@ impl<'a> Run<'a, '_> {
                         break;
                     };
                     cur.stack.push(id);
+                    pushed = true;
                     len
                 }
                 Ok(None) => usize::from(byte == b'h'),
@@ -208,12 +270,130 @@ impl<'a> Run<'a, '_> {
             }
             done += 1;
             at = at.saturating_add(1).saturating_add(len);
+            // Protocol 4+ memoizes almost every value it makes: a `MEMOIZE`
+            // right after one is taken here, as its own arm would take it.
+            // (What was just pushed is above the innermost mark.)
+            if pushed
+                && memo_room > 0
+                && done < budget
+                && window.get(at) == Some(&Opcode::MEMOIZE.byte())
+                && let Some(&top) = cur.stack.last()
+            {
+                cur.memo.push(top.0);
+                cur.memo_len += 1;
+                memo_room -= 1;
+                fused += 1;
+                done += 1;
+                at = at.saturating_add(1);
+            }
+        }
+        self.stats.memo_puts += fused;
+        if let Some(c) = self
+            .stats
+            .op_counts
+            .get_mut(usize::from(Opcode::MEMOIZE.byte()))
+        {
+            *c += fused;
         }
         self.stats.opcodes = self.stats.opcodes.saturating_add(to_u64(done));
         let total = self.suspended_depth.saturating_add(cur.depth());
         self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
         self.stats.max_memo_entries = self.stats.max_memo_entries.max(cur.memo_len);
         pos.saturating_add(at)
+    }
+
+    /// Pairs of a `SHORT_BINUNICODE` key (then a `MEMOIZE`, or not) and a
+    /// scalar value (`BININT1`, `BININT2`, `BININT`, `BINFLOAT`, `NONE`,
+    /// `NEWTRUE`, `NEWFALSE`) from `at` in `window` (which starts at `pos`
+    /// of the input): the body of a dict literal, a vocabulary say. Each
+    /// pair is executed exactly as `fast_run` executes its two or three
+    /// opcodes one at a time, but with one test of the pattern and of the
+    /// budget (`room` opcodes, each growing the opcodes, values and stack by
+    /// at most one, as in `fast_run`) per pair. Stops at the first opcode
+    /// that does not fit the pattern, the budget or the memo's room,
+    /// leaving it to `fast_run`. Returns the position in `window` after the
+    /// last pair and the number of opcodes executed.
+    #[inline(never)]
+    fn fast_pairs(
+        &mut self,
+        cur: &mut Machine<'a>,
+        window: &[u8],
+        at: usize,
+        pos: usize,
+        room: usize,
+        memo_room: &mut u64,
+    ) -> (usize, usize) {
+        // Every offset in the window makes a leaf id, or none is taken here.
+        if NodeId::leaf(pos.saturating_add(window.len())).is_none() {
+            return (at, 0);
+        }
+        let max_str = self.limits.max_str_len;
+        let mut done = 0usize;
+        let mut pairs = 0u64;
+        let mut memoized = 0u64;
+        // Locals for the loop, put back below (`cur` stays borrowed otherwise).
+        let mut stack = std::mem::take(&mut cur.stack);
+        let mut memo = std::mem::take(&mut cur.memo);
+        let mut left = *memo_room;
+        let mut rest = window.get(at..).unwrap_or_default();
+        // Offsets below are of suffixes of `window`, so they cannot overflow.
+        while let &[0x8c, n, ref tail @ ..] = rest {
+            let Some((key, after)) = tail.split_at_checked(usize::from(n)) else {
+                break;
+            };
+            let memoize = after.first() == Some(&Opcode::MEMOIZE.byte());
+            let after = after.get(usize::from(memoize)..).unwrap_or_default();
+            let Some((&value_op, value)) = after.split_first() else {
+                break;
+            };
+            let value_len = PAIR_VALUE_LEN
+                .get(usize::from(value_op))
+                .copied()
+                .unwrap_or(NOT_A_VALUE);
+            let ops = 2 + usize::from(memoize);
+            if value_len == NOT_A_VALUE
+                || value.len() < usize::from(value_len)
+                || done + ops > room
+                || (memoize && left == 0)
+                || u64::from(n) > max_str
+                || !is_utf8(key)
+            {
+                break;
+            }
+            let key_at = pos + (window.len() - rest.len());
+            let value_at = pos + (window.len() - after.len());
+            let (Some(key_id), Some(value_id)) = (NodeId::leaf(key_at), NodeId::leaf(value_at))
+            else {
+                break;
+            };
+            stack.extend_from_slice(&[key_id, value_id]);
+            if memoize {
+                memo.push(key_id.0);
+                left -= 1;
+                memoized += 1;
+            }
+            if let Some(c) = self.stats.op_counts.get_mut(usize::from(value_op)) {
+                *c += 1;
+            }
+            pairs += 1;
+            done += ops;
+            rest = value.get(usize::from(value_len)..).unwrap_or_default();
+        }
+        cur.stack = stack;
+        cur.memo = memo;
+        *memo_room = left;
+        let at = window.len() - rest.len();
+        self.graph.add_leaves(pairs.saturating_mul(2));
+        cur.memo_len += memoized;
+        self.stats.memo_puts += memoized;
+        let counts = &mut self.stats.op_counts;
+        if let Some(c) = counts.get_mut(usize::from(Opcode::SHORT_BINUNICODE.byte())) {
+            *c += pairs;
+        }
+        if let Some(c) = counts.get_mut(usize::from(Opcode::MEMOIZE.byte())) {
+            *c += memoized;
+        }
+        (at, done)
     }
 
     /// A leaf opcode at `pos` (`window` starts there): the position after it.
@@ -404,16 +584,10 @@ impl<'a> Run<'a, '_> {
         true
     }
 
-    /// One more than the deepest of `children`, if within the nesting limit.
-    #[inline]
-    fn fast_depth(&self, children: &[NodeId]) -> Option<u32> {
-        let depth = self.holder_depth(children);
-        (u64::from(depth) <= self.limits.max_nesting_depth).then_some(depth)
-    }
-
     /// A node made of the stack items from `start` up (and, for `marks` =
-    /// 1, the innermost mark): tuples and `REDUCE`.
-    #[inline]
+    /// 1, the innermost mark): tuples and `REDUCE`. Every check comes
+    /// before any change, and nothing is built that a failed check drops.
+    #[inline(never)]
     fn fast_collect(
         &mut self,
         cur: &mut Machine<'a>,
@@ -425,29 +599,38 @@ impl<'a> Run<'a, '_> {
         let Some(items) = cur.stack.get(start..) else {
             return false;
         };
-        let Some(depth) = self.fast_depth(items) else {
-            return false;
-        };
         let n = items.len();
+        let call = matches!(opcode, Opcode::REDUCE | Opcode::NEWOBJ);
+        if call && n != 2 {
+            return false;
+        }
+        // Leaves are at depth 0 unless one was mutated (rare).
+        let plain_leaves = self.graph.leaf_depths_empty();
+        let deepest = items
+            .iter()
+            .filter(|c| !(plain_leaves && c.is_leaf()))
+            .fold(0, |d, &c| d.max(self.graph.depth(c)));
+        let depth = deepest.saturating_add(1);
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return false;
+        }
         let Some(total) = self.fast_room(cur, n.saturating_add(marks), 1) else {
             return false;
         };
         // A call owns nothing beyond the node (as `node_bytes` counts it).
-        let (call, bytes) = match (opcode, items) {
-            (Opcode::REDUCE, &[callable, args]) => {
-                (Some(Kind::Reduce { callable, args }), NODE_BYTES)
-            }
-            (Opcode::NEWOBJ, &[cls, args]) => (Some(Kind::NewObj { cls, args }), NODE_BYTES),
-            (Opcode::REDUCE | Opcode::NEWOBJ, _) => return false,
-            _ => (None, NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))),
+        let bytes = if call {
+            NODE_BYTES
+        } else {
+            NODE_BYTES.saturating_add(items_bytes(n, ID_BYTES))
         };
         if !self.fast_fits(bytes) {
             return false;
         }
         // Interned only once the node is certain to be added.
-        let kind = match call {
-            Some(kind) => kind,
-            None => match self.graph.intern(items) {
+        let kind = match (opcode, items) {
+            (Opcode::REDUCE, &[callable, args]) => Kind::Reduce { callable, args },
+            (Opcode::NEWOBJ, &[cls, args]) => Kind::NewObj { cls, args },
+            _ => match self.graph.intern(items) {
                 Some(items) => Kind::Tuple(items),
                 None => return false,
             },
@@ -533,7 +716,9 @@ impl<'a> Run<'a, '_> {
             return false;
         }
         // Leaves are at depth 0 unless one was mutated (rare).
-        let child = if self.graph.leaf_depths_empty() {
+        let child = if self.graph.leaf_depths_empty() && NodeId::all_leaves(items) {
+            None
+        } else if self.graph.leaf_depths_empty() {
             items
                 .iter()
                 .filter(|c| !c.is_leaf())

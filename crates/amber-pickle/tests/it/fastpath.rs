@@ -134,6 +134,10 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\x8c\x01a".to_vec()),
         Just(b"\x8c\x02\xc3\xa9".to_vec()),
         Just(b"\x8c\x01\xff".to_vec()),
+        Just(b"\x8c\x00".to_vec()),
+        Just(b"\x8c\x09abcdefghi".to_vec()),
+        Just(b"\x8c\x11\xc3\xa9bcdefghijklmnop".to_vec()),
+        Just(b"\x8c\x11abcdefghijklmnop\xff".to_vec()),
         Just(b"X\x03\x00\x00\x00abc".to_vec()),
         Just(b"C\x02hi".to_vec()),
         Just(b"U\x01x".to_vec()),
@@ -245,20 +249,21 @@ fn dict_literal(pairs: usize) -> Vec<u8> {
     framed(4, body)
 }
 
+/// The limits a run of scalars and memo traffic can reach.
+const RUN_LIMITS: [LimitKind; 7] = [
+    LimitKind::Opcodes,
+    LimitKind::Nodes,
+    LimitKind::StackDepth,
+    LimitKind::MemoEntries,
+    LimitKind::MemoIndex,
+    LimitKind::MemoGets,
+    LimitKind::StrLen,
+];
+
 #[test]
 fn long_runs_stop_at_every_limit_as_the_general_path() {
     let data = dict_literal(40);
-    use LimitKind as L;
-    let kinds = [
-        L::Opcodes,
-        L::Nodes,
-        L::StackDepth,
-        L::MemoEntries,
-        L::MemoIndex,
-        L::MemoGets,
-        L::StrLen,
-    ];
-    assert_same_under_limits(&data, &kinds, 140);
+    assert_same_under_limits(&data, &RUN_LIMITS, 140);
 }
 
 /// Both paths agree on `data` whole, under each of `kinds` set to every
@@ -272,6 +277,71 @@ fn assert_same_under_limits(data: &[u8], kinds: &[LimitKind], up_to: u64) {
     }
     for end in 0..data.len() {
         assert_same(&data[..end], Limits::default(), false);
+    }
+}
+
+/// A `SHORT_BINUNICODE` key of `len` bytes, pure ASCII or with a
+/// two-byte character (or a lone continuation byte, if `bad`) at `at`.
+fn text_key(len: usize, at: usize, bad: bool) -> Vec<u8> {
+    let mut key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    if at + 1 < len {
+        key[at] = 0xc3;
+        key[at + 1] = if bad { 0x28 } else { 0xa9 };
+    }
+    let mut op = vec![0x8c, len as u8];
+    op.extend(key);
+    op
+}
+
+/// A protocol-4 dict literal of `pairs` `str` keys of every length up to
+/// 40 (ASCII, or not, at every position the word checks split at), each
+/// memoized or not, with every scalar value the pair loop takes and some
+/// it does not (`BINGET`, a tuple), and a key that is not UTF-8 if `bad`:
+/// the vocabulary-like runs `fast_pairs` takes.
+fn vocabulary(pairs: usize, bad: Option<usize>) -> Vec<u8> {
+    let values: [&[u8]; 10] = [
+        b"K\x07",
+        b"M\x01\x02",
+        b"J\xff\xff\xff\xff",
+        b"G?\xf8\x00\x00\x00\x00\x00\x00",
+        b"N",
+        b"\x88",
+        b"\x89",
+        b"h\x00",
+        b"K\x01\x85",
+        b"J\x00\x00\x00\x01",
+    ];
+    let mut body = b"}\x94(".to_vec();
+    for i in 0..pairs {
+        let len = i % 41;
+        body.extend(text_key(len, (i * 5) % 19, bad == Some(i)));
+        if i % 7 != 3 {
+            body.push(0x94);
+        }
+        body.extend_from_slice(values[i % values.len()]);
+    }
+    framed(4, body)
+}
+
+#[test]
+fn vocabulary_pairs_stop_at_every_limit_as_the_general_path() {
+    let data = vocabulary(90, None);
+    assert!(Parser::new(&data).parse().is_ok());
+    assert_same_under_limits(&data, &RUN_LIMITS, 300);
+    // A key that is not UTF-8 is refused where the general path refuses it.
+    for bad in [9, 17, 30, 59, 60, 70] {
+        let data = vocabulary(90, Some(bad));
+        assert!(Parser::new(&data).parse().is_err(), "key {bad}");
+        assert_same(&data, Limits::default(), false);
+    }
+    // Damaged streams: each byte in turn replaced.
+    let data = vocabulary(40, None);
+    for at in 0..data.len() {
+        for byte in [0x00, 0x80, 0x8c, 0x94, b'K', 0xff] {
+            let mut damaged = data.clone();
+            damaged[at] = byte;
+            assert_same(&damaged, Limits::default(), false);
+        }
     }
 }
 
@@ -314,11 +384,12 @@ fn runs_through_tuples_and_calls_stop_at_every_limit_as_the_general_path() {
     }
 }
 
-/// `Graph::str_bytes` (keys compared without decoding) must agree with
-/// `Graph::kind` on every value of every fixture, leaves included, and
-/// on hand-made `str`s of each opcode and of none.
+/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`
+/// and `Graph::is_int` (the analyser's shortcuts past `kind`) must agree
+/// with `Graph::kind` on every value of every fixture, leaves included,
+/// and on hand-made `str`s and ints of each opcode and of none.
 #[test]
-fn str_bytes_agree_with_kind() {
+fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
     use amber_pickle::{NodeId, NodeKind};
     let check = |data: &[u8], joblib: bool| {
         let mut hook = JoblibHook::new();
@@ -335,24 +406,40 @@ fn str_bytes_agree_with_kind() {
         }
         ids.sort();
         ids.dedup();
-        let mut strs = 0;
+        let (mut strs, mut ints) = (0, 0);
         for id in ids {
-            let expected = match g.kind(id) {
+            let kind = g.kind(id);
+            let expected = match kind {
                 Some(NodeKind::Str(s)) => Some(s.as_bytes()),
                 _ => None,
             };
             strs += usize::from(expected.is_some());
             assert_eq!(g.str_bytes(id), expected, "{id}");
+            // The other shortcuts the analyser takes past `kind`.
+            let tuple = match kind {
+                Some(NodeKind::Tuple(items)) => Some(items),
+                _ => None,
+            };
+            assert_eq!(g.tuple_items(id), tuple, "{id}");
+            let int = matches!(kind, Some(NodeKind::Int(_) | NodeKind::BigInt(_)));
+            assert_eq!(g.is_int(id), int, "{id}");
+            ints += usize::from(int);
         }
-        strs
+        (strs, ints)
     };
-    let mut strs = 0;
+    let (mut strs, mut ints) = (0, 0);
     for name in fixture_names(&[".pkl", ".joblib"]) {
-        strs += check(&fixture(&name), name.ends_with(".joblib"));
+        let (s, i) = check(&fixture(&name), name.ends_with(".joblib"));
+        strs += s;
+        ints += i;
     }
-    assert!(strs > 100, "{strs}");
+    assert!(strs > 100 && ints > 100, "{strs} {ints}");
     // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
     // SHORT_BINBYTES (not a str), in one tuple.
     let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
-    assert_eq!(check(data, false), 4);
+    assert_eq!(check(data, false), (4, 0));
+    // Ints of every kind (BININT1, BININT2, BININT, LONG1, INT, LONG) and
+    // things that are not (bools, a float, an empty tuple), in tuples.
+    let data = b"\x80\x02(K\x01M\x01\x02J\xff\xff\xff\xff\x8a\x01\x05I7\nL8L\n\x88\x89G?\xf0\x00\x00\x00\x00\x00\x00)\x85t.";
+    assert_eq!(check(data, false), (0, 6));
 }
