@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use amber_format::{Container, MapMode, Source};
+use amber_format::{ArrayLocation, Container, MapMode, Source};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -25,10 +25,9 @@ use amber::Backing;
 #[pyclass(frozen, module = "amber._amber")]
 pub struct Reader {
     container: Arc<Container<Backing>>,
-    /// Whether each array is compressed, by array index.
-    compressed: Vec<bool>,
-    /// Where each array's data starts in the file, and where it ends if stored.
-    spans: Vec<(u64, u64)>,
+    /// Where every array lies, in buffer order (built once: the load asks
+    /// for them several times, and a forest has hundreds).
+    arrays: Vec<ArrayLocation>,
     writable_arrays: bool,
     threads: Threads,
     /// The compressed batches being decoded in the background, in order.
@@ -60,16 +59,9 @@ impl Reader {
     ) -> PyResult<Self> {
         let threads = Threads::new(threads)?;
         let container = py.detach(|| Container::parse(backing)).py(py)?;
-        let arrays = container.arrays();
-        let compressed = arrays.iter().map(|(_, loc)| loc.compressed).collect();
-        let spans = arrays
-            .iter()
-            .map(|(_, loc)| (loc.offset, loc.offset.saturating_add(loc.nbytes)))
-            .collect();
-        drop(arrays);
+        let arrays = container.arrays().into_iter().map(|(_, loc)| loc).collect();
         Ok(Self {
-            compressed,
-            spans,
+            arrays,
             container: Arc::new(container),
             writable_arrays,
             threads,
@@ -122,7 +114,7 @@ impl Reader {
 
     /// The writable buffers of `buffers` (one item per array, `None` to skip), by array index.
     fn borrow_buffers(&self, buffers: &Bound<'_, PyList>) -> PyResult<Vec<(usize, Borrowed)>> {
-        let count = self.compressed.len();
+        let count = self.arrays.len();
         if buffers.len() != count {
             return Err(PyValueError::new_err(format!(
                 "{} buffers given for {count} arrays",
@@ -248,7 +240,7 @@ impl Reader {
             .stream_start
             .lock()
             .map_err(|_| PyValueError::new_err("the reader's stream state was poisoned"))? = start;
-        let count = container.arrays().len();
+        let count = self.arrays.len();
         *self.lock_deferred()? = Loading::default();
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
@@ -327,10 +319,9 @@ impl Reader {
     /// compressed arrays, which cannot be mapped. Structure is checked;
     /// contents are not (that would read every byte).
     fn array_regions(&self) -> PyResult<Vec<Option<Region>>> {
-        self.container
-            .arrays()
-            .into_iter()
-            .map(|(_, loc)| {
+        self.arrays
+            .iter()
+            .map(|loc| {
                 if loc.compressed {
                     Ok(None)
                 } else {
@@ -343,19 +334,14 @@ impl Reader {
 
     /// Sizes in bytes of every array, in buffer order.
     fn array_sizes(&self) -> Vec<u64> {
-        self.container
-            .arrays()
-            .into_iter()
-            .map(|(_, loc)| loc.nbytes)
-            .collect()
+        self.arrays.iter().map(|loc| loc.nbytes).collect()
     }
 
     /// `(name, nbytes, compressed)` for every array, in buffer order.
     fn array_entries(&self) -> Vec<(String, u64, bool)> {
-        self.container
-            .arrays()
-            .into_iter()
-            .map(|(_, loc)| (loc.name, loc.nbytes, loc.compressed))
+        self.arrays
+            .iter()
+            .map(|loc| (loc.name.clone(), loc.nbytes, loc.compressed))
             .collect()
     }
 
@@ -389,7 +375,7 @@ impl Reader {
         let held = self.borrow_buffers(buffers)?;
         let checks = Arc::clone(&self.lock_deferred()?.checks);
         let container = Arc::clone(&self.container);
-        let compressed = |i: usize| self.compressed.get(i).copied().unwrap_or(false);
+        let compressed = |i: usize| self.arrays.get(i).is_some_and(|loc| loc.compressed);
         if !held.is_empty() && held.iter().all(|(i, _)| compressed(*i)) {
             // Compressed arrays are decoded piece by piece by one thread
             // fewer than the pool has (the unpickler keeps a core), and by
@@ -432,14 +418,17 @@ impl Reader {
     /// their objects have copied them, so it never holds the file's pages
     /// and the copies at once. Nothing happens for a file read into memory.
     fn release_arrays(&self, first: usize, end: usize) {
-        let spans = (
-            self.spans.get(first),
-            end.checked_sub(1).and_then(|last| self.spans.get(last)),
+        let ends = (
+            self.arrays.get(first),
+            end.checked_sub(1).and_then(|last| self.arrays.get(last)),
         );
-        let (Some(&(start, _)), Some(&(_, stop))) = spans else {
+        let (Some(a), Some(b)) = ends else {
             return;
         };
-        let range = usize::try_from(start).ok().zip(usize::try_from(stop).ok());
+        let stop = b.offset.saturating_add(b.nbytes);
+        let range = usize::try_from(a.offset)
+            .ok()
+            .zip(usize::try_from(stop).ok());
         if let Some((start, stop)) = range
             && start < stop
             && stop <= self.container.bytes().len()
