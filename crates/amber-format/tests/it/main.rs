@@ -34,11 +34,36 @@ fn vectors() -> Vec<(PathBuf, Value)> {
     out
 }
 
-fn outcome(result: Result<(), FormatError>) -> (String, Option<String>) {
+/// How an operation ended: `"ok"`, or the error's code and entry.
+type Outcome = (String, Option<String>);
+
+fn outcome(result: Result<(), FormatError>) -> Outcome {
     match result {
         Ok(()) => ("ok".into(), None),
         Err(e) => (e.code().to_owned(), e.entry().map(str::to_owned)),
     }
+}
+
+/// The container's compressed (or stored) arrays as `(index, nbytes)`,
+/// their copies by `copy_arrays_into`, and how that copy ended.
+fn copy_out(
+    container: &Container<&[u8]>,
+    compressed: bool,
+) -> (Vec<(usize, usize)>, Vec<Vec<u8>>, Outcome) {
+    let picked: Vec<(usize, usize)> = container
+        .arrays()
+        .iter()
+        .filter(|(_, loc)| loc.compressed == compressed)
+        .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
+        .collect();
+    let mut copies: Vec<Vec<u8>> = picked.iter().map(|&(_, n)| vec![0u8; n]).collect();
+    let dests = picked
+        .iter()
+        .zip(copies.iter_mut())
+        .map(|(&(i, _), b)| (i, b.as_mut_slice()))
+        .collect();
+    let copied = outcome(container.copy_arrays_into(dests));
+    (picked, copies, copied)
 }
 
 fn run(data: &[u8], op: &str) -> Result<(), FormatError> {
@@ -98,18 +123,7 @@ fn checked_views_agree_with_copies() {
             continue;
         };
         let arrays = container.arrays();
-        let plain: Vec<(usize, usize)> = arrays
-            .iter()
-            .filter(|(_, loc)| !loc.compressed)
-            .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
-            .collect();
-        let mut copies: Vec<Vec<u8>> = plain.iter().map(|&(_, n)| vec![0u8; n]).collect();
-        let dests = plain
-            .iter()
-            .zip(copies.iter_mut())
-            .map(|(&(i, _), b)| (i, b.as_mut_slice()))
-            .collect();
-        let copied = outcome(container.copy_arrays_into(dests));
+        let (plain, copies, copied) = copy_out(&container, false);
         let indices: Vec<usize> = plain.iter().map(|&(i, _)| i).collect();
         let views = container.checked_arrays(&indices);
         match &views {
@@ -141,19 +155,7 @@ fn pieces_agree_with_copies() {
         let Ok(container) = Container::parse(data.as_slice()) else {
             continue;
         };
-        let packed: Vec<(usize, usize)> = container
-            .arrays()
-            .iter()
-            .filter(|(_, loc)| loc.compressed)
-            .map(|(info, loc)| (loc.index, usize::try_from(info.nbytes).unwrap()))
-            .collect();
-        let mut copies: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
-        let dests = packed
-            .iter()
-            .zip(copies.iter_mut())
-            .map(|(&(i, _), b)| (i, b.as_mut_slice()))
-            .collect();
-        let copied = outcome(container.copy_arrays_into(dests));
+        let (packed, copies, copied) = copy_out(&container, true);
         for split in [false, true] {
             let mut pieces: Vec<Vec<u8>> = packed.iter().map(|&(_, n)| vec![0u8; n]).collect();
             let dests = packed
