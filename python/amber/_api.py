@@ -260,8 +260,8 @@ _FILLED, _LENT, _COPY = "filled", "lent", "copy"
 
 def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
     """``(first, end, kind)`` ranges of arrays read together: one array the
-    checks already filled; arrays lent as views of the file, up to a block's
-    worth of bytes; one large array to copy; or small ones, up to
+    checks already filled; arrays lent as views of the file, up to
+    ``_LENT_BLOCK`` bytes; one large array to copy; or small ones, up to
     ``_COPY_BATCH`` bytes."""
     index = 0
     while index < len(sizes):
@@ -294,11 +294,10 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
     unpickler comes to it, rather than all of them before it starts. (The
     unpickler's memo keeps every array it was given until the load ends, so
     a load that copies its arrays holds them all, and whatever copies objects
-    made of them, at its end.) Small arrays are views into shared blocks, the arrays of a
-    block read together by one call (in parallel: one call per array would
-    decompress a model's many single-chunk arrays one at a time); the block is
-    allocated whole anyway, so reading it ahead holds no more memory. Large
-    arrays get their own allocation.
+    made of them, at its end.) Small arrays are views carved in order out of
+    shared blocks, and up to ``_COPY_BATCH`` bytes of them are read together by
+    one call (in parallel: one call per array would decompress a model's many
+    single-chunk arrays one at a time). Large arrays get their own allocation.
 
     Reading runs ``_AHEAD`` batches ahead, on the pool and without the GIL:
     while the unpickler builds objects from one batch, the next ones are
