@@ -829,6 +829,38 @@ impl<'a> Graph<'a> {
         Some(NodeId(id))
     }
 
+    /// Append `N` nodes at once, the first with the id `first` (the
+    /// caller has checked the node limit and made the ids): `None`, and
+    /// nothing appended, if `first` is not the next id or the last would
+    /// not fit an id.
+    #[inline]
+    pub(crate) fn push_all<const N: usize>(
+        &mut self,
+        first: NodeId,
+        nodes: [Stored<'a>; N],
+    ) -> Option<()> {
+        let last = self.len.checked_add(N)?;
+        if first.index() != self.len
+            || u32::try_from(last)
+                .ok()
+                .filter(|&i| i <= LEAF_BIT)
+                .is_none()
+        {
+            return None;
+        }
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len().saturating_add(N) <= CHUNK => chunk.extend(nodes),
+            _ => {
+                for node in nodes {
+                    self.push(node)?;
+                }
+                return Some(());
+            }
+        }
+        self.len = last;
+        Some(())
+    }
+
     /// Store the items of an immutable sequence; `None` if the pool is full
     /// (2^32 items, far beyond any graph-bytes limit).
     #[inline]
@@ -838,6 +870,26 @@ impl<'a> Graph<'a> {
         start.checked_add(len)?;
         self.pool.extend_from_slice(items);
         Some(Items { start, len })
+    }
+
+    /// Store two item lists one after the other: both, or (if the pool is
+    /// full) neither.
+    #[inline]
+    pub(crate) fn intern_two(&mut self, a: &[NodeId], b: &[NodeId]) -> Option<(Items, Items)> {
+        let start = u32::try_from(self.pool.len()).ok()?;
+        let a_len = u32::try_from(a.len()).ok()?;
+        let b_len = u32::try_from(b.len()).ok()?;
+        let b_start = start.checked_add(a_len)?;
+        b_start.checked_add(b_len)?;
+        self.pool.extend_from_slice(a);
+        self.pool.extend_from_slice(b);
+        Some((
+            Items { start, len: a_len },
+            Items {
+                start: b_start,
+                len: b_len,
+            },
+        ))
     }
 
     /// Count a leaf for the opcode at `offset`: `None` if the offset is

@@ -63,6 +63,145 @@ fn starts_pair(arg: &[u8]) -> bool {
     value.is_some_and(|&op| PAIR_VALUE_LEN.get(usize::from(op)) != Some(&NOT_A_VALUE))
 }
 
+/// The memo index of the `BINGET` (`h`) or `LONG_BINGET` (`j`) whose
+/// argument starts `arg`, and the argument's length.
+#[inline]
+fn memo_index(op: u8, arg: &[u8]) -> Option<(usize, usize)> {
+    match op {
+        b'h' => Some((usize::from(*arg.first()?), 1)),
+        b'j' => {
+            let word = u32::from_le_bytes(arg.get(..4)?.try_into().ok()?);
+            Some((usize::try_from(word).ok()?, 4))
+        }
+        _ => None,
+    }
+}
+
+/// `Run::fast_pairs` or `Run::fast_frombuffer`: a pattern of opcodes
+/// from a position in the window, executed whole under a budget.
+type Whole<'a, 'h> = fn(&mut Run<'a, 'h>, &mut Machine<'a>, Span<'_>, &mut u64) -> (usize, usize);
+
+/// Where a pattern starts: at `at` in `window` (which starts at `pos` of
+/// the input), with a budget of `room` opcodes.
+#[derive(Clone, Copy)]
+struct Span<'w> {
+    window: &'w [u8],
+    at: usize,
+    pos: usize,
+    room: usize,
+}
+
+/// Count `n` more executions of `op`.
+#[inline(always)]
+fn bump(counts: &mut [u64; 256], op: u8, n: u64) {
+    if let Some(c) = counts.get_mut(usize::from(op)) {
+        *c += n;
+    }
+}
+
+/// Whether the memo read at `at` of `window` is followed by a `MARK` and a
+/// `BYTEARRAY8`: how NumPy's protocol-5 pickle of an array with its bytes
+/// in-band starts once the memo holds `_frombuffer` (worth `Run::fast_frombuffer`).
+#[inline]
+fn starts_frombuffer(window: &[u8], at: usize) -> bool {
+    let Some((&op, arg)) = window.get(at..).and_then(<[u8]>::split_first) else {
+        return false;
+    };
+    let Some((_, len)) = memo_index(op, arg) else {
+        return false;
+    };
+    arg.get(len..len.saturating_add(2)) == Some(&[Opcode::MARK.byte(), Opcode::BYTEARRAY8.byte()])
+}
+
+/// The opcodes of an in-band array after its memo reads of `_frombuffer`,
+/// the dtype and the order, as positions in the window.
+struct Frombuffer {
+    callable: usize,
+    dtype: usize,
+    order: usize,
+    /// The opcodes of the three memo reads (`h` or `j`).
+    reads: [u8; 3],
+    /// Offsets (in the window) of the `BYTEARRAY8`, the shape tuple, the
+    /// argument tuple and the `REDUCE`.
+    buffer: usize,
+    shape: usize,
+    args: usize,
+    reduce: usize,
+    /// Offsets and opcodes of the shape's ints (`dims` of them).
+    ints: [(usize, u8); 3],
+    dims: usize,
+    /// Just after the last `MEMOIZE`.
+    end: usize,
+}
+
+impl Frombuffer {
+    /// Opcodes the array takes: three memo reads, `MARK`, the buffer,
+    /// the ints, two tuples, `REDUCE` and four `MEMOIZE`s.
+    fn ops(&self) -> usize {
+        self.dims + 12
+    }
+
+    /// Read the pattern from `at` of `window` (argument lengths checked
+    /// by `leaf_len`, as the one-at-a-time path checks them).
+    fn read(
+        window: &[u8],
+        at: usize,
+        leaf_len: impl Fn(Opcode, &[u8]) -> Option<usize>,
+    ) -> Option<Self> {
+        let byte = |i: usize| window.get(i).copied();
+        let memo_read = |i: usize| {
+            let (&op, arg) = window.get(i..)?.split_first()?;
+            let (index, len) = memo_index(op, arg)?;
+            Some(((index, op), i.checked_add(1)?.checked_add(len)?))
+        };
+        let expect = |i: usize, op: Opcode| (byte(i) == Some(op.byte())).then(|| i + 1);
+        let ((callable, callable_op), i) = memo_read(at)?;
+        let buffer = expect(i, Opcode::MARK)?;
+        let i = expect(buffer, Opcode::BYTEARRAY8)?;
+        let i = i.checked_add(leaf_len(Opcode::BYTEARRAY8, window.get(i..)?)?)?;
+        let i = expect(i, Opcode::MEMOIZE)?;
+        let ((dtype, dtype_op), mut i) = memo_read(i)?;
+        let mut ints = [(0, 0); 3];
+        let mut dims = 0;
+        while let Some(op @ (b'K' | b'M' | b'J')) = byte(i) {
+            let slot = ints.get_mut(dims)?;
+            *slot = (i, op);
+            let opcode = Opcode::from_byte(op)?;
+            i = i
+                .checked_add(1)?
+                .checked_add(leaf_len(opcode, window.get(i.checked_add(1)?..)?)?)?;
+            dims += 1;
+        }
+        let tuple = match dims {
+            1 => Opcode::TUPLE1,
+            2 => Opcode::TUPLE2,
+            3 => Opcode::TUPLE3,
+            _ => return None,
+        };
+        let shape = i;
+        let i = expect(shape, tuple)?;
+        let i = expect(i, Opcode::MEMOIZE)?;
+        let ((order, order_op), args) = memo_read(i)?;
+        let i = expect(args, Opcode::TUPLE)?;
+        let reduce = expect(i, Opcode::MEMOIZE)?;
+        let i = expect(reduce, Opcode::REDUCE)?;
+        let end = expect(i, Opcode::MEMOIZE)?;
+        Some(Frombuffer {
+            callable,
+            dtype,
+            order,
+            reads: [callable_op, dtype_op, order_op],
+            buffer,
+            shape,
+            args,
+            reduce,
+            ints,
+            dims,
+            end,
+        })
+    }
+}
+
 impl<'a> Run<'a, '_> {
     /// Execute the next opcode if it is a common one that cannot fail;
     /// `false` leaves everything untouched for the general path.
@@ -82,7 +221,7 @@ impl<'a> Run<'a, '_> {
             // Scalars, memo traffic and marks come in runs (a dict
             // literal's keys and values): one loop takes the whole run.
             0x8c | b'K' | b'M' | b'J' | b'G' | b'N' | 0x88 | 0x89 | b'C' | b'X' | 0x96 | 0x94
-            | b'h' | b'(' => {
+            | b'h' | b'j' | b'(' => {
                 let next = self.fast_run(cur, window, pos);
                 if next == pos {
                     return false;
@@ -163,16 +302,25 @@ impl<'a> Run<'a, '_> {
             let Some((&byte, arg)) = window.get(at..).and_then(<[u8]>::split_first) else {
                 break;
             };
-            // A dict literal's `str` keys and scalar values: one step per pair.
-            if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
-                let (next, ops) = self.fast_pairs(
-                    cur,
+            // A dict literal's `str` keys and scalar values (one step per
+            // pair), an in-band NumPy array whose callable, dtype and order
+            // the memo holds (one step per array).
+            let whole: Option<Whole<'a, '_>> =
+                if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
+                    Some(Self::fast_pairs)
+                } else if matches!(byte, b'h' | b'j') && starts_frombuffer(window, at) {
+                    Some(Self::fast_frombuffer)
+                } else {
+                    None
+                };
+            if let Some(take) = whole {
+                let span = Span {
                     window,
                     at,
                     pos,
-                    budget.saturating_sub(done),
-                    &mut memo_room,
-                );
+                    room: budget.saturating_sub(done),
+                };
+                let (next, ops) = take(self, cur, span, &mut memo_room);
                 if ops > 0 {
                     done = done.saturating_add(ops);
                     at = next;
@@ -211,9 +359,9 @@ impl<'a> Run<'a, '_> {
                     }
                 }
                 // `fast_get` without its stack check: the budget bounds the stack.
-                b'h' => {
+                b'h' | b'j' => {
                     let gets = self.stats.memo_gets.saturating_add(1);
-                    match arg.first().and_then(|&i| cur.memo.get(usize::from(i))) {
+                    match memo_index(byte, arg).and_then(|(i, _)| cur.memo.get(i)) {
                         Some(&v) if v != NO_ENTRY && gets <= self.limits.max_memo_gets => {
                             self.stats.memo_gets = gets;
                             cur.stack.push(NodeId(v));
@@ -262,7 +410,11 @@ impl<'a> Run<'a, '_> {
                     pushed = true;
                     len
                 }
-                Ok(None) => usize::from(byte == b'h'),
+                Ok(None) => match byte {
+                    b'h' => 1,
+                    b'j' => 4,
+                    _ => 0,
+                },
                 Err(()) => break,
             };
             if let Some(c) = self.stats.op_counts.get_mut(usize::from(byte)) {
@@ -317,12 +469,15 @@ impl<'a> Run<'a, '_> {
     fn fast_pairs(
         &mut self,
         cur: &mut Machine<'a>,
-        window: &[u8],
-        at: usize,
-        pos: usize,
-        room: usize,
+        span: Span<'_>,
         memo_room: &mut u64,
     ) -> (usize, usize) {
+        let Span {
+            window,
+            at,
+            pos,
+            room,
+        } = span;
         // Every offset in the window makes a leaf id, or none is taken here.
         if NodeId::leaf(pos.saturating_add(window.len())).is_none() {
             return (at, 0);
@@ -394,6 +549,153 @@ impl<'a> Run<'a, '_> {
             *c += memoized;
         }
         (at, done)
+    }
+
+    /// NumPy's protocol-5 pickle of an array with its bytes in-band, from
+    /// `at` in `window` (which starts at `pos` of the input), once the memo
+    /// holds `_frombuffer`, the dtype and the order:
+    ///
+    /// `BINGET f; MARK; BYTEARRAY8 b; MEMOIZE; BINGET d; ints; TUPLEn;
+    /// MEMOIZE; BINGET o; TUPLE; MEMOIZE; REDUCE; MEMOIZE`
+    ///
+    /// (`LONG_BINGET` as well, one to three `BININT1`/`BININT2`/`BININT`
+    /// for the shape): a dict of small arrays is almost nothing else. The
+    /// whole array is executed at once, with the effects the one-at-a-time
+    /// paths would have (the same leaves, nodes, pool items, memo slots,
+    /// counts and peaks), but only if all of it fits: the pattern, the
+    /// budget (`room` opcodes, as in `fast_run`), the memo's room for four
+    /// more slots, memo reads of filled slots that exist before it, the
+    /// memo-read, nesting and graph-bytes limits. Anything else changes
+    /// nothing and returns no opcodes, leaving the array to `fast_run`.
+    /// Returns the position in `window` after the array and the number of
+    /// opcodes executed.
+    #[inline(never)]
+    fn fast_frombuffer(
+        &mut self,
+        cur: &mut Machine<'a>,
+        span: Span<'_>,
+        memo_room: &mut u64,
+    ) -> (usize, usize) {
+        let (window, pos) = (span.window, span.pos);
+        let none = (span.at, 0);
+        let reader = &cur.reader;
+        let Some(p) = Frombuffer::read(window, span.at, |op, arg| reader.fast_leaf_len(op, arg))
+        else {
+            return none;
+        };
+        let ops = p.ops();
+        let gets = self.stats.memo_gets.saturating_add(3);
+        // Every offset in the window makes a leaf id; the memo reads are of
+        // slots that exist already (not of the ones this array fills).
+        let filled = |i: usize| cur.memo.get(i).copied().filter(|&v| v != NO_ENTRY);
+        let (Some(callable), Some(dtype), Some(order)) =
+            (filled(p.callable), filled(p.dtype), filled(p.order))
+        else {
+            return none;
+        };
+        let len = self.graph.len();
+        if ops > span.room
+            || *memo_room < 4
+            || gets > self.limits.max_memo_gets
+            || !self.graph.leaf_depths_empty()
+            || NodeId::leaf(pos.saturating_add(window.len())).is_none()
+            || len.saturating_add(2) >= (NO_ENTRY >> 1) as usize
+        {
+            return none;
+        }
+        let (callable, dtype, order) = (NodeId(callable), NodeId(dtype), NodeId(order));
+        let bytes = (3 * NODE_BYTES).saturating_add(items_bytes(p.dims + 4, ID_BYTES));
+        if self.graph_bytes.saturating_add(bytes) > self.limits.max_graph_bytes {
+            return none;
+        }
+        // The shape tuple is at depth 1 (its items are plain leaves).
+        let args_depth = self
+            .graph
+            .depth(dtype)
+            .max(self.graph.depth(order))
+            .max(1)
+            .saturating_add(1);
+        let depth = self.graph.depth(callable).max(args_depth).saturating_add(1);
+        if u64::from(depth) > self.limits.max_nesting_depth {
+            return none;
+        }
+        let leaf = |i: usize| NodeId::leaf(pos.saturating_add(i));
+        let mut ints = [NodeId(0); 3];
+        for (id, &(i, _)) in ints.iter_mut().zip(&p.ints).take(p.dims) {
+            match leaf(i) {
+                Some(l) => *id = l,
+                None => return none,
+            }
+        }
+        let ints = ints.get(..p.dims).unwrap_or_default();
+        let (Some(buffer), Ok(first)) = (leaf(p.buffer), u32::try_from(len)) else {
+            return none;
+        };
+        let (shape, args) = (NodeId(first), NodeId(first.saturating_add(1)));
+        let reduce = NodeId(first.saturating_add(2));
+        let Some((shape_items, args_items)) =
+            self.graph.intern_two(ints, &[buffer, dtype, shape, order])
+        else {
+            return none;
+        };
+        // Certain to succeed from here on.
+        #[cfg(test)]
+        tests::TAKEN.with(|n| n.set(n.get() + 1));
+        let tuple = match p.dims {
+            1 => Opcode::TUPLE1,
+            2 => Opcode::TUPLE2,
+            _ => Opcode::TUPLE3,
+        };
+        let node = |kind, i: usize, opcode, depth| Stored {
+            kind,
+            offset: to_u64(pos.saturating_add(i)),
+            opcode,
+            depth,
+        };
+        let nodes = [
+            node(Kind::Tuple(shape_items), p.shape, tuple, 1),
+            node(Kind::Tuple(args_items), p.args, Opcode::TUPLE, args_depth),
+            node(
+                Kind::Reduce { callable, args },
+                p.reduce,
+                Opcode::REDUCE,
+                depth,
+            ),
+        ];
+        // Never fails: the id and the node count were checked above.
+        let _ = self.graph.push_all(shape, nodes);
+        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+        self.graph.add_leaves(to_u64(p.dims + 1));
+        cur.memo
+            .extend_from_slice(&[buffer.0, shape.0, args.0, reduce.0]);
+        cur.memo_len += 4;
+        *memo_room -= 4;
+        // The stack peaks with the ints (or with the order) on it, above
+        // the callable, the mark, the buffer and the dtype.
+        let peak = self
+            .suspended_depth
+            .saturating_add(cur.depth())
+            .saturating_add(to_u64(p.dims.saturating_add(4).max(6)));
+        cur.stack.push(reduce);
+        let stats = &mut self.stats;
+        stats.max_stack_depth = stats.max_stack_depth.max(peak);
+        stats.max_nesting_depth = stats.max_nesting_depth.max(u64::from(depth));
+        stats.memo_gets = gets;
+        stats.memo_puts += 4;
+        let counts = &mut *stats.op_counts;
+        for op in p.reads {
+            bump(counts, op, 1);
+        }
+        for &(_, op) in p.ints.iter().take(p.dims) {
+            bump(counts, op, 1);
+        }
+        bump(counts, Opcode::MARK.byte(), 1);
+        bump(counts, Opcode::BYTEARRAY8.byte(), 1);
+        bump(counts, Opcode::MEMOIZE.byte(), 4);
+        bump(counts, tuple.byte(), 1);
+        bump(counts, Opcode::TUPLE.byte(), 1);
+        bump(counts, Opcode::REDUCE.byte(), 1);
+        (p.end, ops)
     }
 
     /// A leaf opcode at `pos` (`window` starts there): the position after it.
@@ -849,5 +1151,45 @@ impl<'a> Run<'a, '_> {
         cur.stack.push(NodeId(v));
         self.stats.max_stack_depth = self.stats.max_stack_depth.max(total);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use std::cell::Cell;
+
+    use crate::Parser;
+
+    thread_local! {
+        /// Arrays `Run::fast_frombuffer` took on this thread.
+        pub(super) static TAKEN: Cell<u64> = const { Cell::new(0) };
+    }
+
+    #[test]
+    fn in_band_arrays_are_taken_whole() {
+        // A list: `_frombuffer` in slot 1, a dtype in 3, the order in 4,
+        // then five arrays (one of them reading its own buffer's slot).
+        let mut data = b"\x80\x05]\x94(\x8c\x01f\x940K\x05\x94\x85\x85\x940\x8c\x01C\x940".to_vec();
+        let array =
+            b"h\x01(\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x94h\x03K\x02\x85\x94h\x04t\x94R\x94";
+        for i in 0..5 {
+            let mut a = array.to_vec();
+            if i == 2 {
+                a[16] = 5 + 4 * 2; // the slot its own buffer just filled
+            }
+            data.extend_from_slice(&a);
+        }
+        data.extend_from_slice(b"e.");
+        let before = TAKEN.with(Cell::get);
+        let fast = format!("{:?}", Parser::new(&data).parse().unwrap());
+        assert_eq!(TAKEN.with(Cell::get) - before, 4);
+        let general = Parser::new(&data).record_listing(true).parse().unwrap();
+        assert_eq!(TAKEN.with(Cell::get) - before, 4);
+        let general = format!("{:?}", general);
+        // The listing aside, both parses are the same.
+        let cut = |s: &str| s.split(", listing:").next().unwrap_or_default().to_owned();
+        assert_eq!(cut(&fast), cut(&general));
+        assert!(fast.contains("REDUCE"));
     }
 }

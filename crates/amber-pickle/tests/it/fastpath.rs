@@ -367,20 +367,137 @@ fn dict_of_calls(entries: usize) -> Vec<u8> {
 fn runs_through_tuples_and_calls_stop_at_every_limit_as_the_general_path() {
     let data = dict_of_calls(12);
     assert!(Parser::new(&data).parse().is_ok());
-    use LimitKind as L;
-    let kinds = [
-        L::Opcodes,
-        L::Nodes,
-        L::StackDepth,
-        L::NestingDepth,
-        L::MemoEntries,
-        L::MemoIndex,
-        L::MemoGets,
-        L::BytesLen,
-    ];
-    assert_same_under_limits(&data, &kinds, 260);
-    for bytes in (0..6000).step_by(8) {
-        assert_same(&data, Limits::default().with(L::GraphBytes, bytes), false);
+    assert_same_under_limits(&data, &CALL_LIMITS, 260);
+    assert_same_under_graph_bytes(&data, 6000);
+}
+
+/// The limits a run through tuples and calls can reach.
+const CALL_LIMITS: [LimitKind; 8] = [
+    LimitKind::Opcodes,
+    LimitKind::Nodes,
+    LimitKind::StackDepth,
+    LimitKind::NestingDepth,
+    LimitKind::MemoEntries,
+    LimitKind::MemoIndex,
+    LimitKind::MemoGets,
+    LimitKind::BytesLen,
+];
+
+/// Both paths agree on `data` under every graph-bytes limit below `up_to`
+/// (in steps of 8).
+fn assert_same_under_graph_bytes(data: &[u8], up_to: u64) {
+    for bytes in (0..up_to).step_by(8) {
+        assert_same(
+            data,
+            Limits::default().with(LimitKind::GraphBytes, bytes),
+            false,
+        );
+    }
+}
+
+/// A memo read of slot `index`: `BINGET`, or `LONG_BINGET` if `long`.
+fn memo_read(body: &mut Vec<u8>, index: u32, long: bool) {
+    if long {
+        body.push(b'j');
+        body.extend_from_slice(&index.to_le_bytes());
+    } else {
+        body.push(b'h');
+        body.push(index as u8);
+    }
+}
+
+/// A protocol-5 dict of `entries` in-band arrays as NumPy pickles them
+/// once the memo holds `_frombuffer` (slot 1), the dtype (slot 3, a node
+/// two deep) and the order (slot 4): `BINGET f; MARK; BYTEARRAY8;
+/// MEMOIZE; BINGET d; ints; TUPLEn; MEMOIZE; BINGET o; TUPLE; MEMOIZE;
+/// REDUCE; MEMOIZE`, the arrays `Run::fast_frombuffer` takes whole. The
+/// entries vary what it must take or leave: one to four dimensions of
+/// each int opcode, `LONG_BINGET`, a missing `MEMOIZE`, a read of the slot
+/// the array itself just filled; with `bad`, a read of a slot never filled.
+fn dict_of_arrays(entries: usize, bad: bool) -> Vec<u8> {
+    let mut body = b"}\x94(".to_vec();
+    // 1: callable, 2: a leaf, 3: dtype ((leaf,),), 4: order.
+    body.extend_from_slice(b"\x8c\x01f\x940K\x05\x94\x85\x85\x940\x8c\x01C\x940");
+    let mut slots = 5u32;
+    let ints: [&[u8]; 4] = [b"K\x0a", b"M\x01\x02", b"J\xff\xff\xff\x7f", b"K\x00"];
+    for i in 0..entries {
+        push_key(&mut body, i);
+        slots += 1;
+        let long = i % 5 == 2;
+        memo_read(&mut body, 1, long);
+        body.extend_from_slice(b"(\x96");
+        let n = i % 9;
+        body.extend_from_slice(&(n as u64).to_le_bytes());
+        body.extend((0..n).map(|b| b as u8));
+        body.push(0x94);
+        let buffer = slots;
+        slots += 1;
+        let dtype = match i % 13 {
+            7 if bad => 9_000,
+            5 => buffer,
+            _ => 3,
+        };
+        memo_read(&mut body, dtype, i % 3 == 1);
+        let dims = 1 + i % 4;
+        if dims == 4 {
+            // Four ints: a TUPLE over a mark of their own.
+            body.push(b'(');
+        }
+        for d in 0..dims {
+            body.extend_from_slice(ints[(i + d) % 4]);
+        }
+        body.push(match dims {
+            1 => 0x85,
+            2 => 0x86,
+            3 => 0x87,
+            _ => b't',
+        });
+        if i % 11 != 6 {
+            body.push(0x94);
+            slots += 1;
+        }
+        memo_read(&mut body, 4, long);
+        body.extend_from_slice(b"t\x94R\x94");
+        slots += 2;
+    }
+    framed(5, body)
+}
+
+#[test]
+fn in_band_arrays_stop_at_every_limit_as_the_general_path() {
+    let data = dict_of_arrays(26, false);
+    let p = Parser::new(&data).parse().unwrap();
+    // The dict, the dtype's two tuples, three nodes per array.
+    assert_eq!(p.graph().len(), 3 + 26 * 3);
+    assert_same_under_limits(&data, &CALL_LIMITS, 420);
+    assert_same_under_graph_bytes(&data, 12_000);
+    // A read of a slot never filled is an error on both paths.
+    let data = dict_of_arrays(26, true);
+    assert_eq!(
+        Parser::new(&data).parse().unwrap_err().code(),
+        "pickle.memo_missing"
+    );
+    assert_same(&data, Limits::default(), false);
+    // Damaged streams: each byte in turn replaced.
+    let data = dict_of_arrays(8, false);
+    for at in 0..data.len() {
+        for byte in [
+            0x00, 0x28, 0x85, 0x94, 0x96, b'h', b'j', b'K', b't', b'R', 0xff,
+        ] {
+            let mut damaged = data.clone();
+            damaged[at] = byte;
+            assert_same(&damaged, Limits::default(), false);
+        }
+    }
+    // Before the arrays: a leaf with a depth of its own (an `APPEND` on
+    // it), or a hole in the memo (`BINPUT 40`).
+    for prefix in [&b"K\x01Na0"[..], b"Nq\x280"] {
+        let mut data = dict_of_arrays(6, false);
+        data.splice(11..11, prefix.iter().copied());
+        let len = data.len() as u64 - 11;
+        data[3..11].copy_from_slice(&len.to_le_bytes());
+        assert!(Parser::new(&data).parse().is_ok());
+        assert_same(&data, Limits::default(), false);
     }
 }
 
