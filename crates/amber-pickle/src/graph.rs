@@ -447,7 +447,7 @@ const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
 
 impl<'a> Kind<'a> {
     /// The public view (`pool` is the graph's item pool).
-    #[inline]
+    #[inline(always)]
     fn view<'s>(&'s self, pool: &'s [NodeId]) -> NodeKind<'s> {
         match self {
             Kind::None => NodeKind::None,
@@ -881,8 +881,7 @@ impl<'a> Graph<'a> {
         let b_len = u32::try_from(b.len()).ok()?;
         let b_start = start.checked_add(a_len)?;
         b_start.checked_add(b_len)?;
-        self.pool.extend_from_slice(a);
-        self.pool.extend_from_slice(b);
+        self.pool.extend(a.iter().chain(b).copied());
         Some((
             Items { start, len: a_len },
             Items {

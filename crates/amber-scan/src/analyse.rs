@@ -161,6 +161,8 @@ struct Run<'r, 'x, 'g, 'a> {
     content_jobs: Vec<(Rc<str>, NodeId, NodeId)>,
     /// The last node [`Run::is_dtype`] found to be a dtype.
     dtype: Cell<Option<NodeId>>,
+    /// The last node [`Run::is_order`] found to be an array order.
+    order: Cell<Option<NodeId>>,
 }
 
 impl Analyser<'_, '_, '_> {
@@ -172,6 +174,7 @@ impl Analyser<'_, '_, '_> {
             built: NodeSet::default(),
             content_jobs: Vec::new(),
             dtype: Cell::new(None),
+            order: Cell::new(None),
         };
         // Each distinct name is resolved once; every node naming it is
         // still checked (and reported) on its own. Streams name few
@@ -489,6 +492,19 @@ impl<'x> Run<'_, 'x, '_, '_> {
         yes
     }
 
+    /// An array order (`'C'`, `'F'` or `'A'`); remembered as
+    /// [`Run::is_dtype`] remembers dtypes (arrays share it through the memo).
+    fn is_order(&self, id: NodeId) -> bool {
+        if self.order.get() == Some(id) {
+            return true;
+        }
+        let yes = matches!(self.key_bytes(id), Some(b"C" | b"F" | b"A"));
+        if yes {
+            self.order.set(Some(id));
+        }
+        yes
+    }
+
     /// Raw data as pickles spell it: bytes, a Python 2 str, text to be
     /// latin-1 encoded, `_codecs.encode(...)`, an out-of-band buffer.
     fn is_payload(&self, id: NodeId) -> bool {
@@ -604,7 +620,7 @@ impl<'x> Run<'_, 'x, '_, '_> {
                         && self.is_payload(buf)
                         && self.is_dtype(dtype)
                         && self.is_int_tuple(shape)
-                        && matches!(self.key_bytes(order), Some(b"C" | b"F" | b"A")) =>
+                        && self.is_order(order) =>
                 {
                     Ok(())
                 }

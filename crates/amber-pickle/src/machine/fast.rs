@@ -141,35 +141,37 @@ impl Frombuffer {
         self.dims + 12
     }
 
-    /// Read the pattern from `at` of `window` (argument lengths checked
-    /// by `leaf_len`, as the one-at-a-time path checks them).
-    fn read(
-        window: &[u8],
-        at: usize,
-        leaf_len: impl Fn(Opcode, &[u8]) -> Option<usize>,
-    ) -> Option<Self> {
+    /// Read the pattern from `at` of `window`, a buffer of at most
+    /// `max_bytes` (the checks the one-at-a-time path makes of the
+    /// arguments: each lies inside the window, since an opcode follows it).
+    #[inline(always)]
+    fn read(window: &[u8], at: usize, max_bytes: u64) -> Option<Self> {
         let byte = |i: usize| window.get(i).copied();
+        let expect = |i: usize, op: Opcode| (byte(i) == Some(op.byte())).then(|| i + 1);
         let memo_read = |i: usize| {
             let (&op, arg) = window.get(i..)?.split_first()?;
             let (index, len) = memo_index(op, arg)?;
-            Some(((index, op), i.checked_add(1)?.checked_add(len)?))
+            Some(((index, op), i + 1 + len))
         };
-        let expect = |i: usize, op: Opcode| (byte(i) == Some(op.byte())).then(|| i + 1);
         let ((callable, callable_op), i) = memo_read(at)?;
         let buffer = expect(i, Opcode::MARK)?;
         let i = expect(buffer, Opcode::BYTEARRAY8)?;
-        let i = i.checked_add(leaf_len(Opcode::BYTEARRAY8, window.get(i..)?)?)?;
+        let len = u64::from_le_bytes(window.get(i..i.checked_add(8)?)?.try_into().ok()?);
+        if len > max_bytes {
+            return None;
+        }
+        let i = i.checked_add(8)?.checked_add(usize::try_from(len).ok()?)?;
         let i = expect(i, Opcode::MEMOIZE)?;
         let ((dtype, dtype_op), mut i) = memo_read(i)?;
         let mut ints = [(0, 0); 3];
         let mut dims = 0;
         while let Some(op @ (b'K' | b'M' | b'J')) = byte(i) {
-            let slot = ints.get_mut(dims)?;
-            *slot = (i, op);
-            let opcode = Opcode::from_byte(op)?;
-            i = i
-                .checked_add(1)?
-                .checked_add(leaf_len(opcode, window.get(i.checked_add(1)?..)?)?)?;
+            *ints.get_mut(dims)? = (i, op);
+            i += match op {
+                b'K' => 2,
+                b'M' => 3,
+                _ => 5,
+            };
             dims += 1;
         }
         let tuple = match dims {
@@ -578,21 +580,22 @@ impl<'a> Run<'a, '_> {
     ) -> (usize, usize) {
         let (window, pos) = (span.window, span.pos);
         let none = (span.at, 0);
-        let reader = &cur.reader;
-        let Some(p) = Frombuffer::read(window, span.at, |op, arg| reader.fast_leaf_len(op, arg))
-        else {
+        let Some(p) = Frombuffer::read(window, span.at, self.limits.max_bytes_len) else {
             return none;
         };
         let ops = p.ops();
         let gets = self.stats.memo_gets.saturating_add(3);
         // Every offset in the window makes a leaf id; the memo reads are of
         // slots that exist already (not of the ones this array fills).
-        let filled = |i: usize| cur.memo.get(i).copied().filter(|&v| v != NO_ENTRY);
-        let (Some(callable), Some(dtype), Some(order)) =
-            (filled(p.callable), filled(p.dtype), filled(p.order))
+        let memo = cur.memo.as_slice();
+        let (Some(&callable), Some(&dtype), Some(&order)) =
+            (memo.get(p.callable), memo.get(p.dtype), memo.get(p.order))
         else {
             return none;
         };
+        if callable == NO_ENTRY || dtype == NO_ENTRY || order == NO_ENTRY {
+            return none;
+        }
         let len = self.graph.len();
         if ops > span.room
             || *memo_room < 4
