@@ -77,12 +77,8 @@ fn memo_index(op: u8, arg: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// `Run::fast_pairs` or `Run::fast_frombuffer`: a pattern of opcodes
-/// from a position in the window, executed whole under a budget.
-type Whole<'a, 'h> = fn(&mut Run<'a, 'h>, &mut Machine<'a>, Span<'_>, &mut u64) -> (usize, usize);
-
-/// Where a pattern starts: at `at` in `window` (which starts at `pos` of
-/// the input), with a budget of `room` opcodes.
+/// Where `Run::fast_frombuffer` starts: at `at` in `window` (which starts
+/// at `pos` of the input), with a budget of `room` opcodes.
 #[derive(Clone, Copy)]
 struct Span<'w> {
     window: &'w [u8],
@@ -307,27 +303,24 @@ impl<'a> Run<'a, '_> {
             // A dict literal's `str` keys and scalar values (one step per
             // pair), an in-band NumPy array whose callable, dtype and order
             // the memo holds (one step per array).
-            let whole: Option<Whole<'a, '_>> =
-                if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
-                    Some(Self::fast_pairs)
-                } else if matches!(byte, b'h' | b'j') && starts_frombuffer(window, at) {
-                    Some(Self::fast_frombuffer)
-                } else {
-                    None
-                };
-            if let Some(take) = whole {
+            let room = budget.saturating_sub(done);
+            let (next, ops) = if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
+                self.fast_pairs(cur, window, at, pos, room, &mut memo_room)
+            } else if matches!(byte, b'h' | b'j') && starts_frombuffer(window, at) {
                 let span = Span {
                     window,
                     at,
                     pos,
-                    room: budget.saturating_sub(done),
+                    room,
                 };
-                let (next, ops) = take(self, cur, span, &mut memo_room);
-                if ops > 0 {
-                    done = done.saturating_add(ops);
-                    at = next;
-                    continue;
-                }
+                self.fast_frombuffer(cur, span, &mut memo_room)
+            } else {
+                (at, 0)
+            };
+            if ops > 0 {
+                done = done.saturating_add(ops);
+                at = next;
+                continue;
             }
             // Whether this opcode pushed a value made here (for the `MEMOIZE` below).
             let mut pushed = false;
@@ -471,15 +464,12 @@ impl<'a> Run<'a, '_> {
     fn fast_pairs(
         &mut self,
         cur: &mut Machine<'a>,
-        span: Span<'_>,
+        window: &[u8],
+        at: usize,
+        pos: usize,
+        room: usize,
         memo_room: &mut u64,
     ) -> (usize, usize) {
-        let Span {
-            window,
-            at,
-            pos,
-            room,
-        } = span;
         // Every offset in the window makes a leaf id, or none is taken here.
         if NodeId::leaf(pos.saturating_add(window.len())).is_none() {
             return (at, 0);
