@@ -923,7 +923,7 @@ impl<'a> Graph<'a> {
     }
 
     /// The depth of a value (as [`Node::depth`]), 0 if unknown.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn depth(&self, id: NodeId) -> u32 {
         if id.is_leaf() {
             if self.leaf_depths.is_empty() {
