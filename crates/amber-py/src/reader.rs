@@ -40,6 +40,42 @@ pub struct Reader {
     whole: Option<Arc<FrozenBytes>>,
     /// Where the stream `checked_pickle` last returned starts in its `bytes`.
     stream_start: Mutex<usize>,
+    /// The analysis `start_checked_pickle` left running for `checked_pickle`.
+    started: Mutex<Option<Started>>,
+}
+
+/// What one analysis of the stream gives: the report, and what the content
+/// checks read and left (see `amber::ContainerArrays::finish`).
+type Analysis = (
+    amber::Report,
+    Result<amber::Checked, amber_format::FormatError>,
+);
+
+/// An analysis started on the pool by `start_checked_pickle`: the stream it
+/// reads (the `bytes` the unpickler will read), and its result to come.
+struct Started {
+    trusted: Vec<String>,
+    defer: bool,
+    stream: Arc<FrozenBytes>,
+    start: usize,
+    len: usize,
+    done: std::sync::mpsc::Receiver<Analysis>,
+}
+
+/// Analyses `data`, the pickle stream of `container`, with the container's
+/// arrays (filling the buffers of `slots` that the checks read) and, with
+/// `defer`, leaving the walks of arrays a load copies for those copies.
+fn analyse(
+    container: &Container<Backing>,
+    data: &[u8],
+    policy: &amber::Policy,
+    slots: Vec<Option<&mut [u8]>>,
+    defer: bool,
+) -> Analysis {
+    let arrays = amber::ContainerArrays::with_destinations(container, slots);
+    let arrays = if defer { arrays.deferring() } else { arrays };
+    let report = amber::scan_container_arrays(&arrays, data, policy, &amber::Limits::default());
+    (report, arrays.finish())
 }
 
 /// Checks left for a load's copies, and the arrays it may lend as views.
@@ -69,6 +105,7 @@ impl Reader {
             deferred: Mutex::new(Loading::default()),
             whole: None,
             stream_start: Mutex::new(0),
+            started: Mutex::new(None),
         })
     }
 
@@ -235,7 +272,25 @@ impl Reader {
     ) -> PyResult<(Bound<'py, PyBytes>, Option<String>, Vec<bool>)> {
         let container = &self.container;
         let threads = &self.threads;
-        let (bytes, start, len) = self.stream_bytes(py)?;
+        let started = self.lock_started()?.take();
+        // The analysis `start_checked_pickle` began, if it is this one.
+        let (bytes, start, len, done) = match started {
+            Some(s)
+                if dests.is_none() && defer == s.defer && trusted.as_ref() == Some(&s.trusted) =>
+            {
+                let receiver = s.done;
+                let done = py.detach(move || receiver.recv()).map_err(|_| {
+                    PyValueError::new_err(
+                        "the thread analysing the stream stopped without a result",
+                    )
+                })?;
+                (s.stream.object(py), s.start, s.len, Some(done))
+            }
+            _ => {
+                let (bytes, start, len) = self.stream_bytes(py)?;
+                (bytes, start, len, None)
+            }
+        };
         *self
             .stream_start
             .lock()
@@ -261,21 +316,12 @@ impl Reader {
                     *slot = Some(buffer.bytes_mut());
                 }
             }
-            let arrays = amber::ContainerArrays::with_destinations(container, slots);
-            let arrays = if defer { arrays.deferring() } else { arrays };
-            py.detach(|| {
-                threads.run(|| {
-                    let report = amber::scan_container_arrays(
-                        &arrays,
-                        data,
-                        &policy,
-                        &amber::Limits::default(),
-                    );
-                    (report, arrays.finish())
-                })
-            })
+            py.detach(|| threads.run(|| analyse(container, data, &policy, slots, defer)))
         };
-        let (mut report, mut checked) = analyse(defer);
+        let (mut report, mut checked) = match done {
+            Some(done) => done,
+            None => analyse(defer),
+        };
         let clean = |report: &amber::Report, checked: &Result<amber::Checked, _>| {
             report.findings.is_empty() && checked.as_ref().is_ok_and(|c| c.failed.is_none())
         };
@@ -303,6 +349,48 @@ impl Reader {
             Some(scan::report_json(&report, "amber")?),
             checked.filled,
         ))
+    }
+
+    /// Starts, on the pool and without waiting, the analysis the next
+    /// `checked_pickle(trusted, None, defer)` would run, so that it overlaps
+    /// what the load does before that call (comparing package versions).
+    /// That call then waits for this analysis and returns its result for
+    /// the very `bytes` object analysed here; a call with other arguments
+    /// ignores it. Nothing is unpickled before that call returns, so the
+    /// analysis still comes before any object is built.
+    fn start_checked_pickle(
+        &self,
+        py: Python<'_>,
+        trusted: Vec<String>,
+        defer: bool,
+    ) -> PyResult<()> {
+        let policy = amber::policy(&trusted).map_err(|e| scan::to_py(py, e))?;
+        let (bytes, start, len) = self.stream_bytes(py)?;
+        let stream = Arc::new(FrozenBytes::new(&bytes));
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let container = Arc::clone(&self.container);
+        let threads = self.threads.clone();
+        let job_stream = Arc::clone(&stream);
+        let count = self.arrays.len();
+        self.threads.spawn(Box::new(move || {
+            let data = (*job_stream)
+                .as_ref()
+                .get(start..start.saturating_add(len))
+                .unwrap_or_default();
+            let _ = tx.send(threads.run(|| {
+                let slots = (0..count).map(|_| None).collect();
+                analyse(&container, data, &policy, slots, defer)
+            }));
+        }));
+        *self.lock_started()? = Some(Started {
+            trusted,
+            defer,
+            stream,
+            start,
+            len,
+            done,
+        });
+        Ok(())
     }
 
     /// Where the stream the last `checked_pickle` returned starts in that
@@ -511,6 +599,12 @@ impl Reader {
 }
 
 impl Reader {
+    fn lock_started(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Started>>> {
+        self.started
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's analysis state was poisoned"))
+    }
+
     fn lock_deferred(&self) -> PyResult<std::sync::MutexGuard<'_, Loading>> {
         self.deferred
             .lock()
