@@ -769,6 +769,31 @@ impl<'i> Builds<'i> {
         }
     }
 
+    /// Record in `seen` the lowest and highest `before` offsets for which
+    /// every `BUILD` looked up with these settings counts (or not) as it does
+    /// now: a decode made with them reads the same for any `before` in that
+    /// range (start `seen` at `(0, u64::MAX)`).
+    pub(crate) const fn tracking(self, seen: &'i Cell<(u64, u64)>) -> Self {
+        Builds {
+            seen: Some(seen),
+            ..self
+        }
+    }
+
+    /// Whether a decode [`Self::tracking`] found valid for `valid` reads
+    /// the same with these settings.
+    pub(crate) fn reads_as(&self, valid: (u64, u64)) -> bool {
+        (valid.0..=valid.1).contains(&self.before)
+    }
+
+    /// Narrows the range [`Self::tracking`] records to `valid`.
+    fn narrow(&self, valid: (u64, u64)) {
+        if let Some(seen) = self.seen {
+            let (low, high) = seen.get();
+            seen.set((low.max(valid.0), high.min(valid.1)));
+        }
+    }
+
     pub(crate) const fn index(&self) -> Option<&'i EventIndex> {
         self.index
     }
@@ -1320,16 +1345,14 @@ fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<Arc<
     if let Some(hit) = cache.map.borrow().get(&id) {
         let (low, high) = hit.valid;
         if (low..=high).contains(&builds.before) && hit.dtypes <= builds.max_dtypes {
+            builds.narrow(hit.valid);
             return Ok(Arc::clone(&hit.dtype));
         }
     }
     let seen = Cell::new((0, u64::MAX));
     let left = fresh();
-    let tracked = Builds {
-        seen: Some(&seen),
-        ..builds
-    };
-    let dtype = Arc::new(dtype_at(graph, id, 0, tracked, &left)?);
+    let dtype = Arc::new(dtype_at(graph, id, 0, builds.tracking(&seen), &left)?);
+    builds.narrow(seen.get());
     cache.map.borrow_mut().insert(
         id,
         CachedDType {

@@ -143,6 +143,18 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         view.charge(stage_predictors.len(), view.offset(stage), "_predictors")?;
         for &predictor in stage_predictors {
             let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
+            if let Some(known) = view.recall(nodes_id)
+                && known.top_feature < expected
+            {
+                // The predictor's check read this very array: charge what
+                // decoding it and reading its two columns again would.
+                if known.converted {
+                    view.charge(known.len, known.offset, "nodes")?;
+                }
+                view.charge(known.len, known.offset, "nodes")?;
+                view.charge(known.len, known.offset, "nodes")?;
+                continue;
+            }
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
             let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
