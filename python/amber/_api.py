@@ -382,7 +382,12 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
         filled = [r is not None for r in ready]
     allowed = None
     if extra is not None:
-        allowed = _safety.check(_safety.report_from_json(report_json, source))
+        # A clean report needs no decoding: the names it accepted are all a load uses.
+        accepted = reader.accepted_globals()
+        if accepted is not None:
+            allowed = _safety.allowed_names(accepted)
+        else:
+            allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:

@@ -615,9 +615,11 @@ def test_an_analysis_started_ahead_serves_only_the_call_it_was_started_for(tmp_p
     reader.start_checked_pickle([], True)
     _, report, _ = reader.checked_pickle(["ipaddress.IPv4Address"], None, True)
     assert json.loads(report)["verdict"] == "safe"
+    assert reader.accepted_globals() == ["ipaddress.IPv4Address"]
     reader.start_checked_pickle([], True)
     stream, report, _ = reader.checked_pickle([], None, True)
     assert json.loads(report)["verdict"] == "unsafe"
+    assert reader.accepted_globals() is None
     assert stream[reader.stream_offset() :].startswith(b"\x80\x05")
     with pytest.raises(amber.UnsafeModelError):
         amber.load(path)

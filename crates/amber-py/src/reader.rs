@@ -42,6 +42,8 @@ pub struct Reader {
     stream_start: Mutex<usize>,
     /// The analysis `start_checked_pickle` left running for `checked_pickle`.
     started: Mutex<Option<Started>>,
+    /// The globals the last `checked_pickle` accepted, if it found nothing.
+    accepted: Mutex<Option<Vec<String>>>,
 }
 
 /// What one analysis of the stream gives: the report, and what the content
@@ -106,6 +108,7 @@ impl Reader {
             whole: None,
             stream_start: Mutex::new(0),
             started: Mutex::new(None),
+            accepted: Mutex::new(None),
         })
     }
 
@@ -297,6 +300,7 @@ impl Reader {
             .map_err(|_| PyValueError::new_err("the reader's stream state was poisoned"))? = start;
         let count = self.arrays.len();
         *self.lock_deferred()? = Loading::default();
+        *self.lock_accepted()? = None;
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
         };
@@ -344,6 +348,16 @@ impl Reader {
             lent: checked.lent,
             decoded: checked.decoded,
         };
+        if report.findings.is_empty() && report.verdict == amber::Verdict::Safe {
+            *self.lock_accepted()? = Some(
+                report
+                    .globals
+                    .iter()
+                    .filter(|g| g.allowed)
+                    .map(|g| g.name.clone())
+                    .collect(),
+            );
+        }
         Ok((
             bytes,
             Some(scan::report_json(&report, "amber")?),
@@ -391,6 +405,13 @@ impl Reader {
             done,
         });
         Ok(())
+    }
+
+    /// The globals the analysis of the last `checked_pickle` accepted, when
+    /// its report is `safe` with no finding (`None` otherwise): all a load
+    /// needs of a clean report, without decoding its JSON.
+    fn accepted_globals(&self) -> PyResult<Option<Vec<String>>> {
+        Ok(self.lock_accepted()?.clone())
     }
 
     /// Where the stream the last `checked_pickle` returned starts in that
@@ -599,6 +620,12 @@ impl Reader {
 }
 
 impl Reader {
+    fn lock_accepted(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Vec<String>>>> {
+        self.accepted
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's analysis state was poisoned"))
+    }
+
     fn lock_started(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Started>>> {
         self.started
             .lock()
