@@ -61,6 +61,10 @@ struct Started {
     stream: Arc<FrozenBytes>,
     start: usize,
     len: usize,
+    /// The policy, until a pool thread takes it to run the analysis; if
+    /// none has when `checked_pickle` comes (no core was free), that call
+    /// takes it back and analyses on its own thread instead of waiting.
+    unclaimed: Arc<Mutex<Option<amber::Policy>>>,
     done: std::sync::mpsc::Receiver<Analysis>,
 }
 
@@ -281,13 +285,23 @@ impl Reader {
             Some(s)
                 if dests.is_none() && defer == s.defer && trusted.as_ref() == Some(&s.trusted) =>
             {
-                let receiver = s.done;
-                let done = py.detach(move || receiver.recv()).map_err(|_| {
-                    PyValueError::new_err(
-                        "the thread analysing the stream stopped without a result",
-                    )
-                })?;
-                (s.stream.object(py), s.start, s.len, Some(done))
+                let taken_back = s
+                    .unclaimed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let done = match taken_back {
+                    Some(_) => None,
+                    None => {
+                        let receiver = s.done;
+                        Some(py.detach(move || receiver.recv()).map_err(|_| {
+                            PyValueError::new_err(
+                                "the thread analysing the stream stopped without a result",
+                            )
+                        })?)
+                    }
+                };
+                (s.stream.object(py), s.start, s.len, done)
             }
             _ => {
                 let (bytes, start, len) = self.stream_bytes(py)?;
@@ -369,7 +383,8 @@ impl Reader {
     /// `checked_pickle(trusted, None, defer)` would run, so that it overlaps
     /// what the load does before that call (comparing package versions).
     /// That call then waits for this analysis and returns its result for
-    /// the very `bytes` object analysed here; a call with other arguments
+    /// the very `bytes` object analysed here (or, if no pool thread has
+    /// started on it yet, runs it itself); a call with other arguments
     /// ignores it. Nothing is unpickled before that call returns, so the
     /// analysis still comes before any object is built.
     fn start_checked_pickle(
@@ -386,7 +401,16 @@ impl Reader {
         let threads = self.threads.clone();
         let job_stream = Arc::clone(&stream);
         let count = self.arrays.len();
+        let unclaimed = Arc::new(Mutex::new(Some(policy)));
+        let claim = Arc::clone(&unclaimed);
         self.threads.spawn(Box::new(move || {
+            let taken = claim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let Some(policy) = taken else {
+                return;
+            };
             let data = (*job_stream)
                 .as_ref()
                 .get(start..start.saturating_add(len))
@@ -402,6 +426,7 @@ impl Reader {
             stream,
             start,
             len,
+            unclaimed,
             done,
         });
         Ok(())
