@@ -1320,10 +1320,11 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
     if items.len() > MAX_DIMS {
         return None;
     }
-    items
-        .iter()
-        .map(|&d| u64::try_from(int(graph, d)?).ok())
-        .collect()
+    let mut shape = Vec::with_capacity(items.len());
+    for &d in items {
+        shape.push(u64::try_from(int(graph, d)?).ok()?);
+    }
+    Some(shape)
 }
 
 /// Decode the `numpy.dtype` made by node `id`.

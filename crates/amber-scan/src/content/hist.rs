@@ -29,6 +29,8 @@ const BITSET_WORDS: u64 = 8;
 /// the layout scikit-learn writes and every node passed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Summary {
+    /// The node `nodes` names in the state.
+    pub(crate) nodes: NodeId,
     /// The `before` offsets for which the array decodes the same.
     pub(crate) valid: (u64, u64),
     /// Offset of the node that makes the array.
@@ -127,8 +129,9 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
         }
         if !bad && visited == n {
             ctx.remember(
-                nodes_id,
+                state,
                 Summary {
+                    nodes: nodes_id,
                     valid: seen.get(),
                     offset: at_nodes,
                     len: n,

@@ -549,9 +549,10 @@ pub(crate) struct View<'g, 'a> {
 }
 
 /// What the checks of one graph read of HistGradientBoosting predictors'
-/// node arrays, by the node that makes the array: the ensemble's bound on
-/// its predictors' features ([`estimators`]) takes it from there instead of
-/// decoding each array a second time, where the array reads the same for it.
+/// node arrays, by predictor state: the ensemble's bound on its predictors'
+/// features ([`estimators`]) takes it from there instead of reading each
+/// state and decoding each array a second time, where the array reads the
+/// same for it. (A state dict reads the same whenever it is read.)
 #[derive(Debug, Default)]
 pub(crate) struct HistMemo {
     map: RefCell<HashMap<NodeId, hist::Summary>>,
@@ -613,17 +614,19 @@ impl<'g> View<'g, '_> {
         self.array_with(id, what, self.builds.tracking(seen))
     }
 
-    /// Keeps what [`hist`] read of the node array `id` for the checks after it.
-    pub(crate) fn remember(&self, id: NodeId, summary: hist::Summary) {
+    /// Keeps what [`hist`] read of the node array of the predictor state
+    /// `state` for the checks after it.
+    pub(crate) fn remember(&self, state: NodeId, summary: hist::Summary) {
         if let Some(memo) = self.memo {
-            memo.map.borrow_mut().insert(id, summary);
+            memo.map.borrow_mut().insert(state, summary);
         }
     }
 
-    /// What [`hist`] read of the node array `id`, if it reads the same here.
-    pub(crate) fn recall(&self, id: NodeId) -> Option<hist::Summary> {
+    /// What [`hist`] read of the node array of the predictor state `state`,
+    /// if that array reads the same here.
+    pub(crate) fn recall(&self, state: NodeId) -> Option<hist::Summary> {
         let memo = self.memo?.map.borrow();
-        let summary = memo.get(&id)?;
+        let summary = memo.get(&state)?;
         self.builds.reads_as(summary.valid).then_some(*summary)
     }
 
