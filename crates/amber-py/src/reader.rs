@@ -318,7 +318,8 @@ impl Reader {
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
         };
-        let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
+        // Made only for an analysis run here (a started one brought its own).
+        let policy = std::cell::OnceCell::new();
         let held = match dests {
             Some(list) => self.borrow_buffers(list)?,
             None => Vec::new(),
@@ -327,24 +328,31 @@ impl Reader {
             .as_bytes()
             .get(start..start.saturating_add(len))
             .ok_or_else(|| PyValueError::new_err("the pickle stream lies outside its bytes"))?;
-        let analyse = |defer: bool| {
+        let analyse = |defer: bool| -> PyResult<Analysis> {
+            let policy = match policy.get() {
+                Some(policy) => policy,
+                None => {
+                    let made = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
+                    policy.get_or_init(|| made)
+                }
+            };
             let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
             for (index, buffer) in &held {
                 if let Some(slot) = slots.get_mut(*index) {
                     *slot = Some(buffer.bytes_mut());
                 }
             }
-            py.detach(|| threads.run(|| analyse(container, data, &policy, slots, defer)))
+            Ok(py.detach(|| threads.run(|| analyse(container, data, policy, slots, defer))))
         };
         let (mut report, mut checked) = match done {
             Some(done) => done,
-            None => analyse(defer),
+            None => analyse(defer)?,
         };
         let clean = |report: &amber::Report, checked: &Result<amber::Checked, _>| {
             report.findings.is_empty() && checked.as_ref().is_ok_and(|c| c.failed.is_none())
         };
         if defer && !clean(&report, &checked) {
-            (report, checked) = analyse(false);
+            (report, checked) = analyse(false)?;
         }
         let checked = checked.py(py)?;
         // Uncompressed arrays are checked in the map before their CRCs are:
@@ -393,8 +401,14 @@ impl Reader {
         trusted: Vec<String>,
         defer: bool,
     ) -> PyResult<()> {
-        let policy = amber::policy(&trusted).map_err(|e| scan::to_py(py, e))?;
-        let (bytes, start, len) = self.stream_bytes(py)?;
+        // Names the policy refuses, or a damaged stream, are for
+        // `checked_pickle` to raise, in its turn.
+        let Ok(policy) = amber::policy(&trusted) else {
+            return Ok(());
+        };
+        let Ok((bytes, start, len)) = self.stream_bytes(py) else {
+            return Ok(());
+        };
         let stream = Arc::new(FrozenBytes::new(&bytes));
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let container = Arc::clone(&self.container);
