@@ -1635,3 +1635,60 @@ mod tests {
         assert_eq!(latin1("\u{100}"), None);
     }
 }
+
+#[cfg(test)]
+mod tracking_tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// A decode made with [`Builds::tracking`] records the `before` offsets
+    /// for which it reads the same, whether its dtype is decoded or cached.
+    #[test]
+    fn tracking_records_where_a_decode_reads_the_same() {
+        let data = include_bytes!("../tests/content/fixtures/decision_tree.p4.pkl");
+        let pickle = amber_pickle::Parser::new(data).parse().unwrap();
+        let graph = pickle.graph();
+        let (id, _) = graph
+            .iter()
+            .find(|(id, _)| match graph.kind(*id) {
+                Some(NodeKind::Reduce { callable, .. }) => global_is(graph, callable, RECONSTRUCT),
+                _ => false,
+            })
+            .unwrap();
+        let index = graph.event_index();
+        let build = Builds::indexed(&index).first(graph, id).unwrap().0;
+        let cache = DTypeCache::default();
+        let mut ranges = Vec::new();
+        for builds in [
+            Builds::indexed(&index),
+            Builds::indexed(&index).cached(&cache),
+            Builds::indexed(&index).cached(&cache),
+        ] {
+            let seen = Cell::new((0, u64::MAX));
+            let at = builds.before(build + 1);
+            decode_with(graph, id, &NoArrays, at.tracking(&seen)).unwrap();
+            let valid = seen.get();
+            assert!(
+                valid.0 > build,
+                "{valid:?} must exclude the BUILD at {build}"
+            );
+            assert!(at.reads_as(valid) && builds.reads_as(valid));
+            assert!(!builds.before(build).reads_as(valid));
+            ranges.push(valid);
+        }
+        // Decoded, then decoded for the cache, then a cache hit: one range.
+        assert!(
+            ranges.windows(2).all(|w| w.first() == w.get(1)),
+            "{ranges:?}"
+        );
+        // Where the BUILD does not count, the decode reads otherwise (unbuilt).
+        let seen = Cell::new((0, u64::MAX));
+        let unbuilt = decode_with(
+            graph,
+            id,
+            &NoArrays,
+            Builds::indexed(&index).before(build).tracking(&seen),
+        );
+        assert!(unbuilt.is_err());
+    }
+}
