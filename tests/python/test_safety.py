@@ -621,6 +621,13 @@ def test_an_analysis_started_ahead_serves_only_the_call_it_was_started_for(tmp_p
     assert json.loads(report)["verdict"] == "unsafe"
     assert reader.accepted_globals() is None
     assert stream[reader.stream_offset() :].startswith(b"\x80\x05")
+    # A name the policy refuses is raised by the call that waits, as without a start.
+    reader.start_checked_pickle(["no_dot"], True)
+    with pytest.raises(ValueError, match="no_dot") as started:
+        reader.checked_pickle(["no_dot"], None, True)
+    with pytest.raises(ValueError, match="no_dot") as alone:
+        reader.checked_pickle(["no_dot"], None, True)
+    assert str(started.value) == str(alone.value)
     with pytest.raises(amber.UnsafeModelError):
         amber.load(path)
     assert amber.load(path, trusted=[ipaddress.IPv4Address]) == ipaddress.IPv4Address("10.0.0.1")

@@ -61,11 +61,14 @@ struct Started {
     stream: Arc<FrozenBytes>,
     start: usize,
     len: usize,
-    /// The policy, until a pool thread takes it to run the analysis; if
-    /// none has when `checked_pickle` comes (no core was free), that call
-    /// takes it back and analyses on its own thread instead of waiting.
-    unclaimed: Arc<Mutex<Option<amber::Policy>>>,
-    done: std::sync::mpsc::Receiver<Analysis>,
+    /// The trusted names, until a pool thread takes them to run the
+    /// analysis; if none has when `checked_pickle` comes (no core was free),
+    /// that call takes them back and analyses on its own thread instead of
+    /// waiting.
+    unclaimed: Arc<Mutex<Option<Vec<String>>>>,
+    /// The analysis, or `None` if the policy refused a name (for
+    /// `checked_pickle` to raise).
+    done: std::sync::mpsc::Receiver<Option<Analysis>>,
 }
 
 /// Analyses `data`, the pickle stream of `container`, with the container's
@@ -294,11 +297,11 @@ impl Reader {
                     Some(_) => None,
                     None => {
                         let receiver = s.done;
-                        Some(py.detach(move || receiver.recv()).map_err(|_| {
+                        py.detach(move || receiver.recv()).map_err(|_| {
                             PyValueError::new_err(
                                 "the thread analysing the stream stopped without a result",
                             )
-                        })?)
+                        })?
                     }
                 };
                 (s.stream.object(py), s.start, s.len, done)
@@ -401,11 +404,8 @@ impl Reader {
         trusted: Vec<String>,
         defer: bool,
     ) -> PyResult<()> {
-        // Names the policy refuses, or a damaged stream, are for
+        // A damaged stream, or names the policy refuses, are for
         // `checked_pickle` to raise, in its turn.
-        let Ok(policy) = amber::policy(&trusted) else {
-            return Ok(());
-        };
         let Ok((bytes, start, len)) = self.stream_bytes(py) else {
             return Ok(());
         };
@@ -415,24 +415,28 @@ impl Reader {
         let threads = self.threads.clone();
         let job_stream = Arc::clone(&stream);
         let count = self.arrays.len();
-        let unclaimed = Arc::new(Mutex::new(Some(policy)));
+        let unclaimed = Arc::new(Mutex::new(Some(trusted.clone())));
         let claim = Arc::clone(&unclaimed);
         self.threads.spawn(Box::new(move || {
             let taken = claim
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
-            let Some(policy) = taken else {
+            let Some(names) = taken else {
+                return;
+            };
+            let Ok(policy) = amber::policy(&names) else {
+                let _ = tx.send(None);
                 return;
             };
             let data = (*job_stream)
                 .as_ref()
                 .get(start..start.saturating_add(len))
                 .unwrap_or_default();
-            let _ = tx.send(threads.run(|| {
+            let _ = tx.send(Some(threads.run(|| {
                 let slots = (0..count).map(|_| None).collect();
                 analyse(&container, data, &policy, slots, defer)
-            }));
+            })));
         }));
         *self.lock_started()? = Some(Started {
             trusted,
