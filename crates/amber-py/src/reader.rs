@@ -335,7 +335,7 @@ impl Reader {
             let policy = match policy.get() {
                 Some(policy) => policy,
                 None => {
-                    let made = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
+                    let made = amber::shared_policy(&names).map_err(|e| scan::to_py(py, e))?;
                     policy.get_or_init(|| made)
                 }
             };
@@ -425,7 +425,7 @@ impl Reader {
             let Some(names) = taken else {
                 return;
             };
-            let Ok(policy) = amber::policy(&names) else {
+            let Ok(policy) = amber::shared_policy(&names) else {
                 let _ = tx.send(None);
                 return;
             };
