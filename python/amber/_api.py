@@ -382,7 +382,12 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
         filled = [r is not None for r in ready]
     allowed = None
     if extra is not None:
-        allowed = _safety.check(_safety.report_from_json(report_json, source))
+        # A clean report needs no decoding: the names it accepted are all a load uses.
+        accepted = reader.accepted_globals()
+        if accepted is not None:
+            allowed = _safety.allowed_names(accepted)
+        else:
+            allowed = _safety.check(_safety.report_from_json(report_json, source))
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:
@@ -513,8 +518,24 @@ def load(
     if _legacy.is_legacy(source):
         return _legacy.load(source, mmap_mode, trusted, _source_name(filename))
     reader = _reader(source, mmap_mode, threads)
+    _start_analysis(reader, mmap_mode, trusted)
     _versions.check(reader.manifest(), strict_versions, filename)
     return _unpickle(reader, mmap_mode, trusted, _source_name(filename))
+
+
+def _start_analysis(reader: Any, mmap_mode: str | None, trusted: Any) -> None:
+    """Starts, on another thread, the analysis ``_unpickle`` asks for, so it
+    runs while the versions are compared; ``_unpickle`` waits for it before
+    anything is unpickled. (Only for the loads that copy their arrays and
+    have a policy; a ``trusted`` that is not valid is refused by ``_unpickle``.)"""
+    if mmap_mode is not None:
+        return
+    try:
+        extra = _safety.trusted_names(trusted)
+    except (TypeError, ValueError):
+        return
+    if extra is not None:
+        reader.start_checked_pickle(extra, True)
 
 
 def _legacy_source(source: Any) -> Any:
@@ -542,6 +563,7 @@ def loads(
     if _legacy.is_legacy(data):
         return _legacy.load(data, None, trusted, "<bytes>")
     reader = _reader(data, None, threads)
+    _start_analysis(reader, None, trusted)
     _versions.check(reader.manifest(), strict_versions, None)
     return _unpickle(reader, None, trusted, "<bytes>")
 

@@ -154,8 +154,11 @@ class Unpickler(pickle.Unpickler):
         if resolved is None:
             raise _safety.second_wall_error(f"{module}.{name}")
         module, name = resolved
-        __import__(running_numpy_module(module))
-        obj: Any = sys.modules[running_numpy_module(module)]
+        module = running_numpy_module(module)
+        obj: Any = sys.modules.get(module)
+        if obj is None:
+            __import__(module)
+            obj = sys.modules[module]
         for part in name.split("."):
             obj = getattr(obj, part)
         return obj

@@ -107,7 +107,7 @@ def report_from_json(text: str | bytes, source: str = "") -> ScanReport:
         source=source,
         format=raw.get("format", ""),
         protocol=raw.get("protocol"),
-        allowed=frozenset(_normal(g["name"]) for g in used if g.get("allowed")),
+        allowed=allowed_names(g["name"] for g in used if g.get("allowed")),
         report_json=text,
     )
 
@@ -125,9 +125,14 @@ def report_from_parts(parts: tuple[Any, ...], source: str = "") -> ScanReport:
         source=source,
         format=fmt,
         protocol=protocol,
-        allowed=frozenset(_normal(name) for name, _, ok in used if ok),
+        allowed=allowed_names(name for name, _, ok in used if ok),
         report_json=text,
     )
+
+
+def allowed_names(names: Iterable[str]) -> frozenset[str]:
+    """The names ``find_class`` may resolve, from the globals a report accepted."""
+    return frozenset(_normal(name) for name in names)
 
 
 def trusted_names(trusted: Any) -> list[str] | None:

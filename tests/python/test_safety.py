@@ -11,6 +11,8 @@ tests can fail.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import pickle
 import struct
@@ -599,3 +601,33 @@ def test_compressed_arrays_load_equal_and_writable(tmp_path: Path, trusted: Any)
     got["small"][0][:] = -1.0  # writable, and sharing no bytes with its neighbour
     np.testing.assert_array_equal(got["small"][1], value["small"][1])
     assert got["big"].flags.writeable
+
+
+def test_an_analysis_started_ahead_serves_only_the_call_it_was_started_for(tmp_path):
+    """`load` starts the analysis while it compares versions; the
+    `checked_pickle` after it takes that result only for the same policy."""
+    path = tmp_path / "ip.amber"
+    amber.dump(ipaddress.IPv4Address("10.0.0.1"), path)
+    reader = _amber.Reader.open(str(path), None)
+    reader.start_checked_pickle(["ipaddress.IPv4Address"], True)
+    _, report, _ = reader.checked_pickle([], None, True)
+    assert json.loads(report)["verdict"] == "unsafe"
+    reader.start_checked_pickle([], True)
+    _, report, _ = reader.checked_pickle(["ipaddress.IPv4Address"], None, True)
+    assert json.loads(report)["verdict"] == "safe"
+    assert reader.accepted_globals() == ["ipaddress.IPv4Address"]
+    reader.start_checked_pickle([], True)
+    stream, report, _ = reader.checked_pickle([], None, True)
+    assert json.loads(report)["verdict"] == "unsafe"
+    assert reader.accepted_globals() is None
+    assert stream[reader.stream_offset() :].startswith(b"\x80\x05")
+    # A name the policy refuses is raised by the call that waits, as without a start.
+    reader.start_checked_pickle(["no_dot"], True)
+    with pytest.raises(ValueError, match="no_dot") as started:
+        reader.checked_pickle(["no_dot"], None, True)
+    with pytest.raises(ValueError, match="no_dot") as alone:
+        reader.checked_pickle(["no_dot"], None, True)
+    assert str(started.value) == str(alone.value)
+    with pytest.raises(amber.UnsafeModelError):
+        amber.load(path)
+    assert amber.load(path, trusted=[ipaddress.IPv4Address]) == ipaddress.IPv4Address("10.0.0.1")

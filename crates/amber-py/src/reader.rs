@@ -40,6 +40,51 @@ pub struct Reader {
     whole: Option<Arc<FrozenBytes>>,
     /// Where the stream `checked_pickle` last returned starts in its `bytes`.
     stream_start: Mutex<usize>,
+    /// The analysis `start_checked_pickle` left running for `checked_pickle`.
+    started: Mutex<Option<Started>>,
+    /// The globals the last `checked_pickle` accepted, if it found nothing.
+    accepted: Mutex<Option<Vec<String>>>,
+}
+
+/// What one analysis of the stream gives: the report, and what the content
+/// checks read and left (see `amber::ContainerArrays::finish`).
+type Analysis = (
+    amber::Report,
+    Result<amber::Checked, amber_format::FormatError>,
+);
+
+/// An analysis started on the pool by `start_checked_pickle`: the stream it
+/// reads (the `bytes` the unpickler will read), and its result to come.
+struct Started {
+    trusted: Vec<String>,
+    defer: bool,
+    stream: Arc<FrozenBytes>,
+    start: usize,
+    len: usize,
+    /// The trusted names, until a pool thread takes them to run the
+    /// analysis; if none has when `checked_pickle` comes (no core was free),
+    /// that call takes them back and analyses on its own thread instead of
+    /// waiting.
+    unclaimed: Arc<Mutex<Option<Vec<String>>>>,
+    /// The analysis, or `None` if the policy refused a name (for
+    /// `checked_pickle` to raise).
+    done: std::sync::mpsc::Receiver<Option<Analysis>>,
+}
+
+/// Analyses `data`, the pickle stream of `container`, with the container's
+/// arrays (filling the buffers of `slots` that the checks read) and, with
+/// `defer`, leaving the walks of arrays a load copies for those copies.
+fn analyse(
+    container: &Container<Backing>,
+    data: &[u8],
+    policy: &amber::Policy,
+    slots: Vec<Option<&mut [u8]>>,
+    defer: bool,
+) -> Analysis {
+    let arrays = amber::ContainerArrays::with_destinations(container, slots);
+    let arrays = if defer { arrays.deferring() } else { arrays };
+    let report = amber::scan_container_arrays(&arrays, data, policy, &amber::Limits::default());
+    (report, arrays.finish())
 }
 
 /// Checks left for a load's copies, and the arrays it may lend as views.
@@ -69,6 +114,8 @@ impl Reader {
             deferred: Mutex::new(Loading::default()),
             whole: None,
             stream_start: Mutex::new(0),
+            started: Mutex::new(None),
+            accepted: Mutex::new(None),
         })
     }
 
@@ -235,17 +282,47 @@ impl Reader {
     ) -> PyResult<(Bound<'py, PyBytes>, Option<String>, Vec<bool>)> {
         let container = &self.container;
         let threads = &self.threads;
-        let (bytes, start, len) = self.stream_bytes(py)?;
+        let started = self.lock_started()?.take();
+        // The analysis `start_checked_pickle` began, if it is this one.
+        let (bytes, start, len, done) = match started {
+            Some(s)
+                if dests.is_none() && defer == s.defer && trusted.as_ref() == Some(&s.trusted) =>
+            {
+                let taken_back = s
+                    .unclaimed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let done = match taken_back {
+                    Some(_) => None,
+                    None => {
+                        let receiver = s.done;
+                        py.detach(move || receiver.recv()).map_err(|_| {
+                            PyValueError::new_err(
+                                "the thread analysing the stream stopped without a result",
+                            )
+                        })?
+                    }
+                };
+                (s.stream.object(py), s.start, s.len, done)
+            }
+            _ => {
+                let (bytes, start, len) = self.stream_bytes(py)?;
+                (bytes, start, len, None)
+            }
+        };
         *self
             .stream_start
             .lock()
             .map_err(|_| PyValueError::new_err("the reader's stream state was poisoned"))? = start;
         let count = self.arrays.len();
         *self.lock_deferred()? = Loading::default();
+        *self.lock_accepted()? = None;
         let Some(names) = trusted else {
             return Ok((bytes, None, vec![false; count]));
         };
-        let policy = amber::policy(&names).map_err(|e| scan::to_py(py, e))?;
+        // Made only for an analysis run here (a started one brought its own).
+        let policy = std::cell::OnceCell::new();
         let held = match dests {
             Some(list) => self.borrow_buffers(list)?,
             None => Vec::new(),
@@ -254,33 +331,31 @@ impl Reader {
             .as_bytes()
             .get(start..start.saturating_add(len))
             .ok_or_else(|| PyValueError::new_err("the pickle stream lies outside its bytes"))?;
-        let analyse = |defer: bool| {
+        let analyse = |defer: bool| -> PyResult<Analysis> {
+            let policy = match policy.get() {
+                Some(policy) => policy,
+                None => {
+                    let made = amber::shared_policy(&names).map_err(|e| scan::to_py(py, e))?;
+                    policy.get_or_init(|| made)
+                }
+            };
             let mut slots: Vec<Option<&mut [u8]>> = (0..count).map(|_| None).collect();
             for (index, buffer) in &held {
                 if let Some(slot) = slots.get_mut(*index) {
                     *slot = Some(buffer.bytes_mut());
                 }
             }
-            let arrays = amber::ContainerArrays::with_destinations(container, slots);
-            let arrays = if defer { arrays.deferring() } else { arrays };
-            py.detach(|| {
-                threads.run(|| {
-                    let report = amber::scan_container_arrays(
-                        &arrays,
-                        data,
-                        &policy,
-                        &amber::Limits::default(),
-                    );
-                    (report, arrays.finish())
-                })
-            })
+            Ok(py.detach(|| threads.run(|| analyse(container, data, policy, slots, defer))))
         };
-        let (mut report, mut checked) = analyse(defer);
+        let (mut report, mut checked) = match done {
+            Some(done) => done,
+            None => analyse(defer)?,
+        };
         let clean = |report: &amber::Report, checked: &Result<amber::Checked, _>| {
             report.findings.is_empty() && checked.as_ref().is_ok_and(|c| c.failed.is_none())
         };
         if defer && !clean(&report, &checked) {
-            (report, checked) = analyse(false);
+            (report, checked) = analyse(false)?;
         }
         let checked = checked.py(py)?;
         // Uncompressed arrays are checked in the map before their CRCs are:
@@ -298,11 +373,88 @@ impl Reader {
             lent: checked.lent,
             decoded: checked.decoded,
         };
+        if report.findings.is_empty() && report.verdict == amber::Verdict::Safe {
+            *self.lock_accepted()? = Some(
+                report
+                    .globals
+                    .iter()
+                    .filter(|g| g.allowed)
+                    .map(|g| g.name.clone())
+                    .collect(),
+            );
+        }
         Ok((
             bytes,
             Some(scan::report_json(&report, "amber")?),
             checked.filled,
         ))
+    }
+
+    /// Starts, on the pool and without waiting, the analysis the next
+    /// `checked_pickle(trusted, None, defer)` would run, so that it overlaps
+    /// what the load does before that call (comparing package versions).
+    /// That call then waits for this analysis and returns its result for
+    /// the very `bytes` object analysed here (or, if no pool thread has
+    /// started on it yet, runs it itself); a call with other arguments
+    /// ignores it. Nothing is unpickled before that call returns, so the
+    /// analysis still comes before any object is built.
+    fn start_checked_pickle(
+        &self,
+        py: Python<'_>,
+        trusted: Vec<String>,
+        defer: bool,
+    ) -> PyResult<()> {
+        // A damaged stream, or names the policy refuses, are for
+        // `checked_pickle` to raise, in its turn.
+        let Ok((bytes, start, len)) = self.stream_bytes(py) else {
+            return Ok(());
+        };
+        let stream = Arc::new(FrozenBytes::new(&bytes));
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let container = Arc::clone(&self.container);
+        let threads = self.threads.clone();
+        let job_stream = Arc::clone(&stream);
+        let count = self.arrays.len();
+        let unclaimed = Arc::new(Mutex::new(Some(trusted.clone())));
+        let claim = Arc::clone(&unclaimed);
+        self.threads.spawn(Box::new(move || {
+            let taken = claim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let Some(names) = taken else {
+                return;
+            };
+            let Ok(policy) = amber::shared_policy(&names) else {
+                let _ = tx.send(None);
+                return;
+            };
+            let data = (*job_stream)
+                .as_ref()
+                .get(start..start.saturating_add(len))
+                .unwrap_or_default();
+            let _ = tx.send(Some(threads.run(|| {
+                let slots = (0..count).map(|_| None).collect();
+                analyse(&container, data, &policy, slots, defer)
+            })));
+        }));
+        *self.lock_started()? = Some(Started {
+            trusted,
+            defer,
+            stream,
+            start,
+            len,
+            unclaimed,
+            done,
+        });
+        Ok(())
+    }
+
+    /// The globals the analysis of the last `checked_pickle` accepted, when
+    /// its report is `safe` with no finding (`None` otherwise): all a load
+    /// needs of a clean report, without decoding its JSON.
+    fn accepted_globals(&self) -> PyResult<Option<Vec<String>>> {
+        Ok(self.lock_accepted()?.clone())
     }
 
     /// Where the stream the last `checked_pickle` returned starts in that
@@ -511,6 +663,18 @@ impl Reader {
 }
 
 impl Reader {
+    fn lock_accepted(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Vec<String>>>> {
+        self.accepted
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's analysis state was poisoned"))
+    }
+
+    fn lock_started(&self) -> PyResult<std::sync::MutexGuard<'_, Option<Started>>> {
+        self.started
+            .lock()
+            .map_err(|_| PyValueError::new_err("the reader's analysis state was poisoned"))
+    }
+
     fn lock_deferred(&self) -> PyResult<std::sync::MutexGuard<'_, Loading>> {
         self.deferred
             .lock()

@@ -101,7 +101,7 @@ fn finish(
 /// `amber._safety.report_from_parts`).
 #[pyfunction]
 pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<ReportParts> {
-    let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
+    let policy = amber::shared_policy(&trusted).map_err(|e| to_py(py, e))?;
     let scanned = py.detach(|| amber::scan_path(&path, &policy, &amber_legacy::Limits::default()));
     finish(py, scanned)
 }
@@ -113,7 +113,7 @@ pub fn scan_bytes(
     data: &Bound<'_, PyAny>,
     trusted: Vec<String>,
 ) -> PyResult<ReportParts> {
-    let policy = amber::policy(&trusted).map_err(|e| to_py(py, e))?;
+    let policy = amber::shared_policy(&trusted).map_err(|e| to_py(py, e))?;
     let data = Borrowed::get(data, false)?.bytes().to_vec();
     let scanned = py.detach(|| amber::scan_bytes(data, &policy, &amber_legacy::Limits::default()));
     finish(py, scanned)

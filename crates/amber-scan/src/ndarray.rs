@@ -769,6 +769,31 @@ impl<'i> Builds<'i> {
         }
     }
 
+    /// Record in `seen` the lowest and highest `before` offsets for which
+    /// every `BUILD` looked up with these settings counts (or not) as it does
+    /// now: a decode made with them reads the same for any `before` in that
+    /// range (start `seen` at `(0, u64::MAX)`).
+    pub(crate) const fn tracking(self, seen: &'i Cell<(u64, u64)>) -> Self {
+        Builds {
+            seen: Some(seen),
+            ..self
+        }
+    }
+
+    /// Whether a decode [`Self::tracking`] found valid for `valid` reads
+    /// the same with these settings.
+    pub(crate) fn reads_as(&self, valid: (u64, u64)) -> bool {
+        (valid.0..=valid.1).contains(&self.before)
+    }
+
+    /// Narrows the range [`Self::tracking`] records to `valid`.
+    fn narrow(&self, valid: (u64, u64)) {
+        if let Some(seen) = self.seen {
+            let (low, high) = seen.get();
+            seen.set((low.max(valid.0), high.min(valid.1)));
+        }
+    }
+
     pub(crate) const fn index(&self) -> Option<&'i EventIndex> {
         self.index
     }
@@ -1295,10 +1320,11 @@ fn read_shape(graph: &Graph<'_>, id: NodeId) -> Option<Vec<u64>> {
     if items.len() > MAX_DIMS {
         return None;
     }
-    items
-        .iter()
-        .map(|&d| u64::try_from(int(graph, d)?).ok())
-        .collect()
+    let mut shape = Vec::with_capacity(items.len());
+    for &d in items {
+        shape.push(u64::try_from(int(graph, d)?).ok()?);
+    }
+    Some(shape)
 }
 
 /// Decode the `numpy.dtype` made by node `id`.
@@ -1320,16 +1346,14 @@ fn array_dtype(graph: &Graph<'_>, id: NodeId, builds: Builds<'_>) -> Result<Arc<
     if let Some(hit) = cache.map.borrow().get(&id) {
         let (low, high) = hit.valid;
         if (low..=high).contains(&builds.before) && hit.dtypes <= builds.max_dtypes {
+            builds.narrow(hit.valid);
             return Ok(Arc::clone(&hit.dtype));
         }
     }
     let seen = Cell::new((0, u64::MAX));
     let left = fresh();
-    let tracked = Builds {
-        seen: Some(&seen),
-        ..builds
-    };
-    let dtype = Arc::new(dtype_at(graph, id, 0, tracked, &left)?);
+    let dtype = Arc::new(dtype_at(graph, id, 0, builds.tracking(&seen), &left)?);
+    builds.narrow(seen.get());
     cache.map.borrow_mut().insert(
         id,
         CachedDType {
@@ -1609,5 +1633,62 @@ mod tests {
         assert_eq!(c.i64(0), Some(i64::MAX));
         assert_eq!(latin1("a\u{ff}").unwrap(), vec![b'a', 0xff]);
         assert_eq!(latin1("\u{100}"), None);
+    }
+}
+
+#[cfg(test)]
+mod tracking_tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// A decode made with [`Builds::tracking`] records the `before` offsets
+    /// for which it reads the same, whether its dtype is decoded or cached.
+    #[test]
+    fn tracking_records_where_a_decode_reads_the_same() {
+        let data = include_bytes!("../tests/content/fixtures/decision_tree.p4.pkl");
+        let pickle = amber_pickle::Parser::new(data).parse().unwrap();
+        let graph = pickle.graph();
+        let (id, _) = graph
+            .iter()
+            .find(|(id, _)| match graph.kind(*id) {
+                Some(NodeKind::Reduce { callable, .. }) => global_is(graph, callable, RECONSTRUCT),
+                _ => false,
+            })
+            .unwrap();
+        let index = graph.event_index();
+        let build = Builds::indexed(&index).first(graph, id).unwrap().0;
+        let cache = DTypeCache::default();
+        let mut ranges = Vec::new();
+        for builds in [
+            Builds::indexed(&index),
+            Builds::indexed(&index).cached(&cache),
+            Builds::indexed(&index).cached(&cache),
+        ] {
+            let seen = Cell::new((0, u64::MAX));
+            let at = builds.before(build + 1);
+            decode_with(graph, id, &NoArrays, at.tracking(&seen)).unwrap();
+            let valid = seen.get();
+            assert!(
+                valid.0 > build,
+                "{valid:?} must exclude the BUILD at {build}"
+            );
+            assert!(at.reads_as(valid) && builds.reads_as(valid));
+            assert!(!builds.before(build).reads_as(valid));
+            ranges.push(valid);
+        }
+        // Decoded, then decoded for the cache, then a cache hit: one range.
+        assert!(
+            ranges.windows(2).all(|w| w.first() == w.get(1)),
+            "{ranges:?}"
+        );
+        // Where the BUILD does not count, the decode reads otherwise (unbuilt).
+        let seen = Cell::new((0, u64::MAX));
+        let unbuilt = decode_with(
+            graph,
+            id,
+            &NoArrays,
+            Builds::indexed(&index).before(build).tracking(&seen),
+        );
+        assert!(unbuilt.is_err());
     }
 }

@@ -30,4 +30,5 @@ pub use fill::{Fill, FillFailure};
 pub use scan::{
     Backing, Opened, StreamView, open_bytes, open_legacy_bytes_scanned, open_legacy_path_scanned,
     open_path, policy, scan_bytes, scan_container, scan_container_arrays, scan_legacy, scan_path,
+    shared_policy,
 };

@@ -315,6 +315,19 @@ pub fn policy(trusted: &[String]) -> Result<Policy> {
     Ok(policy)
 }
 
+/// [`policy`], without building the default policy again for each call
+/// when `trusted` is empty: that one is built once per process and shared.
+///
+/// # Errors
+/// As [`policy`].
+pub fn shared_policy(trusted: &[String]) -> Result<Cow<'static, Policy>> {
+    static DEFAULT: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    if trusted.is_empty() {
+        return Ok(Cow::Borrowed(DEFAULT.get_or_init(Policy::default_policy)));
+    }
+    policy(trusted).map(Cow::Owned)
+}
+
 /// Analyses `stream`, the pickle entry of `container` (the caller passes the
 /// exact bytes it will unpickle), with the container's arrays as its
 /// out-of-band buffers.
@@ -398,4 +411,22 @@ fn merge(report: &mut Report, sub: Report, k: usize) {
         }
     }
     report.opcodes = report.opcodes.saturating_add(sub.opcodes);
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_shared_and_a_trusted_one_is_its_own() {
+        let (a, b) = (shared_policy(&[]).unwrap(), shared_policy(&[]).unwrap());
+        assert!(matches!((&a, &b), (Cow::Borrowed(x), Cow::Borrowed(y)) if std::ptr::eq(*x, *y)));
+        let name = "mypkg.models.MyModel".to_owned();
+        let own = shared_policy(std::slice::from_ref(&name)).unwrap();
+        assert!(matches!(own, Cow::Owned(_)));
+        assert!(own.entry(&name, false).is_some());
+        assert!(a.entry(&name, false).is_none());
+        assert!(shared_policy(&["no_dot".to_owned()]).is_err());
+    }
 }

@@ -70,15 +70,19 @@ fn features_in(view: &View<'_, '_>, d: &StateDict<'_>, fitted_by: &str) -> Resul
     view.require_int(id, "n_features_in_")
 }
 
-/// The state a tree estimator object was built with, as a dict.
-fn estimator_state<'g>(view: &View<'g, '_>, object: NodeId) -> Result<StateDict<'g>, Issue> {
-    let state = view.build_state(object).ok_or_else(|| {
+/// The state node an estimator object was built with.
+fn built_state(view: &View<'_, '_>, object: NodeId) -> Result<NodeId, Issue> {
+    view.build_state(object).ok_or_else(|| {
         Issue::undecodable(
             view.offset(object),
             "an estimator that is not built before it is used",
         )
-    })?;
-    StateDict::read(view.graph, state)
+    })
+}
+
+/// The state a tree estimator object was built with, as a dict.
+fn estimator_state<'g>(view: &View<'g, '_>, object: NodeId) -> Result<StateDict<'g>, Issue> {
+    StateDict::read(view.graph, built_state(view, object)?)
 }
 
 pub(crate) fn check_tree_estimator(view: &View<'_, '_>, state: NodeId) -> Outcome {
@@ -142,7 +146,24 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         let stage_predictors = list(stage)?;
         view.charge(stage_predictors.len(), view.offset(stage), "_predictors")?;
         for &predictor in stage_predictors {
-            let nodes_id = estimator_state(view, predictor)?.require("nodes")?;
+            let state = built_state(view, predictor)?;
+            let known = view.recall(state);
+            if let Some(known) = known
+                && known.top_feature < expected
+            {
+                // The predictor's check read this very array: charge what
+                // decoding it and reading its two columns again would.
+                if known.converted {
+                    view.charge(known.len, known.offset, "nodes")?;
+                }
+                view.charge(known.len, known.offset, "nodes")?;
+                view.charge(known.len, known.offset, "nodes")?;
+                continue;
+            }
+            let nodes_id = match known {
+                Some(known) => known.nodes,
+                None => StateDict::read(view.graph, state)?.require("nodes")?,
+            };
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
             let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;

@@ -11,6 +11,8 @@
 //! so the walk ends); `feature_idx >= 0`; a categorical split's
 //! `bitset_idx` is a row of both bitset arrays, which have 8 columns.
 
+use std::cell::Cell;
+
 use amber_pickle::NodeId;
 
 use super::{Found, Issue, Outcome, StateDict, View, present};
@@ -21,6 +23,25 @@ pub const CLASS: &str = "sklearn.ensemble._hist_gradient_boosting.predictor.Tree
 
 /// `BITSET_DTYPE` columns: 256 categories in 32-bit words.
 const BITSET_WORDS: u64 = 8;
+
+/// What a predictor's check read of its node array, for the ensemble's
+/// bound on features ([`super::estimators`]): kept only when the array has
+/// the layout scikit-learn writes and every node passed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Summary {
+    /// The node `nodes` names in the state.
+    pub(crate) nodes: NodeId,
+    /// The `before` offsets for which the array decodes the same.
+    pub(crate) valid: (u64, u64),
+    /// Offset of the node that makes the array.
+    pub(crate) offset: u64,
+    /// Its number of nodes.
+    pub(crate) len: usize,
+    /// Whether its bytes were converted from text (charged on each decode).
+    pub(crate) converted: bool,
+    /// The highest `feature_idx` of a split node (`i64::MIN` if none).
+    pub(crate) top_feature: i64,
+}
 
 fn bitset_rows(found: &mut Found, array: &NdArray<'_>, what: &str) -> i64 {
     match array.shape.as_slice() {
@@ -36,7 +57,9 @@ fn bitset_rows(found: &mut Found, array: &NdArray<'_>, what: &str) -> i64 {
 
 pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
     let d = StateDict::read(ctx.graph, state)?;
-    let nodes = ctx.array(d.require("nodes")?, "nodes")?;
+    let nodes_id = d.require("nodes")?;
+    let seen = Cell::new((0, u64::MAX));
+    let nodes = ctx.array_tracked(nodes_id, "nodes", &seen)?;
     let binned = ctx.array(
         d.require("binned_left_cat_bitsets")?,
         "binned_left_cat_bitsets",
@@ -80,6 +103,7 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
     if native {
         let mut bad = false;
         let mut visited = 0;
+        let mut top_feature = i64::MIN;
         for (i, el) in left.elements().enumerate() {
             visited = i + 1;
             let (Some(leaf), Some(cat)) = (is_leaf.flag_in(el), categorical.flag_in(el)) else {
@@ -101,8 +125,20 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
             let id = i64::try_from(i).unwrap_or(i64::MAX);
             bad |= !((id < l) & (l < count) & (id < r) & (r < count) & (f >= 0))
                 | (cat & (b >= bitsets));
+            top_feature = top_feature.max(f);
         }
         if !bad && visited == n {
+            ctx.remember(
+                state,
+                Summary {
+                    nodes: nodes_id,
+                    valid: seen.get(),
+                    offset: at_nodes,
+                    len: n,
+                    converted: nodes.is_converted(),
+                    top_feature,
+                },
+            );
             return Ok(found.finish());
         }
     }

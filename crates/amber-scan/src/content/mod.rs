@@ -42,7 +42,7 @@
 //! `bytearray` rewrites array bytes after they were read here).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -127,6 +127,7 @@ pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> V
         ctx,
         Builds::scan(),
         &Budget::unlimited(),
+        None,
         class,
         object,
         state,
@@ -148,6 +149,7 @@ pub fn check_indexed(
         ctx,
         Builds::indexed(index),
         &Budget::unlimited(),
+        None,
         class,
         object,
         state,
@@ -168,6 +170,7 @@ pub struct Checker<'g, 'a> {
     index: EventIndex,
     budget: Budget,
     dtypes: DTypeCache,
+    hist: HistMemo,
     parallel_from: u64,
 }
 
@@ -189,6 +192,7 @@ impl<'g, 'a> Checker<'g, 'a> {
             index,
             budget: Budget::new(elements, false),
             dtypes: DTypeCache::default(),
+            hist: HistMemo::default(),
             parallel_from: if ctx.arrays.defers() {
                 u64::MAX
             } else {
@@ -212,7 +216,8 @@ impl<'g, 'a> Checker<'g, 'a> {
     #[must_use]
     pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
         let builds = Builds::indexed(&self.index).cached(&self.dtypes);
-        validate(&self.ctx, builds, &self.budget, class, object, state)
+        let memo = Some(&self.hist);
+        validate(&self.ctx, builds, &self.budget, memo, class, object, state)
     }
 
     /// [`Self::check`] for each of `jobs` (class, object, state), in order,
@@ -237,12 +242,16 @@ impl<'g, 'a> Checker<'g, 'a> {
             let start = self.budget.left.get();
             let runs: Vec<(Vec<Issue>, Budget)> = batch
                 .par_iter()
-                .map_init(DTypeCache::default, |dtypes, &(class, object, state)| {
-                    let budget = Budget::new(start, true);
-                    let builds = Builds::indexed(index).cached(dtypes);
-                    let issues = validate(&ctx, builds, &budget, class, object, state);
-                    (issues, budget)
-                })
+                .map_init(
+                    || (DTypeCache::default(), HistMemo::default()),
+                    |(dtypes, memo), &(class, object, state)| {
+                        let budget = Budget::new(start, true);
+                        let builds = Builds::indexed(index).cached(dtypes);
+                        let memo = Some(&*memo);
+                        let issues = validate(&ctx, builds, &budget, memo, class, object, state);
+                        (issues, budget)
+                    },
+                )
                 .collect();
             out.extend(
                 runs.into_iter()
@@ -348,6 +357,7 @@ fn validate(
     ctx: &Ctx<'_, '_>,
     builds: Builds<'_>,
     work: &Budget,
+    memo: Option<&HistMemo>,
     class: &str,
     object: NodeId,
     state: NodeId,
@@ -382,6 +392,7 @@ fn validate(
         arrays: ctx.arrays,
         builds,
         work,
+        memo,
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
@@ -533,6 +544,18 @@ pub(crate) struct View<'g, 'a> {
     builds: Builds<'g>,
     /// Array elements this and later checks may still read.
     work: &'g Budget,
+    /// What earlier checks of this graph read of predictors' node arrays.
+    memo: Option<&'g HistMemo>,
+}
+
+/// What the checks of one graph read of HistGradientBoosting predictors'
+/// node arrays, by predictor state: the ensemble's bound on its predictors'
+/// features ([`estimators`]) takes it from there instead of reading each
+/// state and decoding each array a second time, where the array reads the
+/// same for it. (A state dict reads the same whenever it is read.)
+#[derive(Debug, Default)]
+pub(crate) struct HistMemo {
+    map: RefCell<HashMap<NodeId, hist::Summary>>,
 }
 
 impl<'g> View<'g, '_> {
@@ -577,7 +600,38 @@ impl<'g> View<'g, '_> {
 
     /// Decode the array made by `id`, as an issue if it cannot be.
     pub(crate) fn array(&self, id: NodeId, what: &str) -> Result<NdArray<'g>, Issue> {
-        let array = ndarray::decode_with(self.graph, id, self.arrays, self.builds)
+        self.array_with(id, what, self.builds)
+    }
+
+    /// [`Self::array`], recording in `seen` for which `before` offsets it
+    /// reads the same (see [`Builds::tracking`]).
+    pub(crate) fn array_tracked(
+        &self,
+        id: NodeId,
+        what: &str,
+        seen: &Cell<(u64, u64)>,
+    ) -> Result<NdArray<'g>, Issue> {
+        self.array_with(id, what, self.builds.tracking(seen))
+    }
+
+    /// Keeps what [`hist`] read of the node array of the predictor state
+    /// `state` for the checks after it.
+    pub(crate) fn remember(&self, state: NodeId, summary: hist::Summary) {
+        if let Some(memo) = self.memo {
+            memo.map.borrow_mut().insert(state, summary);
+        }
+    }
+
+    /// What [`hist`] read of the node array of the predictor state `state`,
+    /// if that array reads the same here.
+    pub(crate) fn recall(&self, state: NodeId) -> Option<hist::Summary> {
+        let memo = self.memo?.map.borrow();
+        let summary = memo.get(&state)?;
+        self.builds.reads_as(summary.valid).then_some(*summary)
+    }
+
+    fn array_with(&self, id: NodeId, what: &str, builds: Builds<'_>) -> Result<NdArray<'g>, Issue> {
+        let array = ndarray::decode_with(self.graph, id, self.arrays, builds)
             .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))?;
         // Text data (protocols 0-2) is converted on every decode.
         if array.is_converted() {
