@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use rayon::prelude::*;
 
-use crate::codec::{Encoder, Filter, PackedPayload, Piece, PieceSink, Settings, Summary};
+use crate::codec::{
+    Choice, Encoder, Filter, PackedPayload, Piece, PieceSink, Settings, Summary, choose,
+};
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
@@ -44,8 +46,8 @@ pub struct ArrayItem<'a> {
 /// A group of small arrays and their compressed payloads, waiting to be written.
 type PackedGroup<'g, 'a> = (&'g [ArrayItem<'a>], Vec<(Encoder, PackedPayload)>);
 
-/// A kind with at least this many arrays in a group gets one filter choice
-/// for all of them, made on windows of [`SHARED_FILTER_SAMPLES`] of them:
+/// A kind with at least this many arrays in a group gets one [`Choice`]
+/// (filter, level, probing) for all of them, made on windows of [`SHARED_FILTER_SAMPLES`] of them:
 /// trying both layouts on every array of a 200-tree forest cost a quarter of
 /// its compression time, and picked the same filter for every tree.
 const SHARED_FILTER_MIN: usize = 8;
@@ -54,8 +56,8 @@ const SHARED_FILTER_SAMPLES: usize = 8;
 /// Bytes taken from each sampled array.
 const SHARED_FILTER_WINDOW: usize = 16 << 10;
 
-/// The filter shared by each kind that has enough arrays in `group`.
-fn shared_filters(group: &[ArrayItem<'_>], settings: Settings) -> Vec<((u64, usize), Filter)> {
+/// The choice shared by each kind that has enough arrays in `group`.
+fn shared_filters(group: &[ArrayItem<'_>], settings: Settings) -> Vec<((u64, usize), Choice)> {
     let mut kinds: Vec<((u64, usize), Vec<&ArrayItem<'_>>)> = Vec::new();
     for item in group {
         let key = (item.kind, item.itemsize);
@@ -84,7 +86,7 @@ fn shared_filters(group: &[ArrayItem<'_>], settings: Settings) -> Vec<((u64, usi
                 itemsize,
                 ..settings
             };
-            ((kind, itemsize), Encoder::new(s, &sample).filter())
+            ((kind, itemsize), choose(&s, &sample))
         })
         .collect()
 }
@@ -101,7 +103,7 @@ fn pack_group(group: &[ArrayItem<'_>], settings: Settings) -> Vec<(Encoder, Pack
             };
             let key = (item.kind, item.itemsize);
             let encoder = match shared.iter().find(|(k, _)| *k == key) {
-                Some((_, filter)) => Encoder::with_filter(s, *filter),
+                Some((_, choice)) => Encoder::with_choice(s, *choice),
                 None => {
                     let data = item.data;
                     Encoder::new(
@@ -466,7 +468,7 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         let sample = data
             .get(..settings.chunk_size.min(data.len()))
             .unwrap_or_default();
-        let mut encoder = Encoder::new(settings, sample);
+        let mut encoder = Encoder::with_choice(settings, choose(&settings, sample));
         let zip = &mut self.zip;
         let label = &self.label;
         let mut sink =
@@ -984,7 +986,13 @@ mod tests {
                 kind: i % 2,
             })
             .collect();
-        let shared = shared_filters(&items, settings(4 << 20));
+        let filters = |items: &[ArrayItem<'_>]| -> Vec<((u64, usize), Filter)> {
+            shared_filters(items, settings(4 << 20))
+                .into_iter()
+                .map(|(key, choice)| (key, choice.filter))
+                .collect()
+        };
+        let shared = filters(&items);
         assert_eq!(
             shared,
             vec![
@@ -993,12 +1001,12 @@ mod tests {
             ]
         );
         assert!(
-            shared_filters(&items[..12], settings(4 << 20)).is_empty(),
+            filters(&items[..12]).is_empty(),
             "kinds of 6 arrays decide array by array"
         );
         // One kind of two element sizes is two kinds.
         let all: Vec<ArrayItem<'_>> = items.iter().map(|i| ArrayItem { kind: 0, ..*i }).collect();
-        let shared = shared_filters(&all, settings(4 << 20));
+        let shared = filters(&all);
         assert_eq!(
             shared,
             vec![
