@@ -437,7 +437,7 @@ const NO_PROBE_RATIO: f64 = 0.9;
 /// compressions of the sample.
 #[must_use]
 pub fn choose(settings: &Settings, sample: &[u8]) -> Choice {
-    let filter = choose_filter(settings, sample);
+    let (filter, plain) = filter_trials(settings, sample);
     let mut choice = Choice {
         filter,
         codec: settings.codec,
@@ -447,7 +447,7 @@ pub fn choose(settings: &Settings, sample: &[u8]) -> Choice {
         return choice;
     }
     let sample = filter_sample(sample, shuffle_width(settings.itemsize));
-    let mut plain = compressed_len(&sample, settings.codec, Filter::None);
+    let mut plain = plain.unwrap_or_else(|| compressed_len(&sample, settings.codec, Filter::None));
     if let Codec::Zstd(2 | 3) = settings.codec {
         let fast = compressed_len(&sample, Codec::Zstd(1), Filter::None);
         if fast <= plain + plain / FAST_LEVEL_SLACK {
@@ -460,16 +460,22 @@ pub fn choose(settings: &Settings, sample: &[u8]) -> Choice {
 }
 
 fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
+    filter_trials(settings, sample).0
+}
+
+/// [`choose_filter`], and the compressed size of the unfiltered sample when
+/// it was tried.
+fn filter_trials(settings: &Settings, sample: &[u8]) -> (Filter, Option<usize>) {
     let width = shuffle_width(settings.itemsize);
     // Bit planes of small chunks are too small to compress one by one: each
     // codec call costs more than its plane saves (64 of them for 8-byte items).
     let bit_planes_pay = sample.len() / width.max(1) / 8 >= MIN_BIT_PLANE;
     let Ok(itemsize) = u32::try_from(width) else {
-        return Filter::None;
+        return (Filter::None, None);
     };
     // Single bytes (bools, small codes) have bit planes but no byte planes.
     if sample.len() < width.max(8) * 16 || (itemsize <= 1 && settings.itemsize != 1) {
-        return Filter::None;
+        return (Filter::None, None);
     }
     // A small sample decides: trying a layout costs a compression of it.
     let sample = filter_sample(sample, width);
@@ -482,13 +488,13 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
             // Bit planes refine byte planes: where grouping bytes does not pay
             // (tree nodes, whose fields have nothing in common) neither does
             // grouping bits, and models have hundreds of such arrays.
-            return Filter::None;
+            return (Filter::None, Some(plain));
         }
         best = (shuffle, shuffled);
     } else if plain >= sample.len() || !bit_planes_pay {
         // Bytes the codec cannot shrink have no skewed bits either (those
         // would skew the byte values, which its entropy coder exploits).
-        return Filter::None;
+        return (Filter::None, Some(plain));
     }
     // Bit planes take longer to undo than byte planes (about half the speed
     // on load), so they must save at least 1/BIT_GAIN of the sample to be kept.
@@ -497,9 +503,9 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         && bitshuffle::supports(width)
         && compressed_len(&sample, settings.codec, bits) < best.1 - best.1 / BIT_GAIN
     {
-        bits
+        (bits, Some(plain))
     } else {
-        best.0
+        (best.0, Some(plain))
     }
 }
 
