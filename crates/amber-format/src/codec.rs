@@ -208,6 +208,9 @@ impl Pool {
 pub struct Encoder {
     settings: Settings,
     filter: Filter,
+    /// Whether unfiltered blocks are probed before being compressed whole
+    /// (see [`Choice::probe`]).
+    probe: bool,
     /// Output buffers of chunks already written, reused for the next ones.
     pool: Pool,
     index: Vec<u8>,
@@ -231,11 +234,25 @@ impl Encoder {
         Self {
             settings,
             filter,
+            probe: true,
             pool: Pool::default(),
             index: Vec::new(),
             written: 0,
             raw_size: 0,
             chunks: 0,
+        }
+    }
+
+    /// Starts a payload as [`choose`] decided for data like it.
+    #[must_use]
+    pub fn with_choice(settings: Settings, choice: Choice) -> Self {
+        let settings = Settings {
+            codec: choice.codec,
+            ..settings
+        };
+        Self {
+            probe: choice.probe,
+            ..Self::with_filter(settings, choice.filter)
         }
     }
 
@@ -246,14 +263,14 @@ impl Encoder {
     /// and batch `i` is written while batch `i + 1` is being compressed.
     pub fn encode(&mut self, data: &[u8], sink: &mut PieceSink<'_>) -> Result<()> {
         let settings = self.settings;
-        let filter = self.filter;
+        let (filter, probe) = (self.filter, self.probe);
         let chunk_size = settings.chunk_size.max(1);
         let batch = chunk_size * rayon::current_num_threads().max(1) * 2;
         let pool = std::mem::take(&mut self.pool);
         let compress = |group: &[u8]| -> Vec<(Packed, u32)> {
             group
                 .par_chunks(chunk_size)
-                .map(|chunk| pack(chunk, settings.codec, filter, pool.take()))
+                .map(|chunk| pack(chunk, settings.codec, filter, probe, pool.take()))
                 .collect()
         };
         let mut emit = |this: &mut Self, (raw, packed): Batch<'_>| {
@@ -296,7 +313,15 @@ impl Encoder {
         let chunk_size = self.settings.chunk_size.max(1);
         PackedPayload(
             data.chunks(chunk_size)
-                .map(|chunk| pack(chunk, self.settings.codec, self.filter, Vec::new()))
+                .map(|chunk| {
+                    pack(
+                        chunk,
+                        self.settings.codec,
+                        self.filter,
+                        self.probe,
+                        Vec::new(),
+                    )
+                })
                 .collect(),
         )
     }
@@ -384,17 +409,85 @@ pub fn shuffle_width(itemsize: usize) -> usize {
     }
 }
 
+/// How to compress a payload, decided by [`choose`] on a sample of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The filter ([`Encoder::filter`] of an encoder made on the sample).
+    pub filter: Filter,
+    /// The codec: the one asked for, or zstd level 1 in place of levels 2
+    /// and 3 when the sample says that costs almost nothing in size.
+    pub codec: Codec,
+    /// Whether unfiltered blocks are first probed for compressibility; not
+    /// when the sample compressed well (a probe is then a small compression
+    /// spent for nothing: a fifth more work on a forest's value arrays).
+    pub probe: bool,
+}
+
+/// At zstd levels 2 and 3, level 1 is used instead when it leaves the
+/// unfiltered sample at most 1/`FAST_LEVEL_SLACK` larger (1.6%): on a forest's
+/// node arrays (whose 64-byte records give zstd's match search little to
+/// find) level 1 is 5-7% faster to write and 6% faster to read, for 0.3% more
+/// bytes; on its value arrays it costs 9%, and level 3 stays.
+const FAST_LEVEL_SLACK: usize = 64;
+/// A sample compressed to less than this fraction of its size needs no probes.
+const NO_PROBE_RATIO: f64 = 0.9;
+
+/// The filter, codec and probing for a payload of which `sample` is a part
+/// (for arrays of one kind, windows of several of them): [`choose_filter`],
+/// then for unfiltered data the level and probing, from one or two more
+/// compressions of the sample.
+#[must_use]
+pub fn choose(settings: &Settings, sample: &[u8]) -> Choice {
+    let (filter, plain) = filter_trials(settings, sample);
+    let mut choice = Choice {
+        filter,
+        codec: settings.codec,
+        probe: true,
+    };
+    if filter != Filter::None || sample.len() < FILTER_SAMPLE_MIN {
+        return choice;
+    }
+    // The level is judged on more of the sample than the filter: on a forest's
+    // node records, the filter's 16 KiB said level 1 costs 2%, the 128 KiB of
+    // eight trees' windows 0.9%, the whole arrays 0.3%.
+    let whole = sample.len() <= FILTER_SAMPLE_MAX;
+    let sample = if whole {
+        std::borrow::Cow::Borrowed(sample)
+    } else {
+        filter_sample(sample, shuffle_width(settings.itemsize))
+    };
+    let mut plain = match plain {
+        Some(plain) if !whole => plain,
+        _ => compressed_len(&sample, settings.codec, Filter::None),
+    };
+    if let Codec::Zstd(2 | 3) = settings.codec {
+        let fast = compressed_len(&sample, Codec::Zstd(1), Filter::None);
+        if fast <= plain + plain / FAST_LEVEL_SLACK {
+            choice.codec = Codec::Zstd(1);
+            plain = fast;
+        }
+    }
+    choice.probe = plain as f64 >= sample.len() as f64 * NO_PROBE_RATIO;
+    choice
+}
+
 fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
+    filter_trials(settings, sample).0
+}
+
+/// [`choose_filter`], and the compressed size of the unfiltered sample when
+/// it was tried.
+fn filter_trials(settings: &Settings, sample: &[u8]) -> (Filter, Option<usize>) {
     let width = shuffle_width(settings.itemsize);
     // Bit planes of small chunks are too small to compress one by one: each
     // codec call costs more than its plane saves (64 of them for 8-byte items).
     let bit_planes_pay = sample.len() / width.max(1) / 8 >= MIN_BIT_PLANE;
     let Ok(itemsize) = u32::try_from(width) else {
-        return Filter::None;
+        return (Filter::None, None);
     };
     // Single bytes (bools, small codes) have bit planes but no byte planes.
     if sample.len() < width.max(8) * 16 || (itemsize <= 1 && settings.itemsize != 1) {
-        return Filter::None;
+        return (Filter::None, None);
     }
     // A small sample decides: trying a layout costs a compression of it.
     let sample = filter_sample(sample, width);
@@ -407,13 +500,13 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
             // Bit planes refine byte planes: where grouping bytes does not pay
             // (tree nodes, whose fields have nothing in common) neither does
             // grouping bits, and models have hundreds of such arrays.
-            return Filter::None;
+            return (Filter::None, Some(plain));
         }
         best = (shuffle, shuffled);
     } else if plain >= sample.len() || !bit_planes_pay {
         // Bytes the codec cannot shrink have no skewed bits either (those
         // would skew the byte values, which its entropy coder exploits).
-        return Filter::None;
+        return (Filter::None, Some(plain));
     }
     // Bit planes take longer to undo than byte planes (about half the speed
     // on load), so they must save at least 1/BIT_GAIN of the sample to be kept.
@@ -422,9 +515,9 @@ fn choose_filter(settings: &Settings, sample: &[u8]) -> Filter {
         && bitshuffle::supports(width)
         && compressed_len(&sample, settings.codec, bits) < best.1 - best.1 / BIT_GAIN
     {
-        bits
+        (bits, Some(plain))
     } else {
-        best.0
+        (best.0, Some(plain))
     }
 }
 
@@ -455,7 +548,7 @@ fn filter_sample(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
 /// not on a whole chunk.
 fn compressed_len(data: &[u8], codec: Codec, filter: Filter) -> usize {
     let mut out = Vec::new();
-    if pack_into(data, codec, filter, &mut out) {
+    if pack_into(data, codec, filter, true, &mut out) {
         out.len().saturating_sub(4 * filter.planes(data.len()).0)
     } else {
         data.len()
@@ -465,11 +558,14 @@ fn compressed_len(data: &[u8], codec: Codec, filter: Filter) -> usize {
 /// Makes `out` hold `chunk` filtered and compressed and returns `true`, or
 /// `false` when that does not make it smaller (`out` then holds no meaning).
 /// `out` may hold anything before: a reused buffer is not cleared first.
-fn pack_into(chunk: &[u8], codec: Codec, filter: Filter, out: &mut Vec<u8>) -> bool {
+/// Without `probe`, an unfiltered chunk is compressed whole at once.
+fn pack_into(chunk: &[u8], codec: Codec, filter: Filter, probe: bool, out: &mut Vec<u8>) -> bool {
     let packed = match filter {
         Filter::None => {
             out.clear();
-            pack_block(chunk, codec, PROBE_RATIO, out)
+            // A ratio of 1 or more lets every probe through: no probe is made.
+            let worth = if probe { PROBE_RATIO } else { f64::INFINITY };
+            pack_block(chunk, codec, worth, out)
         }
         filter => pack_planes(chunk, filter, codec, out).is_some(),
     };
@@ -477,8 +573,14 @@ fn pack_into(chunk: &[u8], codec: Codec, filter: Filter, out: &mut Vec<u8>) -> b
 }
 
 /// Compresses one chunk into `out` (a reused buffer), or marks it raw.
-fn pack(chunk: &[u8], codec: Codec, filter: Filter, mut out: Vec<u8>) -> (Packed, u32) {
-    if pack_into(chunk, codec, filter, &mut out) {
+fn pack(
+    chunk: &[u8],
+    codec: Codec,
+    filter: Filter,
+    probe: bool,
+    mut out: Vec<u8>,
+) -> (Packed, u32) {
+    if pack_into(chunk, codec, filter, probe, &mut out) {
         let crc = crc32fast::hash(&out);
         (Packed::Data(out), crc)
     } else {
@@ -580,7 +682,7 @@ fn plane_ratio(codec: Codec) -> f64 {
 /// first, so random data costs a small compression, not a full one).
 fn pack_block(block: &[u8], codec: Codec, worth: f64, out: &mut Vec<u8>) -> bool {
     let start = out.len();
-    if block.len() > 4 * PROBE {
+    if block.len() > 4 * PROBE && worth < 1.0 {
         let probe = block.get(..PROBE).unwrap_or_default();
         let probed = compress_chunk(probe, codec, out);
         out.truncate(start);
@@ -651,7 +753,7 @@ fn pack_planes(chunk: &[u8], filter: Filter, codec: Codec, out: &mut Vec<u8>) ->
 /// Whether every byte of `bytes` is zero, 256 bytes at a time (a byte loop
 /// took a fifteenth of a bit-shuffled write: most of a small integer's bit
 /// planes are zero and read to their end).
-fn is_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     let (blocks, rest) = bytes.as_chunks::<256>();
     blocks
         .iter()
@@ -1424,11 +1526,13 @@ mod tests {
     use super::*;
 
     fn encode(data: &[u8], settings: Settings) -> (Vec<u8>, Summary) {
+        let sample = data.get(..settings.chunk_size.min(data.len())).unwrap();
+        encode_by(Encoder::new(settings, sample), data)
+    }
+
+    /// The payload `enc` makes of `data`, and its summary.
+    fn encode_by(mut enc: Encoder, data: &[u8]) -> (Vec<u8>, Summary) {
         let mut out = Vec::new();
-        let mut enc = Encoder::new(
-            settings,
-            data.get(..settings.chunk_size.min(data.len())).unwrap(),
-        );
         enc.encode(data, &mut |pieces| {
             pieces.iter().for_each(|(b, _)| out.extend_from_slice(b));
             Ok(())
@@ -1620,7 +1724,7 @@ mod tests {
         }
         // Unshuffled chunks (a pickle stream, whose head may say little about
         // the rest) are still compressed for a few percent.
-        let (packed, _) = pack(&block, Codec::Zstd(3), Filter::None, Vec::new());
+        let (packed, _) = pack(&block, Codec::Zstd(3), Filter::None, true, Vec::new());
         assert!(matches!(packed, Packed::Data(d) if d.len() < block.len()));
     }
 
@@ -1741,6 +1845,85 @@ mod tests {
         assert_eq!(zstd::bulk::decompress(&out, large.len()).unwrap(), large);
     }
 
+    /// `n` bytes of 4 random bits each: entropy coding halves them and
+    /// there are no matches to find, which is what level 3's match search
+    /// finds little more of than level 1's on a forest's node records.
+    fn skewed_noise(n: usize) -> Vec<u8> {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        (0..n).map(|_| (next() >> 40) as u8 & 0x0F).collect()
+    }
+
+    /// A xorshift generator from `seed`.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    #[test]
+    fn level_one_replaces_the_fast_levels_only_where_it_costs_almost_nothing() {
+        let nodes = skewed_noise(64 * 8000);
+        let settings = |codec| Settings {
+            codec,
+            itemsize: 64,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        };
+        let choice = choose(&settings(Codec::Zstd(3)), &nodes);
+        assert_eq!(
+            choice,
+            Choice {
+                filter: Filter::None,
+                codec: Codec::Zstd(1),
+                probe: false
+            }
+        );
+        // Asked for level 4 or more, the user wants the smallest file.
+        assert_eq!(
+            choose(&settings(Codec::Zstd(6)), &nodes).codec,
+            Codec::Zstd(6)
+        );
+        // Class fractions of a forest's leaves (k/n and 1 - k/n, n small), as
+        // float64: level 3's match finder pays, and is kept.
+        let mut next = xorshift(11);
+        let fractions: Vec<u8> = (0..8000)
+            .flat_map(|_| {
+                let n = 1 + next() % 40;
+                let p = (next() % (n + 1)) as f64 / n as f64;
+                [p.to_le_bytes(), (1.0 - p).to_le_bytes()].concat()
+            })
+            .collect();
+        assert!(fractions.len() <= FILTER_SAMPLE_MAX);
+        let at = |level| compressed_len(&fractions, Codec::Zstd(level), Filter::None);
+        assert!(
+            at(1) > at(3) + at(3) / FAST_LEVEL_SLACK,
+            "{} vs {}",
+            at(1),
+            at(3)
+        );
+        let kept = choose(&settings(Codec::Zstd(3)), &fractions);
+        assert_eq!((kept.filter, kept.codec), (Filter::None, Codec::Zstd(3)));
+        // Noise is probed (and stored raw); filtered data keeps its codec.
+        let mut next = xorshift(3);
+        let noise: Vec<u8> = (0..1 << 20).map(|_| (next() >> 32) as u8).collect();
+        let noisy = choose(&settings(Codec::Zstd(3)), &noise);
+        assert!(noisy.probe, "{noisy:?}");
+        let ints = small_ints(1 << 18);
+        let c = choose(&INTS, &ints);
+        assert_eq!((c.filter, c.codec), (Filter::BitShuffle(4), Codec::Zstd(3)));
+        // A payload packed as chosen reads back.
+        for data in [&nodes, &noise] {
+            let choice = choose(&settings(Codec::Zstd(3)), data);
+            let (payload, _) =
+                encode_by(Encoder::with_choice(settings(Codec::Zstd(3)), choice), data);
+            let mut out = vec![0u8; data.len()];
+            decode_into(&payload, "e", &mut out).unwrap();
+            assert!(&out == data);
+        }
+    }
+
     /// How [`small_ints`] are compressed.
     const INTS: Settings = Settings {
         codec: Codec::Zstd(3),
@@ -1750,14 +1933,9 @@ mod tests {
 
     /// `n` int32 values uniform in 0..1000: 10 random bits in every 32.
     fn small_ints(n: usize) -> Vec<u8> {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         (0..n)
-            .flat_map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ((x >> 32) as u32 % 1000).to_le_bytes()
-            })
+            .flat_map(|_| ((next() >> 32) as u32 % 1000).to_le_bytes())
             .collect()
     }
 
@@ -2070,7 +2248,7 @@ mod timing {
         let t = std::time::Instant::now();
         let mut total = 0;
         for c in data.chunks(DEFAULT_CHUNK_SIZE) {
-            total += pack(c, Codec::Zstd(3), Filter::Shuffle(8), Vec::new()).1 as usize;
+            total += pack(c, Codec::Zstd(3), Filter::Shuffle(8), true, Vec::new()).1 as usize;
         }
         println!("pack {:?} {total}", t.elapsed());
         let t = std::time::Instant::now();
@@ -2109,7 +2287,7 @@ mod timing {
                 let mut total = 0;
                 for c in bytes.chunks(DEFAULT_CHUNK_SIZE) {
                     let mut out = Vec::new();
-                    total += if pack_into(c, Codec::Zstd(3), filter, &mut out) {
+                    total += if pack_into(c, Codec::Zstd(3), filter, true, &mut out) {
                         out.len()
                     } else {
                         c.len()

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use rayon::prelude::*;
 
-use crate::codec::{Encoder, Filter, PackedPayload, Piece, PieceSink, Settings, Summary};
+use crate::codec::{
+    Choice, Encoder, Filter, PackedPayload, Piece, PieceSink, Settings, Summary, choose,
+};
 use crate::error::{FormatError, Result};
 use crate::manifest::{
     EntryInfo, FORMAT_NAME, FORMAT_VERSION, MANIFEST_ENTRY, MIMETYPE, MIMETYPE_ENTRY, Manifest,
@@ -44,8 +46,8 @@ pub struct ArrayItem<'a> {
 /// A group of small arrays and their compressed payloads, waiting to be written.
 type PackedGroup<'g, 'a> = (&'g [ArrayItem<'a>], Vec<(Encoder, PackedPayload)>);
 
-/// A kind with at least this many arrays in a group gets one filter choice
-/// for all of them, made on windows of [`SHARED_FILTER_SAMPLES`] of them:
+/// A kind with at least this many arrays in a group gets one [`Choice`]
+/// (filter, level, probing) for all of them, made on windows of [`SHARED_FILTER_SAMPLES`] of them:
 /// trying both layouts on every array of a 200-tree forest cost a quarter of
 /// its compression time, and picked the same filter for every tree.
 const SHARED_FILTER_MIN: usize = 8;
@@ -54,19 +56,27 @@ const SHARED_FILTER_SAMPLES: usize = 8;
 /// Bytes taken from each sampled array.
 const SHARED_FILTER_WINDOW: usize = 16 << 10;
 
-/// The filter shared by each kind that has enough arrays in `group`.
-fn shared_filters(group: &[ArrayItem<'_>], settings: Settings) -> Vec<((u64, usize), Filter)> {
+/// The choices shared by kinds, keyed by (kind, element size).
+type SharedChoices = Vec<((u64, usize), Choice)>;
+
+/// Adds to `known` the choice shared by each kind that has enough arrays in
+/// `group` and none yet (made once for all the groups of one `add_arrays`:
+/// the arrays of a kind are alike in every group), the kinds in parallel.
+fn shared_filters(group: &[ArrayItem<'_>], settings: Settings, known: &mut SharedChoices) {
     let mut kinds: Vec<((u64, usize), Vec<&ArrayItem<'_>>)> = Vec::new();
     for item in group {
         let key = (item.kind, item.itemsize);
+        if known.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
         match kinds.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(item),
             None => kinds.push((key, vec![item])),
         }
     }
-    kinds
-        .into_iter()
-        .filter(|(_, members)| members.len() >= SHARED_FILTER_MIN)
+    kinds.retain(|(_, members)| members.len() >= SHARED_FILTER_MIN);
+    let chosen: SharedChoices = kinds
+        .into_par_iter()
         .map(|((kind, itemsize), members)| {
             // Windows spread over the kind's arrays and over their lengths.
             let step = itemsize.max(1);
@@ -84,14 +94,19 @@ fn shared_filters(group: &[ArrayItem<'_>], settings: Settings) -> Vec<((u64, usi
                 itemsize,
                 ..settings
             };
-            ((kind, itemsize), Encoder::new(s, &sample).filter())
+            ((kind, itemsize), choose(&s, &sample))
         })
-        .collect()
+        .collect();
+    known.extend(chosen);
 }
 
-/// Compresses a group of small arrays in parallel.
-fn pack_group(group: &[ArrayItem<'_>], settings: Settings) -> Vec<(Encoder, PackedPayload)> {
-    let shared = shared_filters(group, settings);
+/// Compresses a group of small arrays in parallel, those of the kinds in
+/// `shared` as chosen for their kind.
+fn pack_group(
+    group: &[ArrayItem<'_>],
+    settings: Settings,
+    shared: &[((u64, usize), Choice)],
+) -> Vec<(Encoder, PackedPayload)> {
     group
         .par_iter()
         .map(|item| {
@@ -101,7 +116,7 @@ fn pack_group(group: &[ArrayItem<'_>], settings: Settings) -> Vec<(Encoder, Pack
             };
             let key = (item.kind, item.itemsize);
             let encoder = match shared.iter().find(|(k, _)| *k == key) {
-                Some((_, filter)) => Encoder::with_filter(s, *filter),
+                Some((_, choice)) => Encoder::with_choice(s, *choice),
                 None => {
                     let data = item.data;
                     Encoder::new(
@@ -466,7 +481,7 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         let sample = data
             .get(..settings.chunk_size.min(data.len()))
             .unwrap_or_default();
-        let mut encoder = Encoder::new(settings, sample);
+        let mut encoder = Encoder::with_choice(settings, choose(&settings, sample));
         let zip = &mut self.zip;
         let label = &self.label;
         let mut sink =
@@ -499,6 +514,7 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
         let mut out = Vec::with_capacity(items.len());
         let mut rest = items;
         let mut previous: Option<PackedGroup<'_, '_>> = None;
+        let mut choices = SharedChoices::new();
         while let Some((item, tail)) = rest.split_first() {
             if item.data.len() >= SMALL_GROUP_BYTES / 4 {
                 if let Some(group) = previous.take() {
@@ -526,8 +542,9 @@ impl<W: Write + Seek + Send> ContainerWriter<W> {
                 end += 1;
             }
             let group = rest.get(..end).unwrap_or_default();
+            shared_filters(group, settings, &mut choices);
             let (packed, written) = rayon::join(
-                || pack_group(group, settings),
+                || pack_group(group, settings, &choices),
                 || {
                     previous
                         .take()
@@ -984,7 +1001,15 @@ mod tests {
                 kind: i % 2,
             })
             .collect();
-        let shared = shared_filters(&items, settings(4 << 20));
+        let filters = |items: &[ArrayItem<'_>]| -> Vec<((u64, usize), Filter)> {
+            let mut known = SharedChoices::new();
+            shared_filters(items, settings(4 << 20), &mut known);
+            known
+                .into_iter()
+                .map(|(key, choice)| (key, choice.filter))
+                .collect()
+        };
+        let shared = filters(&items);
         assert_eq!(
             shared,
             vec![
@@ -993,12 +1018,12 @@ mod tests {
             ]
         );
         assert!(
-            shared_filters(&items[..12], settings(4 << 20)).is_empty(),
+            filters(&items[..12]).is_empty(),
             "kinds of 6 arrays decide array by array"
         );
         // One kind of two element sizes is two kinds.
         let all: Vec<ArrayItem<'_>> = items.iter().map(|i| ArrayItem { kind: 0, ..*i }).collect();
-        let shared = shared_filters(&all, settings(4 << 20));
+        let shared = filters(&all);
         assert_eq!(
             shared,
             vec![
@@ -1006,7 +1031,15 @@ mod tests {
                 ((0, 1), Filter::BitShuffle(1))
             ]
         );
-        let packed = pack_group(&all, settings(4 << 20));
+        // Kinds already chosen for (in an earlier group) are not chosen again.
+        let mut known = SharedChoices::new();
+        shared_filters(&items, settings(4 << 20), &mut known);
+        let earlier = known.clone();
+        shared_filters(&all, settings(4 << 20), &mut known);
+        assert_eq!(known.len(), 3);
+        assert_eq!(known[..2], earlier[..]);
+        assert_eq!(known[2].0, (0, 1));
+        let packed = pack_group(&all, settings(4 << 20), &known);
         for (item, (encoder, _)) in all.iter().zip(&packed) {
             let expected = if item.itemsize == 4 {
                 Filter::Shuffle(4)
