@@ -13,6 +13,7 @@ defined here, so joblib need not be installed and none of its code runs.
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import os
@@ -129,6 +130,10 @@ class LegacyUnpickler(Unpickler):
         self._count = len(self._infos)
         self._used = bytearray(self._count)
         self._blocks = _Blocks()
+        # Small arrays copied ahead, a block at a time (see ``_packed``).
+        self._pack_first = self._pack_end = 0
+        self._pack_offsets: list[int] = []
+        self._pack_block: Any = None
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -193,8 +198,13 @@ class LegacyUnpickler(Unpickler):
         if array is None:
             if self._mmap_mode is not None:
                 self.copied.append(k)
-            buffer = self._blocks.take(nbytes)
-            self._legacy.copy_array_into(k, buffer)
+                buffer = self._blocks.take(nbytes)
+                self._legacy.copy_array_into(k, buffer)
+            elif nbytes < _Blocks.PACK_BELOW:
+                buffer = self._packed(k, nbytes)
+            else:
+                buffer = self._blocks.take(nbytes)
+                self._legacy.copy_array_into(k, buffer)
             array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
             if not dtype.isnative:
                 array = _native(array)
@@ -203,6 +213,21 @@ class LegacyUnpickler(Unpickler):
         if len(shape) == 1:
             return array
         return array.reshape(shape)
+
+    def _packed(self, k: int, nbytes: int) -> np.ndarray:
+        """Array ``k``'s bytes in fresh memory. Without ``mmap_mode`` every
+        small array is copied, so the ones that follow ``k`` in the file are
+        copied together with it into one block by one call (the unpickler
+        asks for them in that order), instead of one call per array."""
+        if not self._pack_first <= k < self._pack_end:
+            block = np.empty(_Blocks.BLOCK, dtype=np.uint8)
+            offsets = self._legacy.pack_arrays_into(k, block, _Blocks.PACK_BELOW, 64)
+            if not offsets:
+                raise _refuse(f"array {k} of {nbytes} bytes cannot be copied")
+            self._pack_first, self._pack_end = k, k + len(offsets)
+            self._pack_offsets, self._pack_block = offsets, block
+        start = self._pack_offsets[k - self._pack_first]
+        return self._pack_block[start : start + nbytes]
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
@@ -272,7 +297,16 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
     kwargs.update(guard)
     unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
-    value = unpickler.load()
+    # Every wrapper and its state dict is a container the cyclic collector
+    # would walk again and again while the load allocates; the value is
+    # kept whole anyway, so collection waits until it is built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        value = unpickler.load()
+    finally:
+        if collecting:
+            gc.enable()
     if unpickler.copied:
         warnings.warn(
             f"mmap_mode={mmap_mode!r}: {len(unpickler.copied)} array(s) are not aligned in the file "

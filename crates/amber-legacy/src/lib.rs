@@ -413,6 +413,50 @@ impl Legacy {
             })
     }
 
+    /// Copies arrays `first`, `first + 1`, ... one after another into `dst`
+    /// (each at a multiple of `align` bytes), as [`Self::copy_array`] would
+    /// one by one, while they fit and each holds raw data (not a pickle) of
+    /// fewer than `below` bytes; returns where each went (empty if array
+    /// `first` is not such an array or does not fit). A loader of many small
+    /// arrays makes one call per block of them instead of one per array.
+    ///
+    /// # Errors
+    /// [`LegacyError::Io`] if the file cannot be read.
+    pub fn pack_arrays(
+        &self,
+        first: usize,
+        dst: &mut [u8],
+        below: usize,
+        align: usize,
+    ) -> Result<Vec<usize>> {
+        let align = align.max(1);
+        let mut offsets = Vec::new();
+        let mut used = 0usize;
+        for k in first..self.arrays.len() {
+            let Some(len) = self.packable_len(k).filter(|&n| n < below) else {
+                break;
+            };
+            let Some(slot) = used.checked_add(len).and_then(|end| dst.get_mut(used..end)) else {
+                break;
+            };
+            self.copy_array(k, slot)?;
+            offsets.push(used);
+            used = used
+                .saturating_add(len)
+                .div_ceil(align)
+                .saturating_mul(align);
+        }
+        Ok(offsets)
+    }
+
+    /// The length of array `k`'s raw data, if it is raw data.
+    fn packable_len(&self, k: usize) -> Option<usize> {
+        match self.arrays.get(k)? {
+            ArraySource::NestedPickle { .. } | ArraySource::NpyPickle { .. } => None,
+            _ => self.array_bytes(k).map(<[u8]>::len),
+        }
+    }
+
     /// `len` bytes of the stream at `offset`, if in range (for content validators).
     #[must_use]
     pub fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {

@@ -304,6 +304,28 @@ impl Legacy {
         result.map_err(|e| to_py(py, e))
     }
 
+    /// Copies arrays `first`, `first + 1`, ... (raw data of fewer than
+    /// `below` bytes each) one after another into `out`, each at a multiple
+    /// of `align`, while they fit; returns their offsets in `out`. The GIL is
+    /// released for large blocks.
+    fn pack_arrays_into(
+        &self,
+        py: Python<'_>,
+        first: usize,
+        out: &Bound<'_, PyAny>,
+        below: usize,
+        align: usize,
+    ) -> PyResult<Vec<usize>> {
+        let dst = Borrowed::get(out, true)?;
+        let target = dst.bytes_mut();
+        let result = if target.len() < DETACH_ABOVE {
+            self.inner.pack_arrays(first, target, below, align)
+        } else {
+            py.detach(|| self.inner.pack_arrays(first, target, below, align))
+        };
+        result.map_err(|e| to_py(py, e))
+    }
+
     /// `array_info(k)` for every array.
     #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
     fn array_infos(
