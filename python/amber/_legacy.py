@@ -134,6 +134,7 @@ class LegacyUnpickler(Unpickler):
         self._pack_first = self._pack_end = 0
         self._pack_offsets: list[int] = []
         self._pack_block: Any = None
+        self._plain_dtype: Any = None
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -175,8 +176,12 @@ class LegacyUnpickler(Unpickler):
         return _subclass(array, state.get("subclass"))
 
     def _raw(self, k: int, dtype: Any, shape: tuple[int, ...], fortran: bool, nbytes: int, mapped: bool) -> Any:
-        if not isinstance(dtype, np.dtype) or dtype.hasobject:
-            raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
+        # The arrays of a file share a few dtype objects (the pickle memoizes
+        # them), and a dtype never changes: check each one once.
+        if dtype is not self._plain_dtype:
+            if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
+            self._plain_dtype = dtype
         count = math.prod(shape)
         if count * dtype.itemsize != nbytes:
             raise _error(
@@ -196,13 +201,15 @@ class LegacyUnpickler(Unpickler):
             if view.flags.aligned and view.flags.writeable:
                 array = view if dtype.isnative else _native(view)
         if array is None:
-            if self._mmap_mode is not None:
-                self.copied.append(k)
-                buffer = self._blocks.take(nbytes)
-                self._legacy.copy_array_into(k, buffer)
-            elif nbytes < _Blocks.PACK_BELOW:
-                buffer = self._packed(k, nbytes)
+            if self._mmap_mode is None and nbytes < _Blocks.PACK_BELOW:
+                block, start = self._packed(k, nbytes)
+                if count and dtype.isnative and dtype.subdtype is None:
+                    # Made in place, in its shape and order, by one call.
+                    return np.ndarray(shape, dtype, block, start, order="F" if fortran else "C")
+                buffer = block[start : start + nbytes]
             else:
+                if self._mmap_mode is not None:
+                    self.copied.append(k)
                 buffer = self._blocks.take(nbytes)
                 self._legacy.copy_array_into(k, buffer)
             array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
@@ -214,11 +221,12 @@ class LegacyUnpickler(Unpickler):
             return array
         return array.reshape(shape)
 
-    def _packed(self, k: int, nbytes: int) -> np.ndarray:
-        """Array ``k``'s bytes in fresh memory. Without ``mmap_mode`` every
-        small array is copied, so the ones that follow ``k`` in the file are
-        copied together with it into one block by one call (the unpickler
-        asks for them in that order), instead of one call per array."""
+    def _packed(self, k: int, nbytes: int) -> tuple[np.ndarray, int]:
+        """The block holding a copy of array ``k``'s bytes, and where. Without
+        ``mmap_mode`` every small array is copied, so the ones that follow
+        ``k`` in the file are copied together with it into one block by one
+        call (the unpickler asks for them in that order), instead of one
+        call per array."""
         if not self._pack_first <= k < self._pack_end:
             block = np.empty(_Blocks.BLOCK, dtype=np.uint8)
             offsets = self._legacy.pack_arrays_into(k, block, _Blocks.PACK_BELOW, 64)
@@ -226,8 +234,7 @@ class LegacyUnpickler(Unpickler):
                 raise _refuse(f"array {k} of {nbytes} bytes cannot be copied")
             self._pack_first, self._pack_end = k, k + len(offsets)
             self._pack_offsets, self._pack_block = offsets, block
-        start = self._pack_offsets[k - self._pack_first]
-        return self._pack_block[start : start + nbytes]
+        return self._pack_block, self._pack_offsets[k - self._pack_first]
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)

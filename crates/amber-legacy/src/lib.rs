@@ -419,6 +419,10 @@ impl Legacy {
     /// fewer than `below` bytes; returns where each went (empty if array
     /// `first` is not such an array or does not fit). A loader of many small
     /// arrays makes one call per block of them instead of one per array.
+    /// Arrays under [`MEMCPY_BELOW`] bytes are copied with `memcpy` rather
+    /// than read: they share their pages with the opcodes around them,
+    /// which the open has read already, and a positioned read would be a
+    /// system call each.
     ///
     /// # Errors
     /// [`LegacyError::Io`] if the file cannot be read.
@@ -433,27 +437,34 @@ impl Legacy {
         let mut offsets = Vec::new();
         let mut used = 0usize;
         for k in first..self.arrays.len() {
-            let Some(len) = self.packable_len(k).filter(|&n| n < below) else {
+            let Some(src) = self.packable(k).filter(|b| b.len() < below) else {
                 break;
             };
-            let Some(slot) = used.checked_add(len).and_then(|end| dst.get_mut(used..end)) else {
+            let Some(slot) = used
+                .checked_add(src.len())
+                .and_then(|end| dst.get_mut(used..end))
+            else {
                 break;
             };
-            self.copy_array(k, slot)?;
+            if src.len() < MEMCPY_BELOW {
+                slot.copy_from_slice(src);
+            } else {
+                self.copy_array(k, slot)?;
+            }
             offsets.push(used);
             used = used
-                .saturating_add(len)
+                .saturating_add(src.len())
                 .div_ceil(align)
                 .saturating_mul(align);
         }
         Ok(offsets)
     }
 
-    /// The length of array `k`'s raw data, if it is raw data.
-    fn packable_len(&self, k: usize) -> Option<usize> {
+    /// Array `k`'s raw data, if it is raw data.
+    fn packable(&self, k: usize) -> Option<&[u8]> {
         match self.arrays.get(k)? {
             ArraySource::NestedPickle { .. } | ArraySource::NpyPickle { .. } => None,
-            _ => self.array_bytes(k).map(<[u8]>::len),
+            _ => self.array_bytes(k),
         }
     }
 
@@ -487,6 +498,9 @@ impl Legacy {
         self.file_size
     }
 }
+
+/// Arrays [`Legacy::pack_arrays`] copies from memory rather than reads.
+pub const MEMCPY_BELOW: usize = 64 << 10;
 
 /// [`Legacy::load_stream`], as the open left it.
 enum LoadStream {
