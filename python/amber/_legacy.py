@@ -135,6 +135,7 @@ class LegacyUnpickler(Unpickler):
         self._pack_offsets: list[int] = []
         self._pack_block: Any = None
         self._plain_dtype: Any = None
+        self._in_place = False
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -182,6 +183,7 @@ class LegacyUnpickler(Unpickler):
             if not isinstance(dtype, np.dtype) or dtype.hasobject:
                 raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
             self._plain_dtype = dtype
+            self._in_place = dtype.isnative and dtype.subdtype is None
         count = math.prod(shape)
         if count * dtype.itemsize != nbytes:
             raise _error(
@@ -203,9 +205,9 @@ class LegacyUnpickler(Unpickler):
         if array is None:
             if self._mmap_mode is None and nbytes < _Blocks.PACK_BELOW:
                 block, start = self._packed(k, nbytes)
-                if count and dtype.isnative and dtype.subdtype is None:
+                if count and self._in_place:
                     # Made in place, in its shape and order, by one call.
-                    return np.ndarray(shape, dtype, block, start, order="F" if fortran else "C")
+                    return np.ndarray(shape, dtype, block, start, None, "F" if fortran else "C")
                 buffer = block[start : start + nbytes]
             else:
                 if self._mmap_mode is not None:
