@@ -174,7 +174,8 @@ class LegacyUnpickler(Unpickler):
             _, shape, dtype, fortran = setstate
             array = self._raw(k, dtype, _shape(shape), bool(fortran), nbytes, False)
             return _subclass(array, init_args[0] if init_args else None)
-        return _subclass(array, state.get("subclass"))
+        subclass = state.get("subclass")
+        return array if subclass is np.ndarray else _subclass(array, subclass)
 
     def _raw(self, k: int, dtype: Any, shape: tuple[int, ...], fortran: bool, nbytes: int, mapped: bool) -> Any:
         # The arrays of a file share a few dtype objects (the pickle memoizes
@@ -204,7 +205,11 @@ class LegacyUnpickler(Unpickler):
                 array = view if dtype.isnative else _native(view)
         if array is None:
             if self._mmap_mode is None and nbytes < _Blocks.PACK_BELOW:
-                block, start = self._packed(k, nbytes)
+                i = k - self._pack_first
+                if 0 <= i < len(self._pack_offsets):
+                    block, start = self._pack_block, self._pack_offsets[i]
+                else:
+                    block, start = self._packed(k, nbytes)
                 if count and self._in_place:
                     # Made in place, in its shape and order, by one call.
                     return np.ndarray(shape, dtype, block, start, None, "F" if fortran else "C")
