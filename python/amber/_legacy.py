@@ -13,6 +13,7 @@ defined here, so joblib need not be installed and none of its code runs.
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import os
@@ -129,6 +130,12 @@ class LegacyUnpickler(Unpickler):
         self._count = len(self._infos)
         self._used = bytearray(self._count)
         self._blocks = _Blocks()
+        # Small arrays copied ahead, a block at a time (see ``_packed``).
+        self._pack_first = self._pack_end = 0
+        self._pack_offsets: list[int] = []
+        self._pack_block: Any = None
+        self._plain_dtype: Any = None
+        self._in_place = False
         self.copied: list[int] = []
 
     def find_class(self, module: str, name: str) -> Any:
@@ -167,11 +174,17 @@ class LegacyUnpickler(Unpickler):
             _, shape, dtype, fortran = setstate
             array = self._raw(k, dtype, _shape(shape), bool(fortran), nbytes, False)
             return _subclass(array, init_args[0] if init_args else None)
-        return _subclass(array, state.get("subclass"))
+        subclass = state.get("subclass")
+        return array if subclass is np.ndarray else _subclass(array, subclass)
 
     def _raw(self, k: int, dtype: Any, shape: tuple[int, ...], fortran: bool, nbytes: int, mapped: bool) -> Any:
-        if not isinstance(dtype, np.dtype) or dtype.hasobject:
-            raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
+        # The arrays of a file share a few dtype objects (the pickle memoizes
+        # them), and a dtype never changes: check each one once.
+        if dtype is not self._plain_dtype:
+            if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                raise _refuse(f"array {k} has dtype {dtype!r}, not a plain numpy dtype")
+            self._plain_dtype = dtype
+            self._in_place = dtype.isnative and dtype.subdtype is None
         count = math.prod(shape)
         if count * dtype.itemsize != nbytes:
             raise _error(
@@ -191,10 +204,21 @@ class LegacyUnpickler(Unpickler):
             if view.flags.aligned and view.flags.writeable:
                 array = view if dtype.isnative else _native(view)
         if array is None:
-            if self._mmap_mode is not None:
-                self.copied.append(k)
-            buffer = self._blocks.take(nbytes)
-            self._legacy.copy_array_into(k, buffer)
+            if self._mmap_mode is None and nbytes < _Blocks.PACK_BELOW:
+                i = k - self._pack_first
+                if 0 <= i < len(self._pack_offsets):
+                    block, start = self._pack_block, self._pack_offsets[i]
+                else:
+                    block, start = self._packed(k, nbytes)
+                if count and self._in_place:
+                    # Made in place, in its shape and order, by one call.
+                    return np.ndarray(shape, dtype, block, start, None, "F" if fortran else "C")
+                buffer = block[start : start + nbytes]
+            else:
+                if self._mmap_mode is not None:
+                    self.copied.append(k)
+                buffer = self._blocks.take(nbytes)
+                self._legacy.copy_array_into(k, buffer)
             array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
             if not dtype.isnative:
                 array = _native(array)
@@ -203,6 +227,21 @@ class LegacyUnpickler(Unpickler):
         if len(shape) == 1:
             return array
         return array.reshape(shape)
+
+    def _packed(self, k: int, nbytes: int) -> tuple[np.ndarray, int]:
+        """The block holding a copy of array ``k``'s bytes, and where. Without
+        ``mmap_mode`` every small array is copied, so the ones that follow
+        ``k`` in the file are copied together with it into one block by one
+        call (the unpickler asks for them in that order), instead of one
+        call per array."""
+        if not self._pack_first <= k < self._pack_end:
+            block = np.empty(_Blocks.BLOCK, dtype=np.uint8)
+            offsets = self._legacy.pack_arrays_into(k, block, _Blocks.PACK_BELOW, 64)
+            if not offsets:
+                raise _refuse(f"array {k} of {nbytes} bytes cannot be copied")
+            self._pack_first, self._pack_end = k, k + len(offsets)
+            self._pack_offsets, self._pack_block = offsets, block
+        return self._pack_block, self._pack_offsets[k - self._pack_first]
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
@@ -272,7 +311,16 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
     kwargs.update(guard)
     unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
-    value = unpickler.load()
+    # Every wrapper and its state dict is a container the cyclic collector
+    # would walk again and again while the load allocates; the value is
+    # kept whole anyway, so collection waits until it is built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        value = unpickler.load()
+    finally:
+        if collecting:
+            gc.enable()
     if unpickler.copied:
         warnings.warn(
             f"mmap_mode={mmap_mode!r}: {len(unpickler.copied)} array(s) are not aligned in the file "

@@ -517,6 +517,38 @@ def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -
     assert type(got["small"].base).__name__ != "Region"
 
 
+@pytest.mark.parametrize("compress", [0, 1])
+def test_small_arrays_copied_a_block_at_a_time(tmp_path: Path, compress: int) -> None:
+    """Small arrays are copied into shared blocks by one call per block: more
+    than a block's worth, interleaved with object, large, empty, Fortran and
+    byte-swapped arrays, all come back equal, writable and independent."""
+    rng = np.random.default_rng(7)
+    value: dict[str, Any] = {f"s{i}": rng.random(110_000 + i) for i in range(12)}  # 0.9 MB each
+    value.update(
+        {
+            "o": np.array([1, "x", None], dtype=object),
+            "large": np.arange(300_000, dtype="<i8"),  # 2.4 MB: its own allocation
+            "empty": np.zeros((0, 3)),
+            "f": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+            "be": np.arange(7, dtype=">i4"),
+            "tiny": np.arange(3, dtype="u1"),
+        }
+    )
+    path = tmp_path / "many.joblib"
+    joblib.dump(value, path, compress=compress)
+    got = amber.load(path)
+    assert got.keys() == value.keys()
+    for key, want in value.items():
+        np.testing.assert_array_equal(got[key], want)
+        assert got[key].dtype == want.dtype.newbyteorder("=") or want.dtype.hasobject
+    assert got["f"].flags.f_contiguous
+    for key in ("s0", "s11", "tiny", "large"):
+        assert got[key].flags.writeable
+    got["s0"][:] = 0.0
+    np.testing.assert_array_equal(got["s1"], value["s1"])
+    np.testing.assert_array_equal(got["s11"], value["s11"])
+
+
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_scan_from_the_open_parse_equals_a_fresh_parse(path: Path, tmp_path: Path) -> None:
     """Opening with ``scan=`` analyses the graph the open parses anyway;

@@ -413,6 +413,61 @@ impl Legacy {
             })
     }
 
+    /// Copies arrays `first`, `first + 1`, ... one after another into `dst`
+    /// (each at a multiple of `align` bytes), as [`Self::copy_array`] would
+    /// one by one, while they fit and each holds raw data (not a pickle) of
+    /// fewer than `below` bytes; returns where each went (empty if array
+    /// `first` is not such an array or does not fit). A loader of many small
+    /// arrays makes one call per block of them instead of one per array.
+    /// Arrays under [`MEMCPY_BELOW`] bytes are copied with `memcpy` rather
+    /// than read: they share their pages with the opcodes around them,
+    /// which the open has read already, and a positioned read would be a
+    /// system call each.
+    ///
+    /// # Errors
+    /// [`LegacyError::Io`] if the file cannot be read.
+    pub fn pack_arrays(
+        &self,
+        first: usize,
+        dst: &mut [u8],
+        below: usize,
+        align: usize,
+    ) -> Result<Vec<usize>> {
+        let align = align.max(1);
+        let mut offsets = Vec::new();
+        let mut used = 0usize;
+        for k in first..self.arrays.len() {
+            let Some(src) = self.packable(k).filter(|b| b.len() < below) else {
+                break;
+            };
+            let Some(slot) = used
+                .checked_add(src.len())
+                .and_then(|end| dst.get_mut(used..end))
+            else {
+                break;
+            };
+            if src.len() < MEMCPY_BELOW {
+                slot.copy_from_slice(src);
+            } else {
+                self.copy_array(k, slot)?;
+            }
+            offsets.push(used);
+            used = used
+                .saturating_add(src.len())
+                .div_ceil(align)
+                .saturating_mul(align);
+        }
+        Ok(offsets)
+    }
+
+    /// Array `k`'s raw data, if it is raw data.
+    fn packable(&self, k: usize) -> Option<&[u8]> {
+        match self.arrays.get(k)? {
+            ArraySource::NestedPickle { .. } | ArraySource::NpyPickle { .. } => None,
+            _ => self.array_bytes(k),
+        }
+    }
+
     /// `len` bytes of the stream at `offset`, if in range (for content validators).
     #[must_use]
     pub fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
@@ -443,6 +498,9 @@ impl Legacy {
         self.file_size
     }
 }
+
+/// Arrays [`Legacy::pack_arrays`] copies from memory rather than reads.
+pub const MEMCPY_BELOW: usize = 64 << 10;
 
 /// [`Legacy::load_stream`], as the open left it.
 enum LoadStream {

@@ -80,11 +80,11 @@ pub struct JoblibHook {
     count: u64,
     /// Last `BUILD` state per target, for events seen so far.
     builds: Builds,
-    events_seen: usize,
     /// What the dtype walks share (shared dtypes must not make the work
     /// quadratic).
     walk: DtypeWalk,
     dtypes: DtypeCache,
+    known: Known,
 }
 
 impl Default for JoblibHook {
@@ -94,12 +94,12 @@ impl Default for JoblibHook {
             keep: true,
             count: 0,
             builds: Builds::default(),
-            events_seen: 0,
             walk: DtypeWalk {
                 budget: DTYPE_WALK_BUDGET,
                 seen: NodeSet::default(),
             },
             dtypes: DtypeCache::default(),
+            known: Known::default(),
         }
     }
 }
@@ -143,24 +143,54 @@ impl JoblibHook {
     }
 
     fn catch_up(&mut self, graph: &Graph<'_>) {
-        for e in graph.events().get(self.events_seen..).unwrap_or_default() {
-            if let EventKind::Build { state } = e.kind {
-                self.builds.insert(e.target, state);
-            }
-        }
-        self.events_seen = graph.events().len();
+        let new = graph.events().get(self.builds.seen..).unwrap_or_default();
+        self.builds.record(graph, new);
     }
 }
 
 /// The last `BUILD` state of each target: a table by node index for stored
 /// nodes (one lookup per wrapper, no hashing), a map for the rare leaves.
+///
+/// Only `REDUCE` targets (what a `numpy.dtype` is) are recorded until a
+/// structured dtype's walk needs the states of any node: then the table is
+/// completed from the events seen so far and records every target from
+/// there on. So a stream of many wrappers (each one a `BUILD` target) does
+/// not grow a table as long as the graph.
 #[derive(Debug, Default)]
 struct Builds {
     nodes: Vec<Option<NodeId>>,
     leaves: HashMap<NodeId, NodeId>,
+    /// Every target is recorded (else only `REDUCE` nodes).
+    complete: bool,
+    /// Events recorded.
+    seen: usize,
 }
 
 impl Builds {
+    /// Records the `BUILD`s among `events`, the graph's events from
+    /// [`Builds::seen`] on.
+    fn record(&mut self, graph: &Graph<'_>, events: &[crate::graph::Event]) {
+        for e in events {
+            if let EventKind::Build { state } = e.kind
+                && (self.complete || matches!(graph.kind(e.target), Some(NodeKind::Reduce { .. })))
+            {
+                self.insert(e.target, state);
+            }
+        }
+        self.seen = self.seen.saturating_add(events.len());
+    }
+
+    /// Records every target from now on, and those of the events seen.
+    fn complete(&mut self, graph: &Graph<'_>) {
+        if self.complete {
+            return;
+        }
+        self.complete = true;
+        let seen = self.seen;
+        self.seen = 0;
+        self.record(graph, graph.events().get(..seen).unwrap_or_default());
+    }
+
     fn insert(&mut self, target: NodeId, state: NodeId) {
         if target.is_leaf() {
             self.leaves.insert(target, state);
@@ -192,29 +222,28 @@ impl Hook for JoblibHook {
             return Ok(HookAction::Continue);
         }
         let graph = ctx.graph;
-        if class_among(graph, ctx.target, WRAPPERS).is_none() {
+        if !self.known.is_wrapper(graph, ctx.target) {
             return Ok(HookAction::Continue);
         }
         self.catch_up(graph);
         let at = ctx.position;
         let fail = |what: &str| PickleError::hook(at, format!("joblib array wrapper: {what}"));
-        let state = lookup_state(graph, ctx.state).map_err(|w| fail(&w))?;
+        let state = lookup_state(graph, ctx.state, &mut self.known).map_err(|w| fail(&w))?;
 
         let shape_id = state.shape.ok_or_else(|| fail("no `shape`"))?;
         let mut dims = [0u64; MAX_DIMS];
         let ndim = read_shape(graph, shape_id, &mut dims).map_err(|w| fail(&w))?;
         let shape = dims.get(..ndim).unwrap_or_default();
-        let fortran_order = match state.order.and_then(|id| text_bytes(graph, id)) {
-            Some(b"C") => false,
-            Some(b"F") => true,
-            _ => return Err(fail("`order` is not `'C'` or `'F'`")),
-        };
+        let fortran_order = state
+            .order
+            .and_then(|id| self.known.order(graph, id))
+            .ok_or_else(|| fail("`order` is not `'C'` or `'F'`"))?;
         let dtype_id = state.dtype.ok_or_else(|| fail("no `dtype`"))?;
         let dtype_state = self.builds.get(dtype_id);
         let (itemsize, object) = match self.dtypes.get(dtype_id, dtype_state) {
             Some(hit) => hit,
             None => {
-                let d = read_dtype(graph, &self.builds, dtype_id, &mut self.walk)
+                let d = read_dtype(graph, &mut self.builds, dtype_id, &mut self.walk)
                     .map_err(|w| fail(&w))?;
                 if !d.structured {
                     self.dtypes
@@ -347,7 +376,11 @@ struct WrapperState {
 
 /// The wrapper's state dict, read in one pass without allocating: every
 /// key must be a `str`; the last of a repeated key wins, as in the dict.
-fn lookup_state(graph: &Graph<'_>, state: NodeId) -> std::result::Result<WrapperState, String> {
+fn lookup_state(
+    graph: &Graph<'_>,
+    state: NodeId,
+    known: &mut Known,
+) -> std::result::Result<WrapperState, String> {
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err("state is not a dict".to_owned());
     };
@@ -356,16 +389,99 @@ fn lookup_state(graph: &Graph<'_>, state: NodeId) -> std::result::Result<Wrapper
     }
     let mut out = WrapperState::default();
     for &(k, v) in pairs.iter().rev() {
-        let slot = match text_bytes(graph, k).ok_or("state key is not a `str`")? {
-            b"shape" => &mut out.shape,
-            b"order" => &mut out.order,
-            b"dtype" => &mut out.dtype,
-            b"numpy_array_alignment_bytes" => &mut out.alignment,
-            _ => continue,
+        let slot = match known.key(graph, k).ok_or("state key is not a `str`")? {
+            Key::Shape => &mut out.shape,
+            Key::Order => &mut out.order,
+            Key::Dtype => &mut out.dtype,
+            Key::Alignment => &mut out.alignment,
+            Key::Other => continue,
         };
         slot.get_or_insert(v);
     }
     Ok(out)
+}
+
+/// A wrapper state key, as far as the hook is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Shape,
+    Order,
+    Dtype,
+    Alignment,
+    Other,
+}
+
+/// Most nodes each list of [`Known`] remembers (later ones are read each time).
+const KNOWN: usize = 16;
+
+/// What the hook decided about nodes that never change once made (globals,
+/// strings). joblib memoizes the wrapper class, the state keys and `'C'`,
+/// so the wrappers of one stream share those nodes, and each is read once
+/// instead of its text being compared again for every array.
+#[derive(Debug, Default)]
+struct Known {
+    /// Globals that are a wrapper class (the `cls` of `NEWOBJ`/`OBJ`/`INST`).
+    classes: Vec<NodeId>,
+    /// State keys that are `str`, and which key each is.
+    keys: Vec<(NodeId, Key)>,
+    /// `order` values that are `'C'` (false) or `'F'` (true).
+    orders: Vec<(NodeId, bool)>,
+}
+
+impl Known {
+    /// Whether `obj` was made from one of [`WRAPPERS`] (as [`class_among`]).
+    fn is_wrapper(&mut self, graph: &Graph<'_>, obj: NodeId) -> bool {
+        let cls = match graph.kind(obj) {
+            Some(NodeKind::NewObj { cls, .. } | NodeKind::Obj { cls, .. }) => Some(cls),
+            Some(NodeKind::Inst { class, .. }) => Some(class),
+            _ => None,
+        };
+        if cls.is_some_and(|c| self.classes.contains(&c)) {
+            return true;
+        }
+        let wrapper = class_among(graph, obj, WRAPPERS).is_some();
+        if wrapper
+            && let Some(c) = cls
+            && self.classes.len() < KNOWN
+        {
+            self.classes.push(c);
+        }
+        wrapper
+    }
+
+    /// Which state key `id` is; `None` if it is not a `str`.
+    fn key(&mut self, graph: &Graph<'_>, id: NodeId) -> Option<Key> {
+        if let Some(&(_, key)) = self.keys.iter().find(|e| e.0 == id) {
+            return Some(key);
+        }
+        let key = match text_bytes(graph, id)? {
+            b"shape" => Key::Shape,
+            b"order" => Key::Order,
+            b"dtype" => Key::Dtype,
+            b"numpy_array_alignment_bytes" => Key::Alignment,
+            _ => Key::Other,
+        };
+        if self.keys.len() < KNOWN {
+            self.keys.push((id, key));
+        }
+        Some(key)
+    }
+
+    /// Whether `order` is `'F'`; `None` if it is neither `'C'` nor `'F'`.
+    fn order(&mut self, graph: &Graph<'_>, id: NodeId) -> Option<bool> {
+        if let Some(&(_, fortran)) = self.orders.iter().find(|e| e.0 == id) {
+            return Some(fortran);
+        }
+        let fortran = match text_bytes(graph, id)? {
+            b"C" => false,
+            b"F" => true,
+            _ => return None,
+        };
+        if self.orders.len() < KNOWN {
+            self.orders.push((id, fortran));
+        }
+        Some(fortran)
+    }
 }
 
 /// Reads `shape` into `dims`; returns the number of dimensions.
@@ -463,7 +579,7 @@ fn dtype_parts<'g>(
 
 fn read_dtype(
     graph: &Graph<'_>,
-    builds: &Builds,
+    builds: &mut Builds,
     id: NodeId,
     walk: &mut DtypeWalk,
 ) -> std::result::Result<Dtype, String> {
@@ -496,6 +612,7 @@ fn read_dtype(
     let flag_object = flags & 1 != 0;
     let structured = !is_none(2) || !is_none(4);
     let object = if structured {
+        builds.complete(graph);
         let fields_object = subgraph_has_object_dtype(graph, builds, id, walk)?;
         if fields_object != flag_object {
             return Err(format!(
@@ -573,6 +690,28 @@ fn subgraph_has_object_dtype(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "a test")]
+    fn builds_keep_reduce_targets_until_completed() {
+        // (mod.W() built with {}, mod.f() built with ()), then STOP.
+        let data = b"\x80\x04\x8c\x03mod\x8c\x01W\x93)\x81}b\x8c\x03mod\x8c\x01f\x93)R)b\x86.";
+        let pickle = crate::parse(data).unwrap();
+        let graph = pickle.graph();
+        let items = graph.get(pickle.root()).unwrap().as_tuple().unwrap();
+        let (obj, call) = (items[0], items[1]);
+        let mut builds = Builds::default();
+        builds.record(graph, graph.events());
+        assert_eq!(builds.seen, 2);
+        assert!(builds.get(obj).is_none(), "a NEWOBJ target is not kept");
+        let call_state = builds.get(call).unwrap();
+        assert!(matches!(graph.kind(call_state), Some(NodeKind::Tuple(t)) if t.is_empty()));
+        builds.complete(graph);
+        assert_eq!(builds.seen, 2);
+        let obj_state = builds.get(obj).unwrap();
+        assert!(matches!(graph.kind(obj_state), Some(NodeKind::Dict(d)) if d.is_empty()));
+        assert_eq!(builds.get(call), Some(call_state));
+    }
 
     #[test]
     fn descr_sizes() {

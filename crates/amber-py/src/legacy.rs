@@ -34,6 +34,15 @@ pyo3::create_exception!(
     "A companion file of a pre-0.10 joblib dump is missing, refused or malformed."
 );
 
+/// What `Legacy.array_info` says of one array.
+type ArrayInfo<'py> = (
+    Bound<'py, pyo3::types::PyString>,
+    Bound<'py, pyo3::types::PyString>,
+    usize,
+    bool,
+    Option<(String, Vec<u64>, bool)>,
+);
+
 /// Converts an `amber_legacy` error into the matching Python exception.
 pub fn to_py(py: Python<'_>, err: LegacyError) -> PyErr {
     let message = err.to_string();
@@ -230,39 +239,32 @@ impl Legacy {
     /// Array `k`: `(source, wrapper, nbytes, mapped, npy)` where `source` is
     /// `"inline"`, `"pickle"`, `"npy"`, `"npy-pickle"` or `"zfile"`, `wrapper` the
     /// wrapper class name, and `npy` is `(descr, shape, fortran_order)` for `.npy` companions.
-    #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
-    fn array_info(
-        &self,
-        k: usize,
-    ) -> PyResult<(
-        &'static str,
-        &'static str,
-        usize,
-        bool,
-        Option<(String, Vec<u64>, bool)>,
-    )> {
+    fn array_info<'py>(&self, py: Python<'py>, k: usize) -> PyResult<ArrayInfo<'py>> {
         let source = self.source(k)?;
         let (name, npy) = match source {
-            ArraySource::Inline { .. } => ("inline", None),
-            ArraySource::NestedPickle { .. } => ("pickle", None),
+            ArraySource::Inline { .. } => (pyo3::intern!(py, "inline"), None),
+            ArraySource::NestedPickle { .. } => (pyo3::intern!(py, "pickle"), None),
             ArraySource::Npy {
                 descr,
                 shape,
                 fortran_order,
                 ..
-            } => ("npy", Some((descr.clone(), shape.clone(), *fortran_order))),
-            ArraySource::NpyPickle { .. } => ("npy-pickle", None),
-            ArraySource::Zfile { .. } => ("zfile", None),
+            } => (
+                pyo3::intern!(py, "npy"),
+                Some((descr.clone(), shape.clone(), *fortran_order)),
+            ),
+            ArraySource::NpyPickle { .. } => (pyo3::intern!(py, "npy-pickle"), None),
+            ArraySource::Zfile { .. } => (pyo3::intern!(py, "zfile"), None),
             _ => return Err(PyValueError::new_err("unknown array source")),
         };
         let wrapper = match source.wrapper() {
-            amber_legacy::WrapperClass::NdArrayWrapper => "NDArrayWrapper",
-            amber_legacy::WrapperClass::ZndArrayWrapper => "ZNDArrayWrapper",
-            _ => "NumpyArrayWrapper",
+            amber_legacy::WrapperClass::NdArrayWrapper => pyo3::intern!(py, "NDArrayWrapper"),
+            amber_legacy::WrapperClass::ZndArrayWrapper => pyo3::intern!(py, "ZNDArrayWrapper"),
+            _ => pyo3::intern!(py, "NumpyArrayWrapper"),
         };
         Ok((
-            name,
-            wrapper,
+            name.clone(),
+            wrapper.clone(),
             self.bytes(k)?.len(),
             self.inner.array_is_mapped(k),
             npy,
@@ -304,21 +306,33 @@ impl Legacy {
         result.map_err(|e| to_py(py, e))
     }
 
-    /// `array_info(k)` for every array.
-    #[expect(clippy::type_complexity, reason = "a plain tuple for Python")]
-    fn array_infos(
+    /// Copies arrays `first`, `first + 1`, ... (raw data of fewer than
+    /// `below` bytes each) one after another into `out`, each at a multiple
+    /// of `align`, while they fit; returns their offsets in `out`. The GIL is
+    /// released for large blocks.
+    fn pack_arrays_into(
         &self,
-    ) -> PyResult<
-        Vec<(
-            &'static str,
-            &'static str,
-            usize,
-            bool,
-            Option<(String, Vec<u64>, bool)>,
-        )>,
-    > {
+        py: Python<'_>,
+        first: usize,
+        out: &Bound<'_, PyAny>,
+        below: usize,
+        align: usize,
+    ) -> PyResult<Vec<usize>> {
+        let dst = Borrowed::get(out, true)?;
+        let target = dst.bytes_mut();
+        let result = if target.len() < DETACH_ABOVE {
+            self.inner.pack_arrays(first, target, below, align)
+        } else {
+            py.detach(|| self.inner.pack_arrays(first, target, below, align))
+        };
+        result.map_err(|e| to_py(py, e))
+    }
+
+    /// `array_info(k)` for every array (the names are interned: one string
+    /// object each, not two per array).
+    fn array_infos<'py>(&self, py: Python<'py>) -> PyResult<Vec<ArrayInfo<'py>>> {
         (0..self.inner.arrays().len())
-            .map(|k| self.array_info(k))
+            .map(|k| self.array_info(py, k))
             .collect()
     }
 

@@ -56,6 +56,34 @@ fn check_small(l: &Legacy) {
         l.copy_array(1, &mut [0u8; 47]).unwrap_err().code(),
         "legacy.array_size"
     );
+    // Packed copies: each at a multiple of the alignment, stopping at the
+    // object array, at an array too large, or when the block is full.
+    let mut block = vec![0u8; 256];
+    assert_eq!(l.pack_arrays(0, &mut block, 1 << 20, 64).unwrap(), [0, 64]);
+    assert_eq!(&block[..40], a);
+    assert_eq!(&block[64..112], want.as_slice());
+    assert_eq!(l.pack_arrays(1, &mut block, 1 << 20, 64).unwrap(), [0]);
+    assert_eq!(&block[..48], want.as_slice());
+    assert_eq!(l.pack_arrays(0, &mut block, 45, 64).unwrap(), [0]);
+    assert_eq!(
+        l.pack_arrays(0, &mut block[..100], 1 << 20, 64).unwrap(),
+        [0]
+    );
+    assert!(
+        l.pack_arrays(0, &mut block[..39], 1 << 20, 64)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        l.pack_arrays(2, &mut block, 1 << 20, 64)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        l.pack_arrays(3, &mut block, 1 << 20, 64)
+            .unwrap()
+            .is_empty()
+    );
     assert!(arrays[2].is_pickle());
     let nested = amber_pickle::parse(l.array_bytes(2).unwrap()).unwrap();
     assert!(matches!(
