@@ -7,7 +7,6 @@ drive the Rust writer and reader; the file format itself lives in Rust.
 from __future__ import annotations
 
 import collections
-import gc
 import io
 import itertools
 import json
@@ -19,7 +18,7 @@ import numpy as np
 
 from amber import _amber, _compress, _legacy, _manifest, _safety, _versions
 from amber._npy import header_bytes
-from amber._pickling import Pickler, Unpickler
+from amber._pickling import Pickler, Unpickler, collection_paused
 
 PathLike = Union[str, "os.PathLike[str]"]
 Target = Union[PathLike, IO[bytes]]
@@ -60,16 +59,10 @@ def _write_all(writer: Any, obj: Any, metadata: dict[str, Any], codec: tuple[str
     try:
         writer.begin_entry(_manifest.pickle_entry_name(codec is not None), name, level)
         pickler = Pickler(writer)
-        # The pickler's hooks allocate a few objects per object pickled, and
-        # the garbage collections those allocations set off took about 5% of a
-        # small model's dump. Collection resumes as soon as the stream is written.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        # The collections the pickler's hooks set off took about 5% of a small
+        # model's dump.
+        with collection_paused():
             pickler.dump(obj)
-        finally:
-            if collecting:
-                gc.enable()
         pickler.check()
         pickle_record = writer.end_entry()
         headers = [header_bytes(a.array.dtype, a.array.shape, a.fortran_order) for a in pickler.arrays]

@@ -13,7 +13,6 @@ defined here, so joblib need not be installed and none of its code runs.
 
 from __future__ import annotations
 
-import gc
 import io
 import math
 import os
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from amber import _amber, _safety
-from amber._pickling import Unpickler
+from amber._pickling import Unpickler, collection_paused
 
 #: Modules joblib's wrapper classes were pickled from (joblib itself and
 #: scikit-learn's vendored copy, removed in scikit-learn 0.23).
@@ -311,16 +310,9 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
     kwargs.update(guard)
     unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
-    # Every wrapper and its state dict is a container the cyclic collector
-    # would walk again and again while the load allocates; the value is
-    # kept whole anyway, so collection waits until it is built.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # Every wrapper and its state dict is a container the collector would walk.
+    with collection_paused():
         value = unpickler.load()
-    finally:
-        if collecting:
-            gc.enable()
     if unpickler.copied:
         warnings.warn(
             f"mmap_mode={mmap_mode!r}: {len(unpickler.copied)} array(s) are not aligned in the file "

@@ -14,9 +14,12 @@ load it with ``pickle.loads(stream, buffers=[...])``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import pickle
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +123,22 @@ class Pickler(pickle.Pickler):
 
 #: NumPy 2 moved ``numpy.core`` to ``numpy._core``; files name whichever wrote them.
 _NUMPY2 = int(np.__version__.split(".")[0]) >= 2
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """Holds off the cyclic garbage collector while a pickler or unpickler
+    runs: both allocate a few objects per object they handle, which sets off
+    collections that walk the growing graph again and again, for nothing,
+    since the graph is kept whole. Collection resumes (if it was on) as soon
+    as the block ends, however it ends."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def running_numpy_module(module: str) -> str:
