@@ -129,8 +129,9 @@ class LegacyUnpickler(Unpickler):
         self._count = len(self._infos)
         self._used = bytearray(self._count)
         self._blocks = _Blocks()
-        # Small arrays copied ahead, a block at a time (see ``_packed``).
-        self._pack_first = self._pack_end = 0
+        # Small arrays copied ahead, a block at a time (see ``_pack_from``):
+        # array ``_pack_first + i`` is at ``_pack_offsets[i]`` in the block.
+        self._pack_first = 0
         self._pack_offsets: list[int] = []
         self._pack_block: Any = None
         self._plain_dtype: Any = None
@@ -208,7 +209,7 @@ class LegacyUnpickler(Unpickler):
                 if 0 <= i < len(self._pack_offsets):
                     block, start = self._pack_block, self._pack_offsets[i]
                 else:
-                    block, start = self._packed(k, nbytes)
+                    block, start = self._pack_from(k, nbytes), 0
                 if count and self._in_place:
                     # Made in place, in its shape and order, by one call.
                     return np.ndarray(shape, dtype, block, start, None, "F" if fortran else "C")
@@ -227,20 +228,17 @@ class LegacyUnpickler(Unpickler):
             return array
         return array.reshape(shape)
 
-    def _packed(self, k: int, nbytes: int) -> tuple[np.ndarray, int]:
-        """The block holding a copy of array ``k``'s bytes, and where. Without
-        ``mmap_mode`` every small array is copied, so the ones that follow
-        ``k`` in the file are copied together with it into one block by one
-        call (the unpickler asks for them in that order), instead of one
-        call per array."""
-        if not self._pack_first <= k < self._pack_end:
-            block = np.empty(_Blocks.BLOCK, dtype=np.uint8)
-            offsets = self._legacy.pack_arrays_into(k, block, _Blocks.PACK_BELOW, 64)
-            if not offsets:
-                raise _refuse(f"array {k} of {nbytes} bytes cannot be copied")
-            self._pack_first, self._pack_end = k, k + len(offsets)
-            self._pack_offsets, self._pack_block = offsets, block
-        return self._pack_block, self._pack_offsets[k - self._pack_first]
+    def _pack_from(self, k: int, nbytes: int) -> np.ndarray:
+        """A new block holding copies of array ``k``'s bytes (at its start) and
+        of the small arrays that follow it in the file. Without ``mmap_mode``
+        every small array is copied, and the unpickler asks for them in file
+        order, so one call copies a block of them instead of one call each."""
+        block = np.empty(_Blocks.BLOCK, dtype=np.uint8)
+        offsets = self._legacy.pack_arrays_into(k, block, _Blocks.PACK_BELOW, 64)
+        if not offsets:
+            raise _refuse(f"array {k} of {nbytes} bytes cannot be copied")
+        self._pack_first, self._pack_offsets, self._pack_block = k, offsets, block
+        return block
 
     def _nested(self, k: int) -> Any:
         data = self._legacy.array_region(k)
