@@ -403,7 +403,10 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
                 UserWarning,
                 stacklevel=3,
             )
-    return Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed).load()
+    # As in dump: the collections the unpickler's allocations set off walk the
+    # growing graph again and again, for nothing.
+    with collection_paused():
+        return Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed).load()
 
 
 def _stream_file(stream: bytes, reader: Any) -> io.BytesIO:
@@ -424,7 +427,8 @@ def _checked_load(unpickler: Unpickler, reader: Any, extra: list[str], source: s
     Everything the stream names was accepted before unpickling began, so what
     was built before the failure is of accepted types only, and is dropped."""
     try:
-        return unpickler.load()
+        with collection_paused():
+            return unpickler.load()
     except _amber.ContentCheckError as failed:
         _, report_json, _ = reader.checked_pickle(extra, None, False)
         _safety.check(_safety.report_from_json(report_json, source))
