@@ -205,6 +205,42 @@ _PACK_BELOW = 1 << 20
 _BLOCK = 8 << 20
 
 
+class _Scratch:
+    """Memory for the compressed arrays a load lends to something that
+    copies them (a `Tree`'s nodes and values), reused batch after batch: a
+    forest's arrays pass through a few buffers that stay in the CPU's cache
+    rather than each taking fresh pages, and the load leaves no more than
+    those buffers behind.
+
+    The analysis lends an array only when nothing but its tree can reach it
+    and the tree copies it before the unpickler asks for the buffer two
+    after it (see `amber_scan`'s lending rules). So once the unpickler has
+    asked for array ``k``, every array below ``k - 1`` has been copied, and a
+    buffer that held only such arrays may be decoded into again."""
+
+    def __init__(self) -> None:
+        self.free: list[Any] = []
+        self.held: collections.deque[tuple[int, Any]] = collections.deque()
+
+    def take(self, first: int, end: int, sizes: list[int]) -> list[tuple[int, Any]]:
+        """Views, one per array of ``first..end``, into a free buffer."""
+        need = sum(_aligned(sizes[i]) for i in range(first, end))
+        found = next((k for k, b in enumerate(self.free) if len(b) >= need), None)
+        block = self.free.pop(found) if found is not None else np.empty(max(need, _SCRATCH_BATCH), dtype=np.uint8)
+        self.held.append((end, block))
+        views, at = [], 0
+        for i in range(first, end):
+            views.append((i, block[at : at + sizes[i]]))
+            at += _aligned(sizes[i])
+        return views
+
+    def asked(self, index: int) -> None:
+        """The unpickler asks for array ``index``: buffers whose arrays all lie
+        below ``index - 1`` are free again."""
+        while self.held and self.held[0][0] <= index - 1:
+            self.free.append(self.held.popleft()[1])
+
+
 class _Blocks:
     """Carves the buffers of small arrays out of shared blocks, in order,
     across calls: a load's batches may be smaller than a block."""
@@ -248,14 +284,23 @@ _COPY_BATCH = 2 << 20
 #: Batches started ahead of the one the unpickler takes arrays from.
 _AHEAD = 2
 
-_FILLED, _LENT, _COPY = "filled", "lent", "copy"
+#: Bytes of lent compressed arrays decoded together into one scratch buffer
+#: (see `_Scratch`): the load's few such buffers stay in the CPU's cache.
+_SCRATCH_BATCH = 2 << 20
+
+_FILLED, _LENT, _SCRATCH, _COPY = "filled", "lent", "scratch", "copy"
 
 
-def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
+def _aligned(size: int) -> int:
+    return (size + 63) // 64 * 64
+
+
+def _batches(sizes: list[int], filled: list[bool], lent: list[bool], packed: list[bool]) -> Any:
     """``(first, end, kind)`` ranges of arrays read together: one array the
-    checks already filled; arrays lent as views of the file, up to
-    ``_LENT_BLOCK`` bytes; one large array to copy; or small ones, up to
-    ``_COPY_BATCH`` bytes."""
+    checks already filled; uncompressed arrays lent as views of the file, up
+    to ``_LENT_BLOCK`` bytes; compressed lent ones, decoded into scratch
+    memory, up to ``_SCRATCH_BATCH`` bytes; one large array to copy; or small
+    ones, up to ``_COPY_BATCH`` bytes."""
     index = 0
     while index < len(sizes):
         first = index
@@ -264,11 +309,19 @@ def _batches(sizes: list[int], filled: list[bool], lent: list[bool]) -> Any:
             yield first, index, _FILLED
             continue
         if lent[index]:
+            scratch = packed[index]
+            limit = _SCRATCH_BATCH if scratch else _LENT_BLOCK
             used = 0
-            while index < len(sizes) and lent[index] and not filled[index] and (used == 0 or used + sizes[index] <= _LENT_BLOCK):
-                used += sizes[index]
+            while (
+                index < len(sizes)
+                and lent[index]
+                and not filled[index]
+                and packed[index] == scratch
+                and (used == 0 or used + sizes[index] <= limit)
+            ):
+                used += _aligned(sizes[index]) if scratch else sizes[index]
                 index += 1
-            yield first, index, _LENT
+            yield first, index, _SCRATCH if scratch else _LENT
             continue
         if sizes[index] >= _PACK_BELOW:
             index += 1
@@ -303,16 +356,21 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
     ``ready`` holds, for the arrays marked ``filled``, what the content checks
     already decoded (the memory they read) and, for a mapped load, memory set
     aside for the compressed arrays the checks did not read (``None`` items
-    otherwise); filled arrays are handed over as they are. The arrays marked ``lent`` (uncompressed, and
-    given only to something that copies them: a scikit-learn ``Tree``'s node
-    and value arrays) are handed over as read-only views of the file once
-    their CRCs and deferred checks have passed there, so they are not copied
-    twice; their pages are released batch by batch behind the unpickler, so the
-    load does not hold the file and the copies at once."""
+    otherwise); filled arrays are handed over as they are. The arrays marked
+    ``lent`` (given only to something that copies them, and reachable by
+    nothing else: a scikit-learn ``Tree``'s node and value arrays) are not
+    given memory of their own: uncompressed ones are handed over as
+    read-only views of the file once their CRCs and deferred checks have
+    passed there, their pages released batch by batch behind the unpickler;
+    compressed ones are decoded (and checked) into a few scratch buffers
+    reused batch after batch (``_Scratch``). Either way the load does not
+    hold the decoded arrays and the copies made of them at once."""
     sizes = reader.array_sizes()
     lent = lent if lent is not None else [False] * len(sizes)
     regions = reader.array_regions() if any(lent) else None
+    packed = [r is None for r in regions] if regions is not None else [True] * len(sizes)
     blocks = _Blocks()
+    scratch = _Scratch()
 
     def start(batch: tuple[int, int, str]) -> Any:
         first, end, kind = batch
@@ -320,6 +378,11 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
             return first, end, None, None
         if kind == _LENT:
             return first, end, regions, reader.start_check_views(list(range(first, end)))
+        if kind == _SCRATCH:
+            views: list[Any] = [None] * len(sizes)
+            for i, view in scratch.take(first, end, sizes):
+                views[i] = view
+            return first, end, views, reader.start_copy_arrays_into(views)
         # A batch may mix arrays with memory set aside (compressed ones the
         # checks did not read) and arrays without.
         buffers = _allocate(sizes, [i for i in range(first, end) if ready[i] is None], blocks)
@@ -329,11 +392,14 @@ def _arrays_on_demand(reader: Any, ready: list[Any], filled: list[bool], lent: l
         # Nothing touches `buffers` until `wait()` has returned.
         return first, end, buffers, reader.start_copy_arrays_into(buffers)
 
-    batches = _batches(sizes, filled, lent)
+    batches = _batches(sizes, filled, lent, packed)
     released = 0  # with lent arrays: the file's pages before this array are released
     started = collections.deque(start(batch) for batch in itertools.islice(batches, _AHEAD))
     while started:
         first, end, buffers, pending = started.popleft()
+        # The unpickler asks for array `first`: the batch started next may
+        # decode into scratch memory of arrays copied already.
+        scratch.asked(first)
         following = next(batches, None)
         if following is not None:
             started.append(start(following))

@@ -590,9 +590,11 @@ impl Reader {
     }
 
     /// For each array, whether the last `checked_pickle(defer=True)` found
-    /// that all the stream gives it to copies it (a scikit-learn `Tree`'s
-    /// node and value arrays), so the load may lend it the region of the
-    /// file (`array_regions`) once `start_check_views` has passed.
+    /// that all the stream gives it to copies it and nothing else reaches
+    /// it (a scikit-learn `Tree`'s node and value arrays), so the load may
+    /// lend it the region of the file (`array_regions`) once
+    /// `start_check_views` has passed, or, compressed, scratch memory it
+    /// reuses once the unpickler has asked for the buffer two after it.
     fn lent_arrays(&self) -> PyResult<Vec<bool>> {
         Ok(self.lock_deferred()?.lent.clone())
     }

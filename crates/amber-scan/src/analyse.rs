@@ -140,6 +140,8 @@ pub(crate) struct Analyser<'x, 'g, 'a> {
     pub(crate) findings: &'x mut Findings,
     /// Array elements the content validators may read, over the whole stream.
     pub(crate) content_budget: u64,
+    /// The stream's root value (lets the validators lend arrays).
+    pub(crate) root: NodeId,
 }
 
 /// A resolved global node.
@@ -905,7 +907,8 @@ impl<'x> Run<'_, 'x, '_, '_> {
             return;
         }
         let (graph, arrays, budget) = (self.an.graph, self.an.arrays, self.an.content_budget);
-        let checker = content::Checker::new(content::Ctx { graph, arrays }, budget);
+        let checker =
+            content::Checker::new(content::Ctx { graph, arrays }, budget).with_root(self.an.root);
         let jobs: Vec<(&str, NodeId, NodeId)> = self
             .content_jobs
             .iter()

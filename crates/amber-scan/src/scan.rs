@@ -99,6 +99,7 @@ pub fn scan_parsed(
             .saturating_add(arrays.total_len())
             .saturating_mul(2)
             .saturating_add(1 << 20),
+        root: pickle.root(),
     }
     .run();
     let globals = pickle

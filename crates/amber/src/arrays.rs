@@ -98,9 +98,12 @@ pub struct Checked {
     /// The first issue a deferred check found in an array that was filled
     /// during the analysis itself (so was checked at once).
     pub failed: Option<Issue>,
-    /// For each array, whether it is uncompressed and all the stream gives
-    /// it to copies it (a `Tree`'s arrays): the load may hand it a view of
-    /// the file, once its CRC and deferred checks have passed there.
+    /// For each array not already in memory, whether all the stream gives
+    /// it to copies it, and nothing else can reach it (a `Tree`'s arrays,
+    /// see `amber_scan`'s lending rules): once its CRC and deferred checks
+    /// have passed, the load may hand it a view of the file (uncompressed)
+    /// or of scratch memory it reuses when the unpickler has asked for
+    /// buffer `index + 2` (compressed).
     pub lent: Vec<bool>,
     /// Compressed arrays without a destination that the checks decoded (CRC
     /// checked) to read them: a load can hand these bytes over instead of
@@ -195,9 +198,9 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
         let lent_indices = std::mem::take(&mut *self.lent.lock().map_err(|_| poisoned())?);
         for index in lent_indices {
             let i = usize::try_from(index).unwrap_or(usize::MAX);
-            let uncompressed = self.locations.get(i).is_some_and(|&(_, _, c)| !c);
+            let in_memory = decoded.get(i).is_some_and(Option::is_some);
             if let Some(slot) = lent.get_mut(i) {
-                *slot = uncompressed && !self.is_filled(i);
+                *slot = !in_memory && !self.is_filled(i);
             }
         }
         let filled = self.filled()?;

@@ -43,6 +43,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -52,6 +53,7 @@ use crate::ndarray::{self, ArrayBytes, ArrayError, Builds, DTypeCache, NdArray};
 
 pub mod estimators;
 pub mod hist;
+mod lending;
 pub mod neighbors;
 pub mod sparse;
 pub mod tree;
@@ -128,6 +130,7 @@ pub fn check(ctx: &Ctx<'_, '_>, class: &str, object: NodeId, state: NodeId) -> V
         Builds::scan(),
         &Budget::unlimited(),
         None,
+        None,
         class,
         object,
         state,
@@ -149,6 +152,7 @@ pub fn check_indexed(
         ctx,
         Builds::indexed(index),
         &Budget::unlimited(),
+        None,
         None,
         class,
         object,
@@ -172,6 +176,9 @@ pub struct Checker<'g, 'a> {
     dtypes: DTypeCache,
     hist: HistMemo,
     parallel_from: u64,
+    /// The stream's root, when known: tree checks may then lend arrays.
+    root: Option<NodeId>,
+    sharing: OnceLock<lending::Sharing>,
 }
 
 impl std::fmt::Debug for Checker<'_, '_> {
@@ -198,7 +205,26 @@ impl<'g, 'a> Checker<'g, 'a> {
             } else {
                 PARALLEL_FROM
             },
+            root: None,
+            sharing: OnceLock::new(),
         }
+    }
+
+    /// Names the stream's root, which lets tree checks lend their arrays
+    /// ([`ArrayBytes::lend`]) when nothing else can reach them.
+    #[must_use]
+    pub fn with_root(self, root: NodeId) -> Self {
+        Checker {
+            root: Some(root),
+            ..self
+        }
+    }
+
+    fn lending(&self) -> Option<lending::Lending<'_>> {
+        self.root.map(|root| lending::Lending {
+            sharing: &self.sharing,
+            root,
+        })
     }
 
     /// Let [`Self::check_many`] use other threads whenever the budget left
@@ -217,7 +243,17 @@ impl<'g, 'a> Checker<'g, 'a> {
     pub fn check(&self, class: &str, object: NodeId, state: NodeId) -> Vec<Issue> {
         let builds = Builds::indexed(&self.index).cached(&self.dtypes);
         let memo = Some(&self.hist);
-        validate(&self.ctx, builds, &self.budget, memo, class, object, state)
+        let lending = self.lending();
+        validate(
+            &self.ctx,
+            builds,
+            &self.budget,
+            memo,
+            lending,
+            class,
+            object,
+            state,
+        )
     }
 
     /// [`Self::check`] for each of `jobs` (class, object, state), in order,
@@ -236,7 +272,7 @@ impl<'g, 'a> Checker<'g, 'a> {
         if threads < 2 || jobs.len() < 2 || self.budget.left.get() < self.parallel_from {
             return jobs.iter().map(|&(c, o, s)| self.check(c, o, s)).collect();
         }
-        let (ctx, index) = (self.ctx, &self.index);
+        let (ctx, index, lending) = (self.ctx, &self.index, self.lending());
         let mut out = Vec::with_capacity(jobs.len());
         for batch in jobs.chunks(threads.saturating_mul(BATCH_PER_THREAD)) {
             let start = self.budget.left.get();
@@ -248,7 +284,8 @@ impl<'g, 'a> Checker<'g, 'a> {
                         let budget = Budget::new(start, true);
                         let builds = Builds::indexed(index).cached(dtypes);
                         let memo = Some(&*memo);
-                        let issues = validate(&ctx, builds, &budget, memo, class, object, state);
+                        let issues =
+                            validate(&ctx, builds, &budget, memo, lending, class, object, state);
                         (issues, budget)
                     },
                 )
@@ -353,11 +390,16 @@ fn budget_issue(offset: u64, what: &str, cost: u64) -> Issue {
     )
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one check's context, each passed by its callers"
+)]
 fn validate(
     ctx: &Ctx<'_, '_>,
     builds: Builds<'_>,
     work: &Budget,
     memo: Option<&HistMemo>,
+    lending: Option<lending::Lending<'_>>,
     class: &str,
     object: NodeId,
     state: NodeId,
@@ -376,8 +418,8 @@ fn validate(
     // dozen of each). Ensembles look up one BUILD per tree.
     let budget = Cell::new(if ensemble { usize::MAX } else { SCAN_BUDGET });
     let builds = builds.scan_budget(&budget).max_dtypes(MAX_DTYPES);
-    let builds = if ensemble {
-        builds
+    let (builds, build_at) = if ensemble {
+        (builds, None)
     } else {
         let Some(at) = build_offset(ctx.graph, builds, object, state) else {
             return vec![Issue::undecodable(
@@ -385,7 +427,7 @@ fn validate(
                 "no BUILD of this object with this state follows the state",
             )];
         };
-        builds.before(at)
+        (builds.before(at), Some(at))
     };
     let view = View {
         graph: ctx.graph,
@@ -393,6 +435,7 @@ fn validate(
         builds,
         work,
         memo,
+        lending: lending.zip(build_at),
     };
     let result = match (class, sparse) {
         (tree::CLASS, _) => tree::check(&view, object, state),
@@ -546,6 +589,8 @@ pub(crate) struct View<'g, 'a> {
     work: &'g Budget,
     /// What earlier checks of this graph read of predictors' node arrays.
     memo: Option<&'g HistMemo>,
+    /// Whether arrays may be lent, and the offset of the validated `BUILD`.
+    lending: Option<(lending::Lending<'g>, u64)>,
 }
 
 /// What the checks of one graph read of HistGradientBoosting predictors'
@@ -593,9 +638,15 @@ impl<'g> View<'g, '_> {
         self.arrays.defer(check.buffer(), check);
     }
 
-    /// See [`ArrayBytes::lend`].
-    pub(crate) fn lend(&self, array: &ndarray::Later) {
-        self.arrays.lend(array.buffer);
+    /// Lends `later`, made by node `array` and held by the state dict
+    /// `state` of the validated `BUILD`, when nothing else can reach its
+    /// bytes (see [`lending`] and [`ArrayBytes::lend`]).
+    pub(crate) fn lend(&self, later: &ndarray::Later, array: NodeId, state: NodeId) {
+        if let Some((lending, at)) = self.lending
+            && lending.may_lend(self.graph, array, later.buffer, state, at)
+        {
+            self.arrays.lend(later.buffer);
+        }
     }
 
     /// Decode the array made by `id`, as an issue if it cannot be.

@@ -92,13 +92,13 @@ pub(crate) fn check(ctx: &View<'_, '_>, object: NodeId, state: NodeId) -> Outcom
         None => Nodes::Now(ctx.array(nodes_id, "nodes")?),
     };
     // `Tree.__setstate__` copies both arrays into memory of its own and keeps
-    // neither: a load may lend it views of the file instead of copies.
+    // neither: a load may lend it views of the file, or memory it reuses.
     if let Nodes::Later(later) = &nodes {
-        ctx.lend(later);
+        ctx.lend(later, nodes_id, state);
     }
     let values = match ctx.later(values_id, "values")? {
         Some(v) => {
-            ctx.lend(&v);
+            ctx.lend(&v, values_id, state);
             Meta::of(&v.dtype, &v.shape, v.offset)
         }
         None => {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use amber_scan::Deferred;
-use amber_scan::content::{Ctx, check};
+use amber_scan::content::{Checker, Ctx};
 use amber_scan::ndarray::{ArrayBytes, SliceArrays};
 
 use crate::{Loaded, manifest, validated_builds};
@@ -52,14 +52,15 @@ impl ArrayBytes for Deferring<'_> {
     }
 }
 
-/// Codes flagged on every validated object of `loaded`, with `arrays`.
+/// Codes flagged on every validated object of `loaded`, with `arrays`
+/// (checked as a load checks them: knowing the root, so trees may lend).
 fn codes_with(loaded: &Loaded, arrays: &dyn ArrayBytes) -> BTreeSet<&'static str> {
     let pickle = loaded.parse();
     let graph = pickle.graph();
-    let ctx = Ctx { graph, arrays };
+    let checker = Checker::new(Ctx { graph, arrays }, u64::MAX).with_root(pickle.root());
     let mut codes = BTreeSet::new();
     for (class, target, state) in validated_builds(graph) {
-        codes.extend(check(&ctx, &class, target, state).iter().map(|i| i.code));
+        codes.extend(checker.check(&class, target, state).iter().map(|i| i.code));
     }
     codes
 }
