@@ -40,7 +40,8 @@ def _lent(path: Path) -> list[bool]:
     return reader.lent_arrays()
 
 
-def test_each_tree_gets_its_own_bytes_through_reused_scratch(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("threads", [None, 1])
+def test_each_tree_gets_its_own_bytes_through_reused_scratch(tmp_path, monkeypatch, threads) -> None:
     model, X = _forest()
     path = tmp_path / "forest.amber"
     amber.dump(model, path, compress="zstd")
@@ -55,7 +56,7 @@ def test_each_tree_gets_its_own_bytes_through_reused_scratch(tmp_path, monkeypat
 
     monkeypatch.setattr(_api, "_arrays_on_demand", recording)
     monkeypatch.setattr(_api, "_SCRATCH_BATCH", 150 << 10)  # a batch a tree or so
-    loaded = amber.load(path)
+    loaded = amber.load(path, threads=threads)
     assert len(blocks) == 2 * len(model.estimators_)
     # Far fewer buffers than batches: they were decoded into again and again.
     assert len(set(blocks)) <= 5 < len(blocks) // 4
