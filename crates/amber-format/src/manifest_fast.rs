@@ -293,6 +293,19 @@ mod tests {
             r#"{"form\u0061t":"amber","format_version":1,"entries":[]}"#.into(),
             r#"[]"#.into(),
         ];
+        // Around serde_json's nesting limit, in the free part and in a dtype.
+        let deep: Vec<String> = (124..=130)
+            .map(|depth| {
+                let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+                format!(r#"{{"format":"amber","format_version":1,"entries":[],"metadata":{deep}}}"#)
+            })
+            .collect();
+        let within = deep
+            .iter()
+            .filter(|c| derived(c.as_bytes()).is_ok())
+            .count();
+        assert!(within > 0 && within < deep.len(), "{within}");
+        cases.extend(deep);
         let pickle = r#"{"kind":"pickle","name":"model.pkl","size":215,"crc32":4277717181,"protocol":5,"buffers":1}"#;
         let array = r#"{"kind":"array","name":"arrays/000000.npy","size":208,"crc32":1,"data_offset":128,"nbytes":80,"dtype":"<f8","shape":[10],"order":"C"}"#;
         let entries = [
@@ -327,6 +340,14 @@ mod tests {
             array.replace("\"nbytes\":80", "\"nbytes\":80,\"protocol\":5"),
             array.replace(r#""kind":"array""#, r#""kind":"array","kind":"array""#),
             array.replace("arrays/", "arr\\u0061ys/"),
+            array.replace(
+                "\"<f8\"",
+                &format!("{}1{}", "[".repeat(126), "]".repeat(126)),
+            ),
+            array.replace(
+                "\"<f8\"",
+                &format!("{}1{}", "[".repeat(124), "]".repeat(124)),
+            ),
         ];
         for one in &entries {
             for two in [None, Some(array)] {
