@@ -900,11 +900,20 @@ fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
     let extra_len = u64::from(b.u16(at + 28, WHAT)?);
     check_flags_method(flags, method, at)?;
     b.hold(at, LOCAL_LEN + name_len + extra_len);
-    let name = read_name(b, at + LOCAL_LEN, name_len)?;
+    // The central record's name passed every check `read_name` makes: the
+    // same bytes here need none of them again.
+    let same_name = b.slice(at + LOCAL_LEN, name_len, "entry name")? == entry.name.as_bytes();
+    let name = if same_name {
+        None
+    } else {
+        Some(read_name(b, at + LOCAL_LEN, name_len)?)
+    };
     let extra = b.slice(at + LOCAL_LEN + name_len, extra_len, WHAT)?;
     let mismatch =
         |what: &str| FormatError::corrupt(format!("local header of `{}` {what}", entry.name), at);
-    if name != entry.name {
+    if let Some(name) = name
+        && name != entry.name
+    {
         return Err(mismatch(&format!("names `{name}`")));
     }
     if crc32 != entry.crc32 {
