@@ -118,21 +118,27 @@ def report_from_parts(parts: tuple[Any, ...], source: str = "") -> ScanReport:
     findings as ``Finding`` field tuples, globals as ``(name, count,
     allowed)``, protocol, and the report as JSON for :attr:`ScanReport.details`."""
     fmt, verdict, found, used, protocol, text = parts
-    return ScanReport(
+    # A frozen dataclass's __init__ sets each field through object.__setattr__,
+    # which cost a scan of a small file more than the rest of this function:
+    # the fields go into the new instance's __dict__ at once instead (the same
+    # object: equality, hashing and repr read the attributes).
+    report = object.__new__(ScanReport)
+    report.__dict__.update(
         verdict=verdict,
-        findings=tuple(Finding(*f) for f in found),
+        findings=tuple([Finding(*f) for f in found]) if found else (),
         globals={name: count for name, count, _ in used},
         source=source,
         format=fmt,
         protocol=protocol,
-        allowed=allowed_names(name for name, _, ok in used if ok),
+        allowed=allowed_names([name for name, _, ok in used if ok]),
         report_json=text,
     )
+    return report
 
 
 def allowed_names(names: Iterable[str]) -> frozenset[str]:
     """The names ``find_class`` may resolve, from the globals a report accepted."""
-    return frozenset(_normal(name) for name in names)
+    return frozenset([_normal(name) if name.startswith("numpy.core.") else name for name in names])
 
 
 def trusted_names(trusted: Any) -> list[str] | None:

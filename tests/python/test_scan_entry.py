@@ -147,3 +147,34 @@ def test_a_file_of_many_entries_scans_as_its_bytes_do(tmp_path: Path) -> None:
         bad = data[:at] + bytes([data[at] ^ 0x11]) + data[at + 1 :]
         path.write_bytes(bad)
         assert _answer(path) == _answer(bad), f"damage at {at}"
+
+
+def test_a_report_from_parts_is_the_dataclass_built_from_its_fields() -> None:
+    from amber import _safety
+
+    parts = (
+        "joblib",
+        "unsafe",
+        [("global.denied", "critical", "no", 12, "STACK_GLOBAL", "posix.system", 2)],
+        [("numpy.core.multiarray._reconstruct", 3, True), ("posix.system", 2, False), ("numpy.dtype", 1, True)],
+        4,
+        '{"format":"joblib","verdict":"unsafe","opcodes":9}',
+    )
+    fast = _safety.report_from_parts(parts, "f.joblib")
+    built = _safety.ScanReport(
+        verdict="unsafe",
+        findings=(_safety.Finding("global.denied", "critical", "no", 12, "STACK_GLOBAL", "posix.system", 2),),
+        globals={"numpy.core.multiarray._reconstruct": 3, "posix.system": 2, "numpy.dtype": 1},
+        source="f.joblib",
+        format="joblib",
+        protocol=4,
+        allowed=frozenset({"numpy._core.multiarray._reconstruct", "numpy.dtype"}),
+        report_json=parts[5],
+    )
+    assert fast == built and repr(fast) == repr(built) and str(fast) == str(built)
+    assert vars(fast) == vars(built)
+    assert fast.allowed == built.allowed and fast.details == {"format": "joblib", "verdict": "unsafe", "opcodes": 9}
+    with pytest.raises(AttributeError):
+        fast.verdict = "safe"  # type: ignore[misc]
+    empty = _safety.report_from_parts(("amber", "safe", [], [], None, ""), "")
+    assert empty == _safety.ScanReport(verdict="safe", findings=(), globals={}, format="amber") and empty.details == {}

@@ -19,6 +19,7 @@ pub mod diff;
 pub mod error;
 pub mod file;
 pub mod manifest;
+mod manifest_fast;
 pub mod npy;
 pub mod read;
 pub mod sniff;

@@ -62,13 +62,16 @@ pub fn parse_header(entry: &[u8], name: &str) -> Result<NpyHeader> {
     let text = entry
         .get(start as usize..data_offset as usize)
         .ok_or_else(|| bad("header runs past the entry"))?;
-    // Versions 1 and 2 are Latin-1, version 3 is UTF-8 (NumPy's rule).
-    let text: String = if major == 3 {
-        std::str::from_utf8(text)
-            .map_err(|_| bad("header is not UTF-8"))?
-            .to_owned()
-    } else {
-        text.iter().map(|&b| char::from(b)).collect()
+    // Versions 1 and 2 are Latin-1, version 3 is UTF-8 (NumPy's rule); ASCII
+    // (what NumPy writes) reads the same either way, in place.
+    let text: std::borrow::Cow<'_, str> = match std::str::from_utf8(text) {
+        Ok(t) if major == 3 || t.is_ascii() => t.into(),
+        Err(_) if major == 3 => return Err(bad("header is not UTF-8")),
+        _ => text
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .into(),
     };
     if minor != 0 {
         return Err(bad(&format!("unknown version {major}.{minor}")));
@@ -238,6 +241,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h.shape, vec![7]);
+    }
+
+    #[test]
+    #[expect(clippy::indexing_slicing, reason = "tests")]
+    fn text_is_latin_1_before_version_3_and_utf_8_in_it() {
+        // `é` as one Latin-1 byte, and as the two bytes of its UTF-8.
+        for (major, text, descr) in [
+            (1, &b"'\xe9'"[..], Some("\u{e9}")),
+            (1, b"'\xc3\xa9'", Some("\u{c3}\u{a9}")),
+            (3, b"'\xc3\xa9'", Some("\u{e9}")),
+            (3, b"'\xe9'", None),
+        ] {
+            let mut entry = npy("{'descr': 'DESCR', 'fortran_order': False, 'shape': (3,), }");
+            entry[6] = major;
+            let at = entry.windows(7).position(|w| w == b"'DESCR'").unwrap();
+            entry.splice(at..at + 7, text.iter().copied());
+            // Version 3 has a 4-byte header length: rewrite the preamble.
+            let header = entry.split_off(10);
+            let mut fixed = entry[..8].to_vec();
+            if major == 3 {
+                fixed.extend_from_slice(&(header.len() as u32).to_le_bytes());
+            } else {
+                fixed.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            }
+            fixed.extend_from_slice(&header);
+            let parsed = parse_header(&fixed, "a");
+            match descr {
+                Some(d) => assert_eq!(parsed.unwrap().descr.as_deref(), Some(d)),
+                None => assert!(parsed.unwrap_err().to_string().contains("not UTF-8")),
+            }
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl<B: Source> Container<B> {
         let raw = entry_bytes(&data, last);
         check_crc(raw, last)?;
         let manifest: Manifest =
-            serde_json::from_slice(raw).map_err(|e| FormatError::Manifest {
+            crate::manifest_fast::parse(raw).map_err(|e| FormatError::Manifest {
                 reason: format!("{e}"),
             })?;
         if manifest.format != FORMAT_NAME {

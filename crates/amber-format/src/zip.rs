@@ -557,10 +557,39 @@ fn put64(out: &mut Vec<u8>, v: u64) {
 struct Bytes<'a> {
     data: &'a dyn Source,
     len: u64,
+    /// The last range [`Bytes::hold`] got, and where it starts: the fields
+    /// of a record are read from it, not asked of the source one by one.
+    held: std::cell::Cell<(u64, &'a [u8])>,
 }
 
-impl Bytes<'_> {
-    fn slice(&self, offset: u64, len: u64, what: &'static str) -> Result<&[u8]> {
+impl<'a> Bytes<'a> {
+    fn new(data: &'a dyn Source, len: u64) -> Self {
+        Bytes {
+            data,
+            len,
+            held: std::cell::Cell::new((0, &[])),
+        }
+    }
+
+    /// Asks the source for `offset..offset + len` once, for the reads
+    /// within it that follow; a range it cannot give changes nothing (each
+    /// read then asks for itself, with its own error).
+    fn hold(&self, offset: u64, len: u64) {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len)
+            && let Some(bytes) = self.data.range(offset, len)
+        {
+            self.held.set((offset, bytes));
+        }
+    }
+
+    fn slice(&self, offset: u64, len: u64, what: &'static str) -> Result<&'a [u8]> {
+        let (start, held) = self.held.get();
+        if let Some(from) = offset.checked_sub(start)
+            && let (Ok(from), Ok(len)) = (usize::try_from(from), usize::try_from(len))
+            && let Some(bytes) = from.checked_add(len).and_then(|to| held.get(from..to))
+        {
+            return Ok(bytes);
+        }
         let total = self.len;
         let available = total.saturating_sub(offset);
         let truncated = FormatError::Truncated {
@@ -610,7 +639,7 @@ pub fn read_directory(data: &[u8]) -> Result<Vec<ZipEntry>> {
 /// the central directory and the local headers.
 pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     let len = data.size();
-    let b = Bytes { data, len };
+    let b = Bytes::new(data, len);
     if len < EOCD_LEN {
         return Err(FormatError::Truncated {
             what: "end of central directory record",
@@ -728,9 +757,10 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
             cd_offset,
         ));
     }
-    // The records are read one field at a time: ask for the whole directory
-    // first, so a source reading its file in pieces reads it in one.
-    let _ = data.range(cd_offset, cd_size);
+    // The records are read from the whole directory, asked for once (a
+    // source reading its file in pieces reads it in one).
+    b.hold(cd_offset, cd_size);
+    let directory = b.held.get();
     let mut entries = Vec::with_capacity(count as usize);
     let mut names = std::collections::HashSet::with_capacity(count as usize);
     let mut at = cd_offset;
@@ -755,6 +785,7 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
             ));
         }
         let entry = check_local(&b, entry)?;
+        b.held.set(directory);
         expected_header = entry.data_offset.checked_add(entry.size).ok_or_else(|| {
             FormatError::corrupt(
                 format!("entry `{}` size overflows", entry.name),
@@ -853,6 +884,7 @@ fn read_central(b: &Bytes<'_>, at: u64) -> Result<(ZipEntry, u64)> {
 fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
     const WHAT: &str = "local file header";
     let at = entry.header_offset;
+    b.hold(at, LOCAL_LEN);
     if b.u32(at, WHAT)? != LOCAL_SIG {
         return Err(FormatError::corrupt(
             format!("bad local header signature for entry `{}`", entry.name),
@@ -867,11 +899,21 @@ fn check_local(b: &Bytes<'_>, mut entry: ZipEntry) -> Result<ZipEntry> {
     let name_len = u64::from(b.u16(at + 26, WHAT)?);
     let extra_len = u64::from(b.u16(at + 28, WHAT)?);
     check_flags_method(flags, method, at)?;
-    let name = read_name(b, at + LOCAL_LEN, name_len)?;
+    b.hold(at, LOCAL_LEN + name_len + extra_len);
+    // The central record's name passed every check `read_name` makes: the
+    // same bytes here need none of them again.
+    let same_name = b.slice(at + LOCAL_LEN, name_len, "entry name")? == entry.name.as_bytes();
+    let name = if same_name {
+        None
+    } else {
+        Some(read_name(b, at + LOCAL_LEN, name_len)?)
+    };
     let extra = b.slice(at + LOCAL_LEN + name_len, extra_len, WHAT)?;
     let mismatch =
         |what: &str| FormatError::corrupt(format!("local header of `{}` {what}", entry.name), at);
-    if name != entry.name {
+    if let Some(name) = name
+        && name != entry.name
+    {
         return Err(mismatch(&format!("names `{name}`")));
     }
     if crc32 != entry.crc32 {
