@@ -384,7 +384,11 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:
-            return _checked_load(Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed), reader, extra, source)
+            # The checks of in-band arrays the analysis left (predictor nodes)
+            # gate the stream: the unpickler gets no array before its check passed.
+            gate = reader.stream_gate()
+            file = gate if gate is not None else _stream_file(stream, reader)
+            return _checked_load(Unpickler(file, buffers=buffers, allowed=allowed), reader, extra, source)
     else:
         buffers = reader.array_regions()
         rest: list[Any] = [None] * len(sizes)
