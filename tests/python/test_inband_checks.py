@@ -134,3 +134,44 @@ def test_gate_readinto_and_readline(tmp_path: Path) -> None:
     rest = bytes(gate.read())
     reader.checked_pickle([], None, True)
     assert bytes(buffer) + line + rest == bytes(reader.stream_gate().read())
+
+
+class _EditedTree:
+    """Pickles as a fitted tree's `Tree` whose first split points at the root."""
+
+    def __init__(self, tree: Any) -> None:
+        self.args = (tree.n_features, tree.n_classes, tree.n_outputs)
+        self.state = tree.__getstate__()
+        nodes = self.state["nodes"] = self.state["nodes"].copy()
+        nodes["right_child"][int(np.flatnonzero(nodes["left_child"] != -1)[-1])] = 0
+
+    def __reduce__(self) -> Any:
+        from sklearn.tree._tree import Tree
+
+        return (Tree, self.args, self.state)
+
+
+def test_small_crafted_tree_is_refused_through_the_gate(tmp_path: Path) -> None:
+    """A small tree's node array lies in the stream: its walk is left to the
+    gate too, and the load refuses it with what `amber.scan` reports."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(300, 3)
+    model = DecisionTreeClassifier(random_state=0).fit(X, rng.randint(0, 2, len(X)))
+    good = tmp_path / "good.amber"
+    amber.dump(model, good)
+    np.testing.assert_array_equal(amber.load(good).predict_proba(X), model.predict_proba(X))
+    model.tree_ = _EditedTree(model.tree_)
+    bad = tmp_path / "bad.amber"
+    amber.dump(model, bad)
+    reader = _amber.Reader.open(str(bad))
+    assert reader.array_sizes() == []
+    _, deferred, _ = reader.checked_pickle([], None, True)
+    assert "tree.cycle" not in deferred
+    assert reader.stream_gate() is not None
+    with pytest.raises(amber.UnsafeModelError) as excinfo:
+        amber.load(bad)
+    assert "tree.cycle" in {f.code for f in excinfo.value.findings}
+    report = amber.scan(bad)
+    assert [(f.code, f.offset) for f in excinfo.value.findings] == [(f.code, f.offset) for f in report.findings]
