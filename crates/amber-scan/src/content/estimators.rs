@@ -148,8 +148,14 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         for &predictor in stage_predictors {
             let state = built_state(view, predictor)?;
             let known = view.recall(state);
-            if let Some(Some(nodes)) = known.as_ref().map(|k| &k.deferred) {
-                defer_bound(view, nodes.clone(), expected)?;
+            if let Some(known) = &known
+                && let Some(bound) = &known.deferred
+            {
+                // The predictor's own checks were left to the bytes the load
+                // hands over: they check this bound too, in the same pass.
+                view.charge(known.len, known.offset, "nodes")?;
+                view.charge(known.len, known.offset, "nodes")?;
+                bound.fetch_min(expected, std::sync::atomic::Ordering::AcqRel);
                 continue;
             }
             if let Some(known) = &known
@@ -213,7 +219,7 @@ impl FeatureBound {
 
 /// Pushes to `found` each split node of `nodes` (its `feature` and
 /// `is_leaf` columns) whose feature is not below `expected`.
-fn bound_features(
+pub(crate) fn bound_features(
     feature: &ndarray::Column<'_>,
     is_leaf: &ndarray::Column<'_>,
     nodes: &ndarray::NdArray<'_>,

@@ -12,6 +12,8 @@
 //! `bitset_idx` is a row of both bitset arrays, which have 8 columns.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use amber_pickle::NodeId;
 
@@ -41,9 +43,10 @@ pub(crate) struct Summary {
     pub(crate) converted: bool,
     /// The highest `feature_idx` of a split node (`i64::MIN` if none).
     pub(crate) top_feature: i64,
-    /// The array, when its checks were deferred (`top_feature` is then
-    /// unknown): the ensemble's bound is deferred with them.
-    pub(crate) deferred: Option<Later>,
+    /// When the array's checks were deferred (`top_feature` is then
+    /// unknown): the bound on its features they also check, which the
+    /// ensemble lowers to its `n_features_in_` (they run after the analysis).
+    pub(crate) deferred: Option<Arc<AtomicI64>>,
 }
 
 fn bitset_rows(found: &mut Found, array: &NdArray<'_>, what: &str) -> i64 {
@@ -109,8 +112,16 @@ pub(crate) fn check(ctx: &View<'_, '_>, state: NodeId) -> Outcome {
             for _ in 0..6 {
                 ctx.charge(n, at_nodes, "nodes")?;
             }
-            ctx.remember(state, summary(false, i64::MAX, Some(nodes.clone())));
-            ctx.defer(Deferred::hist_nodes(NodeCheck { nodes, bitsets }));
+            let features_below = Arc::new(AtomicI64::new(i64::MAX));
+            ctx.remember(
+                state,
+                summary(false, i64::MAX, Some(Arc::clone(&features_below))),
+            );
+            ctx.defer(Deferred::hist_nodes(NodeCheck {
+                nodes,
+                bitsets,
+                features_below,
+            }));
             return Ok(found.finish());
         }
         Nodes::Now(nodes) => nodes,
@@ -141,6 +152,9 @@ enum Nodes<'g> {
 pub(crate) struct NodeCheck {
     pub(crate) nodes: Later,
     bitsets: i64,
+    /// The bound the ensemble sets on the features of split nodes
+    /// (`i64::MAX`: none), set before any deferred check runs.
+    features_below: Arc<AtomicI64>,
 }
 
 impl NodeCheck {
@@ -156,7 +170,12 @@ impl NodeCheck {
             bitset_idx: int_column(&nodes, Some("bitset_idx"), "nodes")?,
         };
         let mut found = Found::default();
-        columns.check(nodes.len(), self.bitsets, nodes.offset, &mut found)?;
+        let top = columns.check(nodes.len(), self.bitsets, nodes.offset, &mut found)?;
+        let bound = self.features_below.load(Ordering::Acquire);
+        if bound != i64::MAX && top.is_none_or(|top| top >= bound) {
+            let (feature, is_leaf) = (&columns.feature, &columns.is_leaf);
+            super::estimators::bound_features(feature, is_leaf, &nodes, bound, &mut found)?;
+        }
         Ok(found.finish())
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use amber_scan::Deferred;
-use amber_scan::content::{Ctx, check};
+use amber_scan::content::{Checker, Ctx, check};
 use amber_scan::ndarray::{ArrayBytes, Place, SliceArrays};
 
 use crate::{Loaded, manifest, validated_builds};
@@ -136,9 +136,44 @@ fn deferred_walks_find_what_walks_in_place_find() {
     );
 }
 
+/// The codes `arrays` (deferring in-band checks) gives every validated
+/// object of `loaded`, through [`check`] or (with `checker`) a [`Checker`],
+/// plus those its deferred checks find in the stream; and what they check.
+fn in_band_codes(
+    loaded: &Loaded,
+    arrays: &Deferring<'_>,
+    checker: bool,
+) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
+    let mut codes = if checker {
+        let pickle = loaded.parse();
+        let graph = pickle.graph();
+        let checker = Checker::new(Ctx { graph, arrays }, u64::MAX);
+        validated_builds(graph)
+            .into_iter()
+            .flat_map(|(class, target, state)| checker.check(&class, target, state))
+            .map(|i| i.code)
+            .collect()
+    } else {
+        codes_with(loaded, arrays)
+    };
+    let mut what = BTreeSet::new();
+    for check in std::mem::take(&mut *arrays.checks.lock().unwrap()) {
+        let Place::Stream { start, len } = check.place() else {
+            panic!("an in-band check of a buffer");
+        };
+        let (start, len) = (start as usize, len as usize);
+        let bytes = &loaded.pickle[start..start + len];
+        codes.extend(check.run(bytes).iter().map(|i| i.code));
+        // Other bytes than the stream's are refused, never walked.
+        assert!(!check.run(&bytes[..len - 1]).is_empty());
+        what.insert(check.what());
+    }
+    (codes, what)
+}
+
 #[test]
 fn deferred_in_band_checks_find_what_checks_in_place_find() {
-    let mut deferred = BTreeSet::new();
+    let (mut alone, mut joined) = (BTreeSet::new(), BTreeSet::new());
     for entry in manifest() {
         let name = entry.name;
         let loaded = Loaded::read(&name);
@@ -149,22 +184,18 @@ fn deferred_in_band_checks_find_what_checks_in_place_find() {
         };
         let in_place = codes_with(&loaded, &plain);
         let arrays = Deferring::new(plain, Some(&loaded.pickle));
-        let mut codes = codes_with(&loaded, &arrays);
-        for check in arrays.checks.into_inner().unwrap() {
-            let Place::Stream { start, len } = check.place() else {
-                panic!("{name}: an in-band check of a buffer");
-            };
-            let (start, len) = (start as usize, len as usize);
-            let bytes = &loaded.pickle[start..start + len];
-            codes.extend(check.run(bytes).iter().map(|i| i.code));
-            // Other bytes than the stream's are refused, never walked.
-            assert!(!check.run(&bytes[..len - 1]).is_empty(), "{name}");
-            deferred.insert(check.what());
-        }
+        let (codes, what) = in_band_codes(&loaded, &arrays, false);
         assert_eq!(codes, in_place, "{name}");
+        alone.extend(what);
+        // A checker remembers what each predictor's check left, so the
+        // ensemble's bound joins that check instead of being one more.
+        let (codes, what) = in_band_codes(&loaded, &arrays, true);
+        assert_eq!(codes, in_place, "{name} (checker)");
+        joined.extend(what);
     }
     assert_eq!(
-        deferred,
+        alone,
         BTreeSet::from(["predictor features", "predictor nodes", "tree nodes"])
     );
+    assert_eq!(joined, BTreeSet::from(["predictor nodes", "tree nodes"]));
 }
