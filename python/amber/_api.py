@@ -450,7 +450,11 @@ def _unpickle(reader: Any, mmap_mode: str | None, trusted: Any, source: str) -> 
     if mmap_mode is None:
         buffers: Any = _arrays_on_demand(reader, ready, filled, reader.lent_arrays() if defer else None)
         if defer:
-            return _checked_load(Unpickler(_stream_file(stream, reader), buffers=buffers, allowed=allowed), reader, extra, source)
+            # The checks of in-band arrays the analysis left (predictor nodes)
+            # gate the stream: the unpickler gets no array before its check passed.
+            gate = reader.stream_gate()
+            file = gate if gate is not None else _stream_file(stream, reader)
+            return _checked_load(Unpickler(file, buffers=buffers, allowed=allowed), reader, extra, source)
     else:
         buffers = reader.array_regions()
         rest: list[Any] = [None] * len(sizes)
@@ -581,17 +585,22 @@ def load(
     if _legacy.is_legacy(source):
         return _legacy.load(source, mmap_mode, trusted, _source_name(filename))
     reader = _reader(source, mmap_mode, threads)
-    _start_analysis(reader, mmap_mode, trusted)
-    _versions.check(reader.manifest(), strict_versions, filename)
+    manifest = _versions.parse(reader.manifest())
+    _start_analysis(reader, mmap_mode, trusted, manifest)
+    _versions.check(manifest, strict_versions, filename)
     return _unpickle(reader, mmap_mode, trusted, _source_name(filename))
 
 
-def _start_analysis(reader: Any, mmap_mode: str | None, trusted: Any) -> None:
+def _start_analysis(reader: Any, mmap_mode: str | None, trusted: Any, manifest: Any) -> None:
     """Starts, on another thread, the analysis ``_unpickle`` asks for, so it
     runs while the versions are compared; ``_unpickle`` waits for it before
     anything is unpickled. (Only for the loads that copy their arrays and
-    have a policy; a ``trusted`` that is not valid is refused by ``_unpickle``.)"""
-    if mmap_mode is not None:
+    have a policy; a ``trusted`` that is not valid is refused by ``_unpickle``.)
+    Only worth it when the comparison has a package to look up (one the file
+    records that is not imported yet): reading the versions of imported
+    modules takes less than handing the analysis to another thread and
+    waking up for its result."""
+    if mmap_mode is not None or _versions.all_imported(manifest):
         return
     try:
         extra = _safety.trusted_names(trusted)
@@ -626,8 +635,9 @@ def loads(
     if _legacy.is_legacy(data):
         return _legacy.load(data, None, trusted, "<bytes>")
     reader = _reader(data, None, threads)
-    _start_analysis(reader, None, trusted)
-    _versions.check(reader.manifest(), strict_versions, None)
+    manifest = _versions.parse(reader.manifest())
+    _start_analysis(reader, None, trusted, manifest)
+    _versions.check(manifest, strict_versions, None)
     return _unpickle(reader, None, trusted, "<bytes>")
 
 

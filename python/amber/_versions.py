@@ -200,12 +200,26 @@ def _caller_level() -> int:
     return level
 
 
-def check(manifest_json: str | bytes, strict: bool, source: Any) -> None:
-    """Warns once (or raises, if ``strict``) when the file's versions differ from the running ones."""
+def parse(manifest_json: str | bytes) -> Any:
+    """The manifest's JSON decoded, or ``None`` if it is not JSON."""
     try:
-        manifest = json.loads(manifest_json)
+        return json.loads(manifest_json)
     except ValueError:
-        return
+        return None
+
+
+def all_imported(manifest: Any) -> bool:
+    """Whether every package the decoded ``manifest`` records is imported
+    already: :func:`check` then looks nothing up."""
+    env = manifest.get("environment") if isinstance(manifest, dict) else None
+    packages = env.get("packages") if isinstance(env, dict) else None
+    return isinstance(packages, dict) and all(name in sys.modules for name in packages)
+
+
+def check(manifest_json: str | bytes | dict[str, Any] | None, strict: bool, source: Any) -> None:
+    """Warns once (or raises, if ``strict``) when the file's versions differ
+    from the running ones (``manifest_json`` may be decoded already: see :func:`parse`)."""
+    manifest = manifest_json if isinstance(manifest_json, dict) or manifest_json is None else parse(manifest_json)
     found = mismatches(manifest) if isinstance(manifest, dict) else []
     if not found:
         return

@@ -9,6 +9,7 @@
 mod buffer;
 mod compare;
 mod errors;
+mod gate;
 mod legacy;
 mod reader;
 mod scan;

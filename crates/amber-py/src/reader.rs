@@ -82,7 +82,11 @@ fn analyse(
     defer: bool,
 ) -> Analysis {
     let arrays = amber::ContainerArrays::with_destinations(container, slots);
-    let arrays = if defer { arrays.deferring() } else { arrays };
+    let arrays = if defer {
+        arrays.deferring().deferring_in_stream(data)
+    } else {
+        arrays
+    };
     let report = amber::scan_container_arrays(&arrays, data, policy, &amber::Limits::default());
     (report, arrays.finish())
 }
@@ -93,6 +97,9 @@ struct Loading {
     checks: Arc<amber::DeferredChecks>,
     lent: Vec<bool>,
     decoded: Vec<Option<Vec<u8>>>,
+    /// The checks of in-band arrays, with the stream's `bytes`, start and
+    /// length, when there are any (for `stream_gate`).
+    in_stream: Option<(Arc<amber::StreamChecks>, Arc<FrozenBytes>, usize, usize)>,
 }
 
 impl Reader {
@@ -284,7 +291,7 @@ impl Reader {
         let threads = &self.threads;
         let started = self.lock_started()?.take();
         // The analysis `start_checked_pickle` began, if it is this one.
-        let (bytes, start, len, done) = match started {
+        let (bytes, start, len, done, frozen) = match started {
             Some(s)
                 if dests.is_none() && defer == s.defer && trusted.as_ref() == Some(&s.trusted) =>
             {
@@ -304,11 +311,11 @@ impl Reader {
                         })?
                     }
                 };
-                (s.stream.object(py), s.start, s.len, done)
+                (s.stream.object(py), s.start, s.len, done, Some(s.stream))
             }
             _ => {
                 let (bytes, start, len) = self.stream_bytes(py)?;
-                (bytes, start, len, None)
+                (bytes, start, len, None, None)
             }
         };
         *self
@@ -368,10 +375,15 @@ impl Reader {
             py.detach(|| threads.run(|| container.verify(&|_| {})))
                 .py(py)?;
         }
+        let in_stream = (!checked.in_stream.is_empty()).then(|| {
+            let frozen = frozen.unwrap_or_else(|| Arc::new(FrozenBytes::new(&bytes)));
+            (Arc::new(checked.in_stream), frozen, start, len)
+        });
         *self.lock_deferred()? = Loading {
             checks: Arc::new(checked.deferred),
             lent: checked.lent,
             decoded: checked.decoded,
+            in_stream,
         };
         if report.findings.is_empty() && report.verdict == amber::Verdict::Safe {
             *self.lock_accepted()? = Some(
@@ -448,6 +460,18 @@ impl Reader {
             done,
         });
         Ok(())
+    }
+
+    /// The unpickler's file over the stream the last `checked_pickle(defer=True)`
+    /// returned, when its analysis left checks of in-band arrays for the load
+    /// (`None` otherwise: read the stream directly). It hands the unpickler
+    /// the stream only as far as those checks passed, and raises
+    /// `ContentCheckError` where one fails; a pool thread starts on them now.
+    fn stream_gate(&self, py: Python<'_>) -> PyResult<Option<crate::gate::StreamGate>> {
+        let Some((checks, bytes, start, len)) = self.lock_deferred()?.in_stream.clone() else {
+            return Ok(None);
+        };
+        crate::gate::StreamGate::new(py, bytes, start, len, checks, &self.threads).map(Some)
     }
 
     /// The globals the analysis of the last `checked_pickle` accepted, when

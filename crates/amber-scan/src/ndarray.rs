@@ -71,6 +71,17 @@ pub trait ArrayBytes: Sync {
     /// Takes a check of buffer `index` to run on the bytes that will be loaded
     /// (called only for buffers [`Self::deferring`] accepted).
     fn defer(&self, _index: u64, _check: crate::content::Deferred) {}
+    /// Where `payload`, the bytes of an in-band array (a slice of the
+    /// stream being analysed), starts in that stream, when the checks that
+    /// read it may be handed to [`Self::defer_in_stream`]: only when the
+    /// caller hands the unpickler no byte of the stream beyond the start of
+    /// an array whose deferred checks have not passed.
+    fn deferring_in_stream(&self, _payload: &[u8]) -> Option<u64> {
+        None
+    }
+    /// Takes a check of an in-band array (called only for payloads
+    /// [`Self::deferring_in_stream`] placed).
+    fn defer_in_stream(&self, _check: crate::content::Deferred) {}
     /// Says that whatever the stream gives buffer `index` to copies it and
     /// keeps no reference (a scikit-learn `Tree`'s node and value arrays):
     /// a load may hand a view of the bytes instead of a copy of them (called
@@ -983,8 +994,23 @@ fn element_count(dtype: &DType, shape: &[u64], data_len: u64, offset: u64) -> Re
     usize::try_from(count).map_err(|_| length_error())
 }
 
-/// An array of an out-of-band buffer whose checks are deferred: everything
-/// [`decode_with`] knows of it but its bytes, which the load copies later.
+/// Where the bytes of a [`Later`] array lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In out-of-band buffer `NEXT_BUFFER` number `.0`.
+    Buffer(u64),
+    /// In the pickle stream, from byte `start` on (an in-band array).
+    Stream {
+        /// Where the payload starts in the stream.
+        start: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+/// An array whose checks are deferred: everything [`decode_with`] knows of
+/// it but its bytes, which the load copies later (an out-of-band buffer)
+/// or hands the unpickler later (an in-band array).
 #[derive(Debug, Clone)]
 pub struct Later {
     /// The dtype.
@@ -995,8 +1021,8 @@ pub struct Later {
     pub order: Order,
     /// Offset of the node that made the array.
     pub offset: u64,
-    /// The out-of-band buffer holding its bytes.
-    pub buffer: u64,
+    /// Where its bytes lie.
+    pub place: Place,
     len: usize,
     data_len: u64,
 }
@@ -1033,7 +1059,8 @@ impl Later {
 }
 
 /// The array node `id` makes as a [`Later`], when it is `_frombuffer` of an
-/// out-of-band buffer whose checks `arrays` defers; `Ok(None)` for any other
+/// out-of-band buffer or in-band bytes whose checks `arrays` defers
+/// ([`ArrayBytes::deferring`], [`ArrayBytes::deferring_in_stream`]); `Ok(None)` for any other
 /// array (decode it with [`decode_with`]). Validates what [`decode_with`]
 /// would, but the bytes.
 ///
@@ -1057,14 +1084,21 @@ pub fn decode_later(
     else {
         return Ok(None);
     };
-    let Some(Bytes::Buffer(index)) = buffer_of(graph, buf) else {
-        return Ok(None);
-    };
-    if !arrays.deferring(index) {
-        return Ok(None);
-    }
-    let Some(data_len) = arrays.buffer_len(index) else {
-        return Ok(None);
+    let (place, data_len) = match buffer_of(graph, buf) {
+        Some(Bytes::Buffer(index)) if arrays.deferring(index) => {
+            let Some(data_len) = arrays.buffer_len(index) else {
+                return Ok(None);
+            };
+            (Place::Buffer(index), data_len)
+        }
+        Some(Bytes::In(payload)) => {
+            let Some(start) = arrays.deferring_in_stream(payload) else {
+                return Ok(None);
+            };
+            let len = u64::try_from(payload.len()).unwrap_or(u64::MAX);
+            (Place::Stream { start, len }, len)
+        }
+        _ => return Ok(None),
     };
     let (Some(shape), Some(order)) = (read_shape(graph, shape), order_of(graph, order)) else {
         return Ok(None);
@@ -1076,7 +1110,7 @@ pub fn decode_later(
         shape,
         order,
         offset,
-        buffer: index,
+        place,
         len,
         data_len,
     }))

@@ -189,6 +189,14 @@ impl ArrayBytes for InlineFromStream<'_> {
         self.arrays.lend(index);
     }
 
+    fn deferring_in_stream(&self, payload: &[u8]) -> Option<u64> {
+        self.arrays.deferring_in_stream(payload)
+    }
+
+    fn defer_in_stream(&self, check: crate::Deferred) {
+        self.arrays.defer_in_stream(check);
+    }
+
     fn inline(&self, offset: u64, len: u64) -> Option<&[u8]> {
         self.arrays.inline(offset, len).or_else(|| {
             let start = usize::try_from(offset).ok()?;

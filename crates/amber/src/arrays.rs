@@ -22,11 +22,17 @@
 //! array it lends: see [`Checked::lent`]) before the unpickler may have it.
 //! The walk then runs on the pool while the unpickler builds the objects
 //! before it, instead of reading the file once more before unpickling.
+//!
+//! [`ContainerArrays::deferring_in_stream`] does the same for the small
+//! arrays that lie inside the pickle stream (a HistGradientBoosting model's
+//! predictors): their checks become [`StreamChecks`], and the load hands the
+//! unpickler the stream only as far as they have passed.
 
 use std::sync::{Mutex, OnceLock};
 
 use amber_format::{Container, FormatError, Source};
 use amber_legacy::{ArraySource, Legacy};
+use amber_scan::ndarray::Place;
 use amber_scan::{ArrayBytes, Deferred, Issue};
 
 /// The array entries of an amber container, as out-of-band buffers.
@@ -42,6 +48,114 @@ pub struct ContainerArrays<'c, B> {
     deferred: Option<Mutex<Vec<Deferred>>>,
     /// Arrays whose consumers copy them ([`ArrayBytes::lend`]), when deferring.
     lent: Mutex<Vec<u64>>,
+    /// The stream being analysed, when the checks of its in-band arrays may
+    /// be left for the load ([`Self::deferring_in_stream`]).
+    stream: Option<&'c [u8]>,
+    /// Those checks.
+    in_stream: Mutex<Vec<Deferred>>,
+}
+
+/// Content checks of in-band arrays left for the load (see
+/// [`ContainerArrays::deferring_in_stream`]), in the order of the arrays in
+/// the stream. The load hands the unpickler the stream's bytes up to the
+/// start of the first array whose checks have not passed, and no further:
+/// [`Self::check_until`] runs (or waits for) the checks of every array that
+/// starts before the end of what it is to hand over. Each check runs once
+/// whichever thread asks first ([`Self::run_all`] on the pool, or the reader).
+#[derive(Debug, Default)]
+pub struct StreamChecks {
+    /// `(start, check)`, by start.
+    checks: Vec<(u64, Deferred)>,
+    /// Each check's first issue (`None`: passed), once it ran.
+    results: Vec<OnceLock<Option<Issue>>>,
+    /// The checks before this one passed.
+    passed: std::sync::atomic::AtomicUsize,
+}
+
+impl StreamChecks {
+    fn new(checks: Vec<Deferred>) -> Self {
+        let mut checks: Vec<(u64, Deferred)> = checks
+            .into_iter()
+            .map(|check| match check.place() {
+                Place::Stream { start, .. } => (start, check),
+                Place::Buffer(_) => (u64::MAX, check),
+            })
+            .collect();
+        checks.sort_by_key(|&(start, _)| start);
+        let results = checks.iter().map(|_| OnceLock::new()).collect();
+        StreamChecks {
+            checks,
+            results,
+            passed: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether no check was left for the load.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    /// Where the first array whose checks have not all passed starts
+    /// (`u64::MAX` once every check passed): the unpickler may have the
+    /// stream's bytes before it.
+    #[must_use]
+    pub fn open_until(&self) -> u64 {
+        let passed = self.passed.load(std::sync::atomic::Ordering::Acquire);
+        self.checks
+            .get(passed)
+            .map_or(u64::MAX, |&(start, _)| start)
+    }
+
+    /// Runs (or waits for) in order the checks of every array that starts
+    /// before `end` in `stream` (the bytes analysed): the first issue found,
+    /// naming its check's array, or `Ok` when the stream's bytes before
+    /// `end` may be handed over.
+    ///
+    /// # Errors
+    /// The first issue a check found.
+    pub fn check_until(&self, stream: &[u8], end: u64) -> Result<(), Issue> {
+        use std::sync::atomic::Ordering;
+        let mut at = self.passed.load(Ordering::Acquire);
+        while let (Some((start, check)), Some(result)) = (self.checks.get(at), self.results.get(at))
+        {
+            if *start >= end {
+                break;
+            }
+            let issue = result.get_or_init(|| run_in_stream(check, stream));
+            if let Some(issue) = issue {
+                return Err(issue.clone());
+            }
+            at += 1;
+            self.passed.fetch_max(at, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Runs every check, in order (what a pool thread does while the
+    /// unpickler reads the stream): the first issue found, if any.
+    ///
+    /// # Errors
+    /// As [`Self::check_until`].
+    pub fn run_all(&self, stream: &[u8]) -> Result<(), Issue> {
+        self.check_until(stream, u64::MAX)
+    }
+}
+
+/// A deferred check of an in-band array, on its bytes in `stream`.
+fn run_in_stream(check: &Deferred, stream: &[u8]) -> Option<Issue> {
+    let bytes = match check.place() {
+        Place::Stream { start, len } => slice(stream, start, len),
+        Place::Buffer(_) => None,
+    };
+    match bytes {
+        Some(bytes) => check.run(bytes).into_iter().next(),
+        None => Some(Issue {
+            code: amber_scan::content::UNDECODABLE,
+            offset: 0,
+            message: "a deferred check's array lies outside the stream".to_owned(),
+        }),
+    }
 }
 
 /// Content checks left for the copies a load makes of its arrays (see
@@ -55,8 +169,9 @@ impl DeferredChecks {
     fn new(arrays: usize, checks: Vec<Deferred>) -> Self {
         let mut by_array: Vec<Vec<Deferred>> = (0..arrays).map(|_| Vec::new()).collect();
         for check in checks {
-            if let Some(list) = usize::try_from(check.buffer())
-                .ok()
+            if let Some(list) = check
+                .buffer()
+                .and_then(|b| usize::try_from(b).ok())
                 .and_then(|i| by_array.get_mut(i))
             {
                 list.push(check);
@@ -109,6 +224,10 @@ pub struct Checked {
     /// checked) to read them: a load can hand these bytes over instead of
     /// decoding the arrays again.
     pub decoded: Vec<Option<Vec<u8>>>,
+    /// The checks of in-band arrays, when the analysis was
+    /// [`ContainerArrays::deferring_in_stream`]: the load hands the unpickler
+    /// the stream only as far as they passed.
+    pub in_stream: StreamChecks,
 }
 
 /// Where one array goes, and what it holds once filled.
@@ -135,6 +254,8 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             failed: Mutex::new(None),
             deferred: None,
             lent: Mutex::new(Vec::new()),
+            stream: None,
+            in_stream: Mutex::new(Vec::new()),
         }
     }
 
@@ -146,6 +267,18 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
     pub fn deferring(self) -> Self {
         ContainerArrays {
             deferred: Some(Mutex::new(Vec::new())),
+            ..self
+        }
+    }
+
+    /// Lets validators leave the checks of in-band arrays of `stream` (the
+    /// stream analysed) to the load ([`Checked::in_stream`]): the caller
+    /// hands the unpickler no byte of the stream from the start of such an
+    /// array on before [`StreamChecks::check_until`] has passed it.
+    #[must_use]
+    pub fn deferring_in_stream(self, stream: &'c [u8]) -> Self {
+        ContainerArrays {
+            stream: Some(stream),
             ..self
         }
     }
@@ -203,6 +336,7 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
                 *slot = !in_memory && !self.is_filled(i);
             }
         }
+        let in_stream = std::mem::take(&mut *self.in_stream.lock().map_err(|_| poisoned())?);
         let filled = self.filled()?;
         Ok(Checked {
             filled,
@@ -210,6 +344,7 @@ impl<'c, B: AsRef<[u8]> + Source + Sync> ContainerArrays<'c, B> {
             failed,
             lent,
             decoded,
+            in_stream: StreamChecks::new(in_stream),
         })
     }
 
@@ -323,6 +458,22 @@ impl<B: AsRef<[u8]> + Source + Sync> ArrayBytes for ContainerArrays<'_, B> {
 
     fn defer(&self, _index: u64, check: Deferred) {
         if let Some(Ok(mut list)) = self.deferred.as_ref().map(Mutex::lock) {
+            list.push(check);
+        }
+    }
+
+    fn deferring_in_stream(&self, payload: &[u8]) -> Option<u64> {
+        let stream = self.stream?;
+        let start = (payload.as_ptr() as usize).checked_sub(stream.as_ptr() as usize)?;
+        let end = start.checked_add(payload.len())?;
+        if end > stream.len() {
+            return None;
+        }
+        u64::try_from(start).ok()
+    }
+
+    fn defer_in_stream(&self, check: Deferred) {
+        if let Ok(mut list) = self.in_stream.lock() {
             list.push(check);
         }
     }

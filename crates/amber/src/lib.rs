@@ -24,7 +24,7 @@ mod fill;
 mod scan;
 
 pub use amber_scan::{Finding, Limits, Policy, Report, Severity, Verdict};
-pub use arrays::{Checked, ContainerArrays, DeferredChecks, LegacyArrays};
+pub use arrays::{Checked, ContainerArrays, DeferredChecks, LegacyArrays, StreamChecks};
 pub use error::{Error, Result};
 pub use fill::{Fill, FillFailure};
 pub use scan::{

@@ -17,7 +17,7 @@
 
 use amber_pickle::{NodeId, NodeKind};
 
-use super::{Found, Issue, Outcome, StateDict, View, present, tree};
+use super::{Deferred, Found, Issue, Outcome, StateDict, View, int_column, present, tree};
 use crate::ndarray::{self, global_is};
 
 /// Tree estimators: one `tree_` each.
@@ -148,7 +148,17 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
         for &predictor in stage_predictors {
             let state = built_state(view, predictor)?;
             let known = view.recall(state);
-            if let Some(known) = known
+            if let Some(known) = &known
+                && let Some(bound) = &known.deferred
+            {
+                // The predictor's own checks were left to the bytes the load
+                // hands over: they check this bound too, in the same pass.
+                view.charge(known.len, known.offset, "nodes")?;
+                view.charge(known.len, known.offset, "nodes")?;
+                bound.fetch_min(expected, std::sync::atomic::Ordering::AcqRel);
+                continue;
+            }
+            if let Some(known) = &known
                 && known.top_feature < expected
             {
                 // The predictor's check read this very array: charge what
@@ -160,36 +170,85 @@ pub(crate) fn check_hist_gradient_boosting(view: &View<'_, '_>, state: NodeId) -
                 view.charge(known.len, known.offset, "nodes")?;
                 continue;
             }
-            let nodes_id = match known {
+            let nodes_id = match &known {
                 Some(known) => known.nodes,
                 None => StateDict::read(view.graph, state)?.require("nodes")?,
             };
+            if let Some(nodes) = view.later(nodes_id, "nodes")? {
+                defer_bound(view, nodes, expected)?;
+                continue;
+            }
             let nodes = view.array(nodes_id, "nodes")?;
             let feature = view.int_column(&nodes, Some("feature_idx"), "nodes")?;
             let is_leaf = view.int_column(&nodes, Some("is_leaf"), "nodes")?;
-            if within_features(&feature, &is_leaf, nodes.len(), expected) {
-                continue;
-            }
-            let mut visited = 0;
-            for (i, el) in feature.elements().enumerate() {
-                visited = i + 1;
-                if present(is_leaf.i64_in(el), i, "is_leaf", nodes.offset)? != 0 {
-                    continue;
-                }
-                let f = present(feature.i64_in(el), i, "feature_idx", nodes.offset)?;
-                if f >= expected {
-                    found.push("hist.feature_out_of_range", nodes.offset, || {
-                        format!("node {i} splits on feature {f} but the estimator checks `X` for {expected}")
-                    });
-                }
-            }
-            if visited < nodes.len() {
-                // Only if the array lied about its length.
-                present(None, visited, "is_leaf", nodes.offset)?;
-            }
+            bound_features(&feature, &is_leaf, &nodes, expected, &mut found)?;
         }
     }
     Ok(found.finish())
+}
+
+/// Leaves the bound on a predictor whose node checks were left to the bytes
+/// the load hands over to the same bytes, charged as reading its two
+/// columns now would be.
+fn defer_bound(view: &View<'_, '_>, nodes: ndarray::Later, expected: i64) -> Result<(), Issue> {
+    view.charge(nodes.len(), nodes.offset, "nodes")?;
+    view.charge(nodes.len(), nodes.offset, "nodes")?;
+    view.defer(Deferred::hist_features(FeatureBound { nodes, expected }));
+    Ok(())
+}
+
+/// A HistGradientBoosting ensemble's bound on the features of one
+/// predictor whose node checks were deferred ([`super::Deferred`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FeatureBound {
+    pub(crate) nodes: ndarray::Later,
+    expected: i64,
+}
+
+impl FeatureBound {
+    /// The bound's issues in `bytes`, the `nodes` array's bytes as loaded.
+    pub(crate) fn run(&self, bytes: &[u8]) -> Result<Vec<Issue>, Issue> {
+        let nodes = self.nodes.with_bytes(bytes)?;
+        let feature = int_column(&nodes, Some("feature_idx"), "nodes")?;
+        let is_leaf = int_column(&nodes, Some("is_leaf"), "nodes")?;
+        let mut found = Found::default();
+        bound_features(&feature, &is_leaf, &nodes, self.expected, &mut found)?;
+        Ok(found.finish())
+    }
+}
+
+/// Pushes to `found` each split node of `nodes` (its `feature` and
+/// `is_leaf` columns) whose feature is not below `expected`.
+pub(crate) fn bound_features(
+    feature: &ndarray::Column<'_>,
+    is_leaf: &ndarray::Column<'_>,
+    nodes: &ndarray::NdArray<'_>,
+    expected: i64,
+    found: &mut Found,
+) -> Result<(), Issue> {
+    if within_features(feature, is_leaf, nodes.len(), expected) {
+        return Ok(());
+    }
+    let mut visited = 0;
+    for (i, el) in feature.elements().enumerate() {
+        visited = i + 1;
+        if present(is_leaf.i64_in(el), i, "is_leaf", nodes.offset)? != 0 {
+            continue;
+        }
+        let f = present(feature.i64_in(el), i, "feature_idx", nodes.offset)?;
+        if f >= expected {
+            found.push("hist.feature_out_of_range", nodes.offset, || {
+                format!(
+                    "node {i} splits on feature {f} but the estimator checks `X` for {expected}"
+                )
+            });
+        }
+    }
+    if visited < nodes.len() {
+        // Only if the array lied about its length.
+        present(None, visited, "is_leaf", nodes.offset)?;
+    }
+    Ok(())
 }
 
 /// Whether every split node of a predictor (`feature`, `is_leaf`: its node

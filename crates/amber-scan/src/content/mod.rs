@@ -459,9 +459,11 @@ fn validate(
 }
 
 /// A content check left for later by a validator whose arrays
-/// [`ArrayBytes::deferring`] accepted: a load that copies the array runs it
-/// on the copy, before handing the copy to anything. Checks that need no
-/// array bytes ran already; this is what remains of one object's check.
+/// [`ArrayBytes::deferring`] (or [`ArrayBytes::deferring_in_stream`])
+/// accepted: a load that copies the array runs it on the copy, and a load
+/// that unpickles an in-band array runs it on the stream's bytes, before
+/// handing the array to anything. Checks that need no array bytes ran
+/// already; this is what remains of one object's check.
 #[derive(Debug, Clone)]
 pub struct Deferred {
     kind: DeferredKind,
@@ -471,6 +473,10 @@ pub struct Deferred {
 enum DeferredKind {
     /// The node walk of a `Tree` ([`tree`]).
     TreeNodes(tree::NodeWalk),
+    /// The node checks of a HistGradientBoosting predictor ([`hist`]).
+    HistNodes(hist::NodeCheck),
+    /// The bound an ensemble sets on its predictor's features ([`estimators`]).
+    HistFeatures(estimators::FeatureBound),
 }
 
 impl Deferred {
@@ -480,20 +486,55 @@ impl Deferred {
         }
     }
 
-    /// The out-of-band buffer it reads.
-    #[must_use]
-    pub fn buffer(&self) -> u64 {
-        match &self.kind {
-            DeferredKind::TreeNodes(walk) => walk.nodes.buffer,
+    pub(crate) fn hist_nodes(check: hist::NodeCheck) -> Self {
+        Deferred {
+            kind: DeferredKind::HistNodes(check),
         }
     }
 
-    /// Runs the check on `bytes`, the buffer as loaded: the issues the
-    /// validator would have found in them (none: the check passed).
+    pub(crate) fn hist_features(bound: estimators::FeatureBound) -> Self {
+        Deferred {
+            kind: DeferredKind::HistFeatures(bound),
+        }
+    }
+
+    /// Where the bytes it reads lie.
+    #[must_use]
+    pub fn place(&self) -> ndarray::Place {
+        match &self.kind {
+            DeferredKind::TreeNodes(walk) => walk.nodes.place,
+            DeferredKind::HistNodes(check) => check.nodes.place,
+            DeferredKind::HistFeatures(bound) => bound.nodes.place,
+        }
+    }
+
+    /// What it checks: `"tree nodes"`, `"predictor nodes"` or `"predictor features"`.
+    #[must_use]
+    pub fn what(&self) -> &'static str {
+        match &self.kind {
+            DeferredKind::TreeNodes(_) => "tree nodes",
+            DeferredKind::HistNodes(_) => "predictor nodes",
+            DeferredKind::HistFeatures(_) => "predictor features",
+        }
+    }
+
+    /// The out-of-band buffer it reads, if it reads one.
+    #[must_use]
+    pub fn buffer(&self) -> Option<u64> {
+        match self.place() {
+            ndarray::Place::Buffer(index) => Some(index),
+            ndarray::Place::Stream { .. } => None,
+        }
+    }
+
+    /// Runs the check on `bytes`, the array's bytes as loaded: the issues
+    /// the validator would have found in them (none: the check passed).
     #[must_use]
     pub fn run(&self, bytes: &[u8]) -> Vec<Issue> {
         let outcome = match &self.kind {
             DeferredKind::TreeNodes(walk) => walk.run(bytes),
+            DeferredKind::HistNodes(check) => check.run(bytes),
+            DeferredKind::HistFeatures(bound) => bound.run(bytes),
         };
         match outcome {
             Ok(issues) => issues,
@@ -629,23 +670,48 @@ impl<'g> View<'g, '_> {
     /// later on the bytes the load copies ([`ArrayBytes::deferring`]);
     /// `Ok(None)` when they must run now (decode it with [`Self::array`]).
     pub(crate) fn later(&self, id: NodeId, what: &str) -> Result<Option<ndarray::Later>, Issue> {
-        ndarray::decode_later(self.graph, id, self.arrays, self.builds)
+        self.later_with(id, what, self.builds)
+    }
+
+    /// [`Self::later`], recording in `seen` for which `before` offsets it
+    /// reads the same (see [`Builds::tracking`]).
+    pub(crate) fn later_tracked(
+        &self,
+        id: NodeId,
+        what: &str,
+        seen: &Cell<(u64, u64)>,
+    ) -> Result<Option<ndarray::Later>, Issue> {
+        self.later_with(id, what, self.builds.tracking(seen))
+    }
+
+    fn later_with(
+        &self,
+        id: NodeId,
+        what: &str,
+        builds: Builds<'_>,
+    ) -> Result<Option<ndarray::Later>, Issue> {
+        ndarray::decode_later(self.graph, id, self.arrays, builds)
             .map_err(|e| Issue::undecodable(e.offset(), format!("`{what}`: {e} ({})", e.code())))
     }
 
-    /// Leaves `check` to run on the bytes of its buffer as they are loaded.
+    /// Leaves `check` to run on the bytes of its array as they are loaded.
     pub(crate) fn defer(&self, check: Deferred) {
-        self.arrays.defer(check.buffer(), check);
+        match check.place() {
+            ndarray::Place::Buffer(index) => self.arrays.defer(index, check),
+            ndarray::Place::Stream { .. } => self.arrays.defer_in_stream(check),
+        }
     }
 
     /// Lends `later`, made by node `array` and held by the state dict
     /// `state` of the validated `BUILD`, when nothing else can reach its
-    /// bytes (see [`lending`] and [`ArrayBytes::lend`]).
+    /// bytes (see [`lending`] and [`ArrayBytes::lend`]). Out-of-band buffers
+    /// only: an in-band array is always the unpickler's own copy.
     pub(crate) fn lend(&self, later: &ndarray::Later, array: NodeId, state: NodeId) {
-        if let Some((lending, at)) = self.lending
-            && lending.may_lend(self.graph, array, later.buffer, state, at)
+        if let ndarray::Place::Buffer(index) = later.place
+            && let Some((lending, at)) = self.lending
+            && lending.may_lend(self.graph, array, index, state, at)
         {
-            self.arrays.lend(later.buffer);
+            self.arrays.lend(index);
         }
     }
 
@@ -678,7 +744,7 @@ impl<'g> View<'g, '_> {
     pub(crate) fn recall(&self, state: NodeId) -> Option<hist::Summary> {
         let memo = self.memo?.map.borrow();
         let summary = memo.get(&state)?;
-        self.builds.reads_as(summary.valid).then_some(*summary)
+        self.builds.reads_as(summary.valid).then(|| summary.clone())
     }
 
     fn array_with(&self, id: NodeId, what: &str, builds: Builds<'_>) -> Result<NdArray<'g>, Issue> {
