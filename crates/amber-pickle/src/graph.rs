@@ -872,6 +872,15 @@ impl<'a> Graph<'a> {
         Some(Items { start, len })
     }
 
+    /// Whether `n` more items fit the pool (as [`Graph::intern`] needs).
+    #[inline]
+    pub(crate) fn pool_room(&self, n: usize) -> bool {
+        u32::try_from(self.pool.len())
+            .ok()
+            .zip(u32::try_from(n).ok())
+            .is_some_and(|(start, n)| start.checked_add(n).is_some())
+    }
+
     /// Store two item lists one after the other: both, or (if the pool is
     /// full) neither.
     #[inline]
