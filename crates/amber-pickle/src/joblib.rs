@@ -97,6 +97,7 @@ impl Default for JoblibHook {
             walk: DtypeWalk {
                 budget: DTYPE_WALK_BUDGET,
                 seen: NodeSet::default(),
+                last: LastWalk::default(),
             },
             dtypes: DtypeCache::default(),
             known: Known::default(),
@@ -653,6 +654,52 @@ struct DtypeWalk {
     budget: usize,
     /// The nodes one walk has visited.
     seen: NodeSet,
+    last: LastWalk,
+}
+
+/// What the last structured-dtype walk went through, so that the wrappers
+/// sharing that dtype (a model's node records, say) do not walk it again
+/// while nothing it depends on has changed.
+///
+/// A walk's answer depends only on the nodes it visits: their kinds and
+/// edges, which never change, except that literal lists, dicts and sets
+/// only ever grow in place (`APPENDS`, `SETITEMS`, ... leave no event for
+/// them), and on each node's last `BUILD` state. So the walk is the same
+/// as long as every node it visited has the same `BUILD` state and every
+/// literal container it visited the same length; checking that costs far
+/// less than the walk (no names compared, no children listed). A reuse
+/// takes from the budget what the walk took, so the budget runs out where
+/// it always did.
+#[derive(Debug, Default)]
+struct LastWalk {
+    root: Option<NodeId>,
+    object: bool,
+    /// Each node visited, its `BUILD` state then and, for literal
+    /// containers, their length then.
+    visited: Vec<(NodeId, Option<NodeId>, Option<usize>)>,
+}
+
+/// The length of a literal list, dict or set (what can grow in place).
+fn literal_len(graph: &Graph<'_>, id: NodeId) -> Option<usize> {
+    match graph.kind(id)? {
+        NodeKind::List(items) | NodeKind::Set(items) => Some(items.len()),
+        NodeKind::Dict(pairs) => Some(pairs.len()),
+        _ => None,
+    }
+}
+
+impl LastWalk {
+    /// The answer of the last walk, if it was from `root` and would be
+    /// the same now.
+    fn reuse(&self, graph: &Graph<'_>, builds: &Builds, root: NodeId) -> Option<bool> {
+        if self.root != Some(root) {
+            return None;
+        }
+        let same = self.visited.iter().all(|&(id, state, len)| {
+            builds.get(id) == state && len.is_none_or(|n| literal_len(graph, id) == Some(n))
+        });
+        same.then_some(self.object)
+    }
 }
 
 /// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
@@ -663,9 +710,18 @@ fn subgraph_has_object_dtype(
     root: NodeId,
     walk: &mut DtypeWalk,
 ) -> std::result::Result<bool, String> {
-    let DtypeWalk { budget, seen } = walk;
+    let DtypeWalk { budget, seen, last } = walk;
+    if last.visited.len() <= *budget
+        && let Some(object) = last.reuse(graph, builds, root)
+    {
+        *budget -= last.visited.len();
+        return Ok(object);
+    }
+    last.root = None;
+    last.visited.clear();
     seen.clear();
     let mut work = vec![root];
+    let mut object = false;
     while let Some(id) = work.pop() {
         if !seen.insert(id) {
             continue;
@@ -673,18 +729,23 @@ fn subgraph_has_object_dtype(
         *budget = budget
             .checked_sub(1)
             .ok_or("structured dtypes are too large to inspect")?;
+        let state = builds.get(id);
+        last.visited.push((id, state, literal_len(graph, id)));
         if id != root
             && let Some((descr, _)) = dtype_parts(graph, builds, id)
             && descr.starts_with('O')
         {
-            return Ok(true);
+            object = true;
+            break;
         }
         work.extend(graph.children(id));
-        if let Some(state) = builds.get(id) {
+        if let Some(state) = state {
             work.push(state);
         }
     }
-    Ok(false)
+    last.root = Some(root);
+    last.object = object;
+    Ok(object)
 }
 
 #[cfg(test)]

@@ -479,3 +479,73 @@ fn wrappers_sharing_a_dtype_read_its_current_state() {
         assert_eq!(hook.count(), 1);
     }
 }
+
+/// Two `NumpyArrayWrapper`s of one element sharing one memoized
+/// structured dtype (`V8` with the field `a` of an `f8` dtype, its fields
+/// dict memoized in slot 4); `between` runs between them.
+fn two_wrappers_one_structured_dtype(between: &[u8]) -> Vec<u8> {
+    let s = |text: &str| short_str(text);
+    let keys = |v: &mut Vec<u8>| {
+        v.extend(s("shape"));
+        v.extend_from_slice(b"K\x01\x85");
+        v.extend(s("order"));
+        v.extend(s("C"));
+        v.extend(s("dtype"));
+    };
+    let mut v = b"\x80\x02(cjoblib.numpy_pickle\nNumpyArrayWrapper\nq\x00)\x81}(".to_vec();
+    keys(&mut v);
+    v.extend_from_slice(b"cnumpy\ndtype\nq\x02");
+    v.extend(s("V8"));
+    v.extend_from_slice(b"\x89\x88\x87Rq\x01(K\x03");
+    v.extend(s("|"));
+    v.extend(s("a"));
+    v.extend_from_slice(b"\x85}q\x04");
+    v.extend(s("a"));
+    v.extend_from_slice(b"h\x02");
+    v.extend(s("f8"));
+    v.extend_from_slice(b"\x89\x88\x87RK\x00\x86sNK\x08K\x01K\x00tbub");
+    v.extend_from_slice(&[1u8; 8]);
+    v.extend_from_slice(between);
+    v.extend_from_slice(b"h\x00)\x81}(");
+    keys(&mut v);
+    v.extend_from_slice(b"h\x01ub");
+    v.extend_from_slice(&[2u8; 8]);
+    v.extend_from_slice(b"l.");
+    v
+}
+
+#[test]
+fn wrappers_sharing_a_structured_dtype_see_its_fields_grow() {
+    let data = two_wrappers_one_structured_dtype(b"");
+    for mut hook in [JoblibHook::new(), JoblibHook::counting()] {
+        Parser::new(&data).hook(&mut hook).parse().unwrap();
+        assert_eq!(hook.count(), 2);
+    }
+    // The fields dict grows in place between the wrappers (a `SETITEMS`,
+    // which leaves no event) by a field of an object dtype: the second
+    // wrapper's dtype now holds objects its flags deny.
+    let mut grow = b"h\x04(".to_vec();
+    grow.extend(short_str("b"));
+    grow.extend_from_slice(b"h\x02");
+    grow.extend(short_str("O8"));
+    grow.extend_from_slice(b"\x89\x88\x87RK\x00\x86u0");
+    // Or the outer dtype gets a second `BUILD`, whose fields hold an
+    // object dtype.
+    let mut rebuild = b"h\x01(K\x03".to_vec();
+    rebuild.extend(short_str("|"));
+    rebuild.extend(short_str("a"));
+    rebuild.extend_from_slice(b"\x85}");
+    rebuild.extend(short_str("a"));
+    rebuild.extend_from_slice(b"h\x02");
+    rebuild.extend(short_str("O8"));
+    rebuild.extend_from_slice(b"\x89\x88\x87RK\x00\x86sNK\x08K\x01K\x00tb0");
+    for between in [grow, rebuild] {
+        let data = two_wrappers_one_structured_dtype(&between);
+        for mut hook in [JoblibHook::new(), JoblibHook::counting()] {
+            let e = Parser::new(&data).hook(&mut hook).parse().unwrap_err();
+            assert_eq!(e.code(), "pickle.hook", "{e}");
+            assert!(e.to_string().contains("fields say true"), "{e}");
+            assert_eq!(hook.count(), 1);
+        }
+    }
+}
