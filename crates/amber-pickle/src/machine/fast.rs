@@ -229,6 +229,15 @@ impl<'a> Run<'a, '_> {
                 cur.reader.advance_to(next);
                 return true;
             }
+            // A frame per array in joblib files (their bytes sit between frames).
+            0x95 => {
+                if !cur.reader.fast_frame() {
+                    return false;
+                }
+                self.stats.frames = self.stats.frames.saturating_add(1);
+                self.count(byte);
+                return true;
+            }
             b'q' => self.other_op(cur, window, pos, Opcode::BINPUT),
             0x85 => self.other_op(cur, window, pos, Opcode::TUPLE1),
             0x86 => self.other_op(cur, window, pos, Opcode::TUPLE2),
