@@ -439,16 +439,18 @@ pub(crate) enum Kind<'a> {
     ReadOnly {
         inner: NodeId,
     },
-    InlineData(Box<Inline>),
+    /// An index into the graph's table of inline data (no box per array).
+    InlineData(u32),
     NestedPickle(Box<Nested>),
 }
 
 const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
 
 impl<'a> Kind<'a> {
-    /// The public view (`pool` is the graph's item pool).
+    /// The public view (`side` holds the graph's item pool and inline data).
     #[inline(always)]
-    fn view<'s>(&'s self, pool: &'s [NodeId]) -> NodeKind<'s> {
+    fn view<'s>(&'s self, side: Side<'s>) -> NodeKind<'s> {
+        let pool = side.pool;
         match self {
             Kind::None => NodeKind::None,
             Kind::Bool(b) => NodeKind::Bool(*b),
@@ -488,11 +490,19 @@ impl<'a> Kind<'a> {
             &Kind::Ext { code } => NodeKind::Ext { code },
             &Kind::Buffer { index } => NodeKind::Buffer { index },
             &Kind::ReadOnly { inner } => NodeKind::ReadOnly { inner },
-            Kind::InlineData(d) => NodeKind::InlineData {
-                wrapper: d.wrapper,
-                offset: d.offset,
-                len: d.len,
-            },
+            Kind::InlineData(i) => {
+                // Every index was made by `Graph::push_inline`.
+                let d = side.inline.get(*i as usize).copied().unwrap_or(Inline {
+                    wrapper: NodeId(0),
+                    offset: 0,
+                    len: 0,
+                });
+                NodeKind::InlineData {
+                    wrapper: d.wrapper,
+                    offset: d.offset,
+                    len: d.len,
+                }
+            }
             Kind::NestedPickle(n) => NodeKind::NestedPickle {
                 wrapper: n.wrapper,
                 root: n.root,
@@ -501,6 +511,14 @@ impl<'a> Kind<'a> {
             },
         }
     }
+}
+
+/// What a stored node's view reads besides the node: the item pool and
+/// the inline data table.
+#[derive(Debug, Clone, Copy)]
+struct Side<'s> {
+    pool: &'s [NodeId],
+    inline: &'s [Inline],
 }
 
 /// A stored node: its kind, and which opcode at which offset created it.
@@ -744,6 +762,8 @@ pub struct Graph<'a> {
     len: usize,
     /// The items of every tuple, frozenset and `OBJ`/`INST` argument list.
     pool: Vec<NodeId>,
+    /// What each [`Kind::InlineData`] node stands for.
+    inline: Vec<Inline>,
     leaves: usize,
     /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
     leaf_depths: BTreeMap<NodeId, u32>,
@@ -757,6 +777,7 @@ impl std::fmt::Debug for Graph<'_> {
         f.debug_struct("Graph")
             .field("nodes", &self.chunks)
             .field("pool", &self.pool)
+            .field("inline", &self.inline)
             .field("leaves", &self.leaves)
             .field("leaf_depths", &self.leaf_depths)
             .field("events", &self.events)
@@ -872,6 +893,23 @@ impl<'a> Graph<'a> {
         Some(Items { start, len })
     }
 
+    /// What views of stored nodes read besides the node.
+    #[inline(always)]
+    fn side(&self) -> Side<'_> {
+        Side {
+            pool: &self.pool,
+            inline: &self.inline,
+        }
+    }
+
+    /// Add an entry to the inline data table, for a [`Kind::InlineData`]
+    /// node (`None` if the table is full: never before the node limit).
+    pub(crate) fn push_inline(&mut self, data: Inline) -> Option<u32> {
+        let i = u32::try_from(self.inline.len()).ok()?;
+        self.inline.push(data);
+        Some(i)
+    }
+
     /// Whether `n` more items fit the pool (as [`Graph::intern`] needs).
     #[inline]
     pub(crate) fn pool_room(&self, n: usize) -> bool {
@@ -973,7 +1011,7 @@ impl<'a> Graph<'a> {
         }
         match self.stored(id).map(|n| &n.kind) {
             Some(Kind::Str(s)) => Ok((**s).clone()),
-            Some(other) => Err(other.view(&self.pool).name()),
+            Some(other) => Err(other.view(self.side()).name()),
             None => Err("unknown"),
         }
     }
@@ -1055,7 +1093,7 @@ impl<'a> Graph<'a> {
             });
         }
         self.stored(id).map(|n| Node {
-            kind: n.kind.view(&self.pool),
+            kind: n.kind.view(self.side()),
             offset: n.offset,
             opcode: n.opcode,
             depth: n.depth,
@@ -1069,13 +1107,13 @@ impl<'a> Graph<'a> {
         if id.is_leaf() {
             return decode_leaf(self.data, id.leaf_offset()).map(|(k, _)| k);
         }
-        self.stored(id).map(|n| n.kind.view(&self.pool))
+        self.stored(id).map(|n| n.kind.view(self.side()))
     }
 
     /// All stored nodes in creation order (leaves are not listed).
     pub fn iter(&self) -> Nodes<'_, 'a> {
         Nodes {
-            pool: &self.pool,
+            side: self.side(),
             chunks: self.chunks.iter(),
             current: [].iter(),
             next: 0,
@@ -1151,7 +1189,7 @@ impl<'a> Graph<'a> {
         let Some(node) = self.stored(id).filter(|_| !id.is_leaf()) else {
             return fixed([None, None, None].into_iter());
         };
-        match node.kind.view(&self.pool) {
+        match node.kind.view(self.side()) {
             NodeKind::Tuple(items)
             | NodeKind::FrozenSet(items)
             | NodeKind::List(items)
@@ -1183,7 +1221,7 @@ impl<'a> Graph<'a> {
 /// Iterator over `(id, node)` in creation order ([`Graph::iter`]).
 #[derive(Debug, Clone)]
 pub struct Nodes<'g, 'a> {
-    pool: &'g [NodeId],
+    side: Side<'g>,
     chunks: std::slice::Iter<'g, Vec<Stored<'a>>>,
     current: std::slice::Iter<'g, Stored<'a>>,
     next: u32,
@@ -1201,7 +1239,7 @@ impl<'g> Iterator for Nodes<'g, '_> {
                 self.next = self.next.saturating_add(1);
                 self.remaining = self.remaining.saturating_sub(1);
                 let node = Node {
-                    kind: n.kind.view(self.pool),
+                    kind: n.kind.view(self.side),
                     offset: n.offset,
                     opcode: n.opcode,
                     depth: n.depth,

@@ -994,16 +994,18 @@ impl<'a> Run<'a, '_> {
                 let data_start = cur.reader.skip_raw(padding, len)?;
                 self.stats.inline_data_bytes = self.stats.inline_data_bytes.saturating_add(len);
                 let depth = self.nest(&[target], position)?;
-                let id = self.add(
-                    Kind::InlineData(Box::new(Inline {
-                        wrapper: target,
-                        offset: to_u64(data_start),
-                        len,
-                    })),
-                    position,
-                    ins.opcode,
-                    depth,
-                )?;
+                let inline = Inline {
+                    wrapper: target,
+                    offset: to_u64(data_start),
+                    len,
+                };
+                let index = self.graph.push_inline(inline).ok_or(PickleError::Limit {
+                    offset: position,
+                    limit: LimitKind::Nodes,
+                    value: self.values(),
+                    max: u64::from(NO_ENTRY >> 1),
+                })?;
+                let id = self.add(Kind::InlineData(index), position, ins.opcode, depth)?;
                 let top = cur.stack.last_mut().ok_or(PickleError::Internal {
                     offset: position,
                     what: "stack empty after BUILD",
