@@ -358,7 +358,7 @@ impl Items {
         self.len as usize
     }
 
-    fn of(self, pool: &[NodeId]) -> &[NodeId] {
+    fn of<T>(self, pool: &[T]) -> &[T] {
         let start = self.start as usize;
         pool.get(start..start.saturating_add(self.len as usize))
             .unwrap_or_default()
@@ -403,6 +403,10 @@ pub(crate) enum Kind<'a> {
     Tuple(Items),
     List(Box<Vec<NodeId>>),
     Dict(Box<Vec<(NodeId, NodeId)>>),
+    /// A dict literal made whole by the fast path (a joblib wrapper's
+    /// state): its pairs in the graph's pair pool, no allocation of its
+    /// own; it becomes a [`Kind::Dict`] if it ever grows.
+    PooledDict(Items),
     Set(Box<Vec<NodeId>>),
     FrozenSet(Items),
     Global(Box<Global<'a>>),
@@ -464,6 +468,7 @@ impl<'a> Kind<'a> {
             Kind::Tuple(items) => NodeKind::Tuple(items.of(pool)),
             Kind::List(items) => NodeKind::List(items),
             Kind::Dict(pairs) => NodeKind::Dict(pairs),
+            Kind::PooledDict(pairs) => NodeKind::Dict(pairs.of(side.pairs)),
             Kind::Set(items) => NodeKind::Set(items),
             Kind::FrozenSet(items) => NodeKind::FrozenSet(items.of(pool)),
             Kind::Global(g) => NodeKind::Global(g),
@@ -518,6 +523,7 @@ impl<'a> Kind<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Side<'s> {
     pool: &'s [NodeId],
+    pairs: &'s [(NodeId, NodeId)],
     inline: &'s [Inline],
 }
 
@@ -762,6 +768,8 @@ pub struct Graph<'a> {
     len: usize,
     /// The items of every tuple, frozenset and `OBJ`/`INST` argument list.
     pool: Vec<NodeId>,
+    /// The pairs of every [`Kind::PooledDict`].
+    pairs: Vec<(NodeId, NodeId)>,
     /// What each [`Kind::InlineData`] node stands for.
     inline: Vec<Inline>,
     leaves: usize,
@@ -775,7 +783,7 @@ pub struct Graph<'a> {
 impl std::fmt::Debug for Graph<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
-            .field("nodes", &self.chunks)
+            .field("nodes", &self.iter().map(|(_, n)| n).collect::<Vec<_>>())
             .field("pool", &self.pool)
             .field("inline", &self.inline)
             .field("leaves", &self.leaves)
@@ -898,7 +906,31 @@ impl<'a> Graph<'a> {
     fn side(&self) -> Side<'_> {
         Side {
             pool: &self.pool,
+            pairs: &self.pairs,
             inline: &self.inline,
+        }
+    }
+
+    /// Store the pairs of a dict literal made whole (see
+    /// [`Kind::PooledDict`]); `None` if the pair pool is full.
+    #[inline]
+    pub(crate) fn intern_pairs(&mut self, pairs: &[(NodeId, NodeId)]) -> Option<Items> {
+        let start = u32::try_from(self.pairs.len()).ok()?;
+        let len = u32::try_from(pairs.len()).ok()?;
+        start.checked_add(len)?;
+        self.pairs.extend_from_slice(pairs);
+        Some(Items { start, len })
+    }
+
+    /// Make a [`Kind::PooledDict`] a [`Kind::Dict`] of the same pairs,
+    /// before it grows in place (any other node is left as it is).
+    pub(crate) fn unpool(&mut self, id: NodeId) {
+        let pairs = match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::PooledDict(items)) => items.of(&self.pairs).to_vec(),
+            _ => return,
+        };
+        if let Some(node) = self.get_mut(id) {
+            node.kind = Kind::Dict(Box::new(pairs));
         }
     }
 

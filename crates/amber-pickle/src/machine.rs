@@ -145,6 +145,7 @@ fn node_bytes(kind: &Kind<'_>) -> u64 {
             BOX_BYTES.saturating_add(items_bytes(items.len(), ID_BYTES))
         }
         Kind::Dict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
+        Kind::PooledDict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
         Kind::Global(g) => GLOBAL_BYTES
             .saturating_add(owned_len(&g.module))
             .saturating_add(owned_len(&g.name)),
@@ -502,6 +503,9 @@ impl<'a> Run<'a, '_> {
             .graph
             .raise_depth(target, new_depth)
             .ok_or(unknown.clone())?;
+        if matches!(kind, EventKind::SetItems { .. }) {
+            self.graph.unpool(target);
+        }
         let literal = match self.graph.get_mut(target) {
             Some(node) => Some(&mut node.kind),
             None if target.is_leaf() => None,

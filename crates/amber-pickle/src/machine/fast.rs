@@ -1040,6 +1040,9 @@ impl<'a> Run<'a, '_> {
             items.iter().map(|&c| self.graph.depth(c)).max()
         }
         .unwrap_or(0);
+        if opcode == Opcode::SETITEMS {
+            self.graph.unpool(target);
+        }
         let Some(node) = self.graph.get_mut(target) else {
             return false;
         };

@@ -720,9 +720,23 @@ fn objects_with_state_dicts_stop_at_every_limit_as_the_general_path() {
         let mut data = b"\x80\x04\x8c\x01m\x94\x8c\x01C\x94\x93\x940\x8c\x01a\x940".to_vec();
         data.extend_from_slice(b"h\x02)\x81\x94}\x94(h\x03");
         data.extend_from_slice(value);
-        data.extend_from_slice(b"ub.");
-        assert!(Parser::new(&data).parse().is_ok());
-        assert_same_under_limits(&data, &CALL_LIMITS, 40);
+        data.push(b'u');
+        for grow in [&b""[..], b"h\x05(h\x03K\x09u0"] {
+            // Its dict (slot 5) grown afterwards by a `SETITEMS` of its own.
+            let mut data = data.clone();
+            data.extend_from_slice(grow);
+            data.extend_from_slice(b"b.");
+            let p = Parser::new(&data).parse().unwrap();
+            let state = p.graph().events()[0].kind.clone();
+            let amber_pickle::EventKind::Build { state } = state else {
+                panic!("{state:?}");
+            };
+            let Some(amber_pickle::NodeKind::Dict(pairs)) = p.graph().kind(state) else {
+                panic!("not a dict");
+            };
+            assert_eq!(pairs.len(), 1 + usize::from(!grow.is_empty()));
+            assert_same_under_limits(&data, &CALL_LIMITS, 40);
+        }
     }
     // Before the objects: a leaf with a depth of its own (an `APPEND` on
     // it), or a hole in the memo (`BINPUT 40`).

@@ -297,7 +297,7 @@ impl<'a> Run<'a, '_> {
             NodeId(first.saturating_add(2)),
         );
         let items = p.items.get(..2 * p.pairs).unwrap_or_default();
-        let mut pairs = Vec::with_capacity(p.pairs);
+        let mut pairs = [(NodeId(0), NodeId(0)); PAIRS];
         let mut key = NodeId(0);
         let mut next_tuple = first.saturating_add(3);
         // The deepest stored key or value (leaves are at depth 0).
@@ -324,8 +324,8 @@ impl<'a> Run<'a, '_> {
             }
             if n % 2 == 0 {
                 key = id;
-            } else {
-                pairs.push((key, id));
+            } else if let Some(pair) = pairs.get_mut(n / 2) {
+                *pair = (key, id);
             }
         }
         let object_depth = self.graph.depth(class).max(1).saturating_add(1);
@@ -334,6 +334,13 @@ impl<'a> Run<'a, '_> {
         if u64::from(max_depth) > self.limits.max_nesting_depth || !self.graph.pool_room(p.pooled) {
             return none;
         }
+        // The dict's pairs, pooled (nothing after this can fail).
+        let Some(pooled) = self
+            .graph
+            .intern_pairs(pairs.get(..p.pairs).unwrap_or_default())
+        else {
+            return none;
+        };
         // Certain to succeed from here on.
         #[cfg(test)]
         super::tests::OBJECTS.with(|n| n.set(n.get() + 1));
@@ -360,7 +367,7 @@ impl<'a> Run<'a, '_> {
                 object_depth,
             ),
             node(
-                Kind::Dict(Box::new(pairs)),
+                Kind::PooledDict(pooled),
                 p.dict,
                 Opcode::EMPTY_DICT,
                 dict_depth,
