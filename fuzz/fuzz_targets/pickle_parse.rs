@@ -4,7 +4,7 @@
 //! The first byte selects a start offset (for `parse_prefix`), the rest is
 //! the input. Seed the corpus with `crates/amber-pickle/tests/data/*.pkl`.
 //! Parsing with and without a listing must agree exactly (a listing turns
-//! the machine's fast path off).
+//! the machine's fast path off), with joblib's hook or without.
 
 #![no_main]
 
@@ -51,21 +51,27 @@ fuzz_target!(|input: &[u8]| {
         }
     }
 
-    // The fast path (off while a listing is recorded) changes nothing.
+    // The fast path (off while a listing is recorded) changes nothing,
+    // with joblib's hook (odd selectors) or without.
+    let joblib = selector % 2 == 1;
     let outcome = |listing: bool| {
-        Parser::new(data)
+        let mut hook = JoblibHook::new();
+        let mut parser = Parser::new(data)
             .allow_trailing(true)
-            .record_listing(listing)
-            .parse()
-            .map(|p| {
-                format!(
-                    "{:?} {:?} {:?} {}",
-                    p.graph(),
-                    p.stats(),
-                    p.globals(),
-                    p.root()
-                )
-            })
+            .record_listing(listing);
+        if joblib {
+            parser = parser.hook(&mut hook);
+        }
+        let parsed = parser.parse().map(|p| {
+            format!(
+                "{:?} {:?} {:?} {}",
+                p.graph(),
+                p.stats(),
+                p.globals(),
+                p.root()
+            )
+        });
+        (parsed, hook.arrays().to_vec())
     };
     assert_eq!(outcome(false), outcome(true));
 

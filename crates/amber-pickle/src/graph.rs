@@ -358,7 +358,7 @@ impl Items {
         self.len as usize
     }
 
-    fn of(self, pool: &[NodeId]) -> &[NodeId] {
+    fn of<T>(self, pool: &[T]) -> &[T] {
         let start = self.start as usize;
         pool.get(start..start.saturating_add(self.len as usize))
             .unwrap_or_default()
@@ -403,6 +403,10 @@ pub(crate) enum Kind<'a> {
     Tuple(Items),
     List(Box<Vec<NodeId>>),
     Dict(Box<Vec<(NodeId, NodeId)>>),
+    /// A dict literal made whole by the fast path (a joblib wrapper's
+    /// state): its pairs in the graph's pair pool, no allocation of its
+    /// own; it becomes a [`Kind::Dict`] if it ever grows.
+    PooledDict(Items),
     Set(Box<Vec<NodeId>>),
     FrozenSet(Items),
     Global(Box<Global<'a>>),
@@ -439,16 +443,18 @@ pub(crate) enum Kind<'a> {
     ReadOnly {
         inner: NodeId,
     },
-    InlineData(Box<Inline>),
+    /// An index into the graph's table of inline data (no box per array).
+    InlineData(u32),
     NestedPickle(Box<Nested>),
 }
 
 const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
 
 impl<'a> Kind<'a> {
-    /// The public view (`pool` is the graph's item pool).
+    /// The public view (`side` holds the graph's item pool and inline data).
     #[inline(always)]
-    fn view<'s>(&'s self, pool: &'s [NodeId]) -> NodeKind<'s> {
+    fn view<'s>(&'s self, side: Side<'s>) -> NodeKind<'s> {
+        let pool = side.pool;
         match self {
             Kind::None => NodeKind::None,
             Kind::Bool(b) => NodeKind::Bool(*b),
@@ -462,6 +468,7 @@ impl<'a> Kind<'a> {
             Kind::Tuple(items) => NodeKind::Tuple(items.of(pool)),
             Kind::List(items) => NodeKind::List(items),
             Kind::Dict(pairs) => NodeKind::Dict(pairs),
+            Kind::PooledDict(pairs) => NodeKind::Dict(pairs.of(side.pairs)),
             Kind::Set(items) => NodeKind::Set(items),
             Kind::FrozenSet(items) => NodeKind::FrozenSet(items.of(pool)),
             Kind::Global(g) => NodeKind::Global(g),
@@ -488,11 +495,19 @@ impl<'a> Kind<'a> {
             &Kind::Ext { code } => NodeKind::Ext { code },
             &Kind::Buffer { index } => NodeKind::Buffer { index },
             &Kind::ReadOnly { inner } => NodeKind::ReadOnly { inner },
-            Kind::InlineData(d) => NodeKind::InlineData {
-                wrapper: d.wrapper,
-                offset: d.offset,
-                len: d.len,
-            },
+            Kind::InlineData(i) => {
+                // Every index was made by `Graph::push_inline`.
+                let d = side.inline.get(*i as usize).copied().unwrap_or(Inline {
+                    wrapper: NodeId(0),
+                    offset: 0,
+                    len: 0,
+                });
+                NodeKind::InlineData {
+                    wrapper: d.wrapper,
+                    offset: d.offset,
+                    len: d.len,
+                }
+            }
             Kind::NestedPickle(n) => NodeKind::NestedPickle {
                 wrapper: n.wrapper,
                 root: n.root,
@@ -501,6 +516,15 @@ impl<'a> Kind<'a> {
             },
         }
     }
+}
+
+/// What a stored node's view reads besides the node: the item pool and
+/// the inline data table.
+#[derive(Debug, Clone, Copy)]
+struct Side<'s> {
+    pool: &'s [NodeId],
+    pairs: &'s [(NodeId, NodeId)],
+    inline: &'s [Inline],
 }
 
 /// A stored node: its kind, and which opcode at which offset created it.
@@ -744,6 +768,10 @@ pub struct Graph<'a> {
     len: usize,
     /// The items of every tuple, frozenset and `OBJ`/`INST` argument list.
     pool: Vec<NodeId>,
+    /// The pairs of every [`Kind::PooledDict`].
+    pairs: Vec<(NodeId, NodeId)>,
+    /// What each [`Kind::InlineData`] node stands for.
+    inline: Vec<Inline>,
     leaves: usize,
     /// Depths of the (rare) leaves that were mutated, as nodes record theirs.
     leaf_depths: BTreeMap<NodeId, u32>,
@@ -755,8 +783,9 @@ pub struct Graph<'a> {
 impl std::fmt::Debug for Graph<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
-            .field("nodes", &self.chunks)
+            .field("nodes", &self.iter().map(|(_, n)| n).collect::<Vec<_>>())
             .field("pool", &self.pool)
+            .field("inline", &self.inline)
             .field("leaves", &self.leaves)
             .field("leaf_depths", &self.leaf_depths)
             .field("events", &self.events)
@@ -872,6 +901,56 @@ impl<'a> Graph<'a> {
         Some(Items { start, len })
     }
 
+    /// What views of stored nodes read besides the node.
+    #[inline(always)]
+    fn side(&self) -> Side<'_> {
+        Side {
+            pool: &self.pool,
+            pairs: &self.pairs,
+            inline: &self.inline,
+        }
+    }
+
+    /// Store the pairs of a dict literal made whole (see
+    /// [`Kind::PooledDict`]); `None` if the pair pool is full.
+    #[inline]
+    pub(crate) fn intern_pairs(&mut self, pairs: &[(NodeId, NodeId)]) -> Option<Items> {
+        let start = u32::try_from(self.pairs.len()).ok()?;
+        let len = u32::try_from(pairs.len()).ok()?;
+        start.checked_add(len)?;
+        self.pairs.extend_from_slice(pairs);
+        Some(Items { start, len })
+    }
+
+    /// Make a [`Kind::PooledDict`] a [`Kind::Dict`] of the same pairs,
+    /// before it grows in place (any other node is left as it is).
+    pub(crate) fn unpool(&mut self, id: NodeId) {
+        let pairs = match self.stored(id).map(|n| &n.kind) {
+            Some(Kind::PooledDict(items)) => items.of(&self.pairs).to_vec(),
+            _ => return,
+        };
+        if let Some(node) = self.get_mut(id) {
+            node.kind = Kind::Dict(Box::new(pairs));
+        }
+    }
+
+    /// Add an entry to the inline data table, for a [`Kind::InlineData`]
+    /// node (`None` if the table is full: never before the node limit).
+    pub(crate) fn push_inline(&mut self, data: Inline) -> Option<u32> {
+        let i = u32::try_from(self.inline.len()).ok()?;
+        self.inline.push(data);
+        Some(i)
+    }
+
+    /// Whether `n` more items fit the pool (as [`Graph::intern`] needs).
+    #[inline]
+    pub(crate) fn pool_room(&self, n: usize) -> bool {
+        u32::try_from(self.pool.len())
+            .ok()
+            .zip(u32::try_from(n).ok())
+            .is_some_and(|(start, n)| start.checked_add(n).is_some())
+    }
+
     /// Store two item lists one after the other: both, or (if the pool is
     /// full) neither.
     #[inline]
@@ -964,7 +1043,7 @@ impl<'a> Graph<'a> {
         }
         match self.stored(id).map(|n| &n.kind) {
             Some(Kind::Str(s)) => Ok((**s).clone()),
-            Some(other) => Err(other.view(&self.pool).name()),
+            Some(other) => Err(other.view(self.side()).name()),
             None => Err("unknown"),
         }
     }
@@ -1046,7 +1125,7 @@ impl<'a> Graph<'a> {
             });
         }
         self.stored(id).map(|n| Node {
-            kind: n.kind.view(&self.pool),
+            kind: n.kind.view(self.side()),
             offset: n.offset,
             opcode: n.opcode,
             depth: n.depth,
@@ -1060,13 +1139,13 @@ impl<'a> Graph<'a> {
         if id.is_leaf() {
             return decode_leaf(self.data, id.leaf_offset()).map(|(k, _)| k);
         }
-        self.stored(id).map(|n| n.kind.view(&self.pool))
+        self.stored(id).map(|n| n.kind.view(self.side()))
     }
 
     /// All stored nodes in creation order (leaves are not listed).
     pub fn iter(&self) -> Nodes<'_, 'a> {
         Nodes {
-            pool: &self.pool,
+            side: self.side(),
             chunks: self.chunks.iter(),
             current: [].iter(),
             next: 0,
@@ -1142,7 +1221,7 @@ impl<'a> Graph<'a> {
         let Some(node) = self.stored(id).filter(|_| !id.is_leaf()) else {
             return fixed([None, None, None].into_iter());
         };
-        match node.kind.view(&self.pool) {
+        match node.kind.view(self.side()) {
             NodeKind::Tuple(items)
             | NodeKind::FrozenSet(items)
             | NodeKind::List(items)
@@ -1174,7 +1253,7 @@ impl<'a> Graph<'a> {
 /// Iterator over `(id, node)` in creation order ([`Graph::iter`]).
 #[derive(Debug, Clone)]
 pub struct Nodes<'g, 'a> {
-    pool: &'g [NodeId],
+    side: Side<'g>,
     chunks: std::slice::Iter<'g, Vec<Stored<'a>>>,
     current: std::slice::Iter<'g, Stored<'a>>,
     next: u32,
@@ -1192,7 +1271,7 @@ impl<'g> Iterator for Nodes<'g, '_> {
                 self.next = self.next.saturating_add(1);
                 self.remaining = self.remaining.saturating_sub(1);
                 let node = Node {
-                    kind: n.kind.view(self.pool),
+                    kind: n.kind.view(self.side),
                     offset: n.offset,
                     opcode: n.opcode,
                     depth: n.depth,

@@ -97,6 +97,7 @@ impl Default for JoblibHook {
             walk: DtypeWalk {
                 budget: DTYPE_WALK_BUDGET,
                 seen: NodeSet::default(),
+                last: LastWalk::default(),
             },
             dtypes: DtypeCache::default(),
             known: Known::default(),
@@ -231,9 +232,7 @@ impl Hook for JoblibHook {
         let state = lookup_state(graph, ctx.state, &mut self.known).map_err(|w| fail(&w))?;
 
         let shape_id = state.shape.ok_or_else(|| fail("no `shape`"))?;
-        let mut dims = [0u64; MAX_DIMS];
-        let ndim = read_shape(graph, shape_id, &mut dims).map_err(|w| fail(&w))?;
-        let shape = dims.get(..ndim).unwrap_or_default();
+        let (shape, count) = read_shape(graph, shape_id).map_err(|w| fail(&w))?;
         let fortran_order = state
             .order
             .and_then(|id| self.known.order(graph, id))
@@ -256,10 +255,7 @@ impl Hook for JoblibHook {
             .alignment
             .is_some_and(|id| !matches!(graph.kind(id), Some(NodeKind::None)));
 
-        let count = shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| fail("element count overflows"))?;
+        let count = count.ok_or_else(|| fail("element count overflows"))?;
         let (descr, byteorder) = if self.keep {
             dtype_names(graph, &self.builds, dtype_id).unwrap_or_default()
         } else {
@@ -267,7 +263,16 @@ impl Hook for JoblibHook {
         };
         let array = |data_offset, data_len, padding| JoblibArray {
             wrapper: ctx.target,
-            shape: shape.to_vec(),
+            shape: shape
+                .iter()
+                .map(|&d| {
+                    graph
+                        .get(d)
+                        .and_then(Node::as_i64)
+                        .unwrap_or(0)
+                        .unsigned_abs()
+                })
+                .collect(),
             descr: descr.to_owned(),
             byteorder: byteorder.map(str::to_owned),
             itemsize,
@@ -387,18 +392,53 @@ fn lookup_state(
     if pairs.len() > MAX_STATE_KEYS {
         return Err(format!("state has {} items", pairs.len()));
     }
-    let mut out = WrapperState::default();
-    for &(k, v) in pairs.iter().rev() {
+    // The wrappers of one stream share their key nodes: a state with the
+    // keys of the last one has its values where that one had them.
+    let value = |at: Option<usize>| at.and_then(|i| pairs.get(i)).map(|&(_, v)| v);
+    let last = &known.last_state;
+    if !last.keys.is_empty()
+        && last.keys.len() == pairs.len()
+        && pairs.iter().zip(&last.keys).all(|(p, &k)| p.0 == k)
+    {
+        let [shape, order, dtype, alignment] = last.at;
+        return Ok(WrapperState {
+            shape: value(shape),
+            order: value(order),
+            dtype: value(dtype),
+            alignment: value(alignment),
+        });
+    }
+    let mut at: [Option<usize>; 4] = [None; 4];
+    for (i, &(k, _)) in pairs.iter().enumerate().rev() {
         let slot = match known.key(graph, k).ok_or("state key is not a `str`")? {
-            Key::Shape => &mut out.shape,
-            Key::Order => &mut out.order,
-            Key::Dtype => &mut out.dtype,
-            Key::Alignment => &mut out.alignment,
+            Key::Shape => 0,
+            Key::Order => 1,
+            Key::Dtype => 2,
+            Key::Alignment => 3,
             Key::Other => continue,
         };
-        slot.get_or_insert(v);
+        if let Some(a) = at.get_mut(slot) {
+            a.get_or_insert(i);
+        }
     }
-    Ok(out)
+    known.last_state.keys.clear();
+    known.last_state.keys.extend(pairs.iter().map(|&(k, _)| k));
+    known.last_state.at = at;
+    let [shape, order, dtype, alignment] = at;
+    Ok(WrapperState {
+        shape: value(shape),
+        order: value(order),
+        dtype: value(dtype),
+        alignment: value(alignment),
+    })
+}
+
+/// The key nodes of the last wrapper state read, and where in it the
+/// values of `shape`, `order`, `dtype` and `numpy_array_alignment_bytes` were.
+#[derive(Debug, Default)]
+struct LastState {
+    keys: Vec<NodeId>,
+    at: [Option<usize>; 4],
 }
 
 /// A wrapper state key, as far as the hook is concerned.
@@ -426,6 +466,7 @@ struct Known {
     keys: Vec<(NodeId, Key)>,
     /// `order` values that are `'C'` (false) or `'F'` (true).
     orders: Vec<(NodeId, bool)>,
+    last_state: LastState,
 }
 
 impl Known {
@@ -484,12 +525,12 @@ impl Known {
     }
 }
 
-/// Reads `shape` into `dims`; returns the number of dimensions.
-fn read_shape(
-    graph: &Graph<'_>,
+/// Checks `shape` (a tuple of at most [`MAX_DIMS`] non-negative ints):
+/// its items, and the element count (`None` if it overflows).
+fn read_shape<'g>(
+    graph: &'g Graph<'_>,
     id: NodeId,
-    dims: &mut [u64; MAX_DIMS],
-) -> std::result::Result<usize, String> {
+) -> std::result::Result<(&'g [NodeId], Option<u64>), String> {
     let items = graph
         .get(id)
         .and_then(Node::as_tuple)
@@ -497,14 +538,16 @@ fn read_shape(
     if items.len() > MAX_DIMS {
         return Err(format!("`shape` has {} dimensions", items.len()));
     }
-    for (&d, slot) in items.iter().zip(dims.iter_mut()) {
+    let mut count = Some(1u64);
+    for &d in items {
         let v = graph
             .get(d)
             .and_then(Node::as_i64)
             .ok_or("`shape` holds a non-int")?;
-        *slot = u64::try_from(v).map_err(|_| format!("negative dimension {v}"))?;
+        let v = u64::try_from(v).map_err(|_| format!("negative dimension {v}"))?;
+        count = count.and_then(|c| c.checked_mul(v));
     }
-    Ok(items.len())
+    Ok((items, count))
 }
 
 struct Dtype {
@@ -653,6 +696,52 @@ struct DtypeWalk {
     budget: usize,
     /// The nodes one walk has visited.
     seen: NodeSet,
+    last: LastWalk,
+}
+
+/// What the last structured-dtype walk went through, so that the wrappers
+/// sharing that dtype (a model's node records, say) do not walk it again
+/// while nothing it depends on has changed.
+///
+/// A walk's answer depends only on the nodes it visits: their kinds and
+/// edges, which never change, except that literal lists, dicts and sets
+/// only ever grow in place (`APPENDS`, `SETITEMS`, ... leave no event for
+/// them), and on each node's last `BUILD` state. So the walk is the same
+/// as long as every node it visited has the same `BUILD` state and every
+/// literal container it visited the same length; checking that costs far
+/// less than the walk (no names compared, no children listed). A reuse
+/// takes from the budget what the walk took, so the budget runs out where
+/// it always did.
+#[derive(Debug, Default)]
+struct LastWalk {
+    root: Option<NodeId>,
+    object: bool,
+    /// Each node visited, its `BUILD` state then and, for literal
+    /// containers, their length then.
+    visited: Vec<(NodeId, Option<NodeId>, Option<usize>)>,
+}
+
+/// The length of a literal list, dict or set (what can grow in place).
+fn literal_len(graph: &Graph<'_>, id: NodeId) -> Option<usize> {
+    match graph.kind(id)? {
+        NodeKind::List(items) | NodeKind::Set(items) => Some(items.len()),
+        NodeKind::Dict(pairs) => Some(pairs.len()),
+        _ => None,
+    }
+}
+
+impl LastWalk {
+    /// The answer of the last walk, if it was from `root` and would be
+    /// the same now.
+    fn reuse(&self, graph: &Graph<'_>, builds: &Builds, root: NodeId) -> Option<bool> {
+        if self.root != Some(root) {
+            return None;
+        }
+        let same = self.visited.iter().all(|&(id, state, len)| {
+            builds.get(id) == state && len.is_none_or(|n| literal_len(graph, id) == Some(n))
+        });
+        same.then_some(self.object)
+    }
 }
 
 /// Whether any `numpy.dtype` reachable from `root` (fields, subarrays) is
@@ -663,9 +752,18 @@ fn subgraph_has_object_dtype(
     root: NodeId,
     walk: &mut DtypeWalk,
 ) -> std::result::Result<bool, String> {
-    let DtypeWalk { budget, seen } = walk;
+    let DtypeWalk { budget, seen, last } = walk;
+    if last.visited.len() <= *budget
+        && let Some(object) = last.reuse(graph, builds, root)
+    {
+        *budget -= last.visited.len();
+        return Ok(object);
+    }
+    last.root = None;
+    last.visited.clear();
     seen.clear();
     let mut work = vec![root];
+    let mut object = false;
     while let Some(id) = work.pop() {
         if !seen.insert(id) {
             continue;
@@ -673,18 +771,23 @@ fn subgraph_has_object_dtype(
         *budget = budget
             .checked_sub(1)
             .ok_or("structured dtypes are too large to inspect")?;
+        let state = builds.get(id);
+        last.visited.push((id, state, literal_len(graph, id)));
         if id != root
             && let Some((descr, _)) = dtype_parts(graph, builds, id)
             && descr.starts_with('O')
         {
-            return Ok(true);
+            object = true;
+            break;
         }
         work.extend(graph.children(id));
-        if let Some(state) = builds.get(id) {
+        if let Some(state) = state {
             work.push(state);
         }
     }
-    Ok(false)
+    last.root = Some(root);
+    last.object = object;
+    Ok(object)
 }
 
 #[cfg(test)]

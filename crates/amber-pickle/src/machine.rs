@@ -145,6 +145,7 @@ fn node_bytes(kind: &Kind<'_>) -> u64 {
             BOX_BYTES.saturating_add(items_bytes(items.len(), ID_BYTES))
         }
         Kind::Dict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
+        Kind::PooledDict(pairs) => BOX_BYTES.saturating_add(items_bytes(pairs.len(), 2 * ID_BYTES)),
         Kind::Global(g) => GLOBAL_BYTES
             .saturating_add(owned_len(&g.module))
             .saturating_add(owned_len(&g.name)),
@@ -502,6 +503,9 @@ impl<'a> Run<'a, '_> {
             .graph
             .raise_depth(target, new_depth)
             .ok_or(unknown.clone())?;
+        if matches!(kind, EventKind::SetItems { .. }) {
+            self.graph.unpool(target);
+        }
         let literal = match self.graph.get_mut(target) {
             Some(node) => Some(&mut node.kind),
             None if target.is_leaf() => None,
@@ -994,16 +998,18 @@ impl<'a> Run<'a, '_> {
                 let data_start = cur.reader.skip_raw(padding, len)?;
                 self.stats.inline_data_bytes = self.stats.inline_data_bytes.saturating_add(len);
                 let depth = self.nest(&[target], position)?;
-                let id = self.add(
-                    Kind::InlineData(Box::new(Inline {
-                        wrapper: target,
-                        offset: to_u64(data_start),
-                        len,
-                    })),
-                    position,
-                    ins.opcode,
-                    depth,
-                )?;
+                let inline = Inline {
+                    wrapper: target,
+                    offset: to_u64(data_start),
+                    len,
+                };
+                let index = self.graph.push_inline(inline).ok_or(PickleError::Limit {
+                    offset: position,
+                    limit: LimitKind::Nodes,
+                    value: self.values(),
+                    max: u64::from(NO_ENTRY >> 1),
+                })?;
+                let id = self.add(Kind::InlineData(index), position, ins.opcode, depth)?;
                 let top = cur.stack.last_mut().ok_or(PickleError::Internal {
                     offset: position,
                     what: "stack empty after BUILD",

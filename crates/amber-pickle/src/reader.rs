@@ -244,6 +244,36 @@ impl<'a> Reader<'a> {
         self.data.get(self.pos..limit).unwrap_or_default()
     }
 
+    /// For the machine's fast path: a `FRAME` at the position, taken
+    /// (its frame opened, the position after it) when no frame is open and
+    /// the frame fits the input, as [`Reader::next_instruction`] would
+    /// take it; `false`, with nothing changed, sends it to that path.
+    #[inline]
+    pub(crate) fn fast_frame(&mut self) -> bool {
+        self.close_finished_frame();
+        let next = self.pos.saturating_add(9);
+        let Some(arg) = self.data.get(self.pos.saturating_add(1)..next) else {
+            return false;
+        };
+        let Ok(arg) = <[u8; 8]>::try_from(arg) else {
+            return false;
+        };
+        let length = u64::from_le_bytes(arg);
+        let available = to_u64(self.data.len().saturating_sub(next));
+        let Ok(len) = usize::try_from(length) else {
+            return false;
+        };
+        if self.frame_end.is_some()
+            || self.data.get(self.pos) != Some(&Opcode::FRAME.byte())
+            || length > available
+        {
+            return false;
+        }
+        self.pos = next;
+        self.frame_end = Some(next.saturating_add(len));
+        true
+    }
+
     /// For the machine's fast path: move to `pos`, the end of an opcode
     /// that [`Reader::window`] held whole.
     #[inline]

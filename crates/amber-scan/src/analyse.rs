@@ -11,7 +11,7 @@
 //! arena and the event list once each, never recursing, so its cost is
 //! linear in the graph whatever its shape.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -165,7 +165,19 @@ struct Run<'r, 'x, 'g, 'a> {
     dtype: Cell<Option<NodeId>>,
     /// The last node [`Run::is_order`] found to be an array order.
     order: Cell<Option<NodeId>>,
+    /// The keys of the last dict state found to repeat none: the states
+    /// of one class share their (memoized) key nodes, and a key's text
+    /// never changes, so the same keys need no second look.
+    clean_keys: Vec<NodeId>,
+    /// The last `NumpyArrayWrapper` state accepted.
+    wrapper_keys: RefCell<WrapperKeys>,
+    /// The last class found to have no content validator.
+    unvalidated: Option<Rc<str>>,
 }
+
+/// The keys of an accepted `NumpyArrayWrapper` state, with where its
+/// `subclass` value is and that value (accepted as well).
+type WrapperKeys = (Vec<NodeId>, Option<(usize, NodeId)>);
 
 impl Analyser<'_, '_, '_> {
     pub(crate) fn run(&mut self) {
@@ -177,6 +189,9 @@ impl Analyser<'_, '_, '_> {
             content_jobs: Vec::new(),
             dtype: Cell::new(None),
             order: Cell::new(None),
+            clean_keys: Vec::new(),
+            wrapper_keys: RefCell::default(),
+            unvalidated: None,
         };
         // Each distinct name is resolved once; every node naming it is
         // still checked (and reported) on its own. Streams name few
@@ -828,8 +843,15 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         }
-        if let Some(NodeKind::Dict(pairs)) = self.get(state) {
+        let graph = self.an.graph;
+        if let Some(NodeKind::Dict(pairs)) = graph.kind(state)
+            && !same_keys(pairs, &self.clean_keys)
+        {
             let repeated = self.repeated_key(pairs);
+            if repeated.is_none() {
+                self.clean_keys.clear();
+                self.clean_keys.extend(pairs.iter().map(|&(k, _)| k));
+            }
             if let Some(key) = repeated {
                 let global = self.made_from(target).map(|(c, _)| c.to_owned());
                 self.push(
@@ -892,10 +914,19 @@ impl<'x> Run<'_, 'x, '_, '_> {
             );
             return;
         }
+        if self
+            .unvalidated
+            .as_ref()
+            .is_some_and(|c| Rc::ptr_eq(c, &class))
+        {
+            return;
+        }
         let canonical = crate::policy::alias(&class);
         if content::validated_classes().contains(&canonical.as_ref()) {
             self.content_jobs
                 .push((canonical.as_ref().into(), target, state));
+        } else {
+            self.unvalidated = Some(class);
         }
     }
 
@@ -995,19 +1026,27 @@ impl<'x> Run<'_, 'x, '_, '_> {
                 let Some(NodeKind::Dict(pairs)) = self.get(state) else {
                     return high("the array wrapper state is not a dict".to_owned());
                 };
-                for &(k, v) in pairs {
+                if !legacy && self.same_wrapper_state(pairs) {
+                    return Ok(());
+                }
+                let mut subclass = None;
+                for (i, &(k, v)) in pairs.iter().enumerate() {
                     let Some(&key) = self
                         .key_bytes(k)
                         .and_then(|k| keys.iter().find(|w| w.as_bytes() == k))
                     else {
                         return high("unknown key in the array wrapper state".to_owned());
                     };
-                    if key == "subclass" && !self.global_in(v, ARRAY_TYPES) {
-                        return Err((
-                            "trampoline",
-                            Severity::Critical,
-                            "the array `subclass` is not a listed NumPy array class".to_owned(),
-                        ));
+                    if key == "subclass" {
+                        if !self.global_in(v, ARRAY_TYPES) {
+                            return Err((
+                                "trampoline",
+                                Severity::Critical,
+                                "the array `subclass` is not a listed NumPy array class"
+                                    .to_owned(),
+                            ));
+                        }
+                        subclass = Some((i, v));
                     }
                     if legacy && key == "filename" {
                         let bare = self.str_of(v).is_some_and(|f| {
@@ -1026,6 +1065,12 @@ impl<'x> Run<'_, 'x, '_, '_> {
                             ));
                         }
                     }
+                }
+                if !legacy {
+                    let mut cache = self.wrapper_keys.borrow_mut();
+                    cache.0.clear();
+                    cache.0.extend(pairs.iter().map(|&(k, _)| k));
+                    cache.1 = subclass;
                 }
                 Ok(())
             }
@@ -1054,6 +1099,16 @@ impl<'x> Run<'_, 'x, '_, '_> {
         }
     }
 
+    /// Whether a `NumpyArrayWrapper` state has the keys of the last one
+    /// accepted and, if it has a `subclass`, the value accepted then.
+    fn same_wrapper_state(&self, pairs: &[(NodeId, NodeId)]) -> bool {
+        let cache = self.wrapper_keys.borrow();
+        same_keys(pairs, &cache.0)
+            && cache
+                .1
+                .is_none_or(|(i, v)| pairs.get(i).is_some_and(|&(_, w)| w == v))
+    }
+
     fn items(&mut self, target: NodeId, offset: u64, opcode: Opcode) {
         let made = self.made_from(target);
         match made {
@@ -1079,6 +1134,12 @@ impl<'x> Run<'_, 'x, '_, '_> {
             }
         }
     }
+}
+
+/// Whether `pairs` has exactly the key nodes `keys`, in order (an empty
+/// list is never the same, so a cache starts out matching nothing).
+fn same_keys(pairs: &[(NodeId, NodeId)], keys: &[NodeId]) -> bool {
+    !keys.is_empty() && pairs.len() == keys.len() && pairs.iter().zip(keys).all(|(p, &k)| p.0 == k)
 }
 
 fn role_name(role: Role) -> &'static str {

@@ -1326,11 +1326,17 @@ fn joblib_wrapper(
     let Some(NodeKind::Dict(pairs)) = graph.kind(state) else {
         return Err(malformed("state is not a dict"));
     };
+    // Keys compared as bytes: a `str` is not decoded again for each.
     let get = |key: &str| {
         pairs
             .iter()
             .rev()
-            .find(|(k, _)| text_of(graph, *k) == Some(key))
+            .find(|(k, _)| {
+                graph
+                    .str_bytes(*k)
+                    .or_else(|| text_of(graph, *k).map(str::as_bytes))
+                    == Some(key.as_bytes())
+            })
             .map(|&(_, v)| v)
     };
     let shape = get("shape")

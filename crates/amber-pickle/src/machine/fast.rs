@@ -22,6 +22,8 @@
 //!
 //! [`Instruction`]: crate::reader::Instruction
 
+mod object;
+
 use super::{EVENT_BYTES, ID_BYTES, Machine, NO_ENTRY, NODE_BYTES, Run, items_bytes, node_bytes};
 use crate::graph::{Event, EventKind};
 use crate::graph::{Global, Items, Kind, NodeId, Stored, is_leaf_opcode};
@@ -227,6 +229,15 @@ impl<'a> Run<'a, '_> {
                 cur.reader.advance_to(next);
                 return true;
             }
+            // A frame per array in joblib files (their bytes sit between frames).
+            0x95 => {
+                if !cur.reader.fast_frame() {
+                    return false;
+                }
+                self.stats.frames = self.stats.frames.saturating_add(1);
+                self.count(byte);
+                return true;
+            }
             b'q' => self.other_op(cur, window, pos, Opcode::BINPUT),
             0x85 => self.other_op(cur, window, pos, Opcode::TUPLE1),
             0x86 => self.other_op(cur, window, pos, Opcode::TUPLE2),
@@ -306,14 +317,20 @@ impl<'a> Run<'a, '_> {
             let room = budget.saturating_sub(done);
             let (next, ops) = if byte == Opcode::SHORT_BINUNICODE.byte() && starts_pair(arg) {
                 self.fast_pairs(cur, window, at, pos, room, &mut memo_room)
-            } else if matches!(byte, b'h' | b'j') && starts_frombuffer(window, at) {
+            } else if matches!(byte, b'h' | b'j') {
                 let span = Span {
                     window,
                     at,
                     pos,
                     room,
                 };
-                self.fast_frombuffer(cur, span, &mut memo_room)
+                if starts_frombuffer(window, at) {
+                    self.fast_frombuffer(cur, span, &mut memo_room)
+                } else if object::starts_object(window, at) {
+                    self.fast_object(cur, span, &mut memo_room)
+                } else {
+                    (at, 0)
+                }
             } else {
                 (at, 0)
             };
@@ -1023,6 +1040,9 @@ impl<'a> Run<'a, '_> {
             items.iter().map(|&c| self.graph.depth(c)).max()
         }
         .unwrap_or(0);
+        if opcode == Opcode::SETITEMS {
+            self.graph.unpool(target);
+        }
         let Some(node) = self.graph.get_mut(target) else {
             return false;
         };
@@ -1157,6 +1177,33 @@ mod tests {
     thread_local! {
         /// Arrays `Run::fast_frombuffer` took on this thread.
         pub(super) static TAKEN: Cell<u64> = const { Cell::new(0) };
+        /// Objects `Run::fast_object` took on this thread.
+        pub(super) static OBJECTS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    #[test]
+    fn joblib_wrappers_are_taken_whole() {
+        let data = include_bytes!("../../tests/data/joblib_many.joblib");
+        let parse = |listing| {
+            let mut hook = crate::joblib::JoblibHook::new();
+            let p = Parser::new(data)
+                .record_listing(listing)
+                .hook(&mut hook)
+                .parse()
+                .unwrap();
+            (format!("{p:?}"), hook.arrays().to_vec())
+        };
+        let before = OBJECTS.with(Cell::get);
+        let fast = parse(false);
+        // The wrappers whose keys, dtype and order the memo holds already
+        // (the others have a dtype or an order written out).
+        assert_eq!(OBJECTS.with(Cell::get) - before, 7);
+        let general = parse(true);
+        assert_eq!(OBJECTS.with(Cell::get) - before, 7);
+        let cut = |s: &str| s.split(", listing:").next().unwrap_or_default().to_owned();
+        assert_eq!(cut(&fast.0), cut(&general.0));
+        assert_eq!(fast.1, general.1);
+        assert_eq!(fast.1.len(), 17);
     }
 
     #[test]

@@ -189,6 +189,31 @@ def write(name: str, data: bytes) -> None:
     (HERE / name).write_bytes(data)
 
 
+def joblib_many() -> bytes:
+    """joblib 1.6 file of seventeen small arrays for the fast-path tests
+    (dtypes, shapes of one to three dimensions and none, C and Fortran
+    order, an object array, data after the arrays, an `OrderedDict`); the
+    tests check it against the general path, so it has no expected entry."""
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for i in range(14):
+        shape = [(3,), (2, 2), (1, 2, 2), (0,), (5,), (2, 3)][i % 6]
+        dtype = ["<f8", "<i4", "|b1", "<u2", ">f4", "<i8", "<c16"][i % 7]
+        a = (rng.random(shape) * 100).astype(dtype)
+        if i % 5 == 3:
+            a = np.asfortranarray(a)
+        arrays[f"a{i}"] = a
+    arrays["obj"] = np.array(["x", 1, None], dtype=object)
+    arrays["after"] = np.arange(4.0)
+    payload = {"arrays": arrays, "od": collections.OrderedDict(a=np.ones(2)),
+               "s": np.float64(2.5), "tail": "end"}
+    buf = io.BytesIO()
+    joblib.dump(payload, buf)
+    data = buf.getvalue()
+    assert joblib.load(io.BytesIO(data))["tail"] == "end"
+    return data
+
+
 def main() -> None:
     expected: dict[str, dict] = {}
 
@@ -311,6 +336,7 @@ def main() -> None:
                 "data_len": p["end"] - (p["start"] + 1 + n),
             })
     write("joblib_dict.joblib", jl)
+    write("joblib_many.joblib", joblib_many())
     expected["joblib_dict.joblib"] = {
         "protocol": pickle.DEFAULT_PROTOCOL,
         "len": len(jl),

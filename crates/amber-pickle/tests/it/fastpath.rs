@@ -560,3 +560,190 @@ fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
     let data = b"\x80\x02(K\x01M\x01\x02J\xff\xff\xff\xff\x8a\x01\x05I7\nL8L\n\x88\x89G?\xf0\x00\x00\x00\x00\x00\x00)\x85t.";
     assert_eq!(check(data, false), (0, 6));
 }
+
+/// A joblib 1.6 file of sixteen small arrays (dtypes, shapes of one to
+/// three dimensions and none, C and Fortran order, an object array, data
+/// after the arrays) and an `OrderedDict`: each wrapper after the first is
+/// `BINGET cls; EMPTY_TUPLE; NEWOBJ; MEMOIZE; EMPTY_DICT; MEMOIZE; MARK;
+/// memo-read keys and memo-read, leaf or shape-tuple values; SETITEMS`,
+/// the objects `Run::fast_object` takes whole, then its `BUILD` and the
+/// array's bytes. Parsed with joblib's hook on both paths, whole, under
+/// every limit it can reach, cut anywhere and with damaged bytes.
+#[test]
+fn joblib_wrappers_stop_at_every_limit_as_the_general_path() {
+    let data = fixture("joblib_many.joblib");
+    let mut hook = JoblibHook::new();
+    let p = Parser::new(&data).hook(&mut hook).parse().unwrap();
+    assert!(p.graph().len() > 100);
+    // What `generate.py` wrote (the wrappers after the first share their
+    // key nodes, so the hook finds each value where the last one had it).
+    let shapes: [&[u64]; 6] = [&[3], &[2, 2], &[1, 2, 2], &[0], &[5], &[2, 3]];
+    let sizes = [8, 4, 1, 2, 4, 8, 16];
+    let mut expected: Vec<(Vec<u64>, u64, bool)> = (0..14)
+        .map(|i| {
+            (
+                shapes[i % 6].to_vec(),
+                sizes[i % 7],
+                i % 5 == 3 && i % 6 != 3,
+            )
+        })
+        .collect();
+    expected.extend([
+        (vec![3], 8, false),
+        (vec![4], 8, false),
+        (vec![2], 8, false),
+    ]);
+    let found: Vec<(Vec<u64>, u64, bool)> = hook
+        .arrays()
+        .iter()
+        .map(|a| (a.shape.clone(), a.itemsize, a.fortran_order))
+        .collect();
+    assert_eq!(found, expected);
+    assert_same(&data, Limits::default(), true);
+    // Each limit set to every value up to what the whole file needs.
+    let stats = p.stats();
+    let up_to = stats.opcodes + 2;
+    for value in 0..up_to {
+        for kind in CALL_LIMITS {
+            assert_same(&data, Limits::default().with(kind, value), true);
+        }
+    }
+    for bytes in (0..stats.graph_bytes + 64).step_by(8) {
+        let limits = Limits::default().with(LimitKind::GraphBytes, bytes);
+        assert_same(&data, limits, true);
+    }
+    for end in 0..data.len() {
+        assert_same(&data[..end], Limits::default(), true);
+    }
+    for at in 0..data.len() {
+        for byte in [
+            0x00, 0x28, 0x29, 0x4b, 0x4d, 0x75, 0x7d, 0x81, 0x85, 0x88, 0x94, 0x95, b'h',
+        ] {
+            let mut damaged = data.clone();
+            damaged[at] = byte;
+            assert_same(&damaged, Limits::default(), true);
+        }
+    }
+}
+
+/// A protocol-4 list of `count` objects of a memoized class (slot 3), each
+/// `BINGET cls; EMPTY_TUPLE; NEWOBJ; MEMOIZE; EMPTY_DICT; MEMOIZE; MARK;
+/// pairs; SETITEMS` with memoized `str` keys (slots 4 to 6) and values of
+/// every kind `Run::fast_object` takes (memo reads, ints, `None`, bools,
+/// tuples of one to three ints, memoized or not, last or not) and some it
+/// does not (four ints, a float, a fresh `str`, no pairs, too many pairs),
+/// `LONG_BINGET` as well; with `bad`, one key reads a slot never filled.
+fn objects(count: usize, bad: bool) -> Vec<u8> {
+    let mut body = b"]\x94(\x8c\x01m\x94\x8c\x01C\x94\x93\x940".to_vec();
+    body.extend_from_slice(b"\x8c\x01a\x940\x8c\x01b\x940\x8c\x01c\x940");
+    let values: [&[u8]; 14] = [
+        b"K\x07",
+        b"h\x03",
+        b"M\x01\x02",
+        b"J\xff\xff\xff\xff",
+        b"N",
+        b"\x88",
+        b"\x89",
+        b"K\x01\x85\x94",
+        b"K\x01M\x02\x00\x86",
+        b"K\x01K\x02J\x03\x00\x00\x00\x87\x94",
+        b"(K\x01K\x02K\x03K\x04t",
+        b"G?\xf8\x00\x00\x00\x00\x00\x00",
+        b"\x8c\x01z",
+        b"\x8c\x01y\x94",
+    ];
+    for i in 0..count {
+        memo_read(&mut body, 3, i % 4 == 1);
+        body.extend_from_slice(b")\x81\x94}\x94(");
+        let pairs = match i % 9 {
+            0 => 0,
+            8 => 17,
+            n => n,
+        };
+        for j in 0..pairs {
+            let key = if bad && i == count / 2 && j == 0 {
+                200
+            } else {
+                4 + (i + j) as u32 % 3
+            };
+            memo_read(&mut body, key, (i + j) % 5 == 2);
+            // The values not taken only now and then.
+            let v = match (i * 3 + j) % 40 {
+                33 => 11,
+                34 => 12,
+                35 => 13,
+                v => v % 11,
+            };
+            body.extend_from_slice(values[v]);
+        }
+        body.push(b'u');
+    }
+    body.extend_from_slice(b"e.");
+    let mut data = vec![0x80, 4];
+    data.extend(body);
+    data
+}
+
+#[test]
+fn objects_with_state_dicts_stop_at_every_limit_as_the_general_path() {
+    let data = objects(30, false);
+    let p = Parser::new(&data).parse().unwrap();
+    let up_to = p.stats().opcodes + 2;
+    assert_same_under_limits(&data, &CALL_LIMITS, up_to);
+    assert_same_under_graph_bytes(&data, p.stats().graph_bytes + 64);
+    // A read of a slot never filled is an error on both paths.
+    let data = objects(30, true);
+    assert_eq!(
+        Parser::new(&data).parse().unwrap_err().code(),
+        "pickle.memo_missing"
+    );
+    assert_same(&data, Limits::default(), false);
+    // Damaged streams: each byte in turn replaced.
+    let data = objects(12, false);
+    for at in 0..data.len() {
+        for byte in [
+            0x00, 0x28, 0x29, b'K', 0x75, 0x7d, 0x81, 0x85, 0x87, 0x94, b'h', b'j',
+        ] {
+            let mut damaged = data.clone();
+            damaged[at] = byte;
+            assert_same(&damaged, Limits::default(), false);
+        }
+    }
+    // One object alone, built: its stack peaks with the ints of its last
+    // value (one to three, memoized or not), or with that value.
+    for value in [
+        &b"K\x01"[..],
+        b"K\x01\x85",
+        b"K\x01K\x02\x86\x94",
+        b"K\x01K\x02K\x03\x87",
+    ] {
+        let mut data = b"\x80\x04\x8c\x01m\x94\x8c\x01C\x94\x93\x940\x8c\x01a\x940".to_vec();
+        data.extend_from_slice(b"h\x02)\x81\x94}\x94(h\x03");
+        data.extend_from_slice(value);
+        data.push(b'u');
+        for grow in [&b""[..], b"h\x05(h\x03K\x09u0"] {
+            // Its dict (slot 5) grown afterwards by a `SETITEMS` of its own.
+            let mut data = data.clone();
+            data.extend_from_slice(grow);
+            data.extend_from_slice(b"b.");
+            let p = Parser::new(&data).parse().unwrap();
+            let state = p.graph().events()[0].kind.clone();
+            let amber_pickle::EventKind::Build { state } = state else {
+                panic!("{state:?}");
+            };
+            let Some(amber_pickle::NodeKind::Dict(pairs)) = p.graph().kind(state) else {
+                panic!("not a dict");
+            };
+            assert_eq!(pairs.len(), 1 + usize::from(!grow.is_empty()));
+            assert_same_under_limits(&data, &CALL_LIMITS, 40);
+        }
+    }
+    // Before the objects: a leaf with a depth of its own (an `APPEND` on
+    // it), or a hole in the memo (`BINPUT 40`).
+    for prefix in [&b"K\x01Na0"[..], b"Nq\x280"] {
+        let mut data = objects(10, false);
+        data.splice(2..2, prefix.iter().copied());
+        assert!(Parser::new(&data).parse().is_ok());
+        assert_same(&data, Limits::default(), false);
+    }
+}

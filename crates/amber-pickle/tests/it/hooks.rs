@@ -407,32 +407,21 @@ fn synthetic_joblib_wrappers() {
     assert!(e.to_string().contains("object flags"), "{e}");
 }
 
-/// Two `NumpyArrayWrapper`s of one element sharing one memoized `f8`
-/// dtype; `between` runs between them (a second `BUILD` of the dtype, say).
-fn two_wrappers_one_dtype(between: &[u8]) -> Vec<u8> {
-    let s = |text: &str| short_str(text);
-    let state = |elsize: &[u8]| {
-        let mut v = b"(K\x03".to_vec();
-        v.extend(s("<"));
-        v.extend_from_slice(b"NNNJ");
-        v.extend_from_slice(elsize);
-        v.extend_from_slice(b"J\xff\xff\xff\xffK\x00t");
-        v
-    };
+/// Two `NumpyArrayWrapper`s of one element sharing one dtype, written out
+/// by `dtype` in the first (it memoizes the dtype in slot 1) and read from
+/// the memo in the second; `between` runs between them.
+fn two_wrappers(dtype: &[u8], between: &[u8]) -> Vec<u8> {
     let keys = |v: &mut Vec<u8>| {
-        v.extend(s("shape"));
+        v.extend(short_str("shape"));
         v.extend_from_slice(b"K\x01\x85");
-        v.extend(s("order"));
-        v.extend(s("C"));
-        v.extend(s("dtype"));
+        v.extend(short_str("order"));
+        v.extend(short_str("C"));
+        v.extend(short_str("dtype"));
     };
     let mut v = b"\x80\x02(cjoblib.numpy_pickle\nNumpyArrayWrapper\nq\x00)\x81}(".to_vec();
     keys(&mut v);
-    v.extend_from_slice(b"cnumpy\ndtype\n");
-    v.extend(s("f8"));
-    v.extend_from_slice(b"\x89\x88\x87Rq\x01");
-    v.extend(state(b"\xff\xff\xff\xff"));
-    v.extend_from_slice(b"bub");
+    v.extend_from_slice(dtype);
+    v.extend_from_slice(b"ub");
     v.extend_from_slice(&[1u8; 8]);
     v.extend_from_slice(between);
     v.extend_from_slice(b"h\x00)\x81}(");
@@ -441,6 +430,16 @@ fn two_wrappers_one_dtype(between: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&[2u8; 8]);
     v.extend_from_slice(b"l.");
     v
+}
+
+/// [`two_wrappers`] sharing an `f8` dtype.
+fn two_wrappers_one_dtype(between: &[u8]) -> Vec<u8> {
+    let mut dtype = b"cnumpy\ndtype\n".to_vec();
+    dtype.extend(short_str("f8"));
+    dtype.extend_from_slice(b"\x89\x88\x87Rq\x01(K\x03");
+    dtype.extend(short_str("<"));
+    dtype.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
+    two_wrappers(&dtype, between)
 }
 
 #[test]
@@ -477,5 +476,57 @@ fn wrappers_sharing_a_dtype_read_its_current_state() {
         assert_eq!(e.code(), "pickle.hook", "{e}");
         assert!(e.to_string().contains("element size 4"), "{e}");
         assert_eq!(hook.count(), 1);
+    }
+}
+
+/// [`two_wrappers`] sharing a structured dtype (`V8` with the field `a`
+/// of an `f8` dtype, its fields dict memoized in slot 4, `numpy.dtype` in 2).
+fn two_wrappers_one_structured_dtype(between: &[u8]) -> Vec<u8> {
+    let mut dtype = b"cnumpy\ndtype\nq\x02".to_vec();
+    dtype.extend(short_str("V8"));
+    dtype.extend_from_slice(b"\x89\x88\x87Rq\x01(K\x03");
+    dtype.extend(short_str("|"));
+    dtype.extend(short_str("a"));
+    dtype.extend_from_slice(b"\x85}q\x04");
+    dtype.extend(short_str("a"));
+    dtype.extend_from_slice(b"h\x02");
+    dtype.extend(short_str("f8"));
+    dtype.extend_from_slice(b"\x89\x88\x87RK\x00\x86sNK\x08K\x01K\x00tb");
+    two_wrappers(&dtype, between)
+}
+
+#[test]
+fn wrappers_sharing_a_structured_dtype_see_its_fields_grow() {
+    let data = two_wrappers_one_structured_dtype(b"");
+    for mut hook in [JoblibHook::new(), JoblibHook::counting()] {
+        Parser::new(&data).hook(&mut hook).parse().unwrap();
+        assert_eq!(hook.count(), 2);
+    }
+    // The fields dict grows in place between the wrappers (a `SETITEMS`,
+    // which leaves no event) by a field of an object dtype: the second
+    // wrapper's dtype now holds objects its flags deny.
+    let mut grow = b"h\x04(".to_vec();
+    grow.extend(short_str("b"));
+    grow.extend_from_slice(b"h\x02");
+    grow.extend(short_str("O8"));
+    grow.extend_from_slice(b"\x89\x88\x87RK\x00\x86u0");
+    // Or the outer dtype gets a second `BUILD`, whose fields hold an
+    // object dtype.
+    let mut rebuild = b"h\x01(K\x03".to_vec();
+    rebuild.extend(short_str("|"));
+    rebuild.extend(short_str("a"));
+    rebuild.extend_from_slice(b"\x85}");
+    rebuild.extend(short_str("a"));
+    rebuild.extend_from_slice(b"h\x02");
+    rebuild.extend(short_str("O8"));
+    rebuild.extend_from_slice(b"\x89\x88\x87RK\x00\x86sNK\x08K\x01K\x00tb0");
+    for between in [grow, rebuild] {
+        let data = two_wrappers_one_structured_dtype(&between);
+        for mut hook in [JoblibHook::new(), JoblibHook::counting()] {
+            let e = Parser::new(&data).hook(&mut hook).parse().unwrap_err();
+            assert_eq!(e.code(), "pickle.hook", "{e}");
+            assert!(e.to_string().contains("fields say true"), "{e}");
+            assert_eq!(hook.count(), 1);
+        }
     }
 }

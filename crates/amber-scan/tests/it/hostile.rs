@@ -691,6 +691,53 @@ fn joblib_wrapper_subclass_must_be_an_array_class() {
     refused_as(&data, StreamKind::Joblib, "trampoline");
 }
 
+/// Two one-byte `u1` arrays whose wrappers share the class and the state
+/// keys through the memo (as joblib writes them), with these subclasses.
+fn two_wrappers(first: (&str, &str), second: (&str, &str)) -> Vec<u8> {
+    let wrapper = |p: P, subclass: (&str, &str), memoized: bool| {
+        let p = if memoized {
+            p.get(0)
+        } else {
+            p.sg("joblib.numpy_pickle", "NumpyArrayWrapper").put(0)
+        };
+        let key = |p: P, i: u8, name: &str| if memoized { p.get(i) } else { p.s(name).put(i) };
+        let p = key(p.new0().op(op::EMPTY_DICT).op(op::MARK), 1, "subclass");
+        let p = key(p.sg(subclass.0, subclass.1), 2, "shape")
+            .int(1)
+            .op(op::TUPLE1);
+        let p = key(p, 3, "order").s("C");
+        key(p, 4, "dtype")
+            .dtype("u1", "|")
+            .op(op::SETITEMS)
+            .op(op::BUILD)
+            .raw(b"a")
+    };
+    let p = P::proto(4).op(op::EMPTY_LIST).op(op::MARK);
+    let p = wrapper(p, first, false);
+    wrapper(p, second, true).op(op::APPENDS).stop()
+}
+
+#[test]
+fn joblib_wrappers_with_the_same_keys_are_each_checked() {
+    let ndarray = ("numpy", "ndarray");
+    let r = scan_as(&two_wrappers(ndarray, ndarray), StreamKind::Joblib);
+    assert!(r.is_safe(), "{:?}", r.findings);
+    assert_eq!(r.joblib_arrays, 2);
+    // The second wrapper's keys are those the first one had accepted.
+    let r = refused_as(
+        &two_wrappers(ndarray, LOGREG),
+        StreamKind::Joblib,
+        "trampoline",
+    );
+    assert_eq!(r.findings.len(), 1);
+    let r = refused_as(
+        &two_wrappers(LOGREG, ndarray),
+        StreamKind::Joblib,
+        "trampoline",
+    );
+    assert_eq!(r.findings.len(), 1);
+}
+
 #[test]
 fn joblib_legacy_wrapper_file_names_are_bare() {
     let legacy = |name: &str| {
