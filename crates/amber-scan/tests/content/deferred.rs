@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use amber_scan::Deferred;
-use amber_scan::content::{Checker, Ctx};
+use amber_scan::content::{Checker, Ctx, check};
 use amber_scan::ndarray::{ArrayBytes, Place, SliceArrays};
 
 use crate::{Loaded, manifest, validated_builds};
@@ -88,6 +88,19 @@ fn codes_with(loaded: &Loaded, arrays: &dyn ArrayBytes) -> BTreeSet<&'static str
     codes
 }
 
+/// Codes flagged on every validated object of `loaded`, each checked on its
+/// own by [`check`] (no checker to remember what a predictor's check left).
+fn codes_alone(loaded: &Loaded, arrays: &dyn ArrayBytes) -> BTreeSet<&'static str> {
+    let pickle = loaded.parse();
+    let graph = pickle.graph();
+    let ctx = Ctx { graph, arrays };
+    let mut codes = BTreeSet::new();
+    for (class, target, state) in validated_builds(graph) {
+        codes.extend(check(&ctx, &class, target, state).iter().map(|i| i.code));
+    }
+    codes
+}
+
 #[test]
 fn deferred_walks_find_what_walks_in_place_find() {
     let mut deferred_trees = 0;
@@ -155,7 +168,7 @@ fn in_band_codes(
             .map(|i| i.code)
             .collect()
     } else {
-        codes_with(loaded, arrays)
+        codes_alone(loaded, arrays)
     };
     let mut what = BTreeSet::new();
     for check in std::mem::take(&mut *arrays.checks.lock().unwrap()) {
