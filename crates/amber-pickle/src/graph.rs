@@ -1263,7 +1263,9 @@ pub struct Nodes<'g, 'a> {
 impl<'g> Iterator for Nodes<'g, '_> {
     type Item = (NodeId, Node<'g>);
 
-    #[inline]
+    // Always inlined: walks over every node (the analyser's) otherwise pay a
+    // call per node for a view that is mostly a copy.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(n) = self.current.next() {
