@@ -159,14 +159,7 @@ fn in_band_codes(
     checker: bool,
 ) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
     let mut codes = if checker {
-        let pickle = loaded.parse();
-        let graph = pickle.graph();
-        let checker = Checker::new(Ctx { graph, arrays }, u64::MAX);
-        validated_builds(graph)
-            .into_iter()
-            .flat_map(|(class, target, state)| checker.check(&class, target, state))
-            .map(|i| i.code)
-            .collect()
+        codes_with(loaded, arrays)
     } else {
         codes_alone(loaded, arrays)
     };
