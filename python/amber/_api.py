@@ -254,7 +254,7 @@ class _Blocks:
             self.block = np.empty(_BLOCK, dtype=np.uint8)
             self.used = 0
         view = self.block[self.used : self.used + size]
-        self.used = (self.used + size + 63) // 64 * 64
+        self.used = _aligned(self.used + size)
         return view
 
 
@@ -292,6 +292,7 @@ _FILLED, _LENT, _SCRATCH, _COPY = "filled", "lent", "scratch", "copy"
 
 
 def _aligned(size: int) -> int:
+    """``size`` rounded up to a multiple of 64 (where a block's next array starts)."""
     return (size + 63) // 64 * 64
 
 
@@ -330,7 +331,7 @@ def _batches(sizes: list[int], filled: list[bool], lent: list[bool], packed: lis
             while index < len(sizes) and not filled[index] and not lent[index] and sizes[index] < _PACK_BELOW:
                 if used > 0 and used + sizes[index] > _COPY_BATCH:
                     break
-                used = (used + sizes[index] + 63) // 64 * 64
+                used = _aligned(used + sizes[index])
                 index += 1
         yield first, index, _COPY
 
