@@ -499,7 +499,12 @@ def _checked_load(unpickler: Unpickler, reader: Any, extra: list[str], source: s
     was built before the failure is of accepted types only, and is dropped."""
     try:
         with collection_paused():
-            return unpickler.load()
+            loaded = unpickler.load()
+            # The unpickler's memo holds every object the stream memoized: if
+            # it outlived the pause, the first collection would walk them all
+            # (on a dict of 100,000 small arrays, 35 ms instead of 16).
+            del unpickler
+            return loaded
     except _amber.ContentCheckError as failed:
         _, report_json, _ = reader.checked_pickle(extra, None, False)
         _safety.check(_safety.report_from_json(report_json, source))

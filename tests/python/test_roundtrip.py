@@ -776,3 +776,50 @@ def test_background_array_copies_finish_before_their_buffers_are_released(tmp_pa
     with pytest.raises(ValueError, match="already waited"):
         pending.wait()
     assert [bytes(b) for b in again] == [a.tobytes() for a in arrays]
+
+
+@pytest.mark.parametrize("kind", ["amber", "amber_trusted", "joblib", "joblib_trusted"])
+def test_no_unpickler_outlives_the_collection_pause(tmp_path: Path, kind: str) -> None:
+    # The unpickler's memo holds every memoized object of the stream. If the
+    # unpickler were still alive when the paused collector resumes, the first
+    # collection would walk all of them again, for nothing.
+    import gc
+
+    import joblib
+
+    from amber import _pickling
+
+    value = {f"k{i}": [np.arange(i % 7 + 3, dtype=np.float64), [i]] for i in range(3000)}
+    path = tmp_path / "many.bin"
+    if kind.startswith("joblib"):
+        joblib.dump(value, path)
+    else:
+        amber.dump(value, path)
+    # (objects in the youngest generation, unpicklers among them) at each collection
+    seen: list[tuple[int, int]] = []
+
+    def watch(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            young = gc.get_objects(0)
+            seen.append((len(young), sum(isinstance(o, _pickling.Unpickler) for o in young)))
+
+    was = gc.isenabled()
+    gc.enable()
+    gc.collect()
+    gc.callbacks.append(watch)
+    try:
+        loaded = amber.load(path, trusted=True if kind.endswith("trusted") else None)
+        # A few allocations are enough for the collector to notice the
+        # thousands of objects the load left in the youngest generation.
+        for _ in range(2000):
+            [()]  # noqa: B018
+    finally:
+        gc.callbacks.remove(watch)
+        if not was:
+            gc.disable()
+    # Collections before the pause see few young objects; the one after it
+    # sees the lists the load made (two per item).
+    after = [unpicklers for young, unpicklers in seen if young >= len(value)]
+    assert after, f"no collection ran after the load: {seen}"
+    assert after == [0] * len(after)
+    assert loaded.keys() == value.keys() and np.array_equal(loaded["k5"][0], value["k5"][0])
