@@ -517,6 +517,32 @@ def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -
     assert type(got["small"].base).__name__ != "Region"
 
 
+def test_large_arrays_are_private_copies_of_the_file(tmp_path: Path) -> None:
+    # Arrays of 8 MiB or more are read in parallel pieces, each dropped from
+    # the page cache once read; the copies stay the caller's own.
+    path = tmp_path / "big.joblib"
+    rng = np.random.default_rng(5)
+    big = rng.random(1_700_001)  # 13.6 MB: several pieces and a partial one
+    wide = np.asfortranarray(rng.integers(0, 1 << 30, size=(1500, 1501), dtype=np.int32))
+    joblib.dump({"big": big, "wide": wide}, path)
+    got = amber.load(path)
+    np.testing.assert_array_equal(got["big"], big)
+    np.testing.assert_array_equal(got["wide"], wide)
+    assert got["wide"].flags.f_contiguous
+    for value in got.values():
+        assert value.flags.writeable and value.flags.aligned
+    got["big"][0] = -1.0
+    # Loaded again (now from the disk): the file is as written.
+    again = amber.load(path)
+    np.testing.assert_array_equal(again["big"], big)
+    # Rewritten in place (joblib truncates the same file): the copies do not change.
+    joblib.dump({"big": big * 2, "wide": wide}, path)
+    assert got["big"][0] == -1.0
+    np.testing.assert_array_equal(got["big"][1:], big[1:])
+    np.testing.assert_array_equal(again["big"], big)
+    np.testing.assert_array_equal(amber.load(path)["big"], big * 2)
+
+
 @pytest.mark.parametrize("compress", [0, 1])
 def test_small_arrays_copied_a_block_at_a_time(tmp_path: Path, compress: int) -> None:
     """Small arrays are copied into shared blocks by one call per block: more

@@ -215,12 +215,26 @@ impl AsRef<[u8]> for Backing {
 }
 
 impl Backing {
-    /// Copies `dst.len()` bytes at `offset` into `dst`: a positioned read for
-    /// files (the page cache copies straight into `dst`, and the map's pages
-    /// never join the process's resident set), a `memcpy` for buffers.
+    /// Copies `dst.len()` bytes at `offset` into `dst`: a `memcpy` from a
+    /// buffer; from a file, positioned reads (the page cache copies straight
+    /// into `dst`, and the map's pages never join the process's resident
+    /// set). Large reads ([`PARALLEL_ABOVE`]) run in [`COPY_CHUNK`] pieces
+    /// on the current rayon pool, each piece dropped from the page cache
+    /// once read (see [`forget`]).
     fn copy_into(&self, offset: u64, dst: &mut [u8]) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        use std::os::unix::fs::FileExt;
         match self {
-            Self::Map(_, file) => std::os::unix::fs::FileExt::read_exact_at(file, dst, offset),
+            Self::Map(_, file) if dst.len() >= PARALLEL_ABOVE => dst
+                .par_chunks_mut(COPY_CHUNK)
+                .enumerate()
+                .try_for_each(|(i, piece)| {
+                    let at = offset.saturating_add(to_u64(i.saturating_mul(COPY_CHUNK)));
+                    file.read_exact_at(piece, at)?;
+                    forget(file, at, piece.len());
+                    Ok(())
+                }),
+            Self::Map(_, file) => file.read_exact_at(dst, offset),
             Self::Owned(v) => {
                 let src = slice(v, offset, to_u64(dst.len()))
                     .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
@@ -228,6 +242,25 @@ impl Backing {
                 Ok(())
             }
         }
+    }
+}
+
+/// Reads of at least this many bytes from a file run in parallel.
+const PARALLEL_ABOVE: usize = 8 << 20;
+/// Bytes each task of a parallel read moves.
+const COPY_CHUNK: usize = 4 << 20;
+
+/// Drops `len` bytes of `file` at `offset` from the page cache (advice: the
+/// kernel keeps dirty pages, starting their writeback, and pages another
+/// map holds). A copying load reads each byte of an array once: the copy
+/// is what the caller keeps, and the file's pages, freed as the copy goes,
+/// are the memory the copy's next chunks fault in. Without this a large
+/// load on a machine whose free memory is cold (handed back to a VM's host,
+/// as after writing the file) pays several times the copy in page faults,
+/// and holds the array twice.
+fn forget(file: &std::fs::File, offset: u64, len: usize) {
+    if let Some(len) = std::num::NonZeroU64::new(to_u64(len)) {
+        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
     }
 }
 
@@ -378,6 +411,10 @@ impl Legacy {
     }
 
     /// Copies array `k`'s bytes into `dst`, which must have exactly their length.
+    /// From a file opened by path, arrays of 8 MiB or more are read on the
+    /// current rayon pool in 4 MiB pieces, and each piece is dropped from the
+    /// page cache once read: the copy is what a load keeps, and the pages it
+    /// frees are the warm memory the next pieces of the copy fault in.
     ///
     /// # Errors
     /// [`LegacyError::ArraySize`] for a wrong length, [`LegacyError::Io`] if the file cannot be read.

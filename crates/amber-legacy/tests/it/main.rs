@@ -444,3 +444,85 @@ fn damaged_inputs_never_panic() {
         }
     }
 }
+
+/// A protocol-2 joblib file holding one aligned `uint8` array of `data`,
+/// laid out as joblib 1.6 writes it.
+fn joblib_u1(data: &[u8]) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.push(b'X');
+        out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut p = b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(".to_vec();
+    text(&mut p, "subclass");
+    p.extend_from_slice(b"cnumpy\nndarray\n");
+    text(&mut p, "shape");
+    p.push(b'J');
+    p.extend_from_slice(&i32::try_from(data.len()).unwrap().to_le_bytes());
+    p.push(b'\x85');
+    text(&mut p, "order");
+    text(&mut p, "C");
+    text(&mut p, "dtype");
+    p.extend_from_slice(b"cnumpy\ndtype\n");
+    text(&mut p, "u1");
+    p.extend_from_slice(b"\x89\x88\x87R(K\x03");
+    text(&mut p, "|");
+    p.extend_from_slice(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
+    text(&mut p, "allow_mmap");
+    p.push(b'\x88');
+    text(&mut p, "numpy_array_alignment_bytes");
+    p.extend_from_slice(b"K\x10ub");
+    let padding = 16 - (p.len() + 1) % 16;
+    p.push(u8::try_from(padding).unwrap());
+    p.extend(std::iter::repeat_n(0xff, padding));
+    p.extend_from_slice(data);
+    p.push(b'.');
+    p
+}
+
+#[test]
+fn large_arrays_are_read_in_parallel_pieces() {
+    // Not a whole number of pieces, and above the parallel threshold.
+    let data: Vec<u8> = (0..(13u32 << 20) + 4099)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = joblib_u1(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.joblib");
+    std::fs::write(&path, &file).unwrap();
+    let from_file = open_path(&path, &limits()).unwrap();
+    let from_bytes = open_bytes(file.clone(), &limits()).unwrap();
+    for l in [&from_file, &from_bytes] {
+        assert!(matches!(
+            l.arrays(),
+            [ArraySource::Inline { len, .. }] if *len == data.len() as u64
+        ));
+        // Twice: the first copy drops the file's pages from the page cache,
+        // the second reads them back.
+        for _ in 0..2 {
+            let mut copy = vec![0u8; data.len()];
+            l.copy_array(0, &mut copy).unwrap();
+            assert!(copy == data);
+        }
+        assert_eq!(
+            l.copy_array(0, &mut vec![0u8; data.len() - 1])
+                .unwrap_err()
+                .code(),
+            "legacy.array_size"
+        );
+    }
+    // The file is only read.
+    assert!(std::fs::read(&path).unwrap() == file);
+    // A file cut short after the open: a typed error, not a panic.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(file.len() as u64 / 2)
+        .unwrap();
+    let mut copy = vec![0u8; data.len()];
+    assert_eq!(
+        from_file.copy_array(0, &mut copy).unwrap_err().code(),
+        "legacy.io"
+    );
+}
