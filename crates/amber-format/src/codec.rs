@@ -1066,8 +1066,9 @@ pub fn unshuffle_into(data: &[u8], itemsize: usize, out: &mut [u8]) {
 
 /// Shuffles (`forward`) or unshuffles `n` elements of `K` bytes (2, 4 or 8)
 /// between interleaved and planar layouts. Both slices hold exactly `n * K`
-/// bytes. On x86-64 in SSE2 registers ([`sse2`]), elsewhere as words
-/// ([`transpose_scalar`]).
+/// bytes. On x86-64 in SSE2 registers ([`sse2`]; the forward shuffle in
+/// AVX2 registers, [`avx2`], where the processor has them), elsewhere as
+/// words ([`transpose_scalar`]).
 fn transpose<const K: usize>(src: &[u8], dst: &mut [u8], n: usize, forward: bool) {
     if src.len() != n * K || dst.len() != n * K || n == 0 || K > 8 {
         return;
