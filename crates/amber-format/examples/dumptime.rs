@@ -2,7 +2,8 @@
 //! and 256 MiB of int32 in 0..1000) as array entries, uncompressed and with
 //! zstd level 3, interleaved (for the speed figures in reports, not a test):
 //! `cargo run --release -p amber-format --example dumptime -- [RUNS] [DIR]`
-//! Prints the best and median wall time of each.
+//! Prints the best and median wall time of each. `DUMPTIME_ONLY=floats|ints`,
+//! `DUMPTIME_MODE=none|zstd3` and `DUMPTIME_CHUNK=<bytes>` narrow a run down.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -73,7 +74,8 @@ fn main() {
     let settings = Settings {
         codec: Codec::Zstd(3),
         itemsize: 1,
-        chunk_size: DEFAULT_CHUNK_SIZE,
+        chunk_size: std::env::var("DUMPTIME_CHUNK")
+            .map_or(DEFAULT_CHUNK_SIZE, |s| s.parse().unwrap()),
     };
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
