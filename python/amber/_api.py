@@ -589,7 +589,7 @@ def load(
         mmap_mode = None
     source = _legacy_source(filename)
     if _legacy.is_legacy(source):
-        return _legacy.load(source, mmap_mode, trusted, _source_name(filename))
+        return _legacy.load(source, mmap_mode, trusted, _source_name(filename), threads)
     reader = _reader(source, mmap_mode, threads)
     manifest = _versions.parse(reader.manifest())
     _start_analysis(reader, mmap_mode, trusted, manifest)
@@ -639,7 +639,7 @@ def loads(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"loads expects bytes, not {type(data).__name__}")
     if _legacy.is_legacy(data):
-        return _legacy.load(data, None, trusted, "<bytes>")
+        return _legacy.load(data, None, trusted, "<bytes>", threads)
     reader = _reader(data, None, threads)
     manifest = _versions.parse(reader.manifest())
     _start_analysis(reader, None, trusted, manifest)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from amber import _amber, _safety
+from amber import _amber, _compress, _safety
 from amber._pickling import Unpickler, collection_paused
 
 #: Modules joblib's wrapper classes were pickled from (joblib itself and
@@ -120,10 +120,13 @@ def _shape(value: Any) -> tuple[int, ...]:
 class LegacyUnpickler(Unpickler):
     """amber's unpickler plus joblib's wrappers, resolved through ``persistent_load``."""
 
-    def __init__(self, file: Any, legacy: Any, mmap_mode: str | None, **kwargs: Any) -> None:
+    def __init__(
+        self, file: Any, legacy: Any, mmap_mode: str | None, threads: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(file, **kwargs)
         self._legacy = legacy
         self._mmap_mode = mmap_mode
+        self._threads = threads
         self._kwargs = kwargs
         self._infos = legacy.array_infos()
         self._count = len(self._infos)
@@ -218,7 +221,7 @@ class LegacyUnpickler(Unpickler):
                 if self._mmap_mode is not None:
                     self.copied.append(k)
                 buffer = self._blocks.take(nbytes)
-                self._legacy.copy_array_into(k, buffer)
+                self._legacy.copy_array_into(k, buffer, self._threads)
             array = buffer.view(dtype) if count else np.empty(0, dtype=dtype)
             if not dtype.isnative:
                 array = _native(array)
@@ -284,10 +287,13 @@ def _open(source: Any, scan: list[str] | None = None) -> Any:
     return _amber.Legacy.open(os.fspath(source), scan=scan)
 
 
-def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, source: str = "") -> Any:
+def unpickle(
+    legacy: Any, mmap_mode: str | None = None, trusted: Any = None, source: str = "", threads: int | None = None
+) -> Any:
     """Unpickles an opened :class:`amber._amber.Legacy` file. A file opened
     with ``scan=`` carries the report of that scan, which is used as it is:
-    it must have been opened with ``trusted_names(trusted)``."""
+    it must have been opened with ``trusted_names(trusted)``. Large arrays are
+    read on at most ``threads`` threads (else ``AMBER_NUM_THREADS``, else all)."""
     # Nothing has been unpickled yet. Rust analyses the original stream (and
     # object-array pickles kept in companion files); the load stream differs
     # from it only by dropped FRAMEs and the persistent-id triples amber inserted.
@@ -307,7 +313,9 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
         mmap_mode = None
     kwargs: dict[str, Any] = {"encoding": "latin1"} if legacy.py2 else {}
     kwargs.update(guard)
-    unpickler = LegacyUnpickler(_reader(legacy.load_stream()), legacy, mmap_mode, **kwargs)
+    unpickler = LegacyUnpickler(
+        _reader(legacy.load_stream()), legacy, mmap_mode, _compress.threads(threads), **kwargs
+    )
     # Every wrapper and its state dict is a container the collector would walk.
     with collection_paused():
         value = unpickler.load()
@@ -321,9 +329,11 @@ def unpickle(legacy: Any, mmap_mode: str | None = None, trusted: Any = None, sou
     return value
 
 
-def load(source: Any, mmap_mode: str | None = None, trusted: Any = None, name: str = "") -> Any:
+def load(
+    source: Any, mmap_mode: str | None = None, trusted: Any = None, name: str = "", threads: int | None = None
+) -> Any:
     """Loads a pickle or joblib file (a path or its bytes), safely unless ``trusted=True``."""
-    return unpickle(_open(source, _safety.trusted_names(trusted)), mmap_mode, trusted, name)
+    return unpickle(_open(source, _safety.trusted_names(trusted)), mmap_mode, trusted, name, threads)
 
 
 def info(source: Any) -> dict[str, Any]:

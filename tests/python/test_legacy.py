@@ -518,8 +518,8 @@ def test_large_arrays_of_compressed_files_are_not_copied_twice(tmp_path: Path) -
 
 
 def test_large_arrays_are_private_copies_of_the_file(tmp_path: Path) -> None:
-    # Arrays of 8 MiB or more are read in parallel pieces, each dropped from
-    # the page cache once read; the copies stay the caller's own.
+    # Arrays of 8 MiB or more are read in parallel pieces (on at most
+    # `threads` threads); the copies stay the caller's own.
     path = tmp_path / "big.joblib"
     rng = np.random.default_rng(5)
     big = rng.random(1_700_001)  # 13.6 MB: several pieces and a partial one
@@ -529,10 +529,13 @@ def test_large_arrays_are_private_copies_of_the_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["big"], big)
     np.testing.assert_array_equal(got["wide"], wide)
     assert got["wide"].flags.f_contiguous
+    one = amber.load(path, threads=1)
+    np.testing.assert_array_equal(one["big"], big)
+    np.testing.assert_array_equal(one["wide"], wide)
     for value in got.values():
         assert value.flags.writeable and value.flags.aligned
     got["big"][0] = -1.0
-    # Loaded again (now from the disk): the file is as written.
+    # Loaded again: the file is as written.
     again = amber.load(path)
     np.testing.assert_array_equal(again["big"], big)
     # Rewritten in place (joblib truncates the same file): the copies do not change.

@@ -219,8 +219,7 @@ impl Backing {
     /// buffer; from a file, positioned reads (the page cache copies straight
     /// into `dst`, and the map's pages never join the process's resident
     /// set). Large reads ([`PARALLEL_ABOVE`]) run in [`COPY_CHUNK`] pieces
-    /// on the current rayon pool, each piece dropped from the page cache
-    /// once read (see [`forget`]).
+    /// on the current rayon pool.
     fn copy_into(&self, offset: u64, dst: &mut [u8]) -> std::io::Result<()> {
         use rayon::prelude::*;
         use std::os::unix::fs::FileExt;
@@ -230,9 +229,7 @@ impl Backing {
                 .enumerate()
                 .try_for_each(|(i, piece)| {
                     let at = offset.saturating_add(to_u64(i.saturating_mul(COPY_CHUNK)));
-                    file.read_exact_at(piece, at)?;
-                    forget(file, at, piece.len());
-                    Ok(())
+                    file.read_exact_at(piece, at)
                 }),
             Self::Map(_, file) => file.read_exact_at(dst, offset),
             Self::Owned(v) => {
@@ -249,20 +246,6 @@ impl Backing {
 const PARALLEL_ABOVE: usize = 8 << 20;
 /// Bytes each task of a parallel read moves.
 const COPY_CHUNK: usize = 4 << 20;
-
-/// Drops `len` bytes of `file` at `offset` from the page cache (advice: the
-/// kernel keeps dirty pages, starting their writeback, and pages another
-/// map holds). A copying load reads each byte of an array once: the copy
-/// is what the caller keeps, and the file's pages, freed as the copy goes,
-/// are the memory the copy's next chunks fault in. Without this a large
-/// load on a machine whose free memory is cold (handed back to a VM's host,
-/// as after writing the file) pays several times the copy in page faults,
-/// and holds the array twice.
-fn forget(file: &std::fs::File, offset: u64, len: usize) {
-    if let Some(len) = std::num::NonZeroU64::new(to_u64(len)) {
-        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
-    }
-}
 
 /// A companion file of a pre-0.10 dump.
 pub struct Companion {
@@ -412,9 +395,7 @@ impl Legacy {
 
     /// Copies array `k`'s bytes into `dst`, which must have exactly their length.
     /// From a file opened by path, arrays of 8 MiB or more are read on the
-    /// current rayon pool in 4 MiB pieces, and each piece is dropped from the
-    /// page cache once read: the copy is what a load keeps, and the pages it
-    /// frees are the warm memory the next pieces of the copy fault in.
+    /// current rayon pool in 4 MiB pieces.
     ///
     /// # Errors
     /// [`LegacyError::ArraySize`] for a wrong length, [`LegacyError::Io`] if the file cannot be read.

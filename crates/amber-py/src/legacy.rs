@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 
 use crate::buffer::{Borrowed, Region};
 use crate::errors;
+use crate::threads::Threads;
 
 pyo3::create_exception!(
     amber,
@@ -294,14 +295,24 @@ impl Legacy {
         ))
     }
 
-    /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that size), without the GIL.
-    fn copy_array_into(&self, py: Python<'_>, k: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Copies array `k`'s bytes into `out` (a writable buffer of exactly that
+    /// size), without the GIL; a large array of a file is read on `threads`
+    /// threads (default: every core).
+    #[pyo3(signature = (k, out, threads = None))]
+    fn copy_array_into(
+        &self,
+        py: Python<'_>,
+        k: usize,
+        out: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<()> {
         let dst = Borrowed::get(out, true)?;
         let target = dst.bytes_mut();
         let result = if target.len() < DETACH_ABOVE {
             self.inner.copy_array(k, target)
         } else {
-            py.detach(|| self.inner.copy_array(k, target))
+            let threads = Threads::new(threads)?;
+            py.detach(|| threads.run(|| self.inner.copy_array(k, target)))
         };
         result.map_err(|e| to_py(py, e))
     }

@@ -497,8 +497,7 @@ fn large_arrays_are_read_in_parallel_pieces() {
             l.arrays(),
             [ArraySource::Inline { len, .. }] if *len == data.len() as u64
         ));
-        // Twice: the first copy drops the file's pages from the page cache,
-        // the second reads them back.
+        // Twice: a copy leaves the source as it was.
         for _ in 0..2 {
             let mut copy = vec![0u8; data.len()];
             l.copy_array(0, &mut copy).unwrap();
