@@ -557,7 +557,8 @@ def load(
 
     Pickle and joblib files (every joblib version and compressor, detected
     by content) are opened too: arrays are mapped with ``mmap_mode="r"`` when
-    the file is uncompressed and they are aligned, and copied otherwise.
+    the file is uncompressed and they are aligned, and copied otherwise
+    (arrays of 8 MiB or more on every core, which ``threads=`` caps too).
 
     Loading is safe by default: before any object is built, Rust reads the
     whole pickle stream without executing or importing anything, and refuses
