@@ -880,12 +880,21 @@ mod tests {
     /// Everything the open and the pickle read, or the error, in full; and
     /// the source, if it opened.
     fn outcome<B: Source>(parsed: Result<Container<B>>) -> (String, Option<B>) {
+        outcome_with(parsed, true)
+    }
+
+    /// [`outcome`], the manifest's free fields left out unless `extra`.
+    fn outcome_with<B: Source>(parsed: Result<Container<B>>, extra: bool) -> (String, Option<B>) {
         match parsed {
             Ok(c) => {
+                let mut manifest = c.manifest().clone();
+                if !extra {
+                    manifest.extra.clear();
+                }
                 let text = format!(
                     "{:?} {:?} {:?} {:?}",
                     c.zip_entries(),
-                    c.manifest(),
+                    manifest,
                     c.manifest_bytes(),
                     c.pickle().map(std::borrow::Cow::into_owned)
                 );
@@ -902,6 +911,11 @@ mod tests {
         let pieces = open_pieces_below(path, 0).unwrap();
         assert_eq!(pieces.size(), bytes.len() as u64);
         let (got, pieces) = outcome(Container::parse(pieces));
+        assert_eq!(got, expected, "{}", path.display());
+        // What a scan opens: the same but for the free fields it never reads.
+        let (expected, _) = outcome_with(Container::parse(bytes.as_slice()), false);
+        let scanned = open_pieces_below(path, 0).unwrap();
+        let (got, _) = outcome_with(Container::parse_entries(scanned), false);
         assert_eq!(got, expected, "{}", path.display());
         pieces
     }

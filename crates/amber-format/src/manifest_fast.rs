@@ -8,6 +8,10 @@
 //! (each entry's `kind` first, no key twice) straight from the text; anything
 //! else it gives up on, and the derived decoder decides, so every value it
 //! accepts and every error message stays exactly the derived decoder's.
+//!
+//! [`parse_entries`] is [`parse`] for a reader of entries only (a scan): the
+//! free fields are read as `serde_json::Value` reads them (so the same text
+//! is accepted) but not built, and [`Manifest::extra`] is left empty.
 
 use std::fmt;
 
@@ -23,9 +27,34 @@ use crate::manifest::{ArrayInfo, EntryInfo, Manifest, Order};
 /// # Errors
 /// The derived decoder's error.
 pub fn parse(raw: &[u8]) -> Result<Manifest, serde_json::Error> {
-    match serde_json::from_slice::<Direct>(raw) {
+    decode(raw, true)
+}
+
+/// [`parse`], accepting and refusing the same text, with
+/// [`Manifest::extra`] left empty: the free fields are checked as the
+/// derived decoder reads them, never built (for a scan, which reads the
+/// entries only).
+///
+/// # Errors
+/// The derived decoder's error.
+pub fn parse_entries(raw: &[u8]) -> Result<Manifest, serde_json::Error> {
+    decode(raw, false)
+}
+
+fn decode(raw: &[u8], keep_extra: bool) -> Result<Manifest, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let direct = de
+        .deserialize_map(ManifestVisitor { keep_extra })
+        .and_then(|direct| de.end().map(|()| direct));
+    match direct {
         Ok(Direct(manifest)) => Ok(manifest),
-        Err(_) => serde_json::from_slice(raw),
+        Err(_) => {
+            let mut manifest: Manifest = serde_json::from_slice(raw)?;
+            if !keep_extra {
+                manifest.extra.clear();
+            }
+            Ok(manifest)
+        }
     }
 }
 
@@ -50,13 +79,18 @@ fn required<T, E: de::Error>(slot: Option<T>) -> Result<T, E> {
     slot.ok_or_else(give_up)
 }
 
+#[cfg(test)]
 impl<'de> Deserialize<'de> for Direct {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ManifestVisitor)
+        d.deserialize_map(ManifestVisitor { keep_extra: true })
     }
 }
 
-struct ManifestVisitor;
+struct ManifestVisitor {
+    /// Whether the free fields are built into [`Manifest::extra`] (else
+    /// only checked, see [`Checked`]).
+    keep_extra: bool,
+}
 
 impl<'de> Visitor<'de> for ManifestVisitor {
     type Value = Direct;
@@ -68,16 +102,25 @@ impl<'de> Visitor<'de> for ManifestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Direct, A::Error> {
         let (mut format, mut version, mut entries) = (None, None, None);
         let mut extra = serde_json::Map::new();
+        // The free keys seen when they are not kept (a key twice gives up).
+        let mut seen: Vec<&'de str> = Vec::new();
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
                 "format" => once(&mut format, map.next_value::<String>()?)?,
                 "format_version" => once(&mut version, map.next_value::<u32>()?)?,
                 "entries" => once(&mut entries, map.next_value::<Entries>()?.0)?,
-                other => {
+                other if self.keep_extra => {
                     let value = map.next_value::<serde_json::Value>()?;
                     if extra.insert(other.to_owned(), value).is_some() {
                         return Err(give_up());
                     }
+                }
+                other => {
+                    map.next_value::<Checked>()?;
+                    if seen.contains(&other) {
+                        return Err(give_up());
+                    }
+                    seen.push(other);
                 }
             }
         }
@@ -87,6 +130,71 @@ impl<'de> Visitor<'de> for ManifestVisitor {
             entries: required(entries)?,
             extra,
         }))
+    }
+}
+
+/// A JSON value read the way `serde_json::Value` reads one (the same
+/// calls into the parser, so the same nesting limit and number checks) and
+/// dropped: any text one accepts the other does.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -230,7 +338,28 @@ mod tests {
             "{}",
             String::from_utf8_lossy(raw)
         );
+        let mut entries_only = expected.clone();
+        if let Ok(m) = &mut entries_only {
+            m.extra.clear();
+        }
+        assert_eq!(
+            parse_entries(raw).map_err(|e| e.to_string()),
+            entries_only,
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
         let direct = serde_json::from_slice::<Direct>(raw).ok().map(|d| d.0);
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let direct_entries = de
+            .deserialize_map(ManifestVisitor { keep_extra: false })
+            .and_then(|d| de.end().map(|()| d));
+        // Checking the free fields instead of building them takes the same texts.
+        assert_eq!(
+            direct_entries.is_ok(),
+            direct.is_some(),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
         if let Some(direct) = &direct {
             assert_eq!(
                 Ok(direct),
@@ -292,6 +421,18 @@ mod tests {
             r#"{"format":"am\u0062er","format_version":1,"entries":[]}"#.into(),
             r#"{"form\u0061t":"amber","format_version":1,"entries":[]}"#.into(),
             r#"[]"#.into(),
+            // Free fields as `Value` reads them: numbers out of range,
+            // escapes, keys of nested objects, a free key twice.
+            r#"{"format":"amber","format_version":1,"entries":[],"x":1e400}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":-1e308,"y":18446744073709551616}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":{"\u0061":"\ud83d\ude00","a":1,"a":[true,false,null]}}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":"\ud800"}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":"\q"}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":{1:2}}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":[1,]}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":1,"y":{},"x":2}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"\u0078":1}"#.into(),
+            "{\"format\":\"amber\",\"format_version\":1,\"entries\":[],\"x\":\"\u{1}\"}".into(),
         ];
         // Around serde_json's nesting limit, in the free part and in a dtype.
         let deep: Vec<String> = (124..=130)
