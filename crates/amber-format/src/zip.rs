@@ -762,14 +762,21 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     b.hold(cd_offset, cd_size);
     let directory = b.held.get();
     let mut entries = Vec::with_capacity(count as usize);
-    let mut names = std::collections::HashSet::with_capacity(count as usize);
+    // Names seen, for a directory too long to compare each name with those
+    // before it (a short one does that instead of copying every name).
+    let mut names = std::collections::HashSet::new();
     let mut at = cd_offset;
     let mut expected_header = 0u64;
     for _ in 0..count {
         let entry = read_central(&b, at)?;
         at = entry.1;
         let entry = entry.0;
-        if !names.insert(entry.name.clone()) {
+        let duplicate = if count <= SHORT_DIRECTORY {
+            entries.iter().any(|e: &ZipEntry| e.name == entry.name)
+        } else {
+            !names.insert(entry.name.clone())
+        };
+        if duplicate {
             return Err(FormatError::corrupt(
                 format!("duplicate entry `{}`", entry.name),
                 at,
@@ -810,6 +817,10 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     }
     Ok(entries)
 }
+
+/// Entries up to which [`read_directory_in`] finds a duplicate name by
+/// comparing with the names before it.
+const SHORT_DIRECTORY: u64 = 32;
 
 /// Parses one central-directory record at `at`; returns it and the next offset.
 fn read_central(b: &Bytes<'_>, at: u64) -> Result<(ZipEntry, u64)> {
@@ -1213,6 +1224,42 @@ mod tests {
         let mut data = build(&[("a", b"x")], false);
         data.extend_from_slice(b"junk");
         assert_eq!(read_directory(&data).unwrap_err().code(), "format.corrupt");
+    }
+
+    #[test]
+    fn a_name_twice_is_refused_in_short_and_long_directories() {
+        for count in [
+            3,
+            SHORT_DIRECTORY as usize,
+            SHORT_DIRECTORY as usize + 1,
+            80,
+        ] {
+            let names: Vec<String> = (0..count).map(|i| format!("n{i:03}")).collect();
+            let entries: Vec<(&str, &[u8])> =
+                names.iter().map(|n| (n.as_str(), &b"xyz"[..])).collect();
+            let good = build(&entries, false);
+            assert_eq!(read_directory(&good).unwrap().len(), count);
+            // The last entry renamed after the second one, in its local and central headers.
+            let (from, to) = (names[count - 1].as_bytes(), names[1].as_bytes());
+            let mut bad = good.clone();
+            let mut at = 0;
+            while let Some(i) = bad[at..].windows(4).position(|w| w == from) {
+                bad[at + i..at + i + 4].copy_from_slice(to);
+                at += i + 4;
+            }
+            let err = read_directory(&bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("duplicate entry `{}`", names[1])),
+                "{count}: {text}"
+            );
+            // Reported after the duplicate's central record: the end of the directory.
+            let end = good.len() as u64 - EOCD_LEN;
+            assert!(
+                matches!(err, FormatError::Corrupt { offset, .. } if offset == end),
+                "{count}: {err:?}"
+            );
+        }
     }
 
     #[test]
