@@ -689,10 +689,13 @@ def scan(source: Target | bytes, *, trusted: Any = None) -> _safety.ScanReport:
     ``"unsafe"`` or ``"malformed"``), ``findings`` with stable codes,
     severities and byte offsets, and ``globals``, every global with its count.
     """
-    names = _safety.trusted_names(trusted)
+    names = [] if trusted is None else _safety.trusted_names(trusted)
     if names is None:
         raise ValueError("scan(trusted=True) would check nothing; pass None or a list of names")
-    data = _legacy_source(source)  # a path as str, or bytes (a file object is read)
+    if isinstance(source, (str, os.PathLike)):  # the common case, without a call more
+        path = _fspath(source)
+        return _safety.report_from_parts(_amber.scan_path(path, names), path)
+    data = _legacy_source(source)  # bytes (a file object is read)
     if isinstance(data, str):
         parts = _amber.scan_path(data, names)
         name = data
