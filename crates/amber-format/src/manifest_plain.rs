@@ -17,6 +17,21 @@ use crate::manifest_fast::Fields;
 /// Deepest nesting read (serde_json refuses beyond 128 levels).
 const MAX_DEPTH: usize = 64;
 
+/// The bytes a plain string holds: printable ASCII but `"` and `\\`.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a constant table, filled below its length at compile time"
+)]
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        plain[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    plain
+};
+
 /// The manifest in `raw` with [`Manifest::extra`] left empty, if `raw` is
 /// in the plain subset (see the module docs).
 #[must_use]
@@ -70,33 +85,35 @@ impl<'a> Plain<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        loop {
-            match self.peek()? {
-                b'"' => break,
-                b'\\' | 0..0x20 | 0x7f.. => return None,
-                _ => self.at += 1,
-            }
+        let rest = self.raw.get(start..)?;
+        let len = rest
+            .iter()
+            .position(|&b| !PLAIN.get(usize::from(b)).copied().unwrap_or(false))?;
+        if rest.get(len) != Some(&b'"') {
+            return None;
         }
-        let text = self.text.get(start..self.at)?;
-        self.at += 1;
-        Some(text)
+        self.at = start + len + 1;
+        self.text.get(start..start + len)
     }
 
     fn uint(&mut self) -> Option<u64> {
         self.space();
         let rest = self.raw.get(self.at..)?;
-        let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        let digits = rest.get(..len)?;
+        let mut value = 0u64;
+        let mut len = 0;
+        for &b in rest {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            len += 1;
+        }
         let after = rest.get(len).copied();
         if len == 0
-            || (len > 1 && digits.first() == Some(&b'0'))
+            || (len > 1 && rest.first() == Some(&b'0'))
             || matches!(after, Some(b'.' | b'e' | b'E'))
         {
             return None;
-        }
-        let mut value = 0u64;
-        for &d in digits {
-            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
         }
         self.at += len;
         Some(value)
