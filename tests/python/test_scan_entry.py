@@ -198,3 +198,18 @@ def test_a_report_from_parts_is_the_dataclass_built_from_its_fields() -> None:
         fast.verdict = "safe"  # type: ignore[misc]
     empty = _safety.report_from_parts(("amber", "safe", [], {}, frozenset(), None, ""), "")
     assert empty == _safety.ScanReport(verdict="safe", findings=(), globals={}, format="amber") and empty.details == {}
+
+
+def test_a_manifest_beyond_the_plain_subset_scans_alike(tmp_path: Path) -> None:
+    """The scan reads a manifest written by amber by hand and hands any
+    other text to serde: user metadata with escapes, non-ASCII text,
+    floats and negative numbers takes the second road, with the same report."""
+    value = {"w": np.arange(10.0), "model": RandomForestClassifier(n_estimators=2, max_depth=2, random_state=0)}
+    value["model"].fit(np.eye(4), [0, 1, 0, 1])
+    plain, odd = tmp_path / "plain.amber", tmp_path / "odd.amber"
+    amber.dump(value, plain)
+    amber.dump(value, odd, metadata={"note": 'caf\u00e9 "q"\n', "score": -0.5, "deep": [[[1e3]]]})
+    a, b = _answer(plain), _answer(odd)
+    assert a[0] == "safe" and a[:6] == b[:6]
+    assert b"caf\\u00e9" in odd.read_bytes() or "café".encode() in odd.read_bytes()
+    assert _answer(odd) == _answer(odd.read_bytes())
