@@ -169,6 +169,22 @@ impl<'a> Plain<'a> {
         }
     }
 
+    /// A value of the subset without objects (a dtype: a descriptor, or a
+    /// structured dtype's list of fields), as `serde_json::Value` holds it.
+    fn value(&mut self, depth: usize) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        self.space();
+        Some(match self.peek()? {
+            b'"' => Value::String(self.string()?.to_owned()),
+            b'0'..=b'9' => Value::Number(self.uint()?.into()),
+            b't' => self.word(b"true").map(|()| Value::Bool(true))?,
+            b'f' => self.word(b"false").map(|()| Value::Bool(false))?,
+            b'n' => self.word(b"null").map(|()| Value::Null)?,
+            b'[' if depth < MAX_DEPTH => Value::Array(self.list(|r| r.value(depth + 1))?),
+            _ => return None,
+        })
+    }
+
     /// `{` then each key (after its `:`) to `each`, up to the closing `}`.
     fn object(&mut self, mut each: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
@@ -264,10 +280,7 @@ impl<'a> Plain<'a> {
                 }
                 ("data_offset", true) => once(&mut f.data_offset, self.uint()?),
                 ("nbytes", true) => once(&mut f.nbytes, self.uint()?),
-                ("dtype", true) => once(
-                    &mut f.dtype,
-                    serde_json::Value::String(self.string()?.to_owned()),
-                ),
+                ("dtype", true) => once(&mut f.dtype, self.value(3)?),
                 ("shape", true) => once(&mut f.shape, self.list(Self::uint)?),
                 ("order", true) => {
                     let order = match self.string()? {
