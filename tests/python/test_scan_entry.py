@@ -213,3 +213,20 @@ def test_a_manifest_beyond_the_plain_subset_scans_alike(tmp_path: Path) -> None:
     assert a[0] == "safe" and a[:6] == b[:6]
     assert b"caf\\u00e9" in odd.read_bytes() or "café".encode() in odd.read_bytes()
     assert _answer(odd) == _answer(odd.read_bytes())
+
+
+def test_paths_of_any_characters_scan_alike(big_file: Path, tmp_path: Path) -> None:
+    """The binding reads an ASCII path in place and converts any other as
+    ``os.fsencode`` does: a non-ASCII name and one of bytes that are not
+    UTF-8 (a surrogate escape) open the same file."""
+    import os
+    import shutil
+
+    expected = _answer(big_file)
+    for name in ("plain.amber", "caf\u00e9 \u6a21\u578b.amber", os.fsdecode(b"\xff\xfe.amber")):
+        target = tmp_path / name
+        shutil.copyfile(big_file, target)
+        assert _answer(target) == expected and _answer(str(target)) == expected, name
+        assert _amber.scan_path(str(target), [])[:2] == ("amber", "safe")
+    with pytest.raises(FileNotFoundError):
+        amber.scan(tmp_path / "caf\u00e9-missing.amber")

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFrozenSet};
+use pyo3::types::{PyDict, PyFrozenSet, PyString};
 
 use crate::buffer::Borrowed;
 use crate::errors;
@@ -111,7 +111,18 @@ fn finish<'py>(
 /// with the default policy plus `trusted`; returns the report's parts (see
 /// `amber._safety.report_from_parts`).
 #[pyfunction]
-pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<ReportParts<'_>> {
+pub fn scan_path<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    trusted: Vec<String>,
+) -> PyResult<ReportParts<'py>> {
+    // An ASCII `str` is its path's bytes in any file system encoding, read
+    // in place; anything else is converted as `os.fsencode` would.
+    let ascii = path.cast::<PyString>().ok().and_then(|s| s.to_str().ok());
+    let path = match ascii.filter(|text| text.is_ascii()) {
+        Some(text) => PathBuf::from(text),
+        None => path.extract::<PathBuf>()?,
+    };
     let policy = amber::shared_policy(&trusted).map_err(|e| to_py(py, e))?;
     let scanned = py.detach(|| amber::scan_path(&path, &policy, &amber_legacy::Limits::default()));
     finish(py, scanned)
