@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import pathlib
 import warnings
 from typing import IO, Any, Union
 
@@ -37,6 +38,9 @@ def _check_protocol(protocol: Any) -> None:
         # every Python amber supports can read. Say so rather than fail.
         return
     raise ValueError(f"protocol must be None or an int from 0 to 5, not {protocol!r}")
+
+
+_PosixPath = pathlib.PosixPath
 
 
 def _is_path(target: Any) -> bool:
@@ -695,10 +699,16 @@ def scan(source: Target | bytes, *, trusted: Any = None) -> _safety.ScanReport:
     ``"unsafe"`` or ``"malformed"``), ``findings`` with stable codes,
     severities and byte offsets, and ``globals``, every global with its count.
     """
-    names = _safety.trusted_names(trusted)
+    names = [] if trusted is None else _safety.trusted_names(trusted)
     if names is None:
         raise ValueError("scan(trusted=True) would check nothing; pass None or a list of names")
-    data = _legacy_source(source)  # a path as str, or bytes (a file object is read)
+    # The common cases first: a str or a pathlib path by exact type skip the
+    # PathLike check (an ABC's, several times the cost of the rest).
+    cls = type(source)
+    if cls is str or cls is _PosixPath or isinstance(source, (str, os.PathLike)):
+        path = _fspath(source)
+        return _safety.report_from_parts(_amber.scan_path(path, names), path)
+    data = _legacy_source(source)  # bytes (a file object is read)
     if isinstance(data, str):
         parts = _amber.scan_path(data, names)
         name = data

@@ -115,9 +115,10 @@ def report_from_json(text: str | bytes, source: str = "") -> ScanReport:
 def report_from_parts(parts: tuple[Any, ...], source: str = "") -> ScanReport:
     """Builds a :class:`ScanReport` from the parts ``_amber.scan_path`` and
     ``_amber.scan_bytes`` return (no JSON to decode): format, verdict,
-    findings as ``Finding`` field tuples, globals as ``(name, count,
-    allowed)``, protocol, and the report as JSON for :attr:`ScanReport.details`."""
-    fmt, verdict, found, used, protocol, text = parts
+    findings as ``Finding`` field tuples, globals as ``{name: count}``, the
+    accepted names as :func:`allowed_names` gives them, protocol, and the
+    report as JSON for :attr:`ScanReport.details`."""
+    fmt, verdict, found, used, allowed, protocol, text = parts
     # A frozen dataclass's __init__ sets each field through object.__setattr__,
     # which cost a scan of a small file more than the rest of this function:
     # the fields go into the new instance's __dict__ at once instead (the same
@@ -126,11 +127,11 @@ def report_from_parts(parts: tuple[Any, ...], source: str = "") -> ScanReport:
     report.__dict__.update(
         verdict=verdict,
         findings=tuple([Finding(*f) for f in found]) if found else (),
-        globals={name: count for name, count, _ in used},
+        globals=used,
         source=source,
         format=fmt,
         protocol=protocol,
-        allowed=allowed_names([name for name, _, ok in used if ok]),
+        allowed=allowed,
         report_json=text,
     )
     return report

@@ -122,10 +122,29 @@ def test_findings_come_through_in_full(tmp_path: Path) -> None:
 
 
 def test_the_binding_returns_the_report_parts(big_file: Path) -> None:
-    fmt, verdict, findings, used, protocol, text = _amber.scan_path(str(big_file), [])
+    fmt, verdict, findings, used, allowed, protocol, text = _amber.scan_path(str(big_file), [])
     assert (fmt, verdict, findings, protocol) == ("amber", "safe", [], 5)
-    assert all(isinstance(name, str) and count >= 1 and ok is True for name, count, ok in used)
-    assert json.loads(text)["globals"] == [{"name": n, "count": c, "allowed": ok} for n, c, ok in used]
+    assert used and all(isinstance(name, str) and count >= 1 for name, count in used.items())
+    listed = json.loads(text)["globals"]
+    assert list(used.items()) == [(g["name"], g["count"]) for g in listed]
+    assert all(g["allowed"] for g in listed) and allowed == frozenset(used)
+
+
+def test_the_accepted_names_are_the_ones_find_class_may_resolve() -> None:
+    """The binding's set of accepted names is ``allowed_names`` of the
+    globals the report accepts: NumPy 1.x names in NumPy 2's spelling, a
+    refused name left out."""
+    from amber import _safety
+
+    stream = b"\x80\x02cnumpy.core.multiarray\nscalar\ncposix\nsystem\ncnumpy\ndtype\n\x87."
+    fmt, verdict, _, used, allowed, protocol, text = _amber.scan_bytes(stream, [])
+    assert (fmt, verdict, protocol) == ("pickle", "unsafe", 2)
+    listed = json.loads(text)["globals"]
+    assert used == {g["name"]: g["count"] for g in listed} and len(used) == 3
+    assert allowed == _safety.allowed_names(g["name"] for g in listed if g["allowed"])
+    assert allowed == {"numpy._core.multiarray.scalar", "numpy.dtype"}
+    report = amber.scan(stream)
+    assert (report.globals, report.allowed) == (used, allowed)
 
 
 def test_a_file_of_many_entries_scans_as_its_bytes_do(tmp_path: Path) -> None:
@@ -156,7 +175,8 @@ def test_a_report_from_parts_is_the_dataclass_built_from_its_fields() -> None:
         "joblib",
         "unsafe",
         [("global.denied", "critical", "no", 12, "STACK_GLOBAL", "posix.system", 2)],
-        [("numpy.core.multiarray._reconstruct", 3, True), ("posix.system", 2, False), ("numpy.dtype", 1, True)],
+        {"numpy.core.multiarray._reconstruct": 3, "posix.system": 2, "numpy.dtype": 1},
+        frozenset({"numpy._core.multiarray._reconstruct", "numpy.dtype"}),
         4,
         '{"format":"joblib","verdict":"unsafe","opcodes":9}',
     )
@@ -169,12 +189,44 @@ def test_a_report_from_parts_is_the_dataclass_built_from_its_fields() -> None:
         format="joblib",
         protocol=4,
         allowed=frozenset({"numpy._core.multiarray._reconstruct", "numpy.dtype"}),
-        report_json=parts[5],
+        report_json=parts[6],
     )
     assert fast == built and repr(fast) == repr(built) and str(fast) == str(built)
     assert vars(fast) == vars(built)
     assert fast.allowed == built.allowed and fast.details == {"format": "joblib", "verdict": "unsafe", "opcodes": 9}
     with pytest.raises(AttributeError):
         fast.verdict = "safe"  # type: ignore[misc]
-    empty = _safety.report_from_parts(("amber", "safe", [], [], None, ""), "")
+    empty = _safety.report_from_parts(("amber", "safe", [], {}, frozenset(), None, ""), "")
     assert empty == _safety.ScanReport(verdict="safe", findings=(), globals={}, format="amber") and empty.details == {}
+
+
+def test_a_manifest_beyond_the_plain_subset_scans_alike(tmp_path: Path) -> None:
+    """The scan reads a manifest written by amber by hand and hands any
+    other text to serde: user metadata with escapes, non-ASCII text,
+    floats and negative numbers takes the second road, with the same report."""
+    value = {"w": np.arange(10.0), "model": RandomForestClassifier(n_estimators=2, max_depth=2, random_state=0)}
+    value["model"].fit(np.eye(4), [0, 1, 0, 1])
+    plain, odd = tmp_path / "plain.amber", tmp_path / "odd.amber"
+    amber.dump(value, plain)
+    amber.dump(value, odd, metadata={"note": 'caf\u00e9 "q"\n', "score": -0.5, "deep": [[[1e3]]]})
+    a, b = _answer(plain), _answer(odd)
+    assert a[0] == "safe" and a[:6] == b[:6]
+    assert b"caf\\u00e9" in odd.read_bytes() or "café".encode() in odd.read_bytes()
+    assert _answer(odd) == _answer(odd.read_bytes())
+
+
+def test_paths_of_any_characters_scan_alike(big_file: Path, tmp_path: Path) -> None:
+    """The binding reads an ASCII path in place and converts any other as
+    ``os.fsencode`` does: a non-ASCII name and one of bytes that are not
+    UTF-8 (a surrogate escape) open the same file."""
+    import os
+    import shutil
+
+    expected = _answer(big_file)
+    for name in ("plain.amber", "caf\u00e9 \u6a21\u578b.amber", os.fsdecode(b"\xff\xfe.amber")):
+        target = tmp_path / name
+        shutil.copyfile(big_file, target)
+        assert _answer(target) == expected and _answer(str(target)) == expected, name
+        assert _amber.scan_path(str(target), [])[:2] == ("amber", "safe")
+    with pytest.raises(FileNotFoundError):
+        amber.scan(tmp_path / "caf\u00e9-missing.amber")

@@ -388,11 +388,16 @@ pub fn open_read_once(path: &Path) -> Result<ReadOnce> {
     map_stat(&file, &meta, path, MapMode::ReadOnly).map(ReadOnce::Mapped)
 }
 
-/// Pieces in one block of a [`Pieces`] table (allocated as needed).
-const BLOCK: usize = 64;
-/// Most blocks: a [`Pieces`] maps its file rather than read more than
-/// `BLOCK * BLOCKS` pieces (the local headers of that many entries).
-const BLOCKS: usize = 64;
+/// Pieces in the first block of a [`Pieces`] table; each next block (allocated
+/// as needed) is twice as large. A scan of a file of few entries reads a
+/// handful of pieces, so its table costs one small allocation.
+const FIRST_BLOCK: usize = 8;
+/// Blocks of a table: room for more than [`MAX_PIECES`].
+const BLOCKS: usize = 10;
+/// Most pieces: a [`Pieces`] maps its file rather than read more (the local
+/// headers of that many entries).
+const MAX_PIECES: usize = 4096;
+const _: () = assert!(FIRST_BLOCK * ((1 << BLOCKS) - 1) >= MAX_PIECES);
 /// Largest range a [`Pieces`] reads as one piece; a larger one maps the file.
 const MAX_PIECE: u64 = 1 << 20;
 // [`Table::find`] looks no further back than the longest piece, which a
@@ -428,14 +433,15 @@ pub struct Pieces {
 /// Bytes read from a [`Pieces`] file: where they start, and the bytes.
 type Piece = (u64, Vec<u8>);
 
-/// [`BLOCK`] slots of a [`Table`].
+/// The slots of one block of a [`Table`].
 type Block = Box<[OnceLock<Piece>]>;
 
 /// The pieces read so far, in the order read: blocks allocated as needed,
 /// each slot set once (while `filling` is held) and never moved, so the
 /// bytes handed out stay valid for as long as the [`Pieces`] lives.
 struct Table {
-    blocks: Box<[OnceLock<Block>]>,
+    /// Block `b` holds slots `FIRST_BLOCK * (2^b - 1)` on, `FIRST_BLOCK * 2^b` of them.
+    blocks: Box<[OnceLock<Block>; BLOCKS]>,
     filling: Mutex<()>,
     /// Slots set.
     filled: AtomicUsize,
@@ -451,7 +457,7 @@ struct Table {
 impl Table {
     fn new() -> Self {
         Table {
-            blocks: (0..BLOCKS).map(|_| OnceLock::new()).collect(),
+            blocks: Box::new([const { OnceLock::new() }; BLOCKS]),
             filling: Mutex::new(()),
             filled: AtomicUsize::new(0),
             hints: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -459,14 +465,26 @@ impl Table {
         }
     }
 
+    /// Slot `i`'s block, its size and the slot's place in it.
+    fn place(i: usize) -> (usize, usize, usize) {
+        let b = (i / FIRST_BLOCK).saturating_add(1).ilog2() as usize;
+        let first = FIRST_BLOCK * ((1 << b) - 1);
+        (b, FIRST_BLOCK << b, i.saturating_sub(first))
+    }
+
     fn slot(&self, i: usize) -> Option<&OnceLock<Piece>> {
-        let block = self.blocks.get(i / BLOCK)?;
-        let block = block.get_or_init(|| (0..BLOCK).map(|_| OnceLock::new()).collect());
-        block.get(i % BLOCK)
+        if i >= MAX_PIECES {
+            return None;
+        }
+        let (b, size, at) = Self::place(i);
+        let block = self.blocks.get(b)?;
+        let block = block.get_or_init(|| (0..size).map(|_| OnceLock::new()).collect());
+        block.get(at)
     }
 
     fn get(&self, i: usize) -> Option<&Piece> {
-        self.blocks.get(i / BLOCK)?.get()?.get(i % BLOCK)?.get()
+        let (b, _, at) = Self::place(i);
+        self.blocks.get(b)?.get()?.get(at)?.get()
     }
 
     /// `offset..offset + len` from the piece holding it, if one was read:
@@ -880,12 +898,21 @@ mod tests {
     /// Everything the open and the pickle read, or the error, in full; and
     /// the source, if it opened.
     fn outcome<B: Source>(parsed: Result<Container<B>>) -> (String, Option<B>) {
+        outcome_with(parsed, true)
+    }
+
+    /// [`outcome`], the manifest's free fields left out unless `extra`.
+    fn outcome_with<B: Source>(parsed: Result<Container<B>>, extra: bool) -> (String, Option<B>) {
         match parsed {
             Ok(c) => {
+                let mut manifest = c.manifest().clone();
+                if !extra {
+                    manifest.extra.clear();
+                }
                 let text = format!(
                     "{:?} {:?} {:?} {:?}",
                     c.zip_entries(),
-                    c.manifest(),
+                    manifest,
                     c.manifest_bytes(),
                     c.pickle().map(std::borrow::Cow::into_owned)
                 );
@@ -902,6 +929,11 @@ mod tests {
         let pieces = open_pieces_below(path, 0).unwrap();
         assert_eq!(pieces.size(), bytes.len() as u64);
         let (got, pieces) = outcome(Container::parse(pieces));
+        assert_eq!(got, expected, "{}", path.display());
+        // What a scan opens: the same but for the free fields it never reads.
+        let (expected, _) = outcome_with(Container::parse(bytes.as_slice()), false);
+        let scanned = open_pieces_below(path, 0).unwrap();
+        let (got, _) = outcome_with(Container::parse_entries(scanned), false);
         assert_eq!(got, expected, "{}", path.display());
         pieces
     }
@@ -982,6 +1014,23 @@ mod tests {
         for size in [0, 10, 5000, 20000] {
             assert_eq!(piece_buffer(size).len(), size);
         }
+    }
+
+    #[test]
+    fn table_slots_fill_each_block_in_turn() {
+        let mut next = (0, 0);
+        for i in 0..MAX_PIECES {
+            let (b, size, at) = Table::place(i);
+            assert_eq!((b, at), next, "slot {i}");
+            assert!(at < size && b < BLOCKS);
+            next = if at + 1 == size {
+                (b + 1, 0)
+            } else {
+                (b, at + 1)
+            };
+        }
+        let table = Table::new();
+        assert!(table.slot(MAX_PIECES - 1).is_some() && table.slot(MAX_PIECES).is_none());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! (each entry's `kind` first, no key twice) straight from the text; anything
 //! else it gives up on, and the derived decoder decides, so every value it
 //! accepts and every error message stays exactly the derived decoder's.
+//!
+//! [`parse_entries`] is [`parse`] for a reader of entries only (a scan): the
+//! free fields are read as `serde_json::Value` reads them (so the same text
+//! is accepted) but not built, and [`Manifest::extra`] is left empty.
 
 use std::fmt;
 
@@ -23,9 +27,37 @@ use crate::manifest::{ArrayInfo, EntryInfo, Manifest, Order};
 /// # Errors
 /// The derived decoder's error.
 pub fn parse(raw: &[u8]) -> Result<Manifest, serde_json::Error> {
-    match serde_json::from_slice::<Direct>(raw) {
+    decode(raw, true)
+}
+
+/// [`parse`], accepting and refusing the same text, with
+/// [`Manifest::extra`] left empty: the free fields are checked as the
+/// derived decoder reads them, never built (for a scan, which reads the
+/// entries only).
+///
+/// # Errors
+/// The derived decoder's error.
+pub fn parse_entries(raw: &[u8]) -> Result<Manifest, serde_json::Error> {
+    match crate::manifest_plain::entries(raw) {
+        Some(manifest) => Ok(manifest),
+        None => decode(raw, false),
+    }
+}
+
+fn decode(raw: &[u8], keep_extra: bool) -> Result<Manifest, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let direct = de
+        .deserialize_map(ManifestVisitor { keep_extra })
+        .and_then(|direct| de.end().map(|()| direct));
+    match direct {
         Ok(Direct(manifest)) => Ok(manifest),
-        Err(_) => serde_json::from_slice(raw),
+        Err(_) => {
+            let mut manifest: Manifest = serde_json::from_slice(raw)?;
+            if !keep_extra {
+                manifest.extra.clear();
+            }
+            Ok(manifest)
+        }
     }
 }
 
@@ -50,13 +82,18 @@ fn required<T, E: de::Error>(slot: Option<T>) -> Result<T, E> {
     slot.ok_or_else(give_up)
 }
 
+#[cfg(test)]
 impl<'de> Deserialize<'de> for Direct {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(ManifestVisitor)
+        d.deserialize_map(ManifestVisitor { keep_extra: true })
     }
 }
 
-struct ManifestVisitor;
+struct ManifestVisitor {
+    /// Whether the free fields are built into [`Manifest::extra`] (else
+    /// only checked, see [`Checked`]).
+    keep_extra: bool,
+}
 
 impl<'de> Visitor<'de> for ManifestVisitor {
     type Value = Direct;
@@ -68,16 +105,25 @@ impl<'de> Visitor<'de> for ManifestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Direct, A::Error> {
         let (mut format, mut version, mut entries) = (None, None, None);
         let mut extra = serde_json::Map::new();
+        // The free keys seen when they are not kept (a key twice gives up).
+        let mut seen: Vec<&'de str> = Vec::new();
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
                 "format" => once(&mut format, map.next_value::<String>()?)?,
                 "format_version" => once(&mut version, map.next_value::<u32>()?)?,
                 "entries" => once(&mut entries, map.next_value::<Entries>()?.0)?,
-                other => {
+                other if self.keep_extra => {
                     let value = map.next_value::<serde_json::Value>()?;
                     if extra.insert(other.to_owned(), value).is_some() {
                         return Err(give_up());
                     }
+                }
+                other => {
+                    map.next_value::<Checked>()?;
+                    if seen.contains(&other) {
+                        return Err(give_up());
+                    }
+                    seen.push(other);
                 }
             }
         }
@@ -87,6 +133,71 @@ impl<'de> Visitor<'de> for ManifestVisitor {
             entries: required(entries)?,
             extra,
         }))
+    }
+}
+
+/// A JSON value read the way `serde_json::Value` reads one (the same
+/// calls into the parser, so the same nesting limit and number checks) and
+/// dropped: any text one accepts the other does.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -127,22 +238,54 @@ impl<'de> Deserialize<'de> for Entry {
 
 struct EntryVisitor;
 
-/// The fields of either kind of entry, each set at most once.
+/// The fields of either kind of entry, each set at most once (also what
+/// [`crate::manifest_plain`] reads into).
 #[derive(Default)]
-struct Fields {
-    name: Option<String>,
-    size: Option<u64>,
-    crc32: Option<u32>,
-    protocol: Option<u8>,
-    buffers: Option<u64>,
-    raw_size: Option<Option<u64>>,
-    data_offset: Option<u64>,
-    nbytes: Option<u64>,
-    dtype: Option<serde_json::Value>,
-    shape: Option<Vec<u64>>,
-    order: Option<Order>,
-    codec: Option<Option<String>>,
-    filter: Option<Option<String>>,
+pub(crate) struct Fields {
+    pub(crate) name: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) crc32: Option<u32>,
+    pub(crate) protocol: Option<u8>,
+    pub(crate) buffers: Option<u64>,
+    pub(crate) raw_size: Option<Option<u64>>,
+    pub(crate) data_offset: Option<u64>,
+    pub(crate) nbytes: Option<u64>,
+    pub(crate) dtype: Option<serde_json::Value>,
+    pub(crate) shape: Option<Vec<u64>>,
+    pub(crate) order: Option<Order>,
+    pub(crate) codec: Option<Option<String>>,
+    pub(crate) filter: Option<Option<String>>,
+}
+
+impl Fields {
+    /// The entry, an array's or the pickle's; `None` if a field it needs is missing.
+    pub(crate) fn into_entry(self, array: bool) -> Option<EntryInfo> {
+        let f = self;
+        Some(if array {
+            EntryInfo::Array(ArrayInfo {
+                name: f.name?,
+                size: f.size?,
+                crc32: f.crc32?,
+                data_offset: f.data_offset?,
+                nbytes: f.nbytes?,
+                dtype: f.dtype?,
+                shape: f.shape?,
+                order: f.order?,
+                codec: f.codec.flatten(),
+                filter: f.filter.flatten(),
+            })
+        } else {
+            EntryInfo::Pickle {
+                name: f.name?,
+                size: f.size?,
+                crc32: f.crc32?,
+                protocol: f.protocol?,
+                buffers: f.buffers?,
+                codec: f.codec.flatten(),
+                raw_size: f.raw_size.flatten(),
+            }
+        })
+    }
 }
 
 impl<'de> Visitor<'de> for EntryVisitor {
@@ -183,30 +326,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 }
             }
         }
-        let entry = if array {
-            EntryInfo::Array(ArrayInfo {
-                name: required(f.name)?,
-                size: required(f.size)?,
-                crc32: required(f.crc32)?,
-                data_offset: required(f.data_offset)?,
-                nbytes: required(f.nbytes)?,
-                dtype: required(f.dtype)?,
-                shape: required(f.shape)?,
-                order: required(f.order)?,
-                codec: f.codec.flatten(),
-                filter: f.filter.flatten(),
-            })
-        } else {
-            EntryInfo::Pickle {
-                name: required(f.name)?,
-                size: required(f.size)?,
-                crc32: required(f.crc32)?,
-                protocol: required(f.protocol)?,
-                buffers: required(f.buffers)?,
-                codec: f.codec.flatten(),
-                raw_size: f.raw_size.flatten(),
-            }
-        };
+        let entry = f.into_entry(array).ok_or_else(give_up)?;
         Ok(Entry(entry))
     }
 }
@@ -230,7 +350,22 @@ mod tests {
             "{}",
             String::from_utf8_lossy(raw)
         );
+        let entries_only = entries_agree(raw);
+        if let Some(plain) = crate::manifest_plain::entries(raw) {
+            assert_eq!(Ok(plain), entries_only, "{}", String::from_utf8_lossy(raw));
+        }
         let direct = serde_json::from_slice::<Direct>(raw).ok().map(|d| d.0);
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let direct_entries = de
+            .deserialize_map(ManifestVisitor { keep_extra: false })
+            .and_then(|d| de.end().map(|()| d));
+        // Checking the free fields instead of building them takes the same texts.
+        assert_eq!(
+            direct_entries.is_ok(),
+            direct.is_some(),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
         if let Some(direct) = &direct {
             assert_eq!(
                 Ok(direct),
@@ -278,6 +413,43 @@ mod tests {
         assert!(direct * 2 > all.len(), "{direct} of {}", all.len());
     }
 
+    /// Asserts that `raw` decoded for a scan is the derived decoder's value
+    /// without the free fields, or its error; returns that.
+    fn entries_agree(raw: &[u8]) -> Result<Manifest, String> {
+        let expected = derived(raw).map(|mut m| {
+            m.extra.clear();
+            m
+        });
+        assert_eq!(
+            parse_entries(raw).map_err(|e| e.to_string()),
+            expected,
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+        expected
+    }
+
+    #[test]
+    fn amber_manifests_are_read_plain_and_any_change_as_derived() {
+        let all = manifests();
+        let plain = all
+            .iter()
+            .filter(|m| crate::manifest_plain::entries(m).is_some())
+            .count();
+        assert!(plain * 2 > all.len(), "{plain} of {}", all.len());
+        let bytes: &[u8] = b" \"\\09-.eE{}[],:ntfx\x7f\x80";
+        for raw in all.iter().take(6) {
+            for at in (0..raw.len()).step_by(2) {
+                let _ = entries_agree(&raw[..at]);
+                for &b in bytes.iter().skip(at % 3).step_by(3) {
+                    let mut changed = raw.clone();
+                    changed[at] = b;
+                    let _ = entries_agree(&changed);
+                }
+            }
+        }
+    }
+
     #[test]
     fn changed_manifests_give_the_derived_value_or_error() {
         let mut cases: Vec<String> = vec![
@@ -292,9 +464,23 @@ mod tests {
             r#"{"format":"am\u0062er","format_version":1,"entries":[]}"#.into(),
             r#"{"form\u0061t":"amber","format_version":1,"entries":[]}"#.into(),
             r#"[]"#.into(),
+            // Free fields as `Value` reads them: numbers out of range,
+            // escapes, keys of nested objects, a free key twice.
+            r#"{"format":"amber","format_version":1,"entries":[],"x":1e400}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":-1e308,"y":18446744073709551616}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":{"\u0061":"\ud83d\ude00","a":1,"a":[true,false,null]}}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":"\ud800"}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":"\q"}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":{1:2}}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":[1,]}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"x":1,"y":{},"x":2}"#.into(),
+            r#"{"format":"amber","format_version":1,"entries":[],"\u0078":1}"#.into(),
+            "{\"format\":\"amber\",\"format_version\":1,\"entries\":[],\"x\":\"\u{1}\"}".into(),
         ];
-        // Around serde_json's nesting limit, in the free part and in a dtype.
-        let deep: Vec<String> = (124..=130)
+        // Around serde_json's nesting limit (and the plain reader's), in the
+        // free part and in a dtype.
+        let deep: Vec<String> = (62..=66)
+            .chain(124..=130)
             .map(|depth| {
                 let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
                 format!(r#"{{"format":"amber","format_version":1,"entries":[],"metadata":{deep}}}"#)
@@ -337,6 +523,26 @@ mod tests {
             array.replace("\"shape\":[10]", "\"shape\":[10,-1]"),
             array.replace("\"shape\":[10],", ""),
             array.replace("\"size\":208", "\"size\":208.0"),
+            array.replace("\"size\":208", "\"size\":0208"),
+            array.replace("\"size\":208", "\"size\":2e2"),
+            array.replace("\"size\":208", "\"size\" : 208 "),
+            array.replace("\"size\":208", "\"size\":18446744073709551616"),
+            array.replace("\"size\":208", "\"size\":18446744073709551615"),
+            array.replace("\"crc32\":1", "\"crc32\":4294967296"),
+            array.replace("\"crc32\":1", "\"crc32\":4294967295"),
+            array.replace("\"shape\":[10]", "\"shape\":[]"),
+            array.replace("\"shape\":[10]", "\"shape\":[10,]"),
+            array.replace("\"shape\":[10]", "\"shape\":[ 10 , 2 ]"),
+            array.replace("\"<f8\"", r#""<f\u0038""#),
+            array.replace("\"<f8\"", "\"\u{7f}\""),
+            array.replace("\"<f8\"", "\"é\""),
+            array.replace(
+                "\"order\":\"C\"",
+                "\"order\":\"C\",\"codec\":null,\"filter\":null",
+            ),
+            pickle.replace("\"protocol\":5", "\"protocol\":255"),
+            pickle.replace("\"protocol\":5", "\"protocol\":256"),
+            pickle.replace("\"buffers\":1", "\"buffers\":1,\"raw_size\":null"),
             array.replace("\"nbytes\":80", "\"nbytes\":80,\"protocol\":5"),
             array.replace(r#""kind":"array""#, r#""kind":"array","kind":"array""#),
             array.replace("arrays/", "arr\\u0061ys/"),

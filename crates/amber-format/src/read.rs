@@ -94,6 +94,17 @@ pub struct ArrayLocation {
 impl<B: Source> Container<B> {
     /// Validates the structure and manifest of an amber file held in `data`.
     pub fn parse(data: B) -> Result<Self> {
+        Self::parse_with(data, true)
+    }
+
+    /// [`Container::parse`] for a reader of the entries only (a scan): the
+    /// same checks and errors, but the manifest's free fields are checked,
+    /// not kept ([`Manifest::extra`] is empty).
+    pub fn parse_entries(data: B) -> Result<Self> {
+        Self::parse_with(data, false)
+    }
+
+    fn parse_with(data: B, keep_extra: bool) -> Result<Self> {
         let size = data.size();
         // F-2: the signature is at fixed offsets, so "some other zip" is told
         // apart from "a damaged amber file" before the directory is read.
@@ -145,10 +156,14 @@ impl<B: Source> Container<B> {
         }
         let raw = entry_bytes(&data, last);
         check_crc(raw, last)?;
-        let manifest: Manifest =
-            crate::manifest_fast::parse(raw).map_err(|e| FormatError::Manifest {
-                reason: format!("{e}"),
-            })?;
+        let manifest = if keep_extra {
+            crate::manifest_fast::parse(raw)
+        } else {
+            crate::manifest_fast::parse_entries(raw)
+        };
+        let manifest = manifest.map_err(|e| FormatError::Manifest {
+            reason: format!("{e}"),
+        })?;
         if manifest.format != FORMAT_NAME {
             return Err(FormatError::Manifest {
                 reason: format!(

@@ -517,12 +517,15 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
             name.len()
         ));
     }
-    if name.starts_with('/') || name.contains('\\') || name.contains('\0') || name.contains(':') {
+    // Byte by byte (each character tested is ASCII, which in UTF-8 is
+    // never part of another character): one pass instead of a search each.
+    let bytes = name.as_bytes();
+    if bytes.first() == Some(&b'/') || bytes.iter().any(|b| matches!(b, b'\\' | 0 | b':')) {
         return Err(format!("entry name `{name}` is not a plain relative path"));
     }
-    if name
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == "..")
+    if bytes
+        .split(|&b| b == b'/')
+        .any(|part| part.is_empty() || part == b"." || part == b"..")
     {
         return Err(format!(
             "entry name `{name}` has an empty, `.` or `..` component"
@@ -762,14 +765,22 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     b.hold(cd_offset, cd_size);
     let directory = b.held.get();
     let mut entries = Vec::with_capacity(count as usize);
-    let mut names = std::collections::HashSet::with_capacity(count as usize);
+    // Names seen, for a directory too long to compare each name with those
+    // before it (a short one does that instead of copying every name).
+    let long = count > SHORT_DIRECTORY;
+    let mut names = std::collections::HashSet::with_capacity(if long { count as usize } else { 0 });
     let mut at = cd_offset;
     let mut expected_header = 0u64;
     for _ in 0..count {
         let entry = read_central(&b, at)?;
         at = entry.1;
         let entry = entry.0;
-        if !names.insert(entry.name.clone()) {
+        let duplicate = if long {
+            !names.insert(entry.name.clone())
+        } else {
+            entries.iter().any(|e: &ZipEntry| e.name == entry.name)
+        };
+        if duplicate {
             return Err(FormatError::corrupt(
                 format!("duplicate entry `{}`", entry.name),
                 at,
@@ -810,6 +821,10 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     }
     Ok(entries)
 }
+
+/// Entries up to which [`read_directory_in`] finds a duplicate name by
+/// comparing with the names before it.
+const SHORT_DIRECTORY: u64 = 32;
 
 /// Parses one central-directory record at `at`; returns it and the next offset.
 fn read_central(b: &Bytes<'_>, at: u64) -> Result<(ZipEntry, u64)> {
@@ -1216,10 +1231,67 @@ mod tests {
     }
 
     #[test]
+    fn a_name_twice_is_refused_in_short_and_long_directories() {
+        for count in [
+            3,
+            SHORT_DIRECTORY as usize,
+            SHORT_DIRECTORY as usize + 1,
+            80,
+        ] {
+            let names: Vec<String> = (0..count).map(|i| format!("n{i:03}")).collect();
+            let entries: Vec<(&str, &[u8])> =
+                names.iter().map(|n| (n.as_str(), &b"xyz"[..])).collect();
+            let good = build(&entries, false);
+            assert_eq!(read_directory(&good).unwrap().len(), count);
+            // The last entry renamed after the second one, in its local and central headers.
+            let (from, to) = (names[count - 1].as_bytes(), names[1].as_bytes());
+            let mut bad = good.clone();
+            let mut at = 0;
+            while let Some(i) = bad[at..].windows(4).position(|w| w == from) {
+                bad[at + i..at + i + 4].copy_from_slice(to);
+                at += i + 4;
+            }
+            let err = read_directory(&bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("duplicate entry `{}`", names[1])),
+                "{count}: {text}"
+            );
+            // Reported after the duplicate's central record: the end of the directory.
+            let end = good.len() as u64 - EOCD_LEN;
+            assert!(
+                matches!(err, FormatError::Corrupt { offset, .. } if offset == end),
+                "{count}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_names_are_refused() {
         for name in ["", "/abs", "a/../b", "a\\b", "c:x", "a//b", "./a"] {
             assert!(check_name(name).is_err(), "{name}");
         }
         assert!(check_name("arrays/0001.npy").is_ok());
+        // Which rule a name breaks first, when it breaks several.
+        let plain = "is not a plain relative path";
+        let component = "has an empty, `.` or `..` component";
+        for (name, broken) in [
+            ("/a", plain),
+            ("a:b", plain),
+            ("a\0", plain),
+            ("a/..\\b", plain),
+            ("//x:", plain),
+            ("a/../b", component),
+            ("a//b", component),
+            ("./a", component),
+            ("a/.", component),
+            ("a/", component),
+        ] {
+            let err = check_name(name).unwrap_err();
+            assert!(err.contains(broken), "{name:?}: {err}");
+        }
+        for name in ["\u{e9}/\u{fc}.npy", "a/.b", "..a", "a/b..", "x"] {
+            assert!(check_name(name).is_ok(), "{name:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFrozenSet, PyString};
 
 use crate::buffer::Borrowed;
 use crate::errors;
@@ -53,24 +54,38 @@ type FindingParts = (
 );
 
 /// A scan's report as the Python side builds its `ScanReport` from it,
-/// without decoding JSON: format, verdict, findings, globals (name, count,
-/// allowed), protocol, and the whole report as JSON (for `details`, which
-/// decodes it only when asked).
-type ReportParts = (
+/// without decoding JSON: format, verdict, findings, globals (`{name:
+/// count}`), the names accepted (in NumPy 2's spelling, as
+/// `amber._safety.allowed_names` gives them), protocol, and the whole report
+/// as JSON (for `details`, which decodes it only when asked).
+type ReportParts<'py> = (
     &'static str,
     &'static str,
     Vec<FindingParts>,
-    Vec<(String, u64, bool)>,
+    Bound<'py, PyDict>,
+    Bound<'py, PyFrozenSet>,
     Option<u8>,
     String,
 );
 
-fn finish(
-    py: Python<'_>,
+fn finish<'py>(
+    py: Python<'py>,
     scanned: amber::Result<(&'static str, amber::Report)>,
-) -> PyResult<ReportParts> {
+) -> PyResult<ReportParts<'py>> {
     let (format, report) = scanned.map_err(|e| to_py(py, e))?;
     let json = report_json(&report, format)?;
+    let globals = PyDict::new(py);
+    for g in &report.globals {
+        globals.set_item(&g.name, g.count)?;
+    }
+    let allowed = PyFrozenSet::new(
+        py,
+        report
+            .globals
+            .iter()
+            .filter(|g| g.allowed)
+            .map(|g| amber_scan::policy::alias(&g.name)),
+    )?;
     let findings = report
         .findings
         .into_iter()
@@ -81,16 +96,12 @@ fn finish(
             )
         })
         .collect();
-    let globals = report
-        .globals
-        .into_iter()
-        .map(|g| (g.name, g.count, g.allowed))
-        .collect();
     Ok((
         format,
         report.verdict.as_str(),
         findings,
         globals,
+        allowed,
         report.protocol,
         json,
     ))
@@ -100,7 +111,18 @@ fn finish(
 /// with the default policy plus `trusted`; returns the report's parts (see
 /// `amber._safety.report_from_parts`).
 #[pyfunction]
-pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResult<ReportParts> {
+pub fn scan_path<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+    trusted: Vec<String>,
+) -> PyResult<ReportParts<'py>> {
+    // An ASCII `str` is its path's bytes in any file system encoding, read
+    // in place; anything else is converted as `os.fsencode` would.
+    let ascii = path.cast::<PyString>().ok().and_then(|s| s.to_str().ok());
+    let path = match ascii.filter(|text| text.is_ascii()) {
+        Some(text) => PathBuf::from(text),
+        None => path.extract::<PathBuf>()?,
+    };
     let policy = amber::shared_policy(&trusted).map_err(|e| to_py(py, e))?;
     let scanned = py.detach(|| amber::scan_path(&path, &policy, &amber_legacy::Limits::default()));
     finish(py, scanned)
@@ -108,11 +130,11 @@ pub fn scan_path(py: Python<'_>, path: PathBuf, trusted: Vec<String>) -> PyResul
 
 /// Scans a file held in a bytes-like object (see `scan_path`).
 #[pyfunction]
-pub fn scan_bytes(
-    py: Python<'_>,
+pub fn scan_bytes<'py>(
+    py: Python<'py>,
     data: &Bound<'_, PyAny>,
     trusted: Vec<String>,
-) -> PyResult<ReportParts> {
+) -> PyResult<ReportParts<'py>> {
     let policy = amber::shared_policy(&trusted).map_err(|e| to_py(py, e))?;
     let data = Borrowed::get(data, false)?.bytes().to_vec();
     let scanned = py.detach(|| amber::scan_bytes(data, &policy, &amber_legacy::Limits::default()));

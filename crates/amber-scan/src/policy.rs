@@ -305,8 +305,10 @@ impl Policy {
     }
 }
 
-/// `numpy.core.X` (NumPy 1.x) and `numpy._core.X` (2.x) are one entry.
-pub(crate) fn alias(name: &str) -> std::borrow::Cow<'_, str> {
+/// `numpy.core.X` (NumPy 1.x) and `numpy._core.X` (2.x) are one entry: the
+/// one spelling of a name for comparisons (NumPy 2's).
+#[must_use]
+pub fn alias(name: &str) -> std::borrow::Cow<'_, str> {
     match name.strip_prefix("numpy.core.") {
         Some(rest) => std::borrow::Cow::Owned(format!("numpy._core.{rest}")),
         None => std::borrow::Cow::Borrowed(name),

@@ -106,7 +106,10 @@ pub fn scan_parsed(
         .globals()
         .iter()
         .map(|g| {
-            let name = format!("{}.{}", g.module, g.name);
+            let mut name = String::with_capacity(g.module.len() + 1 + g.name.len());
+            name.push_str(&g.module);
+            name.push('.');
+            name.push_str(&g.name);
             let allowed = policy.entry(&name, joblib).is_some();
             GlobalCount {
                 name,

@@ -222,7 +222,8 @@ fn scan_amber(
     policy: &Policy,
     limits: &amber_legacy::Limits,
 ) -> Result<(&'static str, Report)> {
-    let opened = Opened::Amber(Container::parse(backing)?);
+    // The scan reads the manifest's entries, never its free fields.
+    let opened = Opened::Amber(Container::parse_entries(backing)?);
     Ok((opened.format(), opened.scan(policy, &limits.pickle)?))
 }
 
