@@ -20,7 +20,6 @@ pub mod error;
 pub mod file;
 pub mod manifest;
 mod manifest_fast;
-mod manifest_plain;
 pub mod npy;
 pub mod read;
 pub mod sniff;
