@@ -413,16 +413,24 @@ fn memo_read(body: &mut Vec<u8>, index: u32, long: bool) {
 /// REDUCE; MEMOIZE`, the arrays `Run::fast_frombuffer` takes whole. The
 /// entries vary what it must take or leave: one to four dimensions of
 /// each int opcode, `LONG_BINGET`, a missing `MEMOIZE`, a read of the slot
-/// the array itself just filled; with `bad`, a read of a slot never filled.
+/// the array itself or its key just filled, a key read from the memo; with
+/// `bad`, a read of a slot never filled.
 fn dict_of_arrays(entries: usize, bad: bool) -> Vec<u8> {
     let mut body = b"}\x94(".to_vec();
     // 1: callable, 2: a leaf, 3: dtype ((leaf,),), 4: order.
     body.extend_from_slice(b"\x8c\x01f\x940K\x05\x94\x85\x85\x940\x8c\x01C\x940");
     let mut slots = 5u32;
     let ints: [&[u8]; 4] = [b"K\x0a", b"M\x01\x02", b"J\xff\xff\xff\x7f", b"K\x00"];
+    let mut key_slot = 0;
     for i in 0..entries {
-        push_key(&mut body, i);
-        slots += 1;
+        if i % 7 == 4 {
+            // A key read back from the memo (one the dict has already).
+            memo_read(&mut body, key_slot, false);
+        } else {
+            push_key(&mut body, i);
+            key_slot = slots;
+            slots += 1;
+        }
         let long = i % 5 == 2;
         memo_read(&mut body, 1, long);
         body.extend_from_slice(b"(\x96");
@@ -435,6 +443,8 @@ fn dict_of_arrays(entries: usize, bad: bool) -> Vec<u8> {
         let dtype = match i % 13 {
             7 if bad => 9_000,
             5 => buffer,
+            // The slot its key just filled.
+            10 => key_slot,
             _ => 3,
         };
         memo_read(&mut body, dtype, i % 3 == 1);
@@ -471,6 +481,10 @@ fn in_band_arrays_stop_at_every_limit_as_the_general_path() {
     assert_eq!(p.graph().len(), 3 + 26 * 3);
     assert_same_under_limits(&data, &CALL_LIMITS, 420);
     assert_same_under_graph_bytes(&data, 12_000);
+    // Keys of two and three bytes: a string limit stops a run at one.
+    for len in 0..4 {
+        assert_same(&data, Limits::default().with(LimitKind::StrLen, len), false);
+    }
     // A read of a slot never filled is an error on both paths.
     let data = dict_of_arrays(26, true);
     assert_eq!(
