@@ -960,7 +960,9 @@ impl<'a> Graph<'a> {
         let b_len = u32::try_from(b.len()).ok()?;
         let b_start = start.checked_add(a_len)?;
         b_start.checked_add(b_len)?;
-        self.pool.extend(a.iter().chain(b).copied());
+        self.pool.reserve(a.len().saturating_add(b.len()));
+        self.pool.extend_from_slice(a);
+        self.pool.extend_from_slice(b);
         Some((
             Items { start, len: a_len },
             Items {

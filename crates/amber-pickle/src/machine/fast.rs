@@ -79,6 +79,20 @@ fn memo_index(op: u8, arg: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+/// The memo read (`BINGET` or `LONG_BINGET`) that starts `rest`: its
+/// index, its opcode and what follows it.
+#[inline(always)]
+fn read_memo(rest: &[u8]) -> Option<(usize, u8, &[u8])> {
+    match rest {
+        [b'h', i, tail @ ..] => Some((usize::from(*i), b'h', tail)),
+        [b'j', a, b, c, d, tail @ ..] => {
+            let i = usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).ok()?;
+            Some((i, b'j', tail))
+        }
+        _ => None,
+    }
+}
+
 /// Where `Run::fast_frombuffer` starts: at `at` in `window` (which starts
 /// at `pos` of the input), with a budget of `room` opcodes.
 #[derive(Clone, Copy)]
@@ -153,34 +167,37 @@ impl Frombuffer {
     /// Read the pattern from `at` of `window`, a buffer of at most
     /// `max_bytes` (the checks the one-at-a-time path makes of the
     /// arguments: each lies inside the window, since an opcode follows it).
+    /// Slice patterns walk the suffix left; each position is the window's
+    /// length less the suffix's.
     #[inline(always)]
     fn read(window: &[u8], at: usize, max_bytes: u64) -> Option<Self> {
-        let byte = |i: usize| window.get(i).copied();
-        let expect = |i: usize, op: Opcode| (byte(i) == Some(op.byte())).then(|| i + 1);
-        let memo_read = |i: usize| {
-            let (&op, arg) = window.get(i..)?.split_first()?;
-            let (index, len) = memo_index(op, arg)?;
-            Some(((index, op), i + 1 + len))
+        let at_ = |rest: &[u8]| window.len() - rest.len();
+        let rest = window.get(at..)?;
+        let (callable, callable_op, rest) = read_memo(rest)?;
+        let [b'(', 0x96, rest @ ..] = rest else {
+            return None;
         };
-        let ((callable, callable_op), i) = memo_read(at)?;
-        let buffer = expect(i, Opcode::MARK)?;
-        let i = expect(buffer, Opcode::BYTEARRAY8)?;
-        let len = u64::from_le_bytes(window.get(i..i.checked_add(8)?)?.try_into().ok()?);
+        let buffer = at_(rest) - 1;
+        let (len, rest) = rest.split_first_chunk::<8>()?;
+        let len = u64::from_le_bytes(*len);
         if len > max_bytes {
             return None;
         }
-        let i = i.checked_add(8)?.checked_add(usize::try_from(len).ok()?)?;
-        let i = expect(i, Opcode::MEMOIZE)?;
-        let ((dtype, dtype_op), mut i) = memo_read(i)?;
+        let [0x94, rest @ ..] = rest.get(usize::try_from(len).ok()?..)? else {
+            return None;
+        };
+        let (dtype, dtype_op, mut rest) = read_memo(rest)?;
         let mut ints = [(0, 0); 3];
         let mut dims = 0;
-        while let Some(op @ (b'K' | b'M' | b'J')) = byte(i) {
-            *ints.get_mut(dims)? = (i, op);
-            i += match op {
-                b'K' => 2,
-                b'M' => 3,
-                _ => 5,
-            };
+        while let Some((op @ (b'K' | b'M' | b'J'), arg)) = rest.split_first() {
+            *ints.get_mut(dims)? = (at_(rest), *op);
+            rest = arg.get(
+                match op {
+                    b'K' => 1,
+                    b'M' => 2,
+                    _ => 4,
+                }..,
+            )?;
             dims += 1;
         }
         let tuple = match dims {
@@ -189,14 +206,18 @@ impl Frombuffer {
             3 => Opcode::TUPLE3,
             _ => return None,
         };
-        let shape = i;
-        let i = expect(shape, tuple)?;
-        let i = expect(i, Opcode::MEMOIZE)?;
-        let ((order, order_op), args) = memo_read(i)?;
-        let i = expect(args, Opcode::TUPLE)?;
-        let reduce = expect(i, Opcode::MEMOIZE)?;
-        let i = expect(reduce, Opcode::REDUCE)?;
-        let end = expect(i, Opcode::MEMOIZE)?;
+        let shape = at_(rest);
+        let [op, 0x94, rest @ ..] = rest else {
+            return None;
+        };
+        if *op != tuple.byte() {
+            return None;
+        }
+        let (order, order_op, rest) = read_memo(rest)?;
+        let args = at_(rest);
+        let [b't', 0x94, b'R', 0x94, rest @ ..] = rest else {
+            return None;
+        };
         Some(Frombuffer {
             callable,
             dtype,
@@ -205,10 +226,10 @@ impl Frombuffer {
             buffer,
             shape,
             args,
-            reduce,
+            reduce: args + 2,
             ints,
             dims,
-            end,
+            end: at_(rest),
         })
     }
 }
