@@ -105,15 +105,17 @@ pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
     )
 }
 
-/// The first `n` bytes of `rest` as a little-endian number.
+/// The first `n` bytes of `rest` (`n` is 1, 2, 4 or 8: the widths of
+/// pickle's lengths and ints) as a little-endian number, in one load.
 #[inline]
 fn le_word(rest: &[u8], n: usize) -> Option<u64> {
-    let b = rest.get(..n)?;
-    Some(
-        b.iter()
-            .rev()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-    )
+    Some(match n {
+        1 => u64::from(*rest.first()?),
+        2 => u64::from(u16::from_le_bytes(*rest.first_chunk::<2>()?)),
+        4 => u64::from(u32::from_le_bytes(*rest.first_chunk::<4>()?)),
+        8 => u64::from_le_bytes(*rest.first_chunk::<8>()?),
+        _ => return None,
+    })
 }
 
 /// A payload after a `head`-byte little-endian length at the start of `rest`.
@@ -1071,6 +1073,34 @@ impl<'a> Graph<'a> {
             Some(Kind::Str(s)) => Some(s.as_bytes()),
             _ => None,
         }
+    }
+
+    /// Whether the value is a leaf `str`, `bytes`, `bytearray` or Python 2
+    /// `str` ([`NodeKind::Str`], [`NodeKind::Bytes`],
+    /// [`NodeKind::ByteArray`], [`NodeKind::LegacyStr`], as [`Graph::kind`]
+    /// would say), without decoding it: its payload's bounds are checked, a
+    /// `str`'s text not again (as [`Graph::str_bytes`]). `false` for stored
+    /// nodes (which [`Graph::kind`] tells apart cheaply) and other leaves.
+    #[must_use]
+    #[inline]
+    pub fn is_raw_leaf(&self, id: NodeId) -> bool {
+        if !id.is_leaf() {
+            return false;
+        }
+        let Some((&byte, rest)) = self
+            .data
+            .get(id.leaf_offset()..)
+            .and_then(<[u8]>::split_first)
+        else {
+            return false;
+        };
+        let head = match byte {
+            0x8c | b'C' | b'U' => 1,
+            b'X' | b'B' | b'T' => 4,
+            0x8d | 0x8e | 0x96 => 8,
+            _ => return false,
+        };
+        leaf_payload(rest, head).is_some()
     }
 
     /// The items of a tuple, as [`Graph::kind`] gives them in a

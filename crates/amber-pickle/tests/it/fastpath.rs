@@ -515,10 +515,11 @@ fn in_band_arrays_stop_at_every_limit_as_the_general_path() {
     }
 }
 
-/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`
-/// and `Graph::is_int` (the analyser's shortcuts past `kind`) must agree
+/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`,
+/// `Graph::is_int` and `Graph::is_raw_leaf` (the analyser's shortcuts past
+/// `kind`) must agree
 /// with `Graph::kind` on every value of every fixture, leaves included,
-/// and on hand-made `str`s and ints of each opcode and of none.
+/// and on hand-made `str`s, ints and raw payloads of each opcode and of none.
 #[test]
 fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
     use amber_pickle::{NodeId, NodeKind};
@@ -537,7 +538,7 @@ fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
         }
         ids.sort();
         ids.dedup();
-        let (mut strs, mut ints) = (0, 0);
+        let (mut strs, mut ints, mut raws) = (0, 0, 0);
         for id in ids {
             let kind = g.kind(id);
             let expected = match kind {
@@ -554,25 +555,45 @@ fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
             assert_eq!(g.tuple_items(id), tuple, "{id}");
             let int = matches!(kind, Some(NodeKind::Int(_) | NodeKind::BigInt(_)));
             assert_eq!(g.is_int(id), int, "{id}");
+            let raw = id.is_leaf()
+                && matches!(
+                    kind,
+                    Some(
+                        NodeKind::Str(_)
+                            | NodeKind::Bytes(_)
+                            | NodeKind::ByteArray(_)
+                            | NodeKind::LegacyStr(_)
+                    )
+                );
+            assert_eq!(g.is_raw_leaf(id), raw, "{id}");
+            raws += usize::from(raw);
             ints += usize::from(int);
         }
-        (strs, ints)
+        (strs, ints, raws)
     };
-    let (mut strs, mut ints) = (0, 0);
+    let (mut strs, mut ints, mut raws) = (0, 0, 0);
     for name in fixture_names(&[".pkl", ".joblib"]) {
-        let (s, i) = check(&fixture(&name), name.ends_with(".joblib"));
+        let (s, i, r) = check(&fixture(&name), name.ends_with(".joblib"));
         strs += s;
         ints += i;
+        raws += r;
     }
-    assert!(strs > 100 && ints > 100, "{strs} {ints}");
+    assert!(
+        strs > 100 && ints > 100 && raws > 100,
+        "{strs} {ints} {raws}"
+    );
     // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
     // SHORT_BINBYTES (not a str), in one tuple.
     let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
-    assert_eq!(check(data, false), (4, 0));
+    assert_eq!(check(data, false), (4, 0, 4));
     // Ints of every kind (BININT1, BININT2, BININT, LONG1, INT, LONG) and
     // things that are not (bools, a float, an empty tuple), in tuples.
     let data = b"\x80\x02(K\x01M\x01\x02J\xff\xff\xff\xff\x8a\x01\x05I7\nL8L\n\x88\x89G?\xf0\x00\x00\x00\x00\x00\x00)\x85t.";
-    assert_eq!(check(data, false), (0, 6));
+    assert_eq!(check(data, false), (0, 6, 0));
+    // BYTEARRAY8, BINBYTES, BINBYTES8, SHORT_BINSTRING, BINSTRING (raw
+    // leaves, none a str), STRING (a stored node), in one tuple.
+    let data = b"\x80\x05(\x96\x01\x00\x00\x00\x00\x00\x00\x00aB\x01\x00\x00\x00b\x8e\x01\x00\x00\x00\x00\x00\x00\x00cU\x01dT\x01\x00\x00\x00eS'f'\nt.";
+    assert_eq!(check(data, false), (0, 0, 5));
 }
 
 /// A joblib 1.6 file of sixteen small arrays (dtypes, shapes of one to
