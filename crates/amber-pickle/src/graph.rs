@@ -22,6 +22,7 @@
 //! value, borrowed from the graph and the input.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::compat::canonicalize;
@@ -797,6 +798,56 @@ impl Bits {
 const CHUNK_BITS: usize = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
+/// Most emptied chunks a thread keeps for its next graphs (512 KiB each).
+const SPARE_CHUNKS: usize = 32;
+
+thread_local! {
+    /// Full-size chunks of the graphs this thread dropped, emptied: the
+    /// next graph fills memory that is mapped already instead of faulting
+    /// in fresh pages for every node (a scan of a million nodes otherwise
+    /// pays thousands of page faults, even after `malloc_trim`).
+    static SPARE: RefCell<Vec<Vec<Stored<'static>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty chunk of [`CHUNK`] nodes: a spare one if this thread has one.
+fn new_chunk<'a>() -> Vec<Stored<'a>> {
+    SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+/// Keep an emptied full-size chunk for this thread's next graph, within
+/// [`SPARE_CHUNKS`]. Its nodes borrowed the dropped graph's input, so it
+/// is made a chunk of no borrow first: collecting its (no) items in place
+/// keeps the allocation.
+fn keep_chunk(chunk: Vec<Stored<'_>>) {
+    if !chunk.is_empty() || chunk.capacity() != CHUNK {
+        return;
+    }
+    // Nothing to map (the chunk is empty): only the type changes.
+    let chunk: Vec<Stored<'static>> = chunk
+        .into_iter()
+        .map(|_| Stored {
+            kind: Kind::None,
+            offset: 0,
+            opcode: Opcode::NONE,
+            depth: 0,
+        })
+        .collect();
+    if chunk.capacity() != CHUNK {
+        return;
+    }
+    let _ = SPARE.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.len() < SPARE_CHUNKS
+        {
+            spare.push(chunk);
+        }
+    });
+}
+
 /// The arena: every node, leaf and event of one parse (nested pickles included).
 #[derive(Clone, Default)]
 pub struct Graph<'a> {
@@ -820,10 +871,11 @@ pub struct Graph<'a> {
 
 /// Most nodes own nothing on the heap (tuples, calls, ints and the like),
 /// so a graph of a million nodes drops them by looking at each kind here
-/// rather than through a call of the generic drop per node.
+/// rather than through a call of the generic drop per node; full-size
+/// chunks are kept for the thread's next graph ([`keep_chunk`]).
 impl Drop for Graph<'_> {
     fn drop(&mut self) {
-        for chunk in &mut self.chunks {
+        for mut chunk in std::mem::take(&mut self.chunks) {
             for node in chunk.drain(..) {
                 if node.kind.owns_heap() {
                     drop(node);
@@ -831,6 +883,7 @@ impl Drop for Graph<'_> {
                     std::mem::forget(node);
                 }
             }
+            keep_chunk(chunk);
         }
     }
 }
@@ -881,7 +934,11 @@ impl<'a> Graph<'a> {
     /// reserved memory costs no pages.
     pub(crate) fn reserve_first(&mut self, nodes: usize) {
         if self.chunks.is_empty() && nodes > 0 {
-            self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
+            self.chunks.push(if nodes >= CHUNK {
+                new_chunk()
+            } else {
+                Vec::with_capacity(nodes)
+            });
         }
     }
 
@@ -902,7 +959,7 @@ impl<'a> Graph<'a> {
                 let mut chunk = if last.is_none() {
                     Vec::new()
                 } else {
-                    Vec::with_capacity(CHUNK)
+                    new_chunk()
                 };
                 chunk.push(node);
                 self.chunks.push(chunk);
@@ -1521,6 +1578,40 @@ mod tests {
         assert!(g.get(last).is_some());
         assert!(g.get_mut(last).is_some());
         assert!(g.get(NodeId(u32::try_from(n).unwrap_or(0))).is_none());
+    }
+
+    #[test]
+    fn dropped_chunks_serve_the_next_graph() {
+        let spares = || SPARE.with(|s| s.borrow().len());
+        let before = spares();
+        let text = String::from("a str the graph owns");
+        let mut g = Graph::default();
+        for i in 0..2 * CHUNK + 1 {
+            let kind = if i % 1000 == 0 {
+                Kind::Str(Box::new(Cow::Owned(text.clone())))
+            } else {
+                Kind::Tuple(Items::default())
+            };
+            g.push(node(kind));
+        }
+        drop(g);
+        // Every chunk kept, allocation and all: the first grew to a full
+        // one, the others were made full-size.
+        assert_eq!(spares(), before + 3);
+        assert!(SPARE.with(|s| {
+            s.borrow()
+                .iter()
+                .all(|c| c.is_empty() && c.capacity() == CHUNK)
+        }));
+        let mut g = Graph::default();
+        for _ in 0..CHUNK + 1 {
+            g.push(node(Kind::None));
+        }
+        // An unreserved first chunk grows on its own (small pickles stay
+        // small); the second is a spare.
+        assert_eq!(spares(), before + 2);
+        assert_eq!(g.iter().len(), CHUNK + 1);
+        assert!(g.iter().all(|(_, n)| n.kind() == NodeKind::None));
     }
 }
 
