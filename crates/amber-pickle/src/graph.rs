@@ -24,6 +24,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::thread::LocalKey;
 
 use crate::compat::canonicalize;
 use crate::opcodes::Opcode;
@@ -809,6 +810,49 @@ thread_local! {
     static SPARE: RefCell<Vec<Vec<Stored<'static>>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Most items an emptied vector of ids (the item pool, a memo) may hold
+/// to be kept for the thread's next parse (4 MiB of ids).
+const SPARE_IDS: usize = 1 << 20;
+
+thread_local! {
+    /// The item pool of the last graph this thread dropped, emptied.
+    static SPARE_POOL: RefCell<Vec<NodeId>> = const { RefCell::new(Vec::new()) };
+    /// The memo of the last pickle this thread parsed, emptied.
+    pub(crate) static SPARE_MEMO: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's spare vector in `slot` if it has room for `items`, else
+/// a new empty one (growing a spare would copy its stale bytes, touching
+/// the very pages it saves).
+pub(crate) fn take_spare<T: 'static>(
+    slot: &'static LocalKey<RefCell<Vec<T>>>,
+    items: usize,
+) -> Vec<T> {
+    slot.try_with(|spare| {
+        let mut spare = spare.try_borrow_mut().ok()?;
+        (spare.capacity() >= items).then(|| std::mem::take(&mut *spare))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// Keep `items`, emptied, as this thread's spare in `slot`, unless it is
+/// larger than [`SPARE_IDS`] or smaller than the spare there.
+pub(crate) fn keep_spare<T: 'static>(slot: &'static LocalKey<RefCell<Vec<T>>>, mut items: Vec<T>) {
+    if items.capacity() > SPARE_IDS {
+        return;
+    }
+    items.clear();
+    let _ = slot.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.capacity() < items.capacity()
+        {
+            *spare = items;
+        }
+    });
+}
+
 /// An empty chunk of [`CHUNK`] nodes: a spare one if this thread has one.
 fn new_chunk<'a>() -> Vec<Stored<'a>> {
     SPARE
@@ -885,6 +929,7 @@ impl Drop for Graph<'_> {
             }
             keep_chunk(chunk);
         }
+        keep_spare(&SPARE_POOL, std::mem::take(&mut self.pool));
     }
 }
 
@@ -942,8 +987,12 @@ impl<'a> Graph<'a> {
         }
     }
 
-    /// Reserve room for `items` pooled tuple items.
+    /// Reserve room for `items` pooled tuple items (in the thread's spare
+    /// pool if it has one).
     pub(crate) fn reserve_pool(&mut self, items: usize) {
+        if self.pool.capacity() == 0 {
+            self.pool = take_spare(&SPARE_POOL, items);
+        }
         self.pool.reserve(items);
     }
 
@@ -1612,6 +1661,28 @@ mod tests {
         assert_eq!(spares(), before + 2);
         assert_eq!(g.iter().len(), CHUNK + 1);
         assert!(g.iter().all(|(_, n)| n.kind() == NodeKind::None));
+    }
+
+    #[test]
+    #[expect(clippy::unwrap_used, reason = "test")]
+    fn dropped_pools_and_memos_serve_the_next_parse() {
+        let mut g = Graph::default();
+        g.reserve_pool(1000);
+        let items = g.intern(&[NodeId(1), NodeId(2)]).unwrap();
+        assert_eq!(items.of(&g.pool), [NodeId(1), NodeId(2)]);
+        drop(g);
+        let mut g = Graph::default();
+        g.reserve_pool(10);
+        assert!(g.pool.is_empty() && g.pool.capacity() >= 1000);
+        drop(g);
+        // A parse leaves its memo (emptied) for the next one.
+        let data = b"\x80\x04(K\x01\x94K\x02\x94K\x03\x94h\x00t\x94.";
+        let first = format!("{:?}", crate::Parser::new(data).parse().unwrap().graph());
+        let spare = SPARE_MEMO.with(|m| (m.borrow().len(), m.borrow().capacity()));
+        assert_eq!(spare.0, 0);
+        assert!(spare.1 >= 4);
+        let second = format!("{:?}", crate::Parser::new(data).parse().unwrap().graph());
+        assert_eq!(first, second);
     }
 }
 
