@@ -22,7 +22,9 @@
 //! value, borrowed from the graph and the input.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::thread::LocalKey;
 
 use crate::compat::canonicalize;
 use crate::opcodes::Opcode;
@@ -105,15 +107,17 @@ pub(crate) const fn is_leaf_opcode(opcode: Opcode) -> bool {
     )
 }
 
-/// The first `n` bytes of `rest` as a little-endian number.
+/// The first `n` bytes of `rest` (`n` is 1, 2, 4 or 8: the widths of
+/// pickle's lengths and ints) as a little-endian number, in one load.
 #[inline]
 fn le_word(rest: &[u8], n: usize) -> Option<u64> {
-    let b = rest.get(..n)?;
-    Some(
-        b.iter()
-            .rev()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-    )
+    Some(match n {
+        1 => u64::from(*rest.first()?),
+        2 => u64::from(u16::from_le_bytes(*rest.first_chunk::<2>()?)),
+        4 => u64::from(u32::from_le_bytes(*rest.first_chunk::<4>()?)),
+        8 => u64::from_le_bytes(*rest.first_chunk::<8>()?),
+        _ => return None,
+    })
 }
 
 /// A payload after a `head`-byte little-endian length at the start of `rest`.
@@ -451,6 +455,42 @@ pub(crate) enum Kind<'a> {
 const _: () = assert!(std::mem::size_of::<Kind<'static>>() == 16);
 
 impl<'a> Kind<'a> {
+    /// Whether dropping this kind frees memory (a box of its own). Every
+    /// variant is named, so a new one must say (the graph's drop forgets
+    /// the others).
+    #[inline(always)]
+    const fn owns_heap(&self) -> bool {
+        match self {
+            Kind::BigInt(_)
+            | Kind::Str(_)
+            | Kind::Bytes(_)
+            | Kind::ByteArray(_)
+            | Kind::LegacyStr(_)
+            | Kind::List(_)
+            | Kind::Dict(_)
+            | Kind::Set(_)
+            | Kind::Global(_)
+            | Kind::NestedPickle(_) => true,
+            Kind::None
+            | Kind::Bool(_)
+            | Kind::Int(_)
+            | Kind::Float(_)
+            | Kind::Tuple(_)
+            | Kind::PooledDict(_)
+            | Kind::FrozenSet(_)
+            | Kind::Reduce { .. }
+            | Kind::NewObj { .. }
+            | Kind::NewObjEx { .. }
+            | Kind::Obj { .. }
+            | Kind::Inst { .. }
+            | Kind::PersId { .. }
+            | Kind::Ext { .. }
+            | Kind::Buffer { .. }
+            | Kind::ReadOnly { .. }
+            | Kind::InlineData(_) => false,
+        }
+    }
+
     /// The public view (`side` holds the graph's item pool and inline data).
     #[inline(always)]
     fn view<'s>(&'s self, side: Side<'s>) -> NodeKind<'s> {
@@ -759,6 +799,99 @@ impl Bits {
 const CHUNK_BITS: usize = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
+/// Most emptied chunks a thread keeps for its next graphs (512 KiB each).
+const SPARE_CHUNKS: usize = 32;
+
+thread_local! {
+    /// Full-size chunks of the graphs this thread dropped, emptied: the
+    /// next graph fills memory that is mapped already instead of faulting
+    /// in fresh pages for every node (a scan of a million nodes otherwise
+    /// pays thousands of page faults, even after `malloc_trim`).
+    static SPARE: RefCell<Vec<Vec<Stored<'static>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most items an emptied vector of ids (the item pool, a memo) may hold
+/// to be kept for the thread's next parse (4 MiB of ids).
+const SPARE_IDS: usize = 1 << 20;
+
+thread_local! {
+    /// The item pool of the last graph this thread dropped, emptied.
+    static SPARE_POOL: RefCell<Vec<NodeId>> = const { RefCell::new(Vec::new()) };
+    /// The memo of the last pickle this thread parsed, emptied.
+    pub(crate) static SPARE_MEMO: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's spare vector in `slot` if it has room for `items`, else
+/// a new empty one (growing a spare would copy its stale bytes, touching
+/// the very pages it saves).
+pub(crate) fn take_spare<T: 'static>(
+    slot: &'static LocalKey<RefCell<Vec<T>>>,
+    items: usize,
+) -> Vec<T> {
+    slot.try_with(|spare| {
+        let mut spare = spare.try_borrow_mut().ok()?;
+        (spare.capacity() >= items).then(|| std::mem::take(&mut *spare))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// Keep `items`, emptied, as this thread's spare in `slot`, unless it is
+/// larger than [`SPARE_IDS`] or smaller than the spare there.
+pub(crate) fn keep_spare<T: 'static>(slot: &'static LocalKey<RefCell<Vec<T>>>, mut items: Vec<T>) {
+    if items.capacity() > SPARE_IDS {
+        return;
+    }
+    items.clear();
+    let _ = slot.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.capacity() < items.capacity()
+        {
+            *spare = items;
+        }
+    });
+}
+
+/// An empty chunk of [`CHUNK`] nodes: a spare one if this thread has one.
+fn new_chunk<'a>() -> Vec<Stored<'a>> {
+    SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+/// Keep an emptied full-size chunk for this thread's next graph, within
+/// [`SPARE_CHUNKS`]. Its nodes borrowed the dropped graph's input, so it
+/// is made a chunk of no borrow first: collecting its (no) items in place
+/// keeps the allocation.
+fn keep_chunk(chunk: Vec<Stored<'_>>) {
+    if !chunk.is_empty() || chunk.capacity() != CHUNK {
+        return;
+    }
+    // Nothing to map (the chunk is empty): only the type changes.
+    let chunk: Vec<Stored<'static>> = chunk
+        .into_iter()
+        .map(|_| Stored {
+            kind: Kind::None,
+            offset: 0,
+            opcode: Opcode::NONE,
+            depth: 0,
+        })
+        .collect();
+    if chunk.capacity() != CHUNK {
+        return;
+    }
+    let _ = SPARE.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.len() < SPARE_CHUNKS
+        {
+            spare.push(chunk);
+        }
+    });
+}
+
 /// The arena: every node, leaf and event of one parse (nested pickles included).
 #[derive(Clone, Default)]
 pub struct Graph<'a> {
@@ -780,6 +913,26 @@ pub struct Graph<'a> {
     pub(crate) events: Vec<Event>,
 }
 
+/// Most nodes own nothing on the heap (tuples, calls, ints and the like),
+/// so a graph of a million nodes drops them by looking at each kind here
+/// rather than through a call of the generic drop per node; full-size
+/// chunks are kept for the thread's next graph ([`keep_chunk`]).
+impl Drop for Graph<'_> {
+    fn drop(&mut self) {
+        for mut chunk in std::mem::take(&mut self.chunks) {
+            for node in chunk.drain(..) {
+                if node.kind.owns_heap() {
+                    drop(node);
+                } else {
+                    std::mem::forget(node);
+                }
+            }
+            keep_chunk(chunk);
+        }
+        keep_spare(&SPARE_POOL, std::mem::take(&mut self.pool));
+    }
+}
+
 impl std::fmt::Debug for Graph<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
@@ -796,10 +949,9 @@ impl std::fmt::Debug for Graph<'_> {
 impl<'a> Graph<'a> {
     /// An empty graph over `data`.
     pub(crate) fn new(data: &'a [u8]) -> Self {
-        Graph {
-            data,
-            ..Graph::default()
-        }
+        let mut graph = Graph::default();
+        graph.data = data;
+        graph
     }
 
     /// Number of stored nodes (what [`Graph::iter`] yields).
@@ -827,12 +979,20 @@ impl<'a> Graph<'a> {
     /// reserved memory costs no pages.
     pub(crate) fn reserve_first(&mut self, nodes: usize) {
         if self.chunks.is_empty() && nodes > 0 {
-            self.chunks.push(Vec::with_capacity(nodes.min(CHUNK)));
+            self.chunks.push(if nodes >= CHUNK {
+                new_chunk()
+            } else {
+                Vec::with_capacity(nodes)
+            });
         }
     }
 
-    /// Reserve room for `items` pooled tuple items.
+    /// Reserve room for `items` pooled tuple items (in the thread's spare
+    /// pool if it has one).
     pub(crate) fn reserve_pool(&mut self, items: usize) {
+        if self.pool.capacity() == 0 {
+            self.pool = take_spare(&SPARE_POOL, items);
+        }
         self.pool.reserve(items);
     }
 
@@ -848,7 +1008,7 @@ impl<'a> Graph<'a> {
                 let mut chunk = if last.is_none() {
                     Vec::new()
                 } else {
-                    Vec::with_capacity(CHUNK)
+                    new_chunk()
                 };
                 chunk.push(node);
                 self.chunks.push(chunk);
@@ -960,7 +1120,9 @@ impl<'a> Graph<'a> {
         let b_len = u32::try_from(b.len()).ok()?;
         let b_start = start.checked_add(a_len)?;
         b_start.checked_add(b_len)?;
-        self.pool.extend(a.iter().chain(b).copied());
+        self.pool.reserve(a.len().saturating_add(b.len()));
+        self.pool.extend_from_slice(a);
+        self.pool.extend_from_slice(b);
         Some((
             Items { start, len: a_len },
             Items {
@@ -1069,6 +1231,34 @@ impl<'a> Graph<'a> {
             Some(Kind::Str(s)) => Some(s.as_bytes()),
             _ => None,
         }
+    }
+
+    /// Whether the value is a leaf `str`, `bytes`, `bytearray` or Python 2
+    /// `str` ([`NodeKind::Str`], [`NodeKind::Bytes`],
+    /// [`NodeKind::ByteArray`], [`NodeKind::LegacyStr`], as [`Graph::kind`]
+    /// would say), without decoding it: its payload's bounds are checked, a
+    /// `str`'s text not again (as [`Graph::str_bytes`]). `false` for stored
+    /// nodes (which [`Graph::kind`] tells apart cheaply) and other leaves.
+    #[must_use]
+    #[inline]
+    pub fn is_raw_leaf(&self, id: NodeId) -> bool {
+        if !id.is_leaf() {
+            return false;
+        }
+        let Some((&byte, rest)) = self
+            .data
+            .get(id.leaf_offset()..)
+            .and_then(<[u8]>::split_first)
+        else {
+            return false;
+        };
+        let head = match byte {
+            0x8c | b'C' | b'U' => 1,
+            b'X' | b'B' | b'T' => 4,
+            0x8d | 0x8e | 0x96 => 8,
+            _ => return false,
+        };
+        leaf_payload(rest, head).is_some()
     }
 
     /// The items of a tuple, as [`Graph::kind`] gives them in a
@@ -1437,6 +1627,62 @@ mod tests {
         assert!(g.get(last).is_some());
         assert!(g.get_mut(last).is_some());
         assert!(g.get(NodeId(u32::try_from(n).unwrap_or(0))).is_none());
+    }
+
+    #[test]
+    fn dropped_chunks_serve_the_next_graph() {
+        let spares = || SPARE.with(|s| s.borrow().len());
+        let before = spares();
+        let text = String::from("a str the graph owns");
+        let mut g = Graph::default();
+        for i in 0..2 * CHUNK + 1 {
+            let kind = if i % 1000 == 0 {
+                Kind::Str(Box::new(Cow::Owned(text.clone())))
+            } else {
+                Kind::Tuple(Items::default())
+            };
+            g.push(node(kind));
+        }
+        drop(g);
+        // Every chunk kept, allocation and all: the first grew to a full
+        // one, the others were made full-size.
+        assert_eq!(spares(), before + 3);
+        assert!(SPARE.with(|s| {
+            s.borrow()
+                .iter()
+                .all(|c| c.is_empty() && c.capacity() == CHUNK)
+        }));
+        let mut g = Graph::default();
+        for _ in 0..CHUNK + 1 {
+            g.push(node(Kind::None));
+        }
+        // An unreserved first chunk grows on its own (small pickles stay
+        // small); the second is a spare.
+        assert_eq!(spares(), before + 2);
+        assert_eq!(g.iter().len(), CHUNK + 1);
+        assert!(g.iter().all(|(_, n)| n.kind() == NodeKind::None));
+    }
+
+    #[test]
+    #[expect(clippy::unwrap_used, reason = "test")]
+    fn dropped_pools_and_memos_serve_the_next_parse() {
+        let mut g = Graph::default();
+        g.reserve_pool(1000);
+        let items = g.intern(&[NodeId(1), NodeId(2)]).unwrap();
+        assert_eq!(items.of(&g.pool), [NodeId(1), NodeId(2)]);
+        drop(g);
+        let mut g = Graph::default();
+        g.reserve_pool(10);
+        assert!(g.pool.is_empty() && g.pool.capacity() >= 1000);
+        drop(g);
+        // A parse leaves its memo (emptied) for the next one.
+        let data = b"\x80\x04(K\x01\x94K\x02\x94K\x03\x94h\x00t\x94.";
+        let first = format!("{:?}", crate::Parser::new(data).parse().unwrap().graph());
+        let spare = SPARE_MEMO.with(|m| (m.borrow().len(), m.borrow().capacity()));
+        assert_eq!(spare.0, 0);
+        assert!(spare.1 >= 4);
+        let second = format!("{:?}", crate::Parser::new(data).parse().unwrap().graph());
+        assert_eq!(first, second);
     }
 }
 

@@ -24,7 +24,8 @@ use std::borrow::Cow;
 use crate::disasm::{Disassembly, Line};
 use crate::error::{LimitKind, PickleError, Result};
 use crate::graph::{
-    Event, EventKind, Global, Graph, Inline, Items, Kind, Nested, NodeId, Stored, is_leaf_opcode,
+    Event, EventKind, Global, Graph, Inline, Items, Kind, Nested, NodeId, SPARE_MEMO, Stored,
+    is_leaf_opcode, keep_spare, take_spare,
 };
 use crate::limits::Limits;
 use crate::opcodes::Opcode;
@@ -84,10 +85,15 @@ pub(crate) fn execute<'a>(config: Config<'a, '_>) -> Result<Outcome<'a>> {
     // copying them while they grow. Bounded by the limits and by a fixed
     // cap, and untouched reserved memory costs no pages.
     let cap = |limit: u64| usize::try_from(per_16.min(limit).min(RESERVE_CAP)).unwrap_or(0);
-    cur.memo.reserve(cap(config.limits.max_memo_entries));
+    let slots = cap(config.limits.max_memo_entries);
+    cur.memo = take_spare(&SPARE_MEMO, slots);
+    cur.memo.reserve(slots);
     run.graph
         .reserve_pool(cap(config.limits.max_graph_bytes / ID_BYTES));
-    let (root, end) = run.run(&mut cur)?;
+    let ran = run.run(&mut cur);
+    // The memo's pages serve the thread's next parse.
+    keep_spare(&SPARE_MEMO, std::mem::take(&mut cur.memo));
+    let (root, end) = ran?;
     run.stats.graph_bytes = run.graph_bytes;
     let mut listing = run.listing;
     if let Some(l) = listing.as_mut() {

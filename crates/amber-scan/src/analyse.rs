@@ -525,6 +525,9 @@ impl<'x> Run<'_, 'x, '_, '_> {
     /// Raw data as pickles spell it: bytes, a Python 2 str, text to be
     /// latin-1 encoded, `_codecs.encode(...)`, an out-of-band buffer.
     fn is_payload(&self, id: NodeId) -> bool {
+        if self.an.graph.is_raw_leaf(id) {
+            return true;
+        }
         match self.get(id) {
             Some(
                 NodeKind::Bytes(_)

@@ -79,6 +79,20 @@ fn memo_index(op: u8, arg: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+/// The memo read (`BINGET` or `LONG_BINGET`) that starts `rest`: its
+/// index, its opcode and what follows it.
+#[inline(always)]
+fn read_memo(rest: &[u8]) -> Option<(usize, u8, &[u8])> {
+    match rest {
+        [b'h', i, tail @ ..] => Some((usize::from(*i), b'h', tail)),
+        [b'j', a, b, c, d, tail @ ..] => {
+            let i = usize::try_from(u32::from_le_bytes([*a, *b, *c, *d])).ok()?;
+            Some((i, b'j', tail))
+        }
+        _ => None,
+    }
+}
+
 /// Where `Run::fast_frombuffer` starts: at `at` in `window` (which starts
 /// at `pos` of the input), with a budget of `room` opcodes.
 #[derive(Clone, Copy)]
@@ -87,6 +101,17 @@ struct Span<'w> {
     at: usize,
     pos: usize,
     room: usize,
+}
+
+/// A node the opcode at `at` of the input made.
+#[inline(always)]
+fn stored_at(kind: Kind<'_>, at: usize, opcode: Opcode, depth: u32) -> Stored<'_> {
+    Stored {
+        kind,
+        offset: to_u64(at),
+        opcode,
+        depth,
+    }
 }
 
 /// Count `n` more executions of `op`.
@@ -142,34 +167,37 @@ impl Frombuffer {
     /// Read the pattern from `at` of `window`, a buffer of at most
     /// `max_bytes` (the checks the one-at-a-time path makes of the
     /// arguments: each lies inside the window, since an opcode follows it).
+    /// Slice patterns walk the suffix left; each position is the window's
+    /// length less the suffix's.
     #[inline(always)]
     fn read(window: &[u8], at: usize, max_bytes: u64) -> Option<Self> {
-        let byte = |i: usize| window.get(i).copied();
-        let expect = |i: usize, op: Opcode| (byte(i) == Some(op.byte())).then(|| i + 1);
-        let memo_read = |i: usize| {
-            let (&op, arg) = window.get(i..)?.split_first()?;
-            let (index, len) = memo_index(op, arg)?;
-            Some(((index, op), i + 1 + len))
+        let at_ = |rest: &[u8]| window.len() - rest.len();
+        let rest = window.get(at..)?;
+        let (callable, callable_op, rest) = read_memo(rest)?;
+        let [b'(', 0x96, rest @ ..] = rest else {
+            return None;
         };
-        let ((callable, callable_op), i) = memo_read(at)?;
-        let buffer = expect(i, Opcode::MARK)?;
-        let i = expect(buffer, Opcode::BYTEARRAY8)?;
-        let len = u64::from_le_bytes(window.get(i..i.checked_add(8)?)?.try_into().ok()?);
+        let buffer = at_(rest) - 1;
+        let (len, rest) = rest.split_first_chunk::<8>()?;
+        let len = u64::from_le_bytes(*len);
         if len > max_bytes {
             return None;
         }
-        let i = i.checked_add(8)?.checked_add(usize::try_from(len).ok()?)?;
-        let i = expect(i, Opcode::MEMOIZE)?;
-        let ((dtype, dtype_op), mut i) = memo_read(i)?;
+        let [0x94, rest @ ..] = rest.get(usize::try_from(len).ok()?..)? else {
+            return None;
+        };
+        let (dtype, dtype_op, mut rest) = read_memo(rest)?;
         let mut ints = [(0, 0); 3];
         let mut dims = 0;
-        while let Some(op @ (b'K' | b'M' | b'J')) = byte(i) {
-            *ints.get_mut(dims)? = (i, op);
-            i += match op {
-                b'K' => 2,
-                b'M' => 3,
-                _ => 5,
-            };
+        while let Some((op @ (b'K' | b'M' | b'J'), arg)) = rest.split_first() {
+            *ints.get_mut(dims)? = (at_(rest), *op);
+            rest = arg.get(
+                match op {
+                    b'K' => 1,
+                    b'M' => 2,
+                    _ => 4,
+                }..,
+            )?;
             dims += 1;
         }
         let tuple = match dims {
@@ -178,14 +206,18 @@ impl Frombuffer {
             3 => Opcode::TUPLE3,
             _ => return None,
         };
-        let shape = i;
-        let i = expect(shape, tuple)?;
-        let i = expect(i, Opcode::MEMOIZE)?;
-        let ((order, order_op), args) = memo_read(i)?;
-        let i = expect(args, Opcode::TUPLE)?;
-        let reduce = expect(i, Opcode::MEMOIZE)?;
-        let i = expect(reduce, Opcode::REDUCE)?;
-        let end = expect(i, Opcode::MEMOIZE)?;
+        let shape = at_(rest);
+        let [op, 0x94, rest @ ..] = rest else {
+            return None;
+        };
+        if *op != tuple.byte() {
+            return None;
+        }
+        let (order, order_op, rest) = read_memo(rest)?;
+        let args = at_(rest);
+        let [b't', 0x94, b'R', 0x94, rest @ ..] = rest else {
+            return None;
+        };
         Some(Frombuffer {
             callable,
             dtype,
@@ -194,10 +226,10 @@ impl Frombuffer {
             buffer,
             shape,
             args,
-            reduce,
+            reduce: args + 2,
             ints,
             dims,
-            end,
+            end: at_(rest),
         })
     }
 }
@@ -560,7 +592,7 @@ impl<'a> Run<'a, '_> {
         (at, done)
     }
 
-    /// NumPy's protocol-5 pickle of an array with its bytes in-band, from
+    /// NumPy's protocol-5 pickles of arrays with their bytes in-band, from
     /// `at` in `window` (which starts at `pos` of the input), once the memo
     /// holds `_frombuffer`, the dtype and the order:
     ///
@@ -568,16 +600,19 @@ impl<'a> Run<'a, '_> {
     /// MEMOIZE; BINGET o; TUPLE; MEMOIZE; REDUCE; MEMOIZE`
     ///
     /// (`LONG_BINGET` as well, one to three `BININT1`/`BININT2`/`BININT`
-    /// for the shape): a dict of small arrays is almost nothing else. The
-    /// whole array is executed at once, with the effects the one-at-a-time
+    /// for the shape), then as many more as follow, each after a
+    /// memoized `SHORT_BINUNICODE` key or straight after the last: a dict
+    /// (or a list) of small arrays is almost nothing else. Each array (with
+    /// its key) is executed at once, with the effects the one-at-a-time
     /// paths would have (the same leaves, nodes, pool items, memo slots,
     /// counts and peaks), but only if all of it fits: the pattern, the
-    /// budget (`room` opcodes, as in `fast_run`), the memo's room for four
-    /// more slots, memo reads of filled slots that exist before it, the
-    /// memo-read, nesting and graph-bytes limits. Anything else changes
-    /// nothing and returns no opcodes, leaving the array to `fast_run`.
-    /// Returns the position in `window` after the array and the number of
-    /// opcodes executed.
+    /// budget (`room` opcodes, as in `fast_run`, for the whole run), the
+    /// memo's room for its slots, memo reads of filled slots that exist
+    /// before it, the key's length and text, the memo-read, nesting and
+    /// graph-bytes limits. The first array that does not fit ends the run
+    /// with nothing of it done, leaving it to `fast_run`. Returns the
+    /// position in `window` after the last array and the number of opcodes
+    /// executed.
     #[inline(never)]
     fn fast_frombuffer(
         &mut self,
@@ -586,126 +621,212 @@ impl<'a> Run<'a, '_> {
         memo_room: &mut u64,
     ) -> (usize, usize) {
         let (window, pos) = (span.window, span.pos);
-        let none = (span.at, 0);
-        let Some(p) = Frombuffer::read(window, span.at, self.limits.max_bytes_len) else {
-            return none;
-        };
-        let ops = p.ops();
-        let gets = self.stats.memo_gets.saturating_add(3);
-        // Every offset in the window makes a leaf id; the memo reads are of
-        // slots that exist already (not of the ones this array fills).
-        let memo = cur.memo.as_slice();
-        let (Some(&callable), Some(&dtype), Some(&order)) =
-            (memo.get(p.callable), memo.get(p.dtype), memo.get(p.order))
-        else {
-            return none;
-        };
-        if callable == NO_ENTRY || dtype == NO_ENTRY || order == NO_ENTRY {
-            return none;
-        }
-        let len = self.graph.len();
-        if ops > span.room
-            || *memo_room < 4
-            || gets > self.limits.max_memo_gets
-            || !self.graph.leaf_depths_empty()
+        // Every offset in the window makes a leaf id; no leaf has a depth.
+        if !self.graph.leaf_depths_empty()
             || NodeId::leaf(pos.saturating_add(window.len())).is_none()
-            || len.saturating_add(2) >= (NO_ENTRY >> 1) as usize
         {
-            return none;
+            return (span.at, 0);
         }
-        let (callable, dtype, order) = (NodeId(callable), NodeId(dtype), NodeId(order));
-        let bytes = (3 * NODE_BYTES).saturating_add(items_bytes(p.dims + 4, ID_BYTES));
-        if self.graph_bytes.saturating_add(bytes) > self.limits.max_graph_bytes {
-            return none;
-        }
-        // The shape tuple is at depth 1 (its items are plain leaves).
-        let args_depth = self
-            .graph
-            .depth(dtype)
-            .max(self.graph.depth(order))
-            .max(1)
-            .saturating_add(1);
-        let depth = self.graph.depth(callable).max(args_depth).saturating_add(1);
-        if u64::from(depth) > self.limits.max_nesting_depth {
-            return none;
-        }
-        let leaf = |i: usize| NodeId::leaf(pos.saturating_add(i));
-        let mut ints = [NodeId(0); 3];
-        for (id, &(i, _)) in ints.iter_mut().zip(&p.ints).take(p.dims) {
-            match leaf(i) {
-                Some(l) => *id = l,
-                None => return none,
+        let max_bytes = self.limits.max_bytes_len;
+        let max_str = self.limits.max_str_len;
+        let max_gets = self.limits.max_memo_gets;
+        let max_graph_bytes = self.limits.max_graph_bytes;
+        let max_nesting = self.limits.max_nesting_depth;
+        let base_depth = self.suspended_depth;
+        let mut at = span.at;
+        let mut done = 0usize;
+        let mut gets = self.stats.memo_gets;
+        let mut left = *memo_room;
+        // What the last array read from the memo, with its depths: the
+        // arrays of a dict share their callable, dtype and order slots.
+        let mut last: Option<([usize; 3], [NodeId; 3], u32, u32)> = None;
+        // Counts for the opcodes that vary, added once at the end.
+        let (mut arrays, mut keys, mut longs, mut dims_total) = (0u64, 0u64, 0u64, 0u64);
+        let mut ints_by_op = [0u64; 3];
+        let mut tuples_by_dims = [0u64; 3];
+        let mut peak = 0u64;
+        let mut nesting = 0u32;
+        loop {
+            // After the first array: its memoized `str` key, or none.
+            let (key, start) = match window.get(at..) {
+                Some(&[0x8c, n, ref tail @ ..]) if done > 0 => {
+                    let n = usize::from(n);
+                    match tail.get(..=n) {
+                        Some(text) if text.last() == Some(&Opcode::MEMOIZE.byte()) => {
+                            let text = text.get(..n).unwrap_or_default();
+                            if to_u64(n) > max_str || !is_utf8(text) {
+                                break;
+                            }
+                            (Some(at), at.saturating_add(n).saturating_add(3))
+                        }
+                        _ => break,
+                    }
+                }
+                _ => (None, at),
+            };
+            let Some(p) = Frombuffer::read(window, start, max_bytes) else {
+                break;
+            };
+            let key_ops = if key.is_some() { 2 } else { 0 };
+            let ops = p.ops().saturating_add(key_ops);
+            let slots = 4 + u64::from(key.is_some());
+            let array_gets = gets.saturating_add(3);
+            if done.saturating_add(ops) > span.room || left < slots || array_gets > max_gets {
+                break;
             }
+            // The memo reads are of slots that exist already (not of the
+            // ones this array, or its key, fills).
+            let reads = [p.callable, p.dtype, p.order];
+            let (read, args_depth, depth) = match last {
+                Some((r, ids, args_depth, depth)) if r == reads => (ids, args_depth, depth),
+                _ => {
+                    let memo = cur.memo.as_slice();
+                    let (Some(&callable), Some(&dtype), Some(&order)) =
+                        (memo.get(p.callable), memo.get(p.dtype), memo.get(p.order))
+                    else {
+                        break;
+                    };
+                    if callable == NO_ENTRY || dtype == NO_ENTRY || order == NO_ENTRY {
+                        break;
+                    }
+                    let ids = [NodeId(callable), NodeId(dtype), NodeId(order)];
+                    // The shape tuple is at depth 1 (its items are plain leaves).
+                    let args_depth = self
+                        .graph
+                        .depth(ids[1])
+                        .max(self.graph.depth(ids[2]))
+                        .max(1)
+                        .saturating_add(1);
+                    let depth = self.graph.depth(ids[0]).max(args_depth).saturating_add(1);
+                    last = Some((reads, ids, args_depth, depth));
+                    (ids, args_depth, depth)
+                }
+            };
+            // With a key, its slot comes first: a read of it is a read of
+            // a slot this array fills.
+            let fresh = cur.memo.len();
+            if key.is_some() && reads.contains(&fresh) {
+                break;
+            }
+            let len = self.graph.len();
+            let bytes = (3 * NODE_BYTES).saturating_add(items_bytes(p.dims + 4, ID_BYTES));
+            if len.saturating_add(2) >= (NO_ENTRY >> 1) as usize
+                || self.graph_bytes.saturating_add(bytes) > max_graph_bytes
+                || u64::from(depth) > max_nesting
+            {
+                break;
+            }
+            let [callable, dtype, order] = read;
+            let leaf = |i: usize| NodeId::leaf(pos.saturating_add(i));
+            let mut ints = [NodeId(0); 3];
+            for (id, &(i, _)) in ints.iter_mut().zip(&p.ints).take(p.dims) {
+                *id = leaf(i).unwrap_or(NodeId(0));
+            }
+            let ints = ints.get(..p.dims).unwrap_or_default();
+            let (Some(buffer), Ok(first)) = (leaf(p.buffer), u32::try_from(len)) else {
+                break;
+            };
+            let (shape, args) = (NodeId(first), NodeId(first.saturating_add(1)));
+            let reduce = NodeId(first.saturating_add(2));
+            let Some((shape_items, args_items)) =
+                self.graph.intern_two(ints, &[buffer, dtype, shape, order])
+            else {
+                break;
+            };
+            // Certain to succeed from here on.
+            #[cfg(test)]
+            tests::TAKEN.with(|n| n.set(n.get() + 1));
+            if let Some(k) = key.and_then(leaf) {
+                cur.stack.push(k);
+                cur.memo.push(k.0);
+                keys += 1;
+            }
+            let tuple = match p.dims {
+                1 => Opcode::TUPLE1,
+                2 => Opcode::TUPLE2,
+                _ => Opcode::TUPLE3,
+            };
+            let node = |kind, i: usize, opcode, depth| {
+                stored_at(kind, pos.saturating_add(i), opcode, depth)
+            };
+            let nodes = [
+                node(Kind::Tuple(shape_items), p.shape, tuple, 1),
+                node(Kind::Tuple(args_items), p.args, Opcode::TUPLE, args_depth),
+                node(
+                    Kind::Reduce { callable, args },
+                    p.reduce,
+                    Opcode::REDUCE,
+                    depth,
+                ),
+            ];
+            // Never fails: the id and the node count were checked above.
+            let _ = self.graph.push_all(shape, nodes);
+            self.graph_bytes = self.graph_bytes.saturating_add(bytes);
+            cur.memo
+                .extend_from_slice(&[buffer.0, shape.0, args.0, reduce.0]);
+            left -= slots;
+            gets = array_gets;
+            // The stack peaks with the ints (or with the order) on it, above
+            // the callable, the mark, the buffer and the dtype.
+            peak = peak.max(
+                base_depth
+                    .saturating_add(cur.depth())
+                    .saturating_add(to_u64(p.dims.saturating_add(4).max(6))),
+            );
+            cur.stack.push(reduce);
+            nesting = nesting.max(depth);
+            arrays += 1;
+            longs += p.reads.iter().map(|&op| u64::from(op == b'j')).sum::<u64>();
+            dims_total += to_u64(p.dims);
+            for &(_, op) in p.ints.iter().take(p.dims) {
+                let i = match op {
+                    b'K' => 0,
+                    b'M' => 1,
+                    _ => 2,
+                };
+                if let Some(c) = ints_by_op.get_mut(i) {
+                    *c += 1;
+                }
+            }
+            if let Some(c) = tuples_by_dims.get_mut(p.dims.saturating_sub(1)) {
+                *c += 1;
+            }
+            done = done.saturating_add(ops);
+            at = p.end;
         }
-        let ints = ints.get(..p.dims).unwrap_or_default();
-        let (Some(buffer), Ok(first)) = (leaf(p.buffer), u32::try_from(len)) else {
-            return none;
-        };
-        let (shape, args) = (NodeId(first), NodeId(first.saturating_add(1)));
-        let reduce = NodeId(first.saturating_add(2));
-        let Some((shape_items, args_items)) =
-            self.graph.intern_two(ints, &[buffer, dtype, shape, order])
-        else {
-            return none;
-        };
-        // Certain to succeed from here on.
+        if arrays == 0 {
+            return (span.at, 0);
+        }
         #[cfg(test)]
-        tests::TAKEN.with(|n| n.set(n.get() + 1));
-        let tuple = match p.dims {
-            1 => Opcode::TUPLE1,
-            2 => Opcode::TUPLE2,
-            _ => Opcode::TUPLE3,
-        };
-        let node = |kind, i: usize, opcode, depth| Stored {
-            kind,
-            offset: to_u64(pos.saturating_add(i)),
-            opcode,
-            depth,
-        };
-        let nodes = [
-            node(Kind::Tuple(shape_items), p.shape, tuple, 1),
-            node(Kind::Tuple(args_items), p.args, Opcode::TUPLE, args_depth),
-            node(
-                Kind::Reduce { callable, args },
-                p.reduce,
-                Opcode::REDUCE,
-                depth,
-            ),
-        ];
-        // Never fails: the id and the node count were checked above.
-        let _ = self.graph.push_all(shape, nodes);
-        self.graph_bytes = self.graph_bytes.saturating_add(bytes);
-        self.graph.add_leaves(to_u64(p.dims + 1));
-        cur.memo
-            .extend_from_slice(&[buffer.0, shape.0, args.0, reduce.0]);
-        cur.memo_len += 4;
-        *memo_room -= 4;
-        // The stack peaks with the ints (or with the order) on it, above
-        // the callable, the mark, the buffer and the dtype.
-        let peak = self
-            .suspended_depth
-            .saturating_add(cur.depth())
-            .saturating_add(to_u64(p.dims.saturating_add(4).max(6)));
-        cur.stack.push(reduce);
+        tests::RUNS.with(|n| n.set(n.get() + 1));
+        let puts = 4 * arrays + keys;
+        cur.memo_len += puts;
+        *memo_room = left;
+        self.graph.add_leaves(dims_total + arrays + keys);
         let stats = &mut self.stats;
         stats.max_stack_depth = stats.max_stack_depth.max(peak);
-        stats.max_nesting_depth = stats.max_nesting_depth.max(u64::from(depth));
+        stats.max_nesting_depth = stats.max_nesting_depth.max(u64::from(nesting));
         stats.memo_gets = gets;
-        stats.memo_puts += 4;
+        stats.memo_puts += puts;
         let counts = &mut *stats.op_counts;
-        for op in p.reads {
-            bump(counts, op, 1);
+        bump(counts, b'h', 3 * arrays - longs);
+        bump(counts, b'j', longs);
+        for (op, n) in [b'K', b'M', b'J'].into_iter().zip(ints_by_op) {
+            bump(counts, op, n);
         }
-        for &(_, op) in p.ints.iter().take(p.dims) {
-            bump(counts, op, 1);
+        for (op, n) in [Opcode::TUPLE1, Opcode::TUPLE2, Opcode::TUPLE3]
+            .into_iter()
+            .zip(tuples_by_dims)
+        {
+            bump(counts, op.byte(), n);
         }
-        bump(counts, Opcode::MARK.byte(), 1);
-        bump(counts, Opcode::BYTEARRAY8.byte(), 1);
-        bump(counts, Opcode::MEMOIZE.byte(), 4);
-        bump(counts, tuple.byte(), 1);
-        bump(counts, Opcode::TUPLE.byte(), 1);
-        bump(counts, Opcode::REDUCE.byte(), 1);
-        (p.end, ops)
+        bump(counts, Opcode::SHORT_BINUNICODE.byte(), keys);
+        bump(counts, Opcode::MARK.byte(), arrays);
+        bump(counts, Opcode::BYTEARRAY8.byte(), arrays);
+        bump(counts, Opcode::MEMOIZE.byte(), puts);
+        bump(counts, Opcode::TUPLE.byte(), arrays);
+        bump(counts, Opcode::REDUCE.byte(), arrays);
+        (at, done)
     }
 
     /// A leaf opcode at `pos` (`window` starts there): the position after it.
@@ -1177,6 +1298,8 @@ mod tests {
     thread_local! {
         /// Arrays `Run::fast_frombuffer` took on this thread.
         pub(super) static TAKEN: Cell<u64> = const { Cell::new(0) };
+        /// Runs of one or more arrays `Run::fast_frombuffer` took on this thread.
+        pub(super) static RUNS: Cell<u64> = const { Cell::new(0) };
         /// Objects `Run::fast_object` took on this thread.
         pub(super) static OBJECTS: Cell<u64> = const { Cell::new(0) };
     }
@@ -1231,5 +1354,43 @@ mod tests {
         let cut = |s: &str| s.split(", listing:").next().unwrap_or_default().to_owned();
         assert_eq!(cut(&fast), cut(&general));
         assert!(fast.contains("REDUCE"));
+    }
+
+    #[test]
+    fn in_band_arrays_after_keys_are_taken_in_one_run() {
+        // A dict: `_frombuffer` in slot 1, a dtype in 3, the order in 4,
+        // then six arrays under memoized keys; the fourth key is read from
+        // the memo, the fifth array's dtype is its own key's slot.
+        let mut data = b"\x80\x05}\x94(\x8c\x01f\x940K\x05\x94\x85\x85\x940\x8c\x01C\x940".to_vec();
+        let mut slot = 5u8;
+        for i in 0..6u8 {
+            if i == 3 {
+                data.extend_from_slice(&[b'h', 5]);
+            } else {
+                data.extend_from_slice(&[0x8c, 2, b'k', b'0' + i, 0x94]);
+                slot += 1;
+            }
+            let dtype = if i == 4 { slot - 1 } else { 3 };
+            data.extend_from_slice(b"h\x01(\x96\x02\x00\x00\x00\x00\x00\x00\x00ab\x94h");
+            data.extend_from_slice(&[dtype]);
+            data.extend_from_slice(b"K\x02\x85\x94h\x04t\x94R\x94");
+            slot += 4;
+        }
+        data.extend_from_slice(b"u.");
+        let before = TAKEN.with(Cell::get);
+        let runs = RUNS.with(Cell::get);
+        let fast = format!("{:?}", Parser::new(&data).parse().unwrap());
+        // Three runs: the first three arrays, the fourth, the last two.
+        assert_eq!(RUNS.with(Cell::get) - runs, 3);
+        // All of them: a run ends before the key read from the memo and
+        // before the key whose slot the next array reads (each then goes
+        // the one-at-a-time way, and its array starts a new run).
+        assert_eq!(TAKEN.with(Cell::get) - before, 6);
+        let general = format!(
+            "{:?}",
+            Parser::new(&data).record_listing(true).parse().unwrap()
+        );
+        let cut = |s: &str| s.split(", listing:").next().unwrap_or_default().to_owned();
+        assert_eq!(cut(&fast), cut(&general));
     }
 }

@@ -413,16 +413,24 @@ fn memo_read(body: &mut Vec<u8>, index: u32, long: bool) {
 /// REDUCE; MEMOIZE`, the arrays `Run::fast_frombuffer` takes whole. The
 /// entries vary what it must take or leave: one to four dimensions of
 /// each int opcode, `LONG_BINGET`, a missing `MEMOIZE`, a read of the slot
-/// the array itself just filled; with `bad`, a read of a slot never filled.
+/// the array itself or its key just filled, a key read from the memo; with
+/// `bad`, a read of a slot never filled.
 fn dict_of_arrays(entries: usize, bad: bool) -> Vec<u8> {
     let mut body = b"}\x94(".to_vec();
     // 1: callable, 2: a leaf, 3: dtype ((leaf,),), 4: order.
     body.extend_from_slice(b"\x8c\x01f\x940K\x05\x94\x85\x85\x940\x8c\x01C\x940");
     let mut slots = 5u32;
     let ints: [&[u8]; 4] = [b"K\x0a", b"M\x01\x02", b"J\xff\xff\xff\x7f", b"K\x00"];
+    let mut key_slot = 0;
     for i in 0..entries {
-        push_key(&mut body, i);
-        slots += 1;
+        if i % 7 == 4 {
+            // A key read back from the memo (one the dict has already).
+            memo_read(&mut body, key_slot, false);
+        } else {
+            push_key(&mut body, i);
+            key_slot = slots;
+            slots += 1;
+        }
         let long = i % 5 == 2;
         memo_read(&mut body, 1, long);
         body.extend_from_slice(b"(\x96");
@@ -435,6 +443,8 @@ fn dict_of_arrays(entries: usize, bad: bool) -> Vec<u8> {
         let dtype = match i % 13 {
             7 if bad => 9_000,
             5 => buffer,
+            // The slot its key just filled.
+            10 => key_slot,
             _ => 3,
         };
         memo_read(&mut body, dtype, i % 3 == 1);
@@ -471,6 +481,10 @@ fn in_band_arrays_stop_at_every_limit_as_the_general_path() {
     assert_eq!(p.graph().len(), 3 + 26 * 3);
     assert_same_under_limits(&data, &CALL_LIMITS, 420);
     assert_same_under_graph_bytes(&data, 12_000);
+    // Keys of two and three bytes: a string limit stops a run at one.
+    for len in 0..4 {
+        assert_same(&data, Limits::default().with(LimitKind::StrLen, len), false);
+    }
     // A read of a slot never filled is an error on both paths.
     let data = dict_of_arrays(26, true);
     assert_eq!(
@@ -501,10 +515,11 @@ fn in_band_arrays_stop_at_every_limit_as_the_general_path() {
     }
 }
 
-/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`
-/// and `Graph::is_int` (the analyser's shortcuts past `kind`) must agree
+/// `Graph::str_bytes` (keys compared without decoding), `Graph::tuple_items`,
+/// `Graph::is_int` and `Graph::is_raw_leaf` (the analyser's shortcuts past
+/// `kind`) must agree
 /// with `Graph::kind` on every value of every fixture, leaves included,
-/// and on hand-made `str`s and ints of each opcode and of none.
+/// and on hand-made `str`s, ints and raw payloads of each opcode and of none.
 #[test]
 fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
     use amber_pickle::{NodeId, NodeKind};
@@ -523,7 +538,7 @@ fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
         }
         ids.sort();
         ids.dedup();
-        let (mut strs, mut ints) = (0, 0);
+        let (mut strs, mut ints, mut raws) = (0, 0, 0);
         for id in ids {
             let kind = g.kind(id);
             let expected = match kind {
@@ -540,25 +555,45 @@ fn str_bytes_tuple_items_and_is_int_agree_with_kind() {
             assert_eq!(g.tuple_items(id), tuple, "{id}");
             let int = matches!(kind, Some(NodeKind::Int(_) | NodeKind::BigInt(_)));
             assert_eq!(g.is_int(id), int, "{id}");
+            let raw = id.is_leaf()
+                && matches!(
+                    kind,
+                    Some(
+                        NodeKind::Str(_)
+                            | NodeKind::Bytes(_)
+                            | NodeKind::ByteArray(_)
+                            | NodeKind::LegacyStr(_)
+                    )
+                );
+            assert_eq!(g.is_raw_leaf(id), raw, "{id}");
+            raws += usize::from(raw);
             ints += usize::from(int);
         }
-        (strs, ints)
+        (strs, ints, raws)
     };
-    let (mut strs, mut ints) = (0, 0);
+    let (mut strs, mut ints, mut raws) = (0, 0, 0);
     for name in fixture_names(&[".pkl", ".joblib"]) {
-        let (s, i) = check(&fixture(&name), name.ends_with(".joblib"));
+        let (s, i, r) = check(&fixture(&name), name.ends_with(".joblib"));
         strs += s;
         ints += i;
+        raws += r;
     }
-    assert!(strs > 100 && ints > 100, "{strs} {ints}");
+    assert!(
+        strs > 100 && ints > 100 && raws > 100,
+        "{strs} {ints} {raws}"
+    );
     // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE (a stored node),
     // SHORT_BINBYTES (not a str), in one tuple.
     let data = b"\x80\x04(\x8c\x02\xc3\xa9X\x01\x00\x00\x00a\x8d\x01\x00\x00\x00\x00\x00\x00\x00bVc\nC\x01dt.";
-    assert_eq!(check(data, false), (4, 0));
+    assert_eq!(check(data, false), (4, 0, 4));
     // Ints of every kind (BININT1, BININT2, BININT, LONG1, INT, LONG) and
     // things that are not (bools, a float, an empty tuple), in tuples.
     let data = b"\x80\x02(K\x01M\x01\x02J\xff\xff\xff\xff\x8a\x01\x05I7\nL8L\n\x88\x89G?\xf0\x00\x00\x00\x00\x00\x00)\x85t.";
-    assert_eq!(check(data, false), (0, 6));
+    assert_eq!(check(data, false), (0, 6, 0));
+    // BYTEARRAY8, BINBYTES, BINBYTES8, SHORT_BINSTRING, BINSTRING (raw
+    // leaves, none a str), STRING (a stored node), in one tuple.
+    let data = b"\x80\x05(\x96\x01\x00\x00\x00\x00\x00\x00\x00aB\x01\x00\x00\x00b\x8e\x01\x00\x00\x00\x00\x00\x00\x00cU\x01dT\x01\x00\x00\x00eS'f'\nt.";
+    assert_eq!(check(data, false), (0, 0, 5));
 }
 
 /// A joblib 1.6 file of sixteen small arrays (dtypes, shapes of one to

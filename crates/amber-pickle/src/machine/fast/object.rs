@@ -18,7 +18,7 @@
 //! opcodes could reach; anything else changes nothing and is left to them.
 
 use super::{Machine, NO_ENTRY, NODE_BYTES, Run, Span, bump, memo_index};
-use crate::graph::{Items, Kind, NodeId, Stored};
+use crate::graph::{Items, Kind, NodeId};
 use crate::machine::{BOX_BYTES, ID_BYTES, items_bytes};
 use crate::opcodes::Opcode;
 use crate::parser::to_u64;
@@ -344,11 +344,8 @@ impl<'a> Run<'a, '_> {
         // Certain to succeed from here on.
         #[cfg(test)]
         super::tests::OBJECTS.with(|n| n.set(n.get() + 1));
-        let node = |kind, i: usize, opcode, depth| Stored {
-            kind,
-            offset: to_u64(pos.saturating_add(i)),
-            opcode,
-            depth,
+        let node = |kind, i: usize, opcode, depth| {
+            super::stored_at(kind, pos.saturating_add(i), opcode, depth)
         };
         let nodes = [
             node(
