@@ -767,17 +767,18 @@ pub fn read_directory_in(data: &dyn Source) -> Result<Vec<ZipEntry>> {
     let mut entries = Vec::with_capacity(count as usize);
     // Names seen, for a directory too long to compare each name with those
     // before it (a short one does that instead of copying every name).
-    let mut names = std::collections::HashSet::new();
+    let long = count > SHORT_DIRECTORY;
+    let mut names = std::collections::HashSet::with_capacity(if long { count as usize } else { 0 });
     let mut at = cd_offset;
     let mut expected_header = 0u64;
     for _ in 0..count {
         let entry = read_central(&b, at)?;
         at = entry.1;
         let entry = entry.0;
-        let duplicate = if count <= SHORT_DIRECTORY {
-            entries.iter().any(|e: &ZipEntry| e.name == entry.name)
-        } else {
+        let duplicate = if long {
             !names.insert(entry.name.clone())
+        } else {
+            entries.iter().any(|e: &ZipEntry| e.name == entry.name)
         };
         if duplicate {
             return Err(FormatError::corrupt(
