@@ -278,13 +278,15 @@ def blosc2_methods() -> list[Method]:
 # --------------------------------------------------------------------------- registry
 
 A_AND_INT32 = PUBLIC_CASES + ("a_int32",)
+#: amber with and without compression also runs on (a)'s float64 array alone.
+A_AND_SUBS = A_AND_INT32 + ("a_float64",)
 #: Every method, in table order: its group and the cases it runs on.
 CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pickle": (CORE, PUBLIC_CASES),
     "joblib": (CORE, PUBLIC_CASES),
     "joblib_mmap": (CORE, PUBLIC_CASES),
     "skops": (CORE, PUBLIC_CASES),
-    "amber": (CORE, A_AND_INT32),  # the uncompressed reference in the int32-only case
+    "amber": (CORE, A_AND_SUBS),  # the uncompressed reference in the one-array cases
     "amber_trusted": (CORE, PUBLIC_CASES),
     "amber_mmap": (CORE, PUBLIC_CASES),
     "amber_sync": (CORE, PUBLIC_CASES),
@@ -293,7 +295,7 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...]]] = {
     "memcpy": (LIMIT, ("a",)),
     "joblib_z3": (COMPRESSED, A_AND_INT32),
     "joblib_lz4": (COMPRESSED, A_AND_INT32),
-    "amber_zstd": (COMPRESSED, A_AND_INT32),
+    "amber_zstd": (COMPRESSED, A_AND_SUBS),
     "amber_lz4": (COMPRESSED, A_AND_INT32),
     "amber_zstd_1thread": (COMPRESSED, A_AND_INT32),
     "amber_of_joblib_z3": (COMPRESSED, PUBLIC_CASES),

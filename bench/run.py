@@ -358,10 +358,13 @@ def remove_stale_run_dirs() -> None:
 def run_all(args: argparse.Namespace) -> int:
     """Every selected case, each in a worker process; then the report."""
     cases = list(dict.fromkeys(args.cases))
-    # Case (a)'s int32 array alone, for its compression targets, whenever compression is benchmarked on (a).
-    int32_methods = methods.names_for("a_int32", args.compressed, args.only)
-    if "a" in cases and any(methods.CATALOGUE[n][0] == methods.COMPRESSED for n in int32_methods):
-        cases.insert(cases.index("a") + 1, "a_int32")
+    # Case (a)'s arrays one at a time, for their compression targets, whenever compression is benchmarked on (a).
+    at = cases.index("a") + 1 if "a" in cases else None
+    for sub in suite.SUB_CASES:
+        sub_methods = methods.names_for(sub, args.compressed, args.only)
+        if at is not None and any(methods.CATALOGUE[n][0] == methods.COMPRESSED for n in sub_methods):
+            cases.insert(at, sub)
+            at += 1
     data: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(), "quick": args.quick, "repeat": args.repeat, "budget_s": args.budget,

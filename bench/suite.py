@@ -53,6 +53,12 @@ def build_int32_only(scale: int) -> dict[str, np.ndarray]:
     return {"int32_low_entropy": build_arrays(scale)["int32_low_entropy"]}
 
 
+def build_float64_only(scale: int) -> dict[str, np.ndarray]:
+    """(a) without the int32 array: the issue's "random float64 with compression
+    on" target compares this array's compressed dump with its uncompressed one."""
+    return {"float64_random": build_arrays(scale)["float64_random"]}
+
+
 def build_many_small_arrays(scale: int) -> dict[str, np.ndarray]:
     """(e) 100,000 float64 arrays of 10 elements: per-array overhead dominates."""
     rng = np.random.default_rng(0)
@@ -132,10 +138,13 @@ CASES: dict[str, Case] = {
         Case("e", "many_small_arrays", "dict of 100,000 float64 arrays of 10 elements", build_many_small_arrays, cached=False),
         # Not selectable on its own: run with (a) when --compressed is given.
         Case("a_int32", "arrays_int32", "case (a)'s 256 MiB low-entropy int32 array alone", build_int32_only, cached=False),
+        Case("a_float64", "arrays_float64", "case (a)'s 1 GiB random float64 array alone", build_float64_only, cached=False),
     )
 }
-#: Cases a user selects; ``a_int32`` follows ``a`` when compression is benchmarked.
+#: Cases a user selects; ``a_int32`` and ``a_float64`` follow ``a`` when compression is benchmarked.
 PUBLIC_CASES = ("a", "b", "c", "d", "e")
+#: (a)'s arrays one at a time, for the compression targets that name one of them.
+SUB_CASES = ("a_int32", "a_float64")
 
 
 def resolve_case(token: str) -> str:
