@@ -359,12 +359,11 @@ def run_all(args: argparse.Namespace) -> int:
     """Every selected case, each in a worker process; then the report."""
     cases = list(dict.fromkeys(args.cases))
     # Case (a)'s arrays one at a time, for their compression targets, whenever compression is benchmarked on (a).
-    at = cases.index("a") + 1 if "a" in cases else None
-    for sub in suite.SUB_CASES:
-        sub_methods = methods.names_for(sub, args.compressed, args.only)
-        if at is not None and any(methods.CATALOGUE[n][0] == methods.COMPRESSED for n in sub_methods):
-            cases.insert(at, sub)
-            at += 1
+    if "a" in cases:
+        at = cases.index("a") + 1
+        cases[at:at] = [sub for sub in suite.SUB_CASES
+                        if any(methods.CATALOGUE[n][0] == methods.COMPRESSED
+                               for n in methods.names_for(sub, args.compressed, args.only))]
     data: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(), "quick": args.quick, "repeat": args.repeat, "budget_s": args.budget,
