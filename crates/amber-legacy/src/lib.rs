@@ -742,11 +742,12 @@ fn open_backing(
             None => Vec::new(),
         },
     };
-    let arrays = parsed
-        .arrays
-        .into_iter()
-        .map(|a| companion::resolve(a, &companions))
-        .collect::<Result<Vec<_>>>()?;
+    // Sized up front: collecting through `Result` gives no size hint, and a
+    // file of 100,000 small arrays then regrew this list seventeen times.
+    let mut arrays = Vec::with_capacity(parsed.arrays.len());
+    for found in parsed.arrays {
+        arrays.push(companion::resolve(found, &companions)?);
+    }
     let multi_file = !companions.is_empty();
     let kind = if zf {
         LegacyKind::JoblibZf
