@@ -287,6 +287,14 @@ def _case_table(case: str, res: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _fast_runs(data: dict[str, Any]) -> str:
+    """How many runs a fast method got, in the header (results older than the rule have no such field)."""
+    if "fast_budget_s" not in data:
+        return ""
+    return (f", or as many as fit in {data['fast_budget_s']:g} s (up to {data['fast_max_runs']}) for a method whose "
+            "runs are fast")
+
+
 def markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     lines = [
@@ -296,8 +304,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"{m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('filesystem', '?')}, "
         f"Linux {m.get('kernel', '?')}; {_versions(m)}; repo {m.get('commit', '?')}; {data['started']}.",
         "",
-        f"Median of {data['repeat']} runs (fewer for a competitor whose runs took more than {data['budget_s']:.0f} s "
-        "in all: see `runs`), warm page cache, each dump to a fresh file in `bench/out/tmp/` and flushed to disk before "
+        f"Median of {data['repeat']} runs{_fast_runs(data)} (fewer for a competitor whose runs took more than "
+        f"{data['budget_s']:.0f} s in all: see `runs`), warm page cache, each dump to a fresh file in `bench/out/tmp/` and flushed to disk before "
         "its load; freed memory is returned to the kernel before every run, so each pays its own page faults. Peak extra memory is the process's peak RSS during the call minus its RSS before; for loads, "
         "less the loaded arrays' own bytes in memory (memory-mapped arrays are not subtracted). "
         "Ratios are time ÷ time in this run: below 1 is faster. Run-to-run drift on this VM is 10–40%; "
