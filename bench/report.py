@@ -114,7 +114,7 @@ def safety_checks(r: Results) -> list[Check]:
             checks.append(_judge(case, "amber load time / amber load(trusted=True) time, interleaved pairs "
                                  "(safety costs <= 5%)", safety["ratio"], "<=", 1.05,
                                  f"medians {safety['safe_s'] * 1000:.2f} / {safety['trusted_s'] * 1000:.2f} ms "
-                                 f"over {safety['pairs']} pairs"))
+                                 f"over {safety['pairs']} pairs{_se(safety)}"))
             checks.append(_info(case, "amber load time / amber load(trusted=True) time, the table's blocks of runs",
                                 blocks, ""))
         else:
@@ -285,6 +285,12 @@ def _case_table(case: str, res: dict[str, Any]) -> list[str]:
             lines.append(f"| {kind} | {_num(row['size_bytes'] / MB)} | {_num(row['amber_s'] * 1000)} | "
                          f"{_num(row['amber_mb_s'])} | {row['amber_verdict']} | {ps} |")
     return lines + [""]
+
+
+def _se(safety: dict[str, Any]) -> str:
+    """The judged ratio's standard error, for the check's detail (older results lack it)."""
+    se = safety.get("ratio_se")
+    return f"; standard error {se:.3f}" if se is not None else ""
 
 
 def _fast_runs(data: dict[str, Any]) -> str:
