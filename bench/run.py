@@ -305,8 +305,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated method names (default: all that apply); "
                                        "known: " + ", ".join(methods.CATALOGUE) + ", and scan (amber.scan "
                                        "against picklescan)")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per method, at least; methods whose runs are fast get more, as many as "
-                             f"fit in {FAST_BUDGET_S:g} s (up to {FAST_MAX_RUNS}); the median is reported (default 5)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs per method, at least; a method whose runs are fast gets as many as fit in "
+                             f"{FAST_BUDGET_S:g} s (up to {FAST_MAX_RUNS}); the median is reported (default 5)")
     parser.add_argument("--budget", type=float, default=30.0,
                         help="stop repeating a competitor once its runs took this many seconds (default 30; "
                              "amber methods always run --repeat times)")
