@@ -97,7 +97,8 @@ def run_method(case: str, method: methods.Method | methods.Unavailable, obj: Any
             if not method.full_repeats and spent > args.budget:
                 break
             i += 1
-            if i >= args.repeat and (spent >= FAST_BUDGET_S or i >= FAST_MAX_RUNS):
+            # A quick run is a smoke test: its runs are all fast, and it gets no more of them.
+            if i >= args.repeat and (args.quick or spent >= FAST_BUDGET_S or i >= FAST_MAX_RUNS):
                 break
     finally:
         method.cleanup()
@@ -166,8 +167,9 @@ def _safety_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any
     import safetybench
 
     try:
+        budget = 0.0 if args.quick else safetybench.BUDGET_S
         row = safetybench.measure_case(obj, args.run_dir, case, max(2 * args.repeat + 1, 11),
-                                       safetybench.BUDGET_S, safetybench.MAX_PAIRS)
+                                       budget, safetybench.MAX_PAIRS)
     except Exception as e:  # reported, never fatal
         print(f"    safety: error: {_error(e)}", flush=True)
         return {"error": _error(e)}
