@@ -8,8 +8,8 @@ trusted loads (in ABBA order, so neither always goes first), each with its
 freed memory returned to the kernel first as in the main table: at least
 ``pairs`` pairs, then more while they fit in ``budget_s`` seconds (up to
 ``max_pairs``). On this VM one pair's ratio scatters by 10-23% (robust
-standard deviation) about its median, so the 11 pairs measured before left a
-4-9% standard error on a 5% target. Reported: each mode's median, the number
+standard deviation) about its median, so 11 pairs would leave a 4-9% standard
+error on a 5% target. Reported: each mode's median, the number
 of pairs, the median of the per-pair ratios (the judged figure) and that
 median's standard error.
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 import measure
 
-#: Seconds of pairs after the first ``pairs``: 20-40 pairs of the suite's
-#: 0.2-0.3 s loads, hundreds of its millisecond ones.
+#: Seconds of pairs after the first ``pairs``: 23-35 pairs of the suite's
+#: 0.2-0.3 s loads, 130-145 of (d)'s millisecond ones.
 BUDGET_S = 20.0
 #: Most pairs measured.
 MAX_PAIRS = 201
