@@ -183,9 +183,21 @@ def compressed_checks(r: Results) -> list[Check]:
     if "a_float64" in r.cases:
         # The issue's target names the random float64 array: its random byte
         # planes must be found so and stored raw at little cost.
-        checks.append(_judge("a_float64", "random float64: amber zstd dump time / amber uncompressed dump time",
-                             _div(r.get("a_float64", "amber_zstd", "dump_median_s"),
-                                  r.get("a_float64", "amber", "dump_median_s")), "<=", 1.5))
+        blocks = _div(r.get("a_float64", "amber_zstd", "dump_median_s"), r.get("a_float64", "amber", "dump_median_s"))
+        pairs = r.cases["a_float64"].get("compression_pairs") or {}
+        if "ratio" in pairs:
+            # Judged on interleaved pairs: one 1 GiB dump's time swings 2-3x
+            # with the memory behind the page cache, and the table's two
+            # blocks of runs meet different swings.
+            checks.append(_judge("a_float64", "random float64: amber zstd dump time / amber uncompressed dump time, "
+                                 "interleaved pairs", pairs["ratio"], "<=", 1.5,
+                                 f"medians {pairs['zstd_s']:.3f} / {pairs['none_s']:.3f} s "
+                                 f"over {pairs['pairs']} pairs{_se(pairs)}"))
+            checks.append(_info("a_float64", "random float64: amber zstd dump time / amber uncompressed dump time, "
+                                "the table's blocks of runs", blocks, ""))
+        else:
+            checks.append(_judge("a_float64", "random float64: amber zstd dump time / amber uncompressed dump time",
+                                 blocks, "<=", 1.5))
     if "a" in r.cases and r.row("a", "amber_zstd"):
         # The whole case also compresses the int32 array: real work, shown, not judged.
         checks.append(_info("a", "amber zstd dump time / amber uncompressed dump time, both arrays",
@@ -287,9 +299,9 @@ def _case_table(case: str, res: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _se(safety: dict[str, Any]) -> str:
+def _se(pairs: dict[str, Any]) -> str:
     """The judged ratio's standard error, for the check's detail (older results lack it)."""
-    se = safety.get("ratio_se")
+    se = pairs.get("ratio_se")
     return f"; standard error {se:.3f}" if se is not None else ""
 
 

@@ -36,6 +36,7 @@ DOCS = REPO / "docs" / "bench"
 sys.path.insert(0, str(BENCH))
 import measure  # noqa: E402  (bench/ modules, importable once BENCH is on the path)
 import methods  # noqa: E402
+import pairbench  # noqa: E402
 import report  # noqa: E402
 import suite  # noqa: E402
 
@@ -157,23 +158,31 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         scan = _scan_case(obj, case, args)
     safety: dict[str, Any] | None = None
     if case in suite.PUBLIC_CASES and (args.only is None or "amber" in args.only):
-        safety = _safety_case(obj, case, args)
+        safety = _pair_case("safety", pairbench.safety_case, ("safe", "trusted"), obj, case, args)
+    compression: dict[str, Any] | None = None
+    if case == "a_float64" and args.compressed and (args.only is None or "amber_zstd" in args.only):
+        compression = _pair_case("dump pairs", pairbench.compression_case, ("zstd", "none"), obj, case, args)
     return {"name": info.name, "title": info.title, "model": model, "build_s": build_s, "methods": results,
-            "scan": scan, "safety": safety, "seconds": time.perf_counter() - started}
+            "scan": scan, "safety": safety, "compression_pairs": compression,
+            "seconds": time.perf_counter() - started}
 
 
-def _safety_case(obj: Any, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Safe against trusted loads of this case's amber file, interleaved (see safetybench.py)."""
-    import safetybench
+def _pairs(args: argparse.Namespace) -> tuple[int, float, int]:
+    """At least, seconds for more, and at most: the pairs of an interleaved measurement."""
+    return max(2 * args.repeat + 1, 11), 0.0 if args.quick else pairbench.BUDGET_S, pairbench.MAX_PAIRS
 
+
+def _pair_case(what: str, measure_case: Any, keys: tuple[str, str], obj: Any, case: str,
+               args: argparse.Namespace) -> dict[str, Any] | None:
+    """One interleaved measurement of pairbench.py (``measure_case``), printed
+    with its two sides' medians (``keys``); an error is reported, never fatal."""
     try:
-        budget = 0.0 if args.quick else safetybench.BUDGET_S
-        row = safetybench.measure_case(obj, args.run_dir, case, max(2 * args.repeat + 1, 11),
-                                       budget, safetybench.MAX_PAIRS)
-    except Exception as e:  # reported, never fatal
-        print(f"    safety: error: {_error(e)}", flush=True)
+        row = measure_case(obj, args.run_dir, case, *_pairs(args))
+    except Exception as e:
+        print(f"    {what}: error: {_error(e)}", flush=True)
         return {"error": _error(e)}
-    print(f"    safety: safe {row['safe_s']:.4f} s, trusted {row['trusted_s']:.4f} s over {row['pairs']} "
+    first, second = keys
+    print(f"    {what}: {first} {row[first + '_s']:.4f} s, {second} {row[second + '_s']:.4f} s over {row['pairs']} "
           f"interleaved pairs: ratio {row['ratio']:.3f}", flush=True)
     return row
 
