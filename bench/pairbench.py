@@ -7,10 +7,10 @@ The methods of the main table run as separate blocks of runs, minutes apart;
 on this VM the speed drifts 10-40% over minutes, which swamps a 5% target,
 and a 1 GiB dump's time swings 2-3x with the state of the memory behind the
 page cache (0.36-0.75 s for the same uncompressed dump, in a repeating
-pattern, and 3 s for the first). Here the two operations alternate in pairs (ABBA
-order, so neither always goes first), each with its freed memory returned to
-the kernel first as in the main table: at least ``pairs`` pairs, then more
-while they fit in ``budget_s`` seconds (up to ``max_pairs``). On this VM one
+pattern, and 3 s for the first). Here the two operations alternate in pairs
+(ABBA order, so neither always goes first), each with its freed memory
+returned to the kernel first as in the main table: at least ``pairs`` pairs,
+then more while they fit in ``budget_s`` seconds (up to ``max_pairs``). On this VM one
 pair's load ratio scatters by 10-23% (robust standard deviation) about its
 median, so 11 pairs would leave a 4-9% standard error on a 5% target.
 Reported: each side's median, the number of pairs, the median of the
@@ -33,23 +33,22 @@ BUDGET_S = 20.0
 MAX_PAIRS = 201
 
 
-def interleaved(first: Callable[[int], Any], second: Callable[[int], Any], pairs: int, budget_s: float = 0.0,
-                max_pairs: int = 0, after: Callable[[int], Any] | None = None) -> dict[str, Any]:
-    """Times ``first(i)`` and ``second(i)`` alternately, ``first`` leading in
+def interleaved(first: Callable[[], Any], second: Callable[[], Any], pairs: int, budget_s: float = 0.0,
+                max_pairs: int = 0, after: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Times ``first()`` and ``second()`` alternately, ``first`` leading in
     even pairs and ``second`` in odd ones, each call under ``measure.timed``;
-    ``after(i)``, if given, runs untimed after each call (a dump's flush and
-    removal). The ratios are first ÷ second, pair by pair."""
+    ``after()``, if given, runs untimed after each call (a dump's flush, load
+    and removal). The ratios are first ÷ second, pair by pair."""
     times: tuple[list[float], list[float]] = ([], [])
     started = time.perf_counter()
     i = 0
     while i < pairs or (time.perf_counter() - started < budget_s and i < max_pairs):
         for side in ((0, 1) if i % 2 == 0 else (1, 0)):
-            fn = first if side == 0 else second
-            sample = measure.timed(lambda: fn(i))
+            sample = measure.timed(first if side == 0 else second)
             times[side].append(sample.seconds)
             del sample
             if after is not None:
-                after(i)
+                after()
         i += 1
     ratios = [a / b for a, b in zip(*times) if b > 0]
     return {"pairs": len(ratios), "first_s": statistics.median(times[0]), "second_s": statistics.median(times[1]),
@@ -66,7 +65,7 @@ def safety_case(obj: Any, run_dir: Path, case: str, pairs: int, budget_s: float 
     measure.fsync_tree(path)
     try:
         amber.load(path)  # warm the page cache, imports and the policy
-        row = interleaved(lambda i: amber.load(path), lambda i: amber.load(path, trusted=True),
+        row = interleaved(lambda: amber.load(path), lambda: amber.load(path, trusted=True),
                           pairs, budget_s, max_pairs)
     finally:
         path.unlink(missing_ok=True)
@@ -87,7 +86,7 @@ def compression_case(obj: Any, run_dir: Path, case: str, pairs: int, budget_s: f
     def dump(kind: str) -> None:
         amber.dump(obj, paths[kind], compress="zstd" if kind == "zstd" else None)
 
-    def flush(_: int) -> None:
+    def flush() -> None:
         for path in paths.values():
             if path.exists():
                 measure.fsync_tree(path)
@@ -98,8 +97,8 @@ def compression_case(obj: Any, run_dir: Path, case: str, pairs: int, budget_s: f
     try:
         for kind in paths:  # the first dumps touch memory the page cache has never had
             dump(kind)
-            flush(0)
-        row = interleaved(lambda i: dump("zstd"), lambda i: dump("none"), pairs, budget_s, max_pairs, flush)
+            flush()
+        row = interleaved(lambda: dump("zstd"), lambda: dump("none"), pairs, budget_s, max_pairs, flush)
     finally:
         for path in paths.values():
             path.unlink(missing_ok=True)
